@@ -1,0 +1,11 @@
+//! panelgate: a reseller gateway for the SMM panel API v2.
+//!
+//! The crate is organised by domain: [`protocol`] is the wire format both sides share,
+//! [`server`] the HTTP edge, [`money`] the exact arithmetic every charge goes through, and
+//! [`sim`] a complete simulated provider panel used by the demo, the tests and the benchmarks.
+#![forbid(unsafe_code)]
+
+pub mod money;
+pub mod protocol;
+pub mod server;
+pub mod sim;

@@ -1,0 +1,77 @@
+//! The SMM panel API v2 wire format, shared by both sides of panelgate: the server it is to
+//! downstream clients and the client it is to upstream panels.
+//!
+//! - [`params`]: request bodies and query strings in every shape real peers send;
+//! - [`request`]: typed, strictly validated actions;
+//! - [`order`]: the `add` fields of every service type and what they bill;
+//! - [`reply`]: reply shapes, serialized exactly as panels send them;
+//! - [`service`], [`status`]: the catalog entry and status vocabularies;
+//! - [`lenient`]: the tolerant reader for whatever upstream panels actually answer.
+
+pub mod lenient;
+pub mod order;
+pub mod params;
+pub mod reply;
+pub mod request;
+pub mod service;
+pub mod status;
+
+pub use params::Params;
+pub use request::{Action, Ids};
+pub use service::{Service, ServiceType};
+pub use status::{RefillStatus, Status};
+
+/// Most ids one multi call may carry.
+pub const MAX_IDS: usize = 100;
+
+/// Everything a request can be refused for. The `Display` text is what the client receives in
+/// `{"error": …}`; the texts of PROTOCOL.md §4 are kept to the letter because clients match them.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ProtocolError {
+    #[error("Incorrect request")]
+    IncorrectRequest,
+    #[error(
+        "Incorrect request: multipart/form-data is not supported, send application/x-www-form-urlencoded or JSON"
+    )]
+    UnsupportedBody,
+    #[error("Request body too large")]
+    BodyTooLarge,
+    #[error("Invalid API key")]
+    InvalidKey,
+    #[error("Incorrect service ID")]
+    IncorrectServiceId,
+    #[error("Incorrect order ID")]
+    IncorrectOrderId,
+    #[error("Incorrect refill ID")]
+    IncorrectRefillId,
+    #[error("Refill not found")]
+    RefillNotFound,
+    #[error("Too many IDs: at most 100 per request")]
+    TooManyIds,
+    #[error("Not enough funds on balance")]
+    NotEnoughFunds,
+    #[error("Quantity less than minimal {0}")]
+    QuantityBelowMin(u64),
+    #[error("Quantity more than maximum {0}")]
+    QuantityAboveMax(u64),
+    #[error("Missing parameter: {0}")]
+    Missing(&'static str),
+    #[error("Incorrect {0}")]
+    Invalid(&'static str),
+    #[error("Drip-feed needs both runs and interval")]
+    DripfeedIncomplete,
+    #[error("Drip-feed is disabled for this service")]
+    DripfeedDisabled,
+    #[error("Refill is disabled for this service")]
+    RefillDisabled,
+    #[error("The order is not completed yet")]
+    OrderNotCompleted,
+    #[error("The refill task is not completed for this order")]
+    RefillNotCompleted,
+    #[error("Cancel is disabled for this service")]
+    CancelDisabled,
+    #[error("The order cannot be canceled")]
+    CancelNotAllowed,
+    #[error("You have active order with this link. Please wait until order being completed.")]
+    ActiveOrderWithLink,
+}

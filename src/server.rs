@@ -1,0 +1,242 @@
+//! The HTTP edge shared by the gateway and the simulator: a hyper 1 HTTP/1.1 listener with
+//! explicit limits (body size, header read time), JSON replies for every refusal, and graceful
+//! shutdown. Everything above it sees parsed [`Params`] and answers with bytes.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::header::{CONTENT_LENGTH, CONTENT_TYPE};
+use http::{HeaderValue, Method, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulShutdown;
+use tokio::net::TcpListener;
+
+use crate::protocol::{Params, ProtocolError, reply};
+
+/// Ingress limits. Every one is explicit so that an open port cannot be made to hold memory or
+/// sockets for free.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// Largest request body accepted; larger ones get 413 and a JSON error.
+    pub max_body_bytes: usize,
+    /// Time a client has to send its request head (slowloris).
+    pub header_read_timeout: Duration,
+    /// Time a client has to send its body once the head is in.
+    pub body_read_timeout: Duration,
+    /// How long in-flight requests may run after shutdown begins.
+    pub shutdown_grace: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_body_bytes: 1 << 20,
+            header_read_timeout: Duration::from_secs(10),
+            body_read_timeout: Duration::from_secs(30),
+            shutdown_grace: Duration::from_secs(10),
+        }
+    }
+}
+
+pub type Reply = Response<Full<Bytes>>;
+
+/// What a handler does with a request.
+pub enum Answer {
+    Respond(Reply),
+    /// Close the connection without a reply. Only the simulator's fault injection uses it, to
+    /// play an upstream that read the request and then vanished.
+    Hangup,
+}
+
+impl From<Reply> for Answer {
+    fn from(r: Reply) -> Self {
+        Answer::Respond(r)
+    }
+}
+
+pub trait Handler: Send + Sync + 'static {
+    fn handle(
+        &self,
+        req: Request<Incoming>,
+        peer: SocketAddr,
+    ) -> impl Future<Output = Answer> + Send;
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("connection closed on purpose")]
+struct Hangup;
+
+/// Serves `handler` on `listener` until `shutdown` completes, then stops accepting and gives
+/// in-flight requests `limits.shutdown_grace` to finish.
+pub async fn serve<H: Handler>(
+    listener: TcpListener,
+    handler: Arc<H>,
+    limits: Limits,
+    shutdown: impl Future<Output = ()>,
+) {
+    let graceful = GracefulShutdown::new();
+    let mut http = http1::Builder::new();
+    http.timer(TokioTimer::new())
+        .header_read_timeout(limits.header_read_timeout)
+        .keep_alive(true);
+    tokio::pin!(shutdown);
+    loop {
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(conn) => conn,
+                Err(e) => {
+                    // Out of file descriptors and the like: back off instead of spinning.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        let _ = stream.set_nodelay(true);
+        let handler = handler.clone();
+        let service = hyper::service::service_fn(move |req| {
+            let handler = handler.clone();
+            async move {
+                match handler.handle(req, peer).await {
+                    Answer::Respond(reply) => Ok(reply),
+                    Answer::Hangup => Err(Hangup),
+                }
+            }
+        });
+        let conn = http.serve_connection(TokioIo::new(stream), service);
+        let conn = graceful.watch(conn);
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::debug!(error = %e, %peer, "connection ended with an error");
+            }
+        });
+    }
+    drop(listener);
+    if tokio::time::timeout(limits.shutdown_grace, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!("shutdown grace period over; dropping the remaining connections");
+    }
+}
+
+/// `/api/v2` and `/api/v2/` alike: a redirect would turn a client's POST into a body-less GET.
+pub fn is_api_path(path: &str) -> bool {
+    matches!(path, "/api/v2" | "/api/v2/")
+}
+
+/// An API request read off the wire: its merged parameters and the `X-Api-Key` header.
+#[derive(Debug)]
+pub struct ApiRequest {
+    pub params: Params,
+    pub key_header: Option<String>,
+}
+
+impl ApiRequest {
+    pub fn key(&self) -> Option<&str> {
+        crate::protocol::request::api_key(&self.params, self.key_header.as_deref())
+    }
+}
+
+/// Reads an API request's parameters from its query string and body, within the limits. A
+/// refusal comes back as the reply to send.
+pub async fn read_api_request(
+    req: Request<Incoming>,
+    limits: &Limits,
+) -> Result<ApiRequest, Reply> {
+    if req.method() != Method::POST && req.method() != Method::GET {
+        return Err(error_reply(
+            StatusCode::METHOD_NOT_ALLOWED,
+            &ProtocolError::IncorrectRequest.to_string(),
+        ));
+    }
+    let too_large = || {
+        error_reply(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            &ProtocolError::BodyTooLarge.to_string(),
+        )
+    };
+    let declared = req
+        .headers()
+        .get(CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|len| len > limits.max_body_bytes as u64) {
+        return Err(too_large());
+    }
+    let (parts, body) = req.into_parts();
+    let collected = tokio::time::timeout(
+        limits.body_read_timeout,
+        Limited::new(body, limits.max_body_bytes).collect(),
+    )
+    .await;
+    let body = match collected {
+        Ok(Ok(body)) => body.to_bytes(),
+        Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => return Err(too_large()),
+        Ok(Err(_)) | Err(_) => {
+            return Err(error_reply(
+                StatusCode::BAD_REQUEST,
+                &ProtocolError::IncorrectRequest.to_string(),
+            ));
+        }
+    };
+    let header = |name: &str| {
+        parts
+            .headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+    };
+    let params = Params::from_parts(
+        parts.uri.query(),
+        header(CONTENT_TYPE.as_str()).as_deref(),
+        &body,
+    )
+    .map_err(|e| protocol_error(&e))?;
+    Ok(ApiRequest {
+        params,
+        key_header: header("x-api-key"),
+    })
+}
+
+/// A JSON reply with the given status. Clients read the body whatever the status.
+pub fn json_reply(status: StatusCode, body: Bytes) -> Reply {
+    let mut r = Response::new(Full::new(body));
+    *r.status_mut() = status;
+    r.headers_mut().insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("application/json; charset=utf-8"),
+    );
+    r
+}
+
+/// `200 {"body"}`: the protocol's normal reply.
+pub fn ok(body: Bytes) -> Reply {
+    json_reply(StatusCode::OK, body)
+}
+
+/// `{"error": text}` with a status. Protocol refusals use 200 (clients ignore the status, and
+/// some lose the text on a 4xx); transport refusals may use 4xx/5xx.
+pub fn error_reply(status: StatusCode, text: &str) -> Reply {
+    json_reply(status, reply::error_bytes(text))
+}
+
+/// A protocol refusal: 200 with the canonical text, except refusals of the transport itself.
+pub fn protocol_error(e: &ProtocolError) -> Reply {
+    let status = match e {
+        ProtocolError::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+        _ => StatusCode::OK,
+    };
+    error_reply(status, &e.to_string())
+}
+
+pub fn not_found() -> Reply {
+    error_reply(StatusCode::NOT_FOUND, "Not found")
+}
