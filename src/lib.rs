@@ -5,6 +5,7 @@
 //! [`sim`] a complete simulated provider panel used by the demo, the tests and the benchmarks.
 #![forbid(unsafe_code)]
 
+pub mod config;
 pub mod money;
 pub mod protocol;
 pub mod server;

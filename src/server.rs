@@ -157,11 +157,16 @@ pub async fn read_api_request(
             &ProtocolError::IncorrectRequest.to_string(),
         ));
     }
+    // The rest of an oversized body is never read, so the connection cannot carry another
+    // request: say so, and hyper closes it after the reply.
     let too_large = || {
-        error_reply(
+        let mut r = error_reply(
             StatusCode::PAYLOAD_TOO_LARGE,
             &ProtocolError::BodyTooLarge.to_string(),
-        )
+        );
+        r.headers_mut()
+            .insert(http::header::CONNECTION, HeaderValue::from_static("close"));
+        r
     };
     let declared = req
         .headers()

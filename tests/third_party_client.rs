@@ -1,0 +1,45 @@
+//! A client nobody here wrote (`smmpy` from PyPI) lists services, orders, polls, refills and
+//! cancels against the simulated panel. `.ci/run` installs it into `.venv`.
+
+mod common;
+
+use std::path::PathBuf;
+use std::process::Command;
+
+use common::{KEY, fast_config, simulator};
+
+/// The Python that has `smmpy`: `PANELGATE_TEST_PYTHON`, else the repository's `.venv`.
+fn python() -> Option<PathBuf> {
+    if let Some(p) = std::env::var_os("PANELGATE_TEST_PYTHON") {
+        return Some(PathBuf::from(p));
+    }
+    let venv = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/python");
+    venv.exists().then_some(venv)
+}
+
+#[tokio::test]
+async fn smmpy_drives_the_simulator() {
+    let Some(python) = python() else {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI must run this test: .ci/run installs smmpy into .venv"
+        );
+        eprintln!("skipped: no .venv with smmpy (run `bash .ci/run`, which creates it)");
+        return;
+    };
+    let mut cfg = fast_config();
+    cfg.speed = 1000.0;
+    let sim = simulator(cfg).await;
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/clients/smmpy_flow.py");
+    let url = sim.url();
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new(python).arg(script).arg(url).arg(KEY).output()
+    })
+    .await
+    .unwrap()
+    .expect("python runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "stdout:\n{stdout}\nstderr:\n{stderr}");
+    assert!(stdout.contains("smmpy flow ok"), "{stdout}");
+}
