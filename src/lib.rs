@@ -10,3 +10,4 @@ pub mod money;
 pub mod protocol;
 pub mod server;
 pub mod sim;
+pub mod store;

@@ -1,0 +1,345 @@
+//! Persistent state: customers, their ledger, orders and refills. One trait, so that the
+//! SQLite store of a single instance and the PostgreSQL store of many share every rule.
+//!
+//! Money here is [`Units`]: integer 0.00001s of the gateway's currency. Every balance change is
+//! a ledger entry written in the same transaction as the change that causes it, so a
+//! customer's `balance` always equals the sum of their entries.
+
+
+
+use async_trait::async_trait;
+
+use crate::protocol::{RefillStatus, Status};
+
+/// Integer count of 0.00001 of the gateway's currency (see [`crate::money::to_units`]).
+pub type Units = i64;
+
+/// Unix time in milliseconds.
+pub type Millis = i64;
+
+/// SHA-256 of a customer's API key: what is stored and looked up, never the key.
+pub type KeyHash = [u8; 32];
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("not found")]
+    NotFound,
+    /// The change would take the balance below `-credit_limit`.
+    #[error("not enough funds")]
+    InsufficientFunds,
+    #[error("{0} already exists")]
+    Duplicate(String),
+    /// The row is not in the state the change needs (e.g. resolving an order that is not
+    /// `unknown`); nothing was written.
+    #[error("{0}")]
+    Conflict(String),
+    #[error("database: {0}")]
+    Db(#[from] sqlx::Error),
+    #[error("database migration: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+}
+
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Customer {
+    pub id: i64,
+    pub name: String,
+    pub group: String,
+    pub balance: Units,
+    /// How far below zero the balance may go (0: prepaid only).
+    pub credit_limit: Units,
+    pub enabled: bool,
+    pub created_at: Millis,
+}
+
+/// Why a ledger entry exists.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EntryKind {
+    /// Operator adds funds (`client credit`, `client add --balance`).
+    Credit,
+    /// Operator removes funds (`client debit`).
+    Debit,
+    /// Funds held for an order when it is created.
+    Charge,
+    /// An order that was definitely not placed gives its held funds back.
+    Release,
+    /// Partial / Canceled refund, or an unknown order declared not placed.
+    Refund,
+}
+
+impl EntryKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EntryKind::Credit => "credit",
+            EntryKind::Debit => "debit",
+            EntryKind::Charge => "charge",
+            EntryKind::Release => "release",
+            EntryKind::Refund => "refund",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<EntryKind> {
+        Some(match s {
+            "credit" => EntryKind::Credit,
+            "debit" => EntryKind::Debit,
+            "charge" => EntryKind::Charge,
+            "release" => EntryKind::Release,
+            "refund" => EntryKind::Refund,
+            _ => return None,
+        })
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LedgerEntry {
+    pub id: i64,
+    pub customer_id: i64,
+    /// Signed: credits, releases and refunds are positive; debits and charges negative.
+    pub amount: Units,
+    pub kind: EntryKind,
+    pub order_id: Option<i64>,
+    pub note: Option<String>,
+    pub created_at: Millis,
+}
+
+/// Where an order is in its life (DESIGN.md, "Order life").
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum OrderState {
+    /// Funds held, the upstream `add` not yet answered.
+    Dispatching,
+    /// The upstream took it; sync follows it.
+    Placed,
+    /// Definitely not placed; funds released; the customer got an error.
+    Rejected,
+    /// The upstream `add` may or may not have happened; funds held; the operator resolves it.
+    Unknown,
+    /// Completed, Partial or Canceled, refund (if any) applied. Nothing changes any more.
+    Final,
+}
+
+impl OrderState {
+    pub const ALL: [OrderState; 5] = [
+        OrderState::Dispatching,
+        OrderState::Placed,
+        OrderState::Rejected,
+        OrderState::Unknown,
+        OrderState::Final,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OrderState::Dispatching => "dispatching",
+            OrderState::Placed => "placed",
+            OrderState::Rejected => "rejected",
+            OrderState::Unknown => "unknown",
+            OrderState::Final => "final",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<OrderState> {
+        OrderState::ALL.into_iter().find(|st| st.as_str() == s)
+    }
+}
+
+/// An order about to be created, funds to be held.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewOrder {
+    pub customer_id: i64,
+    /// The local service id the customer ordered.
+    pub service: u64,
+    /// The first target; fallbacks move it with [`Store::retarget_order`].
+    pub upstream: String,
+    pub upstream_service: u64,
+    pub charge: Units,
+    /// Units the charge covers, for pro-rata refunds (1 for packages).
+    pub billed: u64,
+    pub link: Option<String>,
+    /// The forwarded order fields as a JSON object, for the operator.
+    pub fields: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Order {
+    pub id: i64,
+    pub customer_id: i64,
+    pub customer: String,
+    pub service: u64,
+    pub upstream: String,
+    pub upstream_service: u64,
+    pub upstream_order: Option<u64>,
+    pub state: OrderState,
+    /// What the customer sees; `Pending` until the upstream says otherwise.
+    pub status: Status,
+    pub charge: Units,
+    pub refunded: Units,
+    pub billed: u64,
+    pub remains: Option<i64>,
+    pub start_count: Option<u64>,
+    /// What the upstream charged us, in our currency, as last reported.
+    pub cost: Option<Units>,
+    pub link: Option<String>,
+    pub fields: String,
+    pub note: Option<String>,
+    pub created_at: Millis,
+    pub updated_at: Millis,
+    /// When the upstream's status was last applied.
+    pub synced_at: Option<Millis>,
+}
+
+/// What an upstream reported about one order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StatusUpdate {
+    pub status: Status,
+    pub remains: Option<i64>,
+    pub start_count: Option<u64>,
+    pub cost: Option<Units>,
+}
+
+/// The effect of applying a status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Applied {
+    /// Refunded by this call (0 if none was due or it was applied before).
+    pub refund: Units,
+    /// This call moved the order to `Final`.
+    pub finalized: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refill {
+    pub id: i64,
+    pub order_id: i64,
+    pub customer_id: i64,
+    pub upstream: String,
+    pub upstream_refill: u64,
+    pub status: RefillStatus,
+    pub created_at: Millis,
+    pub synced_at: Option<Millis>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct OrderFilter {
+    pub customer: Option<String>,
+    pub state: Option<OrderState>,
+}
+
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    // ---- customers ----
+
+    /// Creates a customer; a non-zero `balance` is written as a `Credit` entry.
+    async fn create_customer(
+        &self,
+        name: &str,
+        key_hash: &KeyHash,
+        group: &str,
+        credit_limit: Units,
+        balance: Units,
+        now: Millis,
+    ) -> Result<Customer>;
+
+    /// The enabled-or-not customer whose key hashes to `hash`, with the stored hash (for the
+    /// constant-time comparison the caller makes).
+    async fn customer_by_key(&self, hash: &KeyHash) -> Result<Option<(Customer, KeyHash)>>;
+
+    async fn customer_by_name(&self, name: &str) -> Result<Option<Customer>>;
+
+    /// Every customer with their order count, by name.
+    async fn list_customers(&self) -> Result<Vec<(Customer, u64)>>;
+
+    /// Operator credit (positive `amount`) or debit (negative). A debit may not take the
+    /// balance below `-credit_limit`.
+    async fn adjust_balance(
+        &self,
+        name: &str,
+        amount: Units,
+        note: Option<&str>,
+        now: Millis,
+    ) -> Result<Customer>;
+
+    async fn set_enabled(&self, name: &str, enabled: bool) -> Result<()>;
+
+    async fn set_key(&self, name: &str, key_hash: &KeyHash) -> Result<()>;
+
+    async fn ledger(&self, customer_id: i64) -> Result<Vec<LedgerEntry>>;
+
+    // ---- orders ----
+
+    /// One transaction: checks `balance - charge >= -credit_limit`, inserts the order as
+    /// `Dispatching`, writes the `Charge` entry and lowers the balance. The order is on disk
+    /// when this returns.
+    async fn create_order(&self, order: &NewOrder, now: Millis) -> Result<Order>;
+
+    /// Moves a `Dispatching` order to its next target (fallback) before it is sent there.
+    async fn retarget_order(&self, id: i64, upstream: &str, upstream_service: u64) -> Result<()>;
+
+    /// `Dispatching` → `Placed` with the upstream's order id; status `Pending`.
+    async fn mark_placed(&self, id: i64, upstream_order: u64, now: Millis) -> Result<()>;
+
+    /// `Dispatching` → `Rejected`; a `Release` entry gives the charge back.
+    async fn mark_rejected(&self, id: i64, note: &str, now: Millis) -> Result<()>;
+
+    /// `Dispatching` → `Unknown`; funds stay held.
+    async fn mark_unknown(&self, id: i64, note: &str, now: Millis) -> Result<()>;
+
+    /// At start: every order left `Dispatching` by a crash becomes `Unknown`. Returns how many.
+    async fn recover_dispatching(&self, now: Millis) -> Result<u64>;
+
+    async fn order(&self, id: i64) -> Result<Option<Order>>;
+
+    /// The orders among `ids` that belong to `customer_id` (others' are simply absent).
+    async fn customer_orders(&self, customer_id: i64, ids: &[i64]) -> Result<Vec<Order>>;
+
+    /// Newest first.
+    async fn list_orders(&self, filter: &OrderFilter) -> Result<Vec<Order>>;
+
+    /// `Placed` orders at `upstream` whose status was last applied before `stale_before` (or
+    /// never), least recently synced first.
+    async fn orders_to_sync(
+        &self,
+        upstream: &str,
+        stale_before: Millis,
+        limit: u32,
+    ) -> Result<Vec<Order>>;
+
+    /// Applies an upstream status to a `Placed` order in one transaction. A final status
+    /// moves it to `Final` and refunds exactly once: `Partial` the pro-rata rest
+    /// ([`crate::money::partial_refund`] of charge, billed, remains), `Canceled` the whole
+    /// charge. Applying to an order that is not `Placed` changes nothing.
+    async fn apply_status(&self, id: i64, update: &StatusUpdate, now: Millis) -> Result<Applied>;
+
+    /// Operator: an `Unknown` order was placed after all, as `upstream_order`.
+    async fn resolve_placed(&self, id: i64, upstream_order: u64, now: Millis) -> Result<()>;
+
+    /// Operator: an `Unknown` order was not placed: `Final`, status `Canceled`, the whole
+    /// charge refunded. Returns the refund.
+    async fn resolve_not_placed(&self, id: i64, now: Millis) -> Result<Units>;
+
+    /// Order counts by state, for metrics and `/readyz`.
+    async fn count_orders_by_state(&self) -> Result<Vec<(OrderState, u64)>>;
+
+    // ---- refills ----
+
+    async fn create_refill(
+        &self,
+        order: &Order,
+        upstream_refill: u64,
+        now: Millis,
+    ) -> Result<Refill>;
+
+    /// The refills among `ids` that belong to `customer_id`.
+    async fn customer_refills(&self, customer_id: i64, ids: &[i64]) -> Result<Vec<Refill>>;
+
+    /// Unfinished refills at `upstream` last synced before `stale_before` (or never).
+    async fn refills_to_sync(
+        &self,
+        upstream: &str,
+        stale_before: Millis,
+        limit: u32,
+    ) -> Result<Vec<Refill>>;
+
+    async fn update_refill(&self, id: i64, status: RefillStatus, now: Millis) -> Result<()>;
+
+    /// Checks that the database answers (for `/readyz`).
+    async fn ping(&self) -> Result<()>;
+}
