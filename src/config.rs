@@ -1,12 +1,18 @@
-//! The YAML configuration file. For now it holds the `simulator:` section that
-//! `panelgate simulate` reads; the gateway's keys join it with `panelgate serve`.
+//! The YAML configuration: read as text, `${VAR}` expanded, parsed into a raw schema that
+//! refuses unknown keys (serde reports them with their line), then validated into the runtime
+//! [`Config`] with errors that name the key at fault.
 
+use std::collections::{HashMap, HashSet};
+use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use rust_decimal::Decimal;
-use serde::Deserialize;
+use serde::{Deserialize, Deserializer};
 
+use crate::pricing::Markup;
+use crate::server::Limits;
 use crate::sim::{Chance, Faults};
 
 #[derive(Debug, thiserror::Error)]
@@ -20,20 +26,192 @@ pub enum ConfigError {
     Invalid { path: PathBuf, message: String },
 }
 
-/// The parts of the file this build reads. Sections of later features are left alone.
-#[derive(Debug, Default, Deserialize)]
-pub struct File {
-    #[serde(default)]
-    pub simulator: Option<SimulatorSection>,
+/// A secret (an API key): usable, but never printed. Debug and Display show `***`.
+#[derive(Clone, PartialEq, Eq, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(s: impl Into<String>) -> Secret {
+        Secret(s.into())
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
 }
 
-/// `simulator:`, a simulated upstream panel for the demo. Every key is optional; command-line
-/// flags override it.
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("***")
+    }
+}
+
+impl fmt::Display for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("***")
+    }
+}
+
+/// `2s`, `500ms`, `5m`, `1h`, or a bare number of seconds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Span(pub Duration);
+
+impl<'de> Deserialize<'de> for Span {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let v = serde_yaml_ng::Value::deserialize(d)?;
+        let text = match v {
+            serde_yaml_ng::Value::String(s) => s,
+            serde_yaml_ng::Value::Number(n) => format!("{n}s"),
+            _ => {
+                return Err(serde::de::Error::custom(
+                    "a duration like 2s, 500ms, 5m, 1h",
+                ));
+            }
+        };
+        parse_duration(&text).map(Span).ok_or_else(|| {
+            serde::de::Error::custom(format!("{text:?} is not a duration like 2s, 500ms, 5m, 1h"))
+        })
+    }
+}
+
+pub fn parse_duration(text: &str) -> Option<Duration> {
+    let t = text.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit() && c != '.')?;
+    let (number, unit) = t.split_at(split);
+    let n: Decimal = number.parse().ok()?;
+    let millis = match unit.trim() {
+        "ms" => n,
+        "s" => n * Decimal::ONE_THOUSAND,
+        "m" => n * Decimal::from(60_000),
+        "h" => n * Decimal::from(3_600_000),
+        _ => return None,
+    };
+    let millis: u64 = rust_decimal::prelude::ToPrimitive::to_u64(&millis.trunc())?;
+    Some(Duration::from_millis(millis))
+}
+
+// ---------------------------------------------------------------------------------------
+// Raw schema: exactly what the file may say.
+// ---------------------------------------------------------------------------------------
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    listen: Option<SocketAddr>,
+    database: Option<String>,
+    currency: Option<String>,
+    status_max_age: Option<Span>,
+    #[serde(default)]
+    limits: RawLimits,
+    #[serde(default)]
+    catalog: RawCatalog,
+    #[serde(default)]
+    sync: RawSync,
+    #[serde(default)]
+    upstreams: Vec<RawUpstream>,
+    #[serde(default)]
+    services: Vec<RawRule>,
+    #[serde(default)]
+    price_groups: HashMap<String, RawGroup>,
+    #[serde(default)]
+    clients: Vec<RawClient>,
+    simulator: Option<SimulatorSection>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawLimits {
+    max_body_bytes: Option<usize>,
+    header_read_timeout: Option<Span>,
+    body_read_timeout: Option<Span>,
+    shutdown_grace: Option<Span>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCatalog {
+    ttl: Option<Span>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSync {
+    interval: Option<Span>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawUpstream {
+    name: String,
+    url: String,
+    key: Secret,
+    currency: Option<String>,
+    fx: Option<Decimal>,
+    timeout: Option<Span>,
+    connect_timeout: Option<Span>,
+    max_concurrency: Option<usize>,
+    simulate: Option<SimulatorSection>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTarget {
+    upstream: String,
+    service: u64,
+}
+
+/// One entry of `services:`: explicit (`id` + `upstream` + `service`) or bulk (`import`).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRule {
+    id: Option<u64>,
+    upstream: Option<String>,
+    service: Option<u64>,
+    import: Option<String>,
+    id_offset: Option<u64>,
+    categories: Option<Vec<String>>,
+    markup: Option<Markup>,
+    #[serde(default)]
+    group_markup: HashMap<String, Markup>,
+    name: Option<String>,
+    category: Option<String>,
+    min: Option<u64>,
+    max: Option<u64>,
+    refill: Option<bool>,
+    cancel: Option<bool>,
+    dripfeed: Option<bool>,
+    desc: Option<String>,
+    #[serde(default)]
+    fallback: Vec<RawTarget>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawGroup {
+    markup: Markup,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawClient {
+    name: String,
+    key: Secret,
+    #[serde(default)]
+    balance: Option<Decimal>,
+    #[serde(default)]
+    group: Option<String>,
+    #[serde(default)]
+    credit_limit: Option<Decimal>,
+}
+
+/// `simulator:` (for `panelgate simulate`) and an upstream's `simulate:` (a simulated panel
+/// that `panelgate serve` starts at the upstream's address). Every key is optional.
 #[derive(Debug, Default, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SimulatorSection {
     pub listen: Option<SocketAddr>,
-    pub key: Option<String>,
+    pub key: Option<Secret>,
     pub seed: Option<u64>,
     pub balance: Option<Decimal>,
     pub currency: Option<String>,
@@ -47,23 +225,535 @@ pub struct SimulatorSection {
     pub faults: Option<Faults>,
 }
 
-/// Reads `path`; relative paths inside it resolve against its folder.
-pub fn load(path: &Path) -> Result<File, ConfigError> {
+// ---------------------------------------------------------------------------------------
+// Runtime configuration: validated, defaults filled in.
+// ---------------------------------------------------------------------------------------
+
+pub const DEFAULT_GROUP: &str = "default";
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub path: PathBuf,
+    pub listen: SocketAddr,
+    pub database: String,
+    pub currency: String,
+    /// A status younger than this is answered from the ledger without asking the upstream.
+    pub status_max_age: Duration,
+    pub limits: Limits,
+    pub catalog_ttl: Duration,
+    pub sync_interval: Duration,
+    pub upstreams: Vec<UpstreamConfig>,
+    pub explicit: Vec<ExplicitService>,
+    pub imports: Vec<ImportRule>,
+    /// Price groups and their markups (replacing a rule's markup for the group's customers
+    /// unless the rule has a `group_markup` for that group).
+    pub groups: HashMap<String, Markup>,
+    pub clients: Vec<BootstrapClient>,
+    pub simulator: Option<SimulatorSection>,
+}
+
+#[derive(Debug, Clone)]
+pub struct UpstreamConfig {
+    pub name: String,
+    pub url: http::Uri,
+    pub key: Secret,
+    pub currency: Option<String>,
+    /// Our money per unit of theirs.
+    pub fx: Decimal,
+    pub timeout: Duration,
+    pub connect_timeout: Duration,
+    pub max_concurrency: usize,
+    pub simulate: Option<SimulatorSection>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Target {
+    pub upstream: String,
+    pub service: u64,
+}
+
+/// Fields a rule may override on the upstream's service.
+#[derive(Debug, Clone, Default)]
+pub struct Overrides {
+    pub name: Option<String>,
+    pub category: Option<String>,
+    pub min: Option<u64>,
+    pub max: Option<u64>,
+    pub refill: Option<bool>,
+    pub cancel: Option<bool>,
+    pub dripfeed: Option<bool>,
+    pub desc: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct ExplicitService {
+    pub id: u64,
+    pub target: Target,
+    pub fallback: Vec<Target>,
+    pub markup: Markup,
+    pub group_markup: HashMap<String, Markup>,
+    pub overrides: Overrides,
+}
+
+#[derive(Debug, Clone)]
+pub struct ImportRule {
+    pub upstream: String,
+    pub id_offset: u64,
+    /// Empty: every category.
+    pub categories: Vec<regex::Regex>,
+    pub markup: Markup,
+    pub group_markup: HashMap<String, Markup>,
+    pub overrides: Overrides,
+}
+
+#[derive(Debug, Clone)]
+pub struct BootstrapClient {
+    pub name: String,
+    pub key: Secret,
+    pub balance: Decimal,
+    pub group: String,
+    pub credit_limit: Decimal,
+}
+
+impl Config {
+    pub fn upstream(&self, name: &str) -> Option<&UpstreamConfig> {
+        self.upstreams.iter().find(|u| u.name == name)
+    }
+
+    /// Every price group customers may be in.
+    pub fn group_names(&self) -> Vec<String> {
+        let mut names: Vec<String> = self.groups.keys().cloned().collect();
+        names.push(DEFAULT_GROUP.into());
+        names.sort();
+        names.dedup();
+        names
+    }
+}
+
+/// Reads and validates a config file.
+pub fn load(path: &Path) -> Result<Config, ConfigError> {
     let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
         path: path.to_owned(),
         source,
     })?;
-    let mut file: File = serde_yaml_ng::from_str(&text).map_err(|e| ConfigError::Invalid {
+    parse(&text, path)
+}
+
+/// Validates config text as if read from `path` (relative paths resolve against its folder).
+pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
+    let invalid = |message: String| ConfigError::Invalid {
         path: path.to_owned(),
-        message: e.to_string(),
-    })?;
+        message,
+    };
+    let text = expand_env(text, |name| std::env::var(name).ok()).map_err(invalid)?;
+    let raw: RawConfig = serde_yaml_ng::from_str(&text).map_err(|e| invalid(e.to_string()))?;
     let base = path.parent().unwrap_or(Path::new("."));
-    if let Some(sim) = &mut file.simulator {
-        for p in [&mut sim.catalog, &mut sim.journal].into_iter().flatten() {
-            if p.is_relative() {
-                *p = base.join(&*p);
+    validate(raw, path, base).map_err(invalid)
+}
+
+/// Replaces `${NAME}` with the variable's value; `$${` stands for a literal `${`. A missing
+/// variable is an error naming it and its line.
+pub fn expand_env(text: &str, var: impl Fn(&str) -> Option<String>) -> Result<String, String> {
+    let mut out = String::with_capacity(text.len());
+    for (n, line) in text.split_inclusive('\n').enumerate() {
+        let mut rest = line;
+        while let Some(at) = rest.find("${") {
+            if rest[..at].ends_with('$') {
+                out.push_str(&rest[..at - 1]);
+                out.push_str("${");
+                rest = &rest[at + 2..];
+                continue;
+            }
+            out.push_str(&rest[..at]);
+            let after = &rest[at + 2..];
+            let end = after
+                .find('}')
+                .ok_or_else(|| format!("line {}: unclosed ${{", n + 1))?;
+            let name = &after[..end];
+            let value = var(name)
+                .ok_or_else(|| format!("line {}: environment variable {name} is not set", n + 1))?;
+            out.push_str(&value);
+            rest = &after[end + 1..];
+        }
+        out.push_str(rest);
+    }
+    Ok(out)
+}
+
+fn validate(raw: RawConfig, path: &Path, base: &Path) -> Result<Config, String> {
+    let resolve = |p: &mut Option<PathBuf>| {
+        if let Some(p) = p
+            && p.is_relative()
+        {
+            *p = base.join(&*p);
+        }
+    };
+    let currency = raw.currency.unwrap_or_else(|| "USD".into());
+    if currency.trim().is_empty() {
+        return Err("currency: must not be empty".into());
+    }
+
+    let mut upstreams = Vec::new();
+    let mut names = HashSet::new();
+    for (i, u) in raw.upstreams.into_iter().enumerate() {
+        let at = format!("upstreams[{i}] ({})", u.name);
+        if u.name.is_empty()
+            || !u
+                .name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        {
+            return Err(format!("{at}: name must be letters, digits, - or _"));
+        }
+        if !names.insert(u.name.clone()) {
+            return Err(format!("{at}: name used twice"));
+        }
+        let url: http::Uri = u.url.parse().map_err(|e| format!("{at}.url: {e}"))?;
+        if !matches!(url.scheme_str(), Some("http" | "https")) || url.host().is_none() {
+            return Err(format!("{at}.url: must be an http:// or https:// URL"));
+        }
+        if u.key.expose().is_empty() {
+            return Err(format!("{at}.key: must not be empty"));
+        }
+        let fx = u.fx.unwrap_or(Decimal::ONE);
+        if fx <= Decimal::ZERO {
+            return Err(format!("{at}.fx: must be above 0"));
+        }
+        let timeout = u.timeout.map_or(Duration::from_secs(30), |s| s.0);
+        let connect_timeout = u
+            .connect_timeout
+            .map_or(Duration::from_secs(5), |s| s.0)
+            .min(timeout);
+        let max_concurrency = u.max_concurrency.unwrap_or(16);
+        if max_concurrency == 0 || timeout.is_zero() {
+            return Err(format!("{at}: timeout and max_concurrency must be above 0"));
+        }
+        let mut simulate = u.simulate;
+        if let Some(sim) = &mut simulate {
+            resolve(&mut sim.catalog);
+            resolve(&mut sim.journal);
+            if url.scheme_str() != Some("http") {
+                return Err(format!(
+                    "{at}.simulate: a simulated upstream needs an http:// url"
+                ));
+            }
+        }
+        upstreams.push(UpstreamConfig {
+            name: u.name,
+            url,
+            key: u.key,
+            currency: u.currency,
+            fx,
+            timeout,
+            connect_timeout,
+            max_concurrency,
+            simulate,
+        });
+    }
+    let known = |name: &str| upstreams.iter().any(|u| u.name == name);
+
+    let mut groups = HashMap::new();
+    for (name, g) in raw.price_groups {
+        g.markup
+            .validate()
+            .map_err(|e| format!("price_groups.{name}.markup: {e}"))?;
+        groups.insert(name, g.markup);
+    }
+
+    let mut explicit: Vec<ExplicitService> = Vec::new();
+    let mut imports = Vec::new();
+    let mut explicit_ids = HashSet::new();
+    for (i, r) in raw.services.into_iter().enumerate() {
+        let at = match (r.id, &r.import) {
+            (Some(id), _) => format!("services[{i}] (id {id})"),
+            (None, Some(up)) => format!("services[{i}] (import {up})"),
+            _ => format!("services[{i}]"),
+        };
+        let markup = r
+            .markup
+            .ok_or_else(|| format!("{at}: markup is required (e.g. markup: {{ percent: 25 }})"))?;
+        markup.validate().map_err(|e| format!("{at}.markup: {e}"))?;
+        for (g, m) in &r.group_markup {
+            m.validate()
+                .map_err(|e| format!("{at}.group_markup.{g}: {e}"))?;
+        }
+        let overrides = Overrides {
+            name: r.name,
+            category: r.category,
+            min: r.min,
+            max: r.max,
+            refill: r.refill,
+            cancel: r.cancel,
+            dripfeed: r.dripfeed,
+            desc: r.desc,
+        };
+        if let (Some(min), Some(max)) = (overrides.min, overrides.max)
+            && (min == 0 || min > max)
+        {
+            return Err(format!("{at}: need 0 < min <= max"));
+        }
+        match (r.id, r.import) {
+            (Some(id), None) => {
+                let (Some(upstream), Some(service)) = (r.upstream, r.service) else {
+                    return Err(format!(
+                        "{at}: an explicit service needs upstream and service"
+                    ));
+                };
+                if id == 0 {
+                    return Err(format!("{at}: id must be above 0"));
+                }
+                if !known(&upstream) {
+                    return Err(format!("{at}.upstream: no upstream named {upstream:?}"));
+                }
+                if !explicit_ids.insert(id) {
+                    return Err(format!("{at}: id {id} is defined twice"));
+                }
+                let mut fallback = Vec::new();
+                for (j, f) in r.fallback.into_iter().enumerate() {
+                    if !known(&f.upstream) {
+                        return Err(format!(
+                            "{at}.fallback[{j}].upstream: no upstream named {:?}",
+                            f.upstream
+                        ));
+                    }
+                    fallback.push(Target {
+                        upstream: f.upstream,
+                        service: f.service,
+                    });
+                }
+                if r.categories.is_some() || r.id_offset.is_some() {
+                    return Err(format!(
+                        "{at}: categories and id_offset belong to import rules"
+                    ));
+                }
+                explicit.push(ExplicitService {
+                    id,
+                    target: Target { upstream, service },
+                    fallback,
+                    markup,
+                    group_markup: r.group_markup,
+                    overrides,
+                });
+            }
+            (None, Some(upstream)) => {
+                if !known(&upstream) {
+                    return Err(format!("{at}.import: no upstream named {upstream:?}"));
+                }
+                if r.upstream.is_some() || r.service.is_some() || !r.fallback.is_empty() {
+                    return Err(format!(
+                        "{at}: upstream, service and fallback belong to explicit services"
+                    ));
+                }
+                let categories = r
+                    .categories
+                    .unwrap_or_default()
+                    .iter()
+                    .map(|c| regex::Regex::new(c).map_err(|e| format!("{at}.categories: {e}")))
+                    .collect::<Result<_, _>>()?;
+                imports.push(ImportRule {
+                    upstream,
+                    id_offset: r.id_offset.unwrap_or(0),
+                    categories,
+                    markup,
+                    group_markup: r.group_markup,
+                    overrides,
+                });
+            }
+            _ => {
+                return Err(format!(
+                    "{at}: give either id (explicit) or import (bulk), not both"
+                ));
             }
         }
     }
-    Ok(file)
+
+    let mut clients = Vec::new();
+    for (i, c) in raw.clients.into_iter().enumerate() {
+        let at = format!("clients[{i}] ({})", c.name);
+        if c.key.expose().len() < 16 {
+            return Err(format!("{at}.key: must be at least 16 characters"));
+        }
+        let group = c.group.unwrap_or_else(|| DEFAULT_GROUP.into());
+        if group != DEFAULT_GROUP && !groups.contains_key(&group) {
+            return Err(format!("{at}.group: no price group named {group:?}"));
+        }
+        clients.push(BootstrapClient {
+            name: c.name,
+            key: c.key,
+            balance: c.balance.unwrap_or_default(),
+            group,
+            credit_limit: c.credit_limit.unwrap_or_default(),
+        });
+    }
+
+    let mut simulator = raw.simulator;
+    if let Some(sim) = &mut simulator {
+        resolve(&mut sim.catalog);
+        resolve(&mut sim.journal);
+    }
+
+    let database = raw
+        .database
+        .unwrap_or_else(|| "sqlite://panelgate.db".into());
+    let database = match database.strip_prefix("sqlite://") {
+        Some(file) if !file.starts_with('/') && !file.is_empty() => {
+            format!("sqlite://{}", base.join(file).display())
+        }
+        _ => database,
+    };
+
+    let d = Limits::default();
+    Ok(Config {
+        path: path.to_owned(),
+        listen: raw
+            .listen
+            .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8080))),
+        database,
+        currency,
+        status_max_age: raw.status_max_age.map_or(Duration::from_secs(60), |s| s.0),
+        limits: Limits {
+            max_body_bytes: raw.limits.max_body_bytes.unwrap_or(d.max_body_bytes),
+            header_read_timeout: raw
+                .limits
+                .header_read_timeout
+                .map_or(d.header_read_timeout, |s| s.0),
+            body_read_timeout: raw
+                .limits
+                .body_read_timeout
+                .map_or(d.body_read_timeout, |s| s.0),
+            shutdown_grace: raw.limits.shutdown_grace.map_or(d.shutdown_grace, |s| s.0),
+        },
+        catalog_ttl: raw.catalog.ttl.map_or(Duration::from_secs(300), |s| s.0),
+        sync_interval: raw.sync.interval.map_or(Duration::from_secs(30), |s| s.0),
+        upstreams,
+        explicit,
+        imports,
+        groups,
+        clients,
+        simulator,
+    })
+}
+
+/// Only the `simulator:` section, for `panelgate simulate`, which must not fail on gateway
+/// keys it does not use (but does on a malformed file).
+pub fn load_simulator(path: &Path) -> Result<Option<SimulatorSection>, ConfigError> {
+    Ok(load(path)?.simulator)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse_ok(text: &str) -> Config {
+        parse(text, Path::new("/etc/panelgate/config.yaml")).unwrap()
+    }
+
+    fn parse_err(text: &str) -> String {
+        parse(text, Path::new("/etc/panelgate/config.yaml"))
+            .unwrap_err()
+            .to_string()
+    }
+
+    const BASE: &str =
+        "upstreams:\n  - name: alpha\n    url: \"http://127.0.0.1:9001/api/v2\"\n    key: k\n";
+
+    #[test]
+    fn env_vars_are_expanded_and_missing_ones_named() {
+        let vars = |n: &str| (n == "A").then(|| "x".to_owned());
+        assert_eq!(
+            expand_env("a: ${A}\nb: $${A}\n", vars).unwrap(),
+            "a: x\nb: ${A}\n"
+        );
+        let err = expand_env("a: 1\nb: ${MISSING_ONE}\n", vars).unwrap_err();
+        assert!(
+            err.contains("MISSING_ONE") && err.contains("line 2"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn unknown_keys_are_errors_with_their_location() {
+        let err = parse_err("listen: \"127.0.0.1:1\"\nlisten_port: 5\n");
+        assert!(
+            err.contains("listen_port") && err.contains("line 2"),
+            "{err}"
+        );
+        let err = parse_err(&format!("{BASE}    timeuot: 5s\n"));
+        assert!(err.contains("timeuot"), "{err}");
+    }
+
+    #[test]
+    fn the_documented_shape_parses_with_defaults() {
+        let c = parse_ok(&format!(
+            "{BASE}services:\n  - id: 1\n    upstream: alpha\n    service: 102\n    markup: {{ percent: 25 }}\n    fallback: [{{upstream: alpha, service: 103}}]\n  - import: alpha\n    id_offset: 1000\n    categories: [\"^Insta\"]\n    markup: {{ percent: 40 }}\nsync:\n  interval: 2s\n"
+        ));
+        assert_eq!(c.listen, "127.0.0.1:8080".parse().unwrap());
+        assert_eq!(c.database, "sqlite:///etc/panelgate/panelgate.db");
+        assert_eq!(c.sync_interval, Duration::from_secs(2));
+        assert_eq!(
+            c.explicit[0].target,
+            Target {
+                upstream: "alpha".into(),
+                service: 102
+            }
+        );
+        assert_eq!(c.explicit[0].fallback.len(), 1);
+        assert_eq!(c.imports[0].id_offset, 1000);
+        assert!(c.imports[0].categories[0].is_match("Instagram Likes"));
+        assert_eq!(c.upstreams[0].fx, Decimal::ONE);
+        assert_eq!(format!("{:?}", c.upstreams[0].key), "***");
+    }
+
+    #[test]
+    fn invalid_values_name_their_key() {
+        for (text, needle) in [
+            (
+                "upstreams:\n  - name: a\n    url: ftp://x\n    key: k\n",
+                "upstreams[0] (a).url",
+            ),
+            (
+                &format!("{BASE}  - name: alpha\n    url: http://x\n    key: k\n"),
+                "name used twice",
+            ),
+            (
+                &format!(
+                    "{BASE}services:\n  - id: 1\n    upstream: beta\n    service: 1\n    markup: {{percent: 1}}\n"
+                ),
+                "no upstream named \"beta\"",
+            ),
+            (
+                &format!("{BASE}services:\n  - id: 1\n    upstream: alpha\n    service: 1\n"),
+                "markup is required",
+            ),
+            (
+                &format!(
+                    "{BASE}services:\n  - id: 1\n    upstream: alpha\n    service: 1\n    markup: {{percent: 1}}\n  - id: 1\n    upstream: alpha\n    service: 2\n    markup: {{percent: 1}}\n"
+                ),
+                "defined twice",
+            ),
+            (
+                &format!(
+                    "{BASE}services:\n  - import: alpha\n    categories: [\"(\"]\n    markup: {{percent: 1}}\n"
+                ),
+                "categories",
+            ),
+            (&format!("{BASE}    fx: 0\n"), "fx"),
+            ("sync:\n  interval: soon\n", "duration"),
+            ("clients:\n  - name: d\n    key: short\n", "at least 16"),
+        ] {
+            let err = parse_err(text);
+            assert!(err.contains(needle), "{needle:?} not in {err:?}");
+        }
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("500ms"), Some(Duration::from_millis(500)));
+        assert_eq!(parse_duration("2s"), Some(Duration::from_secs(2)));
+        assert_eq!(parse_duration("1.5s"), Some(Duration::from_millis(1500)));
+        assert_eq!(parse_duration("5m"), Some(Duration::from_secs(300)));
+        assert_eq!(parse_duration("1h"), Some(Duration::from_secs(3600)));
+        assert_eq!(parse_duration("5"), None);
+        assert_eq!(parse_duration("s"), None);
+    }
 }

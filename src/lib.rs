@@ -5,9 +5,17 @@
 //! [`sim`] a complete simulated provider panel used by the demo, the tests and the benchmarks.
 #![forbid(unsafe_code)]
 
+pub mod admin;
+pub mod app;
+pub mod catalog;
 pub mod config;
+pub mod gateway;
+pub mod keys;
 pub mod money;
+pub mod pricing;
 pub mod protocol;
 pub mod server;
 pub mod sim;
 pub mod store;
+pub mod sync;
+pub mod upstream;

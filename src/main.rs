@@ -10,6 +10,9 @@ use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
 use panelgate::config::{self, SimulatorSection};
 use panelgate::sim::{self, Chance, Faults, SimConfig, catalog};
+use panelgate::{admin, app, money};
+use rust_decimal::Decimal;
+use std::path::Path;
 
 #[derive(Parser)]
 #[command(
@@ -27,9 +30,89 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Run the gateway: the API v2 server for downstream customers.
+    Serve {
+        #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+        log_format: LogFormat,
+    },
+    /// Validate the config, fetch the upstreams' services lists, and print a summary.
+    CheckConfig,
+    /// Manage customers (works while the server runs).
+    #[command(subcommand)]
+    Client(ClientCommand),
+    /// Inspect orders and resolve those of unknown outcome (works while the server runs).
+    #[command(subcommand)]
+    Order(OrderCommand),
     /// Run a simulated provider panel (API v2) on loopback, for demos, tests and benchmarks.
     /// Settings come from the config file's `simulator:` section; flags override them.
-    Simulate(SimulateArgs),
+    Simulate(Box<SimulateArgs>),
+}
+
+#[derive(Subcommand)]
+enum ClientCommand {
+    /// Create a client; its new API key is printed alone on the last line (shown only once).
+    Add {
+        name: String,
+        #[arg(long, default_value = "0")]
+        balance: Decimal,
+        #[arg(long, default_value = "default")]
+        group: String,
+        /// How far below zero the balance may go.
+        #[arg(long, default_value = "0")]
+        credit_limit: Decimal,
+    },
+    /// Add funds.
+    Credit {
+        name: String,
+        amount: Decimal,
+        #[arg(long)]
+        note: Option<String>,
+    },
+    /// Remove funds.
+    Debit {
+        name: String,
+        amount: Decimal,
+        #[arg(long)]
+        note: Option<String>,
+    },
+    /// Every client: name, group, balance, orders.
+    List,
+    /// Refuse the client's key from now on.
+    Disable { name: String },
+    /// Accept the client's key again.
+    Enable { name: String },
+    /// Give the client a new key (printed alone on the last line); the old one stops working.
+    RotateKey { name: String },
+}
+
+#[derive(Subcommand)]
+enum OrderCommand {
+    /// Orders, newest first.
+    List {
+        #[arg(long)]
+        client: Option<String>,
+        /// dispatching, placed, rejected, unknown or final.
+        #[arg(long)]
+        state: Option<String>,
+        /// A JSON array instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// One order in full, as JSON.
+    Show { id: i64 },
+    /// Resolve an order of unknown outcome: it was placed upstream as N, or it was not placed
+    /// (Canceled, full refund).
+    Resolve {
+        id: i64,
+        #[arg(
+            long,
+            conflicts_with = "not_placed",
+            required_unless_present = "not_placed"
+        )]
+        upstream_order: Option<u64>,
+        #[arg(long)]
+        not_placed: bool,
+    },
 }
 
 #[derive(clap::Args)]
@@ -123,25 +206,182 @@ fn main() -> anyhow::Result<()> {
         .build()
         .context("starting the async runtime")?;
     match cli.command {
-        Command::Simulate(args) => runtime.block_on(simulate(&cli.config, args)),
+        Command::Simulate(args) => runtime.block_on(simulate(&cli.config, *args)),
+        Command::Serve { log_format } => runtime.block_on(serve(&cli.config, log_format)),
+        Command::CheckConfig => runtime.block_on(check_config(&cli.config)),
+        Command::Client(cmd) => runtime.block_on(client(&cli.config, cmd)),
+        Command::Order(cmd) => runtime.block_on(order(&cli.config, cmd)),
     }
+}
+
+async fn serve(path: &Path, log_format: LogFormat) -> anyhow::Result<()> {
+    init_logs(log_format);
+    let cfg = config::load(path)?;
+    let running = app::start(cfg).await?;
+    // Tests and scripts read this line to learn the port; keep its shape.
+    println!("listening on {}", running.url());
+    std::io::stdout().flush()?;
+    tracing::info!(addr = %running.addr, "panelgate serving");
+    shutdown_signal().await;
+    tracing::info!("shutting down");
+    running.stop().await;
+    Ok(())
+}
+
+async fn check_config(path: &Path) -> anyhow::Result<()> {
+    let cfg = config::load(path)?;
+    println!("{}: valid", path.display());
+    let summary = admin::check_config(&cfg).await;
+    for line in &summary.lines {
+        println!("  {line}");
+    }
+    for p in &summary.problems {
+        println!("  problem: {p}");
+    }
+    if !summary.problems.is_empty() {
+        bail!("{} problem(s) found", summary.problems.len());
+    }
+    Ok(())
+}
+
+async fn client(path: &Path, cmd: ClientCommand) -> anyhow::Result<()> {
+    let cfg = config::load(path)?;
+    let store = app::open_store(&cfg.database).await?;
+    let store = store.as_ref();
+    let show = |c: &panelgate::store::Customer| {
+        format!(
+            "{}: balance {} {}",
+            c.name,
+            money::format(money::from_units(c.balance)),
+            cfg.currency
+        )
+    };
+    match cmd {
+        ClientCommand::Add {
+            name,
+            balance,
+            group,
+            credit_limit,
+        } => {
+            let (c, key) =
+                admin::add_client(store, &cfg, &name, balance, &group, credit_limit).await?;
+            println!("created {} (group {})", show(&c), c.group);
+            println!("API key (shown only this once):");
+            println!("{key}");
+        }
+        ClientCommand::Credit { name, amount, note } => {
+            println!(
+                "{}",
+                show(&admin::adjust(store, &name, amount, note.as_deref()).await?)
+            );
+        }
+        ClientCommand::Debit { name, amount, note } => {
+            println!(
+                "{}",
+                show(&admin::adjust(store, &name, -amount, note.as_deref()).await?)
+            );
+        }
+        ClientCommand::List => {
+            println!(
+                "{:<24} {:<12} {:>16} {:>8}",
+                "NAME", "GROUP", "BALANCE", "ORDERS"
+            );
+            for (c, orders) in store.list_customers().await? {
+                let state = if c.enabled { "" } else { "disabled" };
+                println!(
+                    "{:<24} {:<12} {:>16} {:>8} {state}",
+                    c.name,
+                    c.group,
+                    money::format(money::from_units(c.balance)),
+                    orders
+                );
+            }
+        }
+        ClientCommand::Disable { name } => {
+            admin::set_enabled(store, &name, false).await?;
+            println!("{name}: disabled");
+        }
+        ClientCommand::Enable { name } => {
+            admin::set_enabled(store, &name, true).await?;
+            println!("{name}: enabled");
+        }
+        ClientCommand::RotateKey { name } => {
+            let key = admin::rotate_key(store, &name).await?;
+            println!("{name}: new API key (shown only this once; the old one no longer works):");
+            println!("{key}");
+        }
+    }
+    Ok(())
+}
+
+async fn order(path: &Path, cmd: OrderCommand) -> anyhow::Result<()> {
+    let cfg = config::load(path)?;
+    let store = app::open_store(&cfg.database).await?;
+    let store = store.as_ref();
+    match cmd {
+        OrderCommand::List {
+            client,
+            state,
+            json,
+        } => {
+            let orders = admin::list_orders(store, client, state.as_deref()).await?;
+            if json {
+                let list: Vec<_> = orders.iter().map(admin::order_json).collect();
+                println!("{}", serde_json::to_string_pretty(&list)?);
+            } else {
+                println!(
+                    "{:>8} {:<16} {:>7} {:<11} {:<11} {:>12} {:<10} UPSTREAM ORDER",
+                    "ID", "CLIENT", "SERVICE", "STATE", "STATUS", "CHARGE", "UPSTREAM"
+                );
+                for o in &orders {
+                    println!(
+                        "{:>8} {:<16} {:>7} {:<11} {:<11} {:>12} {:<10} {}",
+                        o.id,
+                        o.customer,
+                        o.service,
+                        o.state.as_str(),
+                        o.status.as_str(),
+                        money::format(money::from_units(o.charge - o.refunded)),
+                        o.upstream,
+                        o.upstream_order.map_or("-".to_owned(), |u| u.to_string())
+                    );
+                }
+            }
+        }
+        OrderCommand::Show { id } => {
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&admin::order_json(
+                    &admin::show_order(store, id).await?
+                ))?
+            );
+        }
+        OrderCommand::Resolve {
+            id,
+            upstream_order,
+            not_placed: _,
+        } => {
+            println!("{}", admin::resolve(store, id, upstream_order).await?);
+        }
+    }
+    Ok(())
 }
 
 /// The config file's `simulator:` section, or nothing if the file does not exist (the
 /// simulator runs from flags alone).
-fn simulator_section(path: &std::path::Path) -> anyhow::Result<SimulatorSection> {
+fn simulator_section(path: &Path) -> anyhow::Result<SimulatorSection> {
     if !path.exists() {
         return Ok(SimulatorSection::default());
     }
-    Ok(config::load(path)?.simulator.unwrap_or_default())
+    Ok(config::load_simulator(path)?.unwrap_or_default())
 }
 
-async fn simulate(config_path: &std::path::Path, args: SimulateArgs) -> anyhow::Result<()> {
+async fn simulate(config_path: &Path, args: SimulateArgs) -> anyhow::Result<()> {
     init_logs(args.log_format);
     let file = simulator_section(config_path)?;
     let key = args
         .key
-        .or(file.key)
+        .or(file.key.map(|k| k.expose().to_owned()))
         .context("no key: pass --key or set simulator.key in the config file")?;
     let mut cfg = SimConfig::new(key);
     let speed = args.speed.or(file.speed).unwrap_or(1.0);

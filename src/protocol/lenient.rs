@@ -254,6 +254,14 @@ fn pairs<T>(
     Ok(out)
 }
 
+/// The text of a top-level `{"error": …}` reply, if that is what `body` is.
+pub fn refusal_text(body: &[u8]) -> Option<String> {
+    match serde_json::from_slice::<Value>(body).ok()? {
+        Value::Object(o) => item_error(&o),
+        _ => None,
+    }
+}
+
 fn parse(body: &[u8]) -> Result<Value, ReadError> {
     let value: Value = serde_json::from_slice(body).map_err(|_| ReadError::Garbage("not JSON"))?;
     if let Value::Object(o) = &value

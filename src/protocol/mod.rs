@@ -74,4 +74,14 @@ pub enum ProtocolError {
     CancelNotAllowed,
     #[error("You have active order with this link. Please wait until order being completed.")]
     ActiveOrderWithLink,
+    /// An upstream cannot take the order now (down, out of funds, misconfigured): neutral by
+    /// design, the details go to the operator's log.
+    #[error("Service is temporarily unavailable, please try again later")]
+    Unavailable,
+    #[error("Internal error, please try again later")]
+    Internal,
+    /// An upstream's own refusal text, passed through where it means something to the
+    /// customer (refill and cancel refusals).
+    #[error("{0}")]
+    Upstream(String),
 }

@@ -5,8 +5,6 @@
 //! a ledger entry written in the same transaction as the change that causes it, so a
 //! customer's `balance` always equals the sum of their entries.
 
-
-
 use async_trait::async_trait;
 
 use crate::protocol::{RefillStatus, Status};
@@ -342,4 +340,17 @@ pub trait Store: Send + Sync + 'static {
 
     /// Checks that the database answers (for `/readyz`).
     async fn ping(&self) -> Result<()>;
+}
+
+pub mod sqlite;
+
+/// Opens the store a database URL names (`sqlite://file.db`), applying migrations.
+pub async fn open(url: &str) -> Result<std::sync::Arc<dyn Store>> {
+    if url.starts_with("sqlite:") {
+        return Ok(std::sync::Arc::new(sqlite::SqliteStore::open(url).await?));
+    }
+    Err(StoreError::Conflict(format!(
+        "unsupported database URL (expected sqlite://FILE): {}",
+        url.split("://").next().unwrap_or("")
+    )))
 }

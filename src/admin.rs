@@ -1,0 +1,256 @@
+//! The operator's commands (`panelgate client …`, `panelgate order …`, `check-config`),
+//! as library functions so that they are tested like everything else. They talk to the store
+//! directly and work while the server runs.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use rust_decimal::Decimal;
+use serde_json::json;
+
+use crate::catalog::{LocalCatalog, UpstreamList};
+use crate::config::{Config, DEFAULT_GROUP};
+use crate::keys;
+use crate::money;
+use crate::store::{Customer, Order, OrderFilter, OrderState, Store, StoreError, Units};
+use crate::sync::now_ms;
+use crate::upstream::Upstreams;
+
+#[derive(Debug, thiserror::Error)]
+pub enum AdminError {
+    #[error("no client named {0:?}")]
+    NoClient(String),
+    #[error("no order {0}")]
+    NoOrder(i64),
+    #[error("{0}")]
+    Invalid(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+type Result<T, E = AdminError> = std::result::Result<T, E>;
+
+fn units(amount: Decimal, what: &str) -> Result<Units> {
+    money::to_units(amount)
+        .ok_or_else(|| AdminError::Invalid(format!("{what}: at most 5 decimals")))
+}
+
+/// Creates a client and returns it with its new key (shown this once, stored only hashed).
+pub async fn add_client(
+    store: &dyn Store,
+    cfg: &Config,
+    name: &str,
+    balance: Decimal,
+    group: &str,
+    credit_limit: Decimal,
+) -> Result<(Customer, String)> {
+    if name.trim().is_empty() {
+        return Err(AdminError::Invalid("the name must not be empty".into()));
+    }
+    if group != DEFAULT_GROUP && !cfg.groups.contains_key(group) {
+        return Err(AdminError::Invalid(format!(
+            "no price group named {group:?} in the config"
+        )));
+    }
+    if balance.is_sign_negative() || credit_limit.is_sign_negative() {
+        return Err(AdminError::Invalid(
+            "balance and credit limit must not be negative".into(),
+        ));
+    }
+    let key = keys::generate().map_err(|e| AdminError::Invalid(format!("no randomness: {e}")))?;
+    let customer = store
+        .create_customer(
+            name,
+            &keys::hash(&key),
+            group,
+            units(credit_limit, "credit limit")?,
+            units(balance, "balance")?,
+            now_ms(),
+        )
+        .await?;
+    Ok((customer, key))
+}
+
+/// Credits (positive) or debits (negative) a client's balance with a ledger entry.
+pub async fn adjust(
+    store: &dyn Store,
+    name: &str,
+    amount: Decimal,
+    note: Option<&str>,
+) -> Result<Customer> {
+    if amount.is_zero() {
+        return Err(AdminError::Invalid("the amount must not be zero".into()));
+    }
+    match store
+        .adjust_balance(name, units(amount, "amount")?, note, now_ms())
+        .await
+    {
+        Err(StoreError::NotFound) => Err(AdminError::NoClient(name.into())),
+        Err(StoreError::InsufficientFunds) => Err(AdminError::Invalid(
+            "that debit would take the balance below the client's floor".into(),
+        )),
+        other => Ok(other?),
+    }
+}
+
+pub async fn set_enabled(store: &dyn Store, name: &str, enabled: bool) -> Result<()> {
+    match store.set_enabled(name, enabled).await {
+        Err(StoreError::NotFound) => Err(AdminError::NoClient(name.into())),
+        other => Ok(other?),
+    }
+}
+
+/// Gives a client a new key; the old one stops working at once.
+pub async fn rotate_key(store: &dyn Store, name: &str) -> Result<String> {
+    let key = keys::generate().map_err(|e| AdminError::Invalid(format!("no randomness: {e}")))?;
+    match store.set_key(name, &keys::hash(&key)).await {
+        Err(StoreError::NotFound) => Err(AdminError::NoClient(name.into())),
+        other => other.map(|()| key).map_err(Into::into),
+    }
+}
+
+/// One order as the operator sees it (`order list --json`, `order show`).
+pub fn order_json(o: &Order) -> serde_json::Value {
+    json!({
+        "id": o.id,
+        "client": o.customer,
+        "service": o.service,
+        "state": o.state.as_str(),
+        "status": o.status.as_str(),
+        "charge": money::format(money::from_units(o.charge)),
+        "refunded": money::format(money::from_units(o.refunded)),
+        "upstream": o.upstream,
+        "upstream_service": o.upstream_service,
+        "upstream_order": o.upstream_order,
+        "remains": o.remains,
+        "start_count": o.start_count,
+        "cost": o.cost.map(|c| money::format(money::from_units(c))),
+        "link": o.link,
+        "fields": serde_json::from_str::<serde_json::Value>(&o.fields).unwrap_or_default(),
+        "note": o.note,
+        "created_at": o.created_at,
+        "updated_at": o.updated_at,
+        "synced_at": o.synced_at,
+    })
+}
+
+pub async fn list_orders(
+    store: &dyn Store,
+    client: Option<String>,
+    state: Option<&str>,
+) -> Result<Vec<Order>> {
+    let state = match state {
+        None => None,
+        Some(s) => Some(OrderState::parse(s).ok_or_else(|| {
+            let all: Vec<_> = OrderState::ALL.iter().map(|s| s.as_str()).collect();
+            AdminError::Invalid(format!("unknown state {s:?}; one of {}", all.join(", ")))
+        })?),
+    };
+    Ok(store
+        .list_orders(&OrderFilter {
+            customer: client,
+            state,
+        })
+        .await?)
+}
+
+pub async fn show_order(store: &dyn Store, id: i64) -> Result<Order> {
+    store.order(id).await?.ok_or(AdminError::NoOrder(id))
+}
+
+/// Resolves an order of unknown outcome: placed as `upstream_order`, or not placed (Canceled,
+/// the whole charge refunded).
+pub async fn resolve(store: &dyn Store, id: i64, upstream_order: Option<u64>) -> Result<String> {
+    let order = show_order(store, id).await?;
+    if order.state != OrderState::Unknown {
+        return Err(AdminError::Invalid(format!(
+            "order {id} is {}, not unknown: only orders of unknown outcome are resolved",
+            order.state.as_str()
+        )));
+    }
+    match upstream_order {
+        Some(u) => {
+            store.resolve_placed(id, u, now_ms()).await?;
+            Ok(format!(
+                "order {id} is placed at {} as order {u}; sync follows it from now",
+                order.upstream
+            ))
+        }
+        None => {
+            let refund = store.resolve_not_placed(id, now_ms()).await?;
+            Ok(format!(
+                "order {id} is Canceled; {} refunded to {}",
+                money::format(money::from_units(refund)),
+                order.customer
+            ))
+        }
+    }
+}
+
+/// What `check-config` reports.
+pub struct Summary {
+    pub lines: Vec<String>,
+    pub problems: Vec<String>,
+}
+
+/// Fetches every upstream's services list and builds the catalog the config describes.
+pub async fn check_config(cfg: &Config) -> Summary {
+    let upstreams = Upstreams::new(&cfg.upstreams);
+    let mut lines = Vec::new();
+    let mut problems = Vec::new();
+    let mut lists = HashMap::new();
+    for u in &cfg.upstreams {
+        let host = u.url.host().unwrap_or("?");
+        if u.simulate.is_some() {
+            lines.push(format!(
+                "upstream {}: simulated by `serve` at {}",
+                u.name, u.url
+            ));
+            let services = crate::sim::catalog::builtin();
+            lists.insert(u.name.clone(), Arc::new(list_of(services)));
+            continue;
+        }
+        match upstreams.get(&u.name).map(|c| c.services()) {
+            Some(fetch) => match fetch.await {
+                Ok(list) => {
+                    lines.push(format!(
+                        "upstream {}: {host}, {} services listed",
+                        u.name,
+                        list.services.len()
+                    ));
+                    lists.insert(u.name.clone(), Arc::new(list_of(list.services)));
+                }
+                Err(e) => problems.push(format!("upstream {}: {host}: {e}", u.name)),
+            },
+            None => problems.push(format!("upstream {}: no client", u.name)),
+        }
+    }
+    let catalog = LocalCatalog::build(cfg, &lists);
+    lines.push(format!("local services: {}", catalog.len()));
+    for g in cfg.group_names() {
+        let rates: Vec<Decimal> = catalog.services().map(|s| s.rate_for(&g)).collect();
+        if let (Some(lo), Some(hi)) = (rates.iter().min(), rates.iter().max()) {
+            lines.push(format!(
+                "price group {g}: rates {lo} to {hi} {} per 1000",
+                cfg.currency
+            ));
+        }
+    }
+    for e in &cfg.explicit {
+        if catalog.get(e.id).is_none() && lists.contains_key(&e.target.upstream) {
+            problems.push(format!(
+                "service {}: {} does not list service {} (or it is a type we do not sell)",
+                e.id, e.target.upstream, e.target.service
+            ));
+        }
+    }
+    problems.extend(catalog.problems.iter().cloned());
+    Summary { lines, problems }
+}
+
+fn list_of(services: Vec<crate::protocol::Service>) -> UpstreamList {
+    UpstreamList {
+        services: services.into_iter().map(|s| (s.service, s)).collect(),
+        fetched_at: std::time::Instant::now(),
+    }
+}

@@ -1,0 +1,290 @@
+//! Assembles a running gateway from its config: the store (migrated, crash-recovered), the
+//! demo's simulated upstreams, the upstream clients, the catalog, the sync loop and the
+//! listener. `panelgate serve` and the black-box tests both start the gateway through here.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use http::Request;
+use hyper::body::Incoming;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use crate::config::{Config, SimulatorSection, UpstreamConfig};
+use crate::gateway::{Gateway, Trace};
+use crate::money;
+use crate::server::{self, Answer, Handler};
+use crate::sim::{self, SimConfig, SimHandle, catalog as sim_catalog};
+use crate::store::{self, Store, StoreError};
+use crate::sync::now_ms;
+use crate::upstream::Upstreams;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("database {url}: {source}")]
+    Store { url: String, source: StoreError },
+    #[error("listening on {addr}: {source}")]
+    Listen {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("simulated upstream {name}: {message}")]
+    Simulator { name: String, message: String },
+    #[error("client {name}: {source}")]
+    Client { name: String, source: StoreError },
+}
+
+/// Opens the store a config names and brings its schema up to date.
+pub async fn open_store(url: &str) -> Result<Arc<dyn Store>, StartError> {
+    store::open(url).await.map_err(|source| StartError::Store {
+        url: redact_url(url),
+        source,
+    })
+}
+
+/// A running gateway.
+pub struct Running {
+    pub addr: SocketAddr,
+    pub gateway: Arc<Gateway>,
+    pub simulators: Vec<SimHandle>,
+    stop: watch::Sender<bool>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Running {
+    pub fn url(&self) -> String {
+        format!("http://{}/api/v2", self.addr)
+    }
+
+    /// Stops accepting, finishes in-flight requests (within the grace period), stops the
+    /// background work and the simulated upstreams.
+    pub async fn stop(self) {
+        let _ = self.stop.send(true);
+        for t in self.tasks {
+            let _ = t.await;
+        }
+        for s in self.simulators {
+            s.stop().await;
+        }
+    }
+}
+
+/// Starts everything `cfg` describes.
+pub async fn start(cfg: Config) -> Result<Running, StartError> {
+    let cfg = Arc::new(cfg);
+    let store = open_store(&cfg.database).await?;
+    let recovered = store
+        .recover_dispatching(now_ms())
+        .await
+        .map_err(|source| StartError::Store {
+            url: redact_url(&cfg.database),
+            source,
+        })?;
+    if recovered > 0 {
+        tracing::error!(
+            orders = recovered,
+            "orders interrupted mid-dispatch are now `unknown`: resolve them with `panelgate order resolve`"
+        );
+    }
+    bootstrap_clients(&cfg, store.as_ref()).await?;
+
+    let mut simulators = Vec::new();
+    for u in &cfg.upstreams {
+        if let Some(section) = &u.simulate {
+            simulators.push(start_simulator(u, section).await?);
+        }
+    }
+
+    let listener = TcpListener::bind(cfg.listen)
+        .await
+        .map_err(|source| StartError::Listen {
+            addr: cfg.listen,
+            source,
+        })?;
+    let addr = listener.local_addr().map_err(|source| StartError::Listen {
+        addr: cfg.listen,
+        source,
+    })?;
+
+    let upstreams = Arc::new(Upstreams::new(&cfg.upstreams));
+    let gateway = Arc::new(Gateway::new(cfg.clone(), store, upstreams));
+    let catalog = gateway.catalog.get().await;
+    tracing::info!(services = catalog.len(), "catalog loaded");
+
+    let (stop, stopped) = watch::channel(false);
+    let mut tasks = Vec::new();
+    tasks.push(tokio::spawn(gateway.syncer.clone().run(stopped.clone())));
+    tasks.push(tokio::spawn(refresh_catalog(
+        gateway.clone(),
+        stopped.clone(),
+    )));
+    let routes = Arc::new(Routes {
+        gateway: gateway.clone(),
+        limits: cfg.limits.clone(),
+    });
+    let mut shutdown = stopped;
+    tasks.push(tokio::spawn(server::serve(
+        listener,
+        routes,
+        cfg.limits.clone(),
+        async move {
+            let _ = shutdown.changed().await;
+        },
+    )));
+    Ok(Running {
+        addr,
+        gateway,
+        simulators,
+        stop,
+        tasks,
+    })
+}
+
+/// Creates the config's `clients:` that do not exist yet (the demo's customer). Existing
+/// ones are left as they are: the config never resets a balance.
+async fn bootstrap_clients(cfg: &Config, store: &dyn Store) -> Result<(), StartError> {
+    for c in &cfg.clients {
+        let err = |source| StartError::Client {
+            name: c.name.clone(),
+            source,
+        };
+        if store
+            .customer_by_name(&c.name)
+            .await
+            .map_err(err)?
+            .is_some()
+        {
+            continue;
+        }
+        let units = |d| {
+            money::to_units(d).ok_or(StoreError::Conflict(
+                "amount has more than 5 decimals".into(),
+            ))
+        };
+        let balance = units(c.balance).map_err(err)?;
+        let credit = units(c.credit_limit).map_err(err)?;
+        store
+            .create_customer(
+                &c.name,
+                &crate::keys::hash(c.key.expose()),
+                &c.group,
+                credit,
+                balance,
+                now_ms(),
+            )
+            .await
+            .map_err(err)?;
+        tracing::info!(client = %c.name, "client created from the config");
+    }
+    Ok(())
+}
+
+async fn start_simulator(
+    u: &UpstreamConfig,
+    s: &SimulatorSection,
+) -> Result<SimHandle, StartError> {
+    let err = |message: String| StartError::Simulator {
+        name: u.name.clone(),
+        message,
+    };
+    let addr: SocketAddr = u
+        .url
+        .authority()
+        .map(|a| a.as_str())
+        .unwrap_or_default()
+        .parse()
+        .map_err(|_| err("the url of a simulated upstream must be http://IP:PORT/…".into()))?;
+    let mut cfg = SimConfig::new(u.key.expose());
+    cfg.seed = s.seed.unwrap_or(cfg.seed);
+    cfg.balance = s.balance.unwrap_or(cfg.balance);
+    cfg.currency = s
+        .currency
+        .clone()
+        .or_else(|| u.currency.clone())
+        .unwrap_or(cfg.currency);
+    cfg.speed = s.speed.unwrap_or(cfg.speed);
+    cfg.services = match (&s.catalog, s.services) {
+        (Some(path), _) => sim_catalog::load(path).map_err(err)?,
+        (None, Some(n)) => sim_catalog::generated(n, cfg.seed),
+        (None, None) => sim_catalog::builtin(),
+    };
+    cfg.shares.partial = s.partial_share.unwrap_or(cfg.shares.partial);
+    cfg.shares.cancel = s.cancel_share.unwrap_or(cfg.shares.cancel);
+    cfg.first_order_id = s.first_order_id.unwrap_or(1);
+    cfg.journal = s.journal.clone();
+    cfg.faults = s.faults.clone().unwrap_or_default();
+    let handle = sim::start(cfg, addr)
+        .await
+        .map_err(|e| err(format!("listening on {addr}: {e}")))?;
+    tracing::info!(upstream = %u.name, url = %handle.url(), "simulated upstream started");
+    Ok(handle)
+}
+
+/// Keeps the catalog warm: lists are re-fetched every TTL even when nobody asks.
+async fn refresh_catalog(gateway: Arc<Gateway>, mut stop: watch::Receiver<bool>) {
+    let ttl = gateway.cfg.catalog_ttl.max(Duration::from_secs(1));
+    loop {
+        tokio::select! {
+            () = tokio::time::sleep(ttl) => {}
+            _ = stop.changed() => return,
+        }
+        gateway.catalog.get().await;
+    }
+}
+
+/// The gateway's HTTP routes: `/api/v2` and `/healthz`.
+struct Routes {
+    gateway: Arc<Gateway>,
+    limits: server::Limits,
+}
+
+impl Handler for Routes {
+    async fn handle(&self, req: Request<Incoming>, peer: SocketAddr) -> Answer {
+        let path = req.uri().path();
+        if path == "/healthz" {
+            return server::ok(bytes::Bytes::from_static(br#"{"status":"ok"}"#)).into();
+        }
+        if !server::is_api_path(path) {
+            return server::not_found().into();
+        }
+        let started = Instant::now();
+        let api = match server::read_api_request(req, &self.limits).await {
+            Ok(api) => api,
+            Err(reply) => return reply.into(),
+        };
+        let mut trace = Trace::default();
+        let result = self.gateway.handle(&api, &mut trace).await;
+        let outcome = match &result {
+            Ok(_) => "ok".to_owned(),
+            Err(e) => e.to_string(),
+        };
+        tracing::info!(
+            action = trace.action,
+            client = trace.customer.as_deref().unwrap_or("-"),
+            outcome = %outcome,
+            latency_us = started.elapsed().as_micros() as u64,
+            upstream = trace.upstream.as_deref().unwrap_or("-"),
+            order = trace.order.unwrap_or(0),
+            upstream_order = trace.upstream_order.unwrap_or(0),
+            %peer,
+            "request"
+        );
+        match result {
+            Ok(body) => server::ok(body).into(),
+            Err(e) => server::protocol_error(&e).into(),
+        }
+    }
+}
+
+/// A database URL without its password, for error texts.
+pub fn redact_url(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            let userinfo = &url[scheme + 3..at];
+            let user = userinfo.split(':').next().unwrap_or("");
+            format!("{}{user}:***{}", &url[..scheme + 3], &url[at..])
+        }
+        _ => url.to_owned(),
+    }
+}

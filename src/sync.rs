@@ -1,0 +1,198 @@
+//! Keeping orders and refills in step with their upstreams: batched multi-status calls (one
+//! per upstream per ≤100 ids), applied through the store, which refunds Partial and Canceled
+//! orders exactly once however often a status is seen.
+//!
+//! The same refresh serves the background loop and the `status` action's stale orders.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::config::Config;
+use crate::money;
+use crate::pricing;
+use crate::protocol::MAX_IDS;
+use crate::protocol::reply::Remains;
+use crate::store::{Millis, Order, Refill, StatusUpdate, Store};
+use crate::upstream::Upstreams;
+
+/// Unix time in milliseconds.
+pub fn now_ms() -> Millis {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as Millis)
+}
+
+/// What sync needs: the store, the upstream clients and the config (for currency rates).
+#[derive(Clone)]
+pub struct Syncer {
+    pub cfg: Arc<Config>,
+    pub store: Arc<dyn Store>,
+    pub upstreams: Arc<Upstreams>,
+}
+
+impl Syncer {
+    /// Asks the upstreams for the status of `orders` (placed ones; others are skipped) and
+    /// applies what they say. Failures are logged; the orders simply stay as they were.
+    pub async fn refresh_orders(&self, orders: &[&Order]) {
+        let mut by_upstream: HashMap<&str, Vec<&Order>> = HashMap::new();
+        for o in orders.iter().filter(|o| o.upstream_order.is_some()) {
+            by_upstream.entry(o.upstream.as_str()).or_default().push(o);
+        }
+        for (name, orders) in by_upstream {
+            let Some(upstream) = self.upstreams.get(name) else {
+                continue;
+            };
+            let fx = self
+                .cfg
+                .upstream(name)
+                .map_or(rust_decimal::Decimal::ONE, |u| u.fx);
+            for chunk in orders.chunks(MAX_IDS) {
+                let ids: Vec<u64> = chunk.iter().filter_map(|o| o.upstream_order).collect();
+                let reply = match upstream.statuses(&ids).await {
+                    Ok(r) => r,
+                    Err(e) => {
+                        tracing::warn!(upstream = name, error = %e, "status sync failed");
+                        continue;
+                    }
+                };
+                let ours: HashMap<u64, i64> = chunk
+                    .iter()
+                    .filter_map(|o| Some((o.upstream_order?, o.id)))
+                    .collect();
+                for (upstream_order, item) in reply.0 {
+                    let Some(&id) = ours.get(&upstream_order) else {
+                        continue;
+                    };
+                    let status = match item {
+                        Ok(s) => s,
+                        Err(text) => {
+                            tracing::warn!(upstream = name, order = id, upstream_order, error = %text, "upstream does not report this order");
+                            continue;
+                        }
+                    };
+                    let update = StatusUpdate {
+                        status: status.status,
+                        remains: match status.remains {
+                            Remains::Count(n) => Some(n),
+                            Remains::Unknown => None,
+                        },
+                        start_count: Some(status.start_count),
+                        cost: money::to_units(money::round_up(pricing::convert(status.charge, fx))),
+                    };
+                    match self.store.apply_status(id, &update, now_ms()).await {
+                        Ok(applied) if applied.finalized => tracing::info!(
+                            order = id,
+                            status = update.status.as_str(),
+                            refund = %money::format(money::from_units(applied.refund)),
+                            "order final"
+                        ),
+                        Ok(_) => {}
+                        Err(e) => {
+                            tracing::error!(order = id, error = %e, "applying a status failed")
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Refreshes the status of unfinished refills.
+    pub async fn refresh_refills(&self, refills: &[&Refill]) {
+        let mut by_upstream: HashMap<&str, Vec<&Refill>> = HashMap::new();
+        for r in refills.iter().filter(|r| !r.status.is_final()) {
+            by_upstream.entry(r.upstream.as_str()).or_default().push(r);
+        }
+        for (name, refills) in by_upstream {
+            let Some(upstream) = self.upstreams.get(name) else {
+                continue;
+            };
+            for chunk in refills.chunks(MAX_IDS) {
+                let ids: Vec<u64> = chunk.iter().map(|r| r.upstream_refill).collect();
+                let reply = match upstream.refill_statuses(&ids).await {
+                    Ok(r) => r,
+                    Err(e) => {
+                        tracing::warn!(upstream = name, error = %e, "refill sync failed");
+                        continue;
+                    }
+                };
+                let ours: HashMap<u64, i64> =
+                    chunk.iter().map(|r| (r.upstream_refill, r.id)).collect();
+                for (upstream_refill, item) in reply.0 {
+                    let (Some(&id), Ok(status)) = (ours.get(&upstream_refill), item) else {
+                        continue;
+                    };
+                    if let Err(e) = self.store.update_refill(id, status, now_ms()).await {
+                        tracing::error!(refill = id, error = %e, "updating a refill failed");
+                    }
+                }
+            }
+        }
+    }
+
+    /// One pass over every upstream: each placed order and unfinished refill not synced in
+    /// the last `interval` is asked about once.
+    pub async fn pass(&self, interval: Duration) {
+        let stale_before = now_ms() - interval.as_millis() as Millis;
+        for upstream in &self.cfg.upstreams {
+            let mut seen = HashSet::new();
+            loop {
+                let batch = match self
+                    .store
+                    .orders_to_sync(&upstream.name, stale_before, MAX_IDS as u32)
+                    .await
+                {
+                    Ok(b) => b,
+                    Err(e) => {
+                        tracing::error!(error = %e, "listing orders to sync failed");
+                        break;
+                    }
+                };
+                // Orders the upstream does not report keep their old sync time; stop when a
+                // batch brings nothing new rather than asking about them forever.
+                let fresh: Vec<&Order> = batch.iter().filter(|o| seen.insert(o.id)).collect();
+                if fresh.is_empty() {
+                    break;
+                }
+                self.refresh_orders(&fresh).await;
+                if batch.len() < MAX_IDS {
+                    break;
+                }
+            }
+            let mut seen = HashSet::new();
+            loop {
+                let batch = match self
+                    .store
+                    .refills_to_sync(&upstream.name, stale_before, MAX_IDS as u32)
+                    .await
+                {
+                    Ok(b) => b,
+                    Err(e) => {
+                        tracing::error!(error = %e, "listing refills to sync failed");
+                        break;
+                    }
+                };
+                let fresh: Vec<&Refill> = batch.iter().filter(|r| seen.insert(r.id)).collect();
+                if fresh.is_empty() {
+                    break;
+                }
+                self.refresh_refills(&fresh).await;
+                if batch.len() < MAX_IDS {
+                    break;
+                }
+            }
+        }
+    }
+
+    /// Runs passes every `sync_interval` until `stop` fires.
+    pub async fn run(self, mut stop: tokio::sync::watch::Receiver<bool>) {
+        let interval = self.cfg.sync_interval;
+        loop {
+            self.pass(interval).await;
+            tokio::select! {
+                () = tokio::time::sleep(interval) => {}
+                _ = stop.changed() => return,
+            }
+        }
+    }
+}

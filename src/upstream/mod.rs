@@ -1,0 +1,329 @@
+//! The client side of API v2: panelgate as a customer of upstream panels.
+//!
+//! Every call is a form-urlencoded `POST` with our key, as every panel accepts. What matters
+//! most is the *outcome* of a non-idempotent `add` (DESIGN.md, "Order life"):
+//! - [`AddOutcome::NotSent`]: the request was never written (connect/TLS failure): safe to try
+//!   elsewhere;
+//! - [`AddOutcome::Rejected`]: the upstream answered `{"error": …}`: definitely not placed;
+//! - [`AddOutcome::Unknown`]: written, then no usable reply: it may exist upstream, so it is
+//!   never sent again automatically.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::header::{CONTENT_TYPE, USER_AGENT};
+use http::{Request, StatusCode};
+use http_body_util::{BodyExt, Full, Limited};
+use hyper_rustls::HttpsConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+use tokio::sync::Semaphore;
+
+use crate::config::{Secret, UpstreamConfig};
+use crate::protocol::lenient::{self, ReadError, Refusal, ServiceList};
+use crate::protocol::order::OrderFields;
+use crate::protocol::reply::{Balance, Canceled, MultiRefill, MultiRefillStatus, MultiStatus};
+
+/// Largest upstream reply we read (a services list of many thousands fits easily).
+const MAX_REPLY_BYTES: usize = 32 << 20;
+
+/// Why a call produced no usable reply.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CallError {
+    /// Nothing was written: connecting (or TLS) failed, or no slot freed up in time.
+    #[error("not sent: {0}")]
+    NotSent(String),
+    /// Written, and then no reply, a cut reply, or a timeout.
+    #[error("no usable reply: {0}")]
+    Unknown(String),
+    /// A reply, but not one we can read (HTTP error status, not JSON, wrong shape).
+    #[error("{0}")]
+    Unreadable(String),
+    /// An explicit `{"error": …}`.
+    #[error("refused: {0}")]
+    Refused(String),
+}
+
+impl CallError {
+    pub fn refusal(&self) -> Option<Refusal> {
+        match self {
+            CallError::Refused(text) => Some(Refusal::classify(text)),
+            _ => None,
+        }
+    }
+
+    /// A label for logs and metrics.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            CallError::NotSent(_) => "not_sent",
+            CallError::Unknown(_) => "unknown",
+            CallError::Unreadable(_) => "unreadable",
+            CallError::Refused(_) => "rejected",
+        }
+    }
+}
+
+impl From<ReadError> for CallError {
+    fn from(e: ReadError) -> Self {
+        match e {
+            ReadError::Refused(text) => CallError::Refused(text),
+            ReadError::Garbage(what) => CallError::Unreadable(what.to_owned()),
+        }
+    }
+}
+
+/// What became of an `add`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AddOutcome {
+    Placed(u64),
+    Rejected { text: String, refusal: Refusal },
+    NotSent(String),
+    Unknown(String),
+}
+
+type HttpClient = Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
+
+/// One upstream panel.
+pub struct Upstream {
+    pub name: String,
+    url: http::Uri,
+    key: Secret,
+    timeout: Duration,
+    permits: Semaphore,
+    client: HttpClient,
+}
+
+impl std::fmt::Debug for Upstream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Upstream")
+            .field("name", &self.name)
+            .field("url", &self.url)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Upstream {
+    pub fn new(cfg: &UpstreamConfig) -> Upstream {
+        let mut http = HttpConnector::new();
+        http.enforce_http(false);
+        http.set_connect_timeout(Some(cfg.connect_timeout));
+        http.set_nodelay(true);
+        let https = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_webpki_roots()
+            .https_or_http()
+            .enable_http1()
+            .wrap_connector(http);
+        let client = Client::builder(TokioExecutor::new())
+            .timer(TokioTimer::new())
+            .pool_timer(TokioTimer::new())
+            .pool_idle_timeout(Duration::from_secs(60))
+            .pool_max_idle_per_host(cfg.max_concurrency)
+            .build(https);
+        Upstream {
+            name: cfg.name.clone(),
+            url: cfg.url.clone(),
+            key: cfg.key.clone(),
+            timeout: cfg.timeout,
+            permits: Semaphore::new(cfg.max_concurrency),
+            client,
+        }
+    }
+
+    /// Sends one action and returns the reply body of a 2xx answer, or a JSON error body of
+    /// any status (panels put refusals in bodies whatever the status).
+    async fn call(&self, action: &str, fields: &[(&str, String)]) -> Result<Bytes, CallError> {
+        let mut body = form_urlencoded(&[("key", self.key.expose()), ("action", action)]);
+        for (k, v) in fields {
+            body.push('&');
+            body.push_str(&form_urlencoded(&[(k, v)]));
+        }
+        let request = Request::post(self.url.clone())
+            .header(CONTENT_TYPE, "application/x-www-form-urlencoded")
+            .header(USER_AGENT, concat!("panelgate/", env!("CARGO_PKG_VERSION")))
+            .body(Full::new(Bytes::from(body)))
+            .map_err(|e| CallError::NotSent(format!("building the request: {e}")))?;
+        // Waiting for a slot writes nothing, so running out of time here is "not sent".
+        let _permit = tokio::time::timeout(self.timeout, self.permits.acquire())
+            .await
+            .map_err(|_| CallError::NotSent("no free connection slot in time".into()))?
+            .map_err(|_| CallError::NotSent("upstream client closed".into()))?;
+        let exchange = async {
+            let response = self.client.request(request).await.map_err(|e| {
+                if e.is_connect() {
+                    CallError::NotSent(format!("connect: {}", error_chain(&e)))
+                } else {
+                    CallError::Unknown(format!("transport: {}", error_chain(&e)))
+                }
+            })?;
+            let status = response.status();
+            let bytes = Limited::new(response.into_body(), MAX_REPLY_BYTES)
+                .collect()
+                .await
+                .map_err(|e| CallError::Unknown(format!("reading the reply: {e}")))?
+                .to_bytes();
+            Ok::<_, CallError>((status, bytes))
+        };
+        let (status, bytes) = tokio::time::timeout(self.timeout, exchange)
+            .await
+            .map_err(|_| CallError::Unknown(format!("no reply within {:?}", self.timeout)))??;
+        if status.is_success() {
+            return Ok(bytes);
+        }
+        // A refusal in the body counts whatever the status; anything else is unreadable.
+        match lenient::refusal_text(&bytes) {
+            Some(text) => Err(CallError::Refused(text)),
+            None if status.is_redirection() => Err(CallError::Unreadable(format!(
+                "HTTP {status}: redirects are not followed"
+            ))),
+            None => Err(CallError::Unreadable(format!(
+                "HTTP {}",
+                status_text(status)
+            ))),
+        }
+    }
+
+    pub async fn services(&self) -> Result<ServiceList, CallError> {
+        Ok(lenient::services(&self.call("services", &[]).await?)?)
+    }
+
+    pub async fn balance(&self) -> Result<Balance, CallError> {
+        Ok(lenient::balance(&self.call("balance", &[]).await?)?)
+    }
+
+    /// Places an order. Never retried here: see [`AddOutcome`].
+    pub async fn add(&self, service: u64, fields: &OrderFields) -> AddOutcome {
+        let mut form: Vec<(&str, String)> = vec![("service", service.to_string())];
+        form.extend(fields.to_form());
+        match self.call("add", &form).await {
+            Ok(body) => match lenient::added(&body) {
+                Ok(order) => AddOutcome::Placed(order),
+                Err(ReadError::Refused(text)) => AddOutcome::Rejected {
+                    refusal: Refusal::classify(&text),
+                    text,
+                },
+                // Written and answered, but not with an order id: it may exist.
+                Err(ReadError::Garbage(what)) => {
+                    AddOutcome::Unknown(format!("unreadable reply: {what}"))
+                }
+            },
+            Err(CallError::Refused(text)) => AddOutcome::Rejected {
+                refusal: Refusal::classify(&text),
+                text,
+            },
+            Err(CallError::NotSent(why)) => AddOutcome::NotSent(why),
+            Err(CallError::Unknown(why) | CallError::Unreadable(why)) => AddOutcome::Unknown(why),
+        }
+    }
+
+    /// Multi-status of up to 100 upstream order ids.
+    pub async fn statuses(&self, ids: &[u64]) -> Result<MultiStatus, CallError> {
+        Ok(lenient::multi_status(
+            &self.call("status", &[("orders", join(ids))]).await?,
+        )?)
+    }
+
+    pub async fn refill(&self, ids: &[u64]) -> Result<MultiRefill, CallError> {
+        Ok(lenient::multi_refill(
+            &self.call("refill", &[("orders", join(ids))]).await?,
+        )?)
+    }
+
+    pub async fn refill_statuses(&self, ids: &[u64]) -> Result<MultiRefillStatus, CallError> {
+        Ok(lenient::multi_refill_status(
+            &self
+                .call("refill_status", &[("refills", join(ids))])
+                .await?,
+        )?)
+    }
+
+    pub async fn cancel(&self, ids: &[u64]) -> Result<Canceled, CallError> {
+        Ok(lenient::canceled(
+            &self.call("cancel", &[("orders", join(ids))]).await?,
+        )?)
+    }
+}
+
+/// All configured upstreams, by name.
+#[derive(Debug, Default)]
+pub struct Upstreams(pub Vec<Arc<Upstream>>);
+
+impl Upstreams {
+    pub fn new(cfgs: &[UpstreamConfig]) -> Upstreams {
+        Upstreams(cfgs.iter().map(|c| Arc::new(Upstream::new(c))).collect())
+    }
+
+    pub fn get(&self, name: &str) -> Option<&Arc<Upstream>> {
+        self.0.iter().find(|u| u.name == name)
+    }
+}
+
+fn join(ids: &[u64]) -> String {
+    ids.iter().map(u64::to_string).collect::<Vec<_>>().join(",")
+}
+
+fn status_text(s: StatusCode) -> String {
+    s.to_string()
+}
+
+/// The error and its causes, for logs. hyper's top-level messages alone say little.
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
+}
+
+/// Form-encodes pairs (application/x-www-form-urlencoded).
+pub fn form_urlencoded(pairs: &[(&str, &str)]) -> String {
+    let mut out = String::new();
+    for (i, (k, v)) in pairs.iter().enumerate() {
+        if i > 0 {
+            out.push('&');
+        }
+        escape_into(&mut out, k);
+        out.push('=');
+        escape_into(&mut out, v);
+    }
+    out
+}
+
+fn escape_into(out: &mut String, s: &str) {
+    for b in s.bytes() {
+        match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                out.push(b as char)
+            }
+            b' ' => out.push('+'),
+            _ => {
+                const HEX: &[u8; 16] = b"0123456789ABCDEF";
+                out.push('%');
+                out.push(HEX[usize::from(b >> 4)] as char);
+                out.push(HEX[usize::from(b & 15)] as char);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::Params;
+
+    #[test]
+    fn form_encoding_round_trips_through_our_parser() {
+        let text = "line one\r\nline two & more = 100% ü";
+        let body = form_urlencoded(&[("comments", text), ("key", "a+b")]);
+        let p = Params::parse_form(body.as_bytes()).unwrap();
+        assert_eq!(p.text("key").unwrap(), Some("a+b"));
+        match p.get("comments") {
+            Some(crate::protocol::params::Value::One(v)) => assert_eq!(v, text),
+            other => panic!("{other:?}"),
+        }
+    }
+}
