@@ -155,3 +155,4 @@ pub async fn raw(addr: SocketAddr, request: &[u8], wait: Duration) -> Vec<u8> {
     let _ = tokio::time::timeout(wait, stream.read_to_end(&mut out)).await;
     out
 }
+pub mod gw;

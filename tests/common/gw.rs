@@ -1,0 +1,291 @@
+//! A gateway in front of two simulated upstreams with different catalogs and currencies:
+//! `alpha` (USD, the built-in catalog) and `beta` (EUR at fx 1.1, a small catalog of its own).
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use panelgate::app::{self, Running};
+use panelgate::config;
+use panelgate::sim::{self, SimConfig, SimHandle};
+use panelgate::store::Store;
+use rust_decimal::Decimal;
+use serde_json::Value;
+
+use super::{Http, fast_config, simulator};
+
+pub const ALPHA_KEY: &str = "alpha-upstream-key-123";
+pub const BETA_KEY: &str = "beta-upstream-key-456";
+
+pub const BETA_CATALOG: &str = r#"
+- {service: 201, name: "Beta Followers", type: Default, category: "Beta Instagram", rate: "2.00", min: 10, max: 5000, refill: true, cancel: true}
+- {service: 202, name: "Beta Likes", type: Default, category: "Beta Instagram", rate: "0.40", min: 10, max: 100000, cancel: true}
+- {service: 203, name: "Beta Package", type: Package, category: "Beta Packages", rate: "5", min: 1, max: 1}
+- {service: 204, name: "Beta Auto Likes", type: Subscriptions, category: "Beta Instagram", rate: "1", min: 10, max: 100}
+"#;
+
+/// A unique scratch folder under the system temp dir, removed on drop.
+pub struct Scratch(pub PathBuf);
+
+impl Scratch {
+    pub fn new(name: &str) -> Scratch {
+        static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let dir = std::env::temp_dir().join(format!("panelgate-{name}-{}-{n}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        Scratch(dir)
+    }
+
+    pub fn path(&self, file: &str) -> PathBuf {
+        self.0.join(file)
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+pub struct Env {
+    pub dir: Scratch,
+    pub alpha: SimHandle,
+    pub beta: SimHandle,
+    pub gw: Option<Running>,
+    pub config_path: PathBuf,
+    pub http: Http,
+}
+
+/// Knobs the tests turn.
+pub struct Options {
+    pub sync_interval: &'static str,
+    pub status_max_age: &'static str,
+    pub catalog_ttl: &'static str,
+    pub extra: &'static str,
+    pub alpha_speed: f64,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            sync_interval: "50ms",
+            status_max_age: "0s",
+            catalog_ttl: "5m",
+            extra: "",
+            alpha_speed: 100_000.0,
+        }
+    }
+}
+
+pub fn alpha_config(dir: &Path, speed: f64) -> SimConfig {
+    let mut cfg = fast_config();
+    cfg.key = ALPHA_KEY.into();
+    cfg.speed = speed;
+    cfg.journal = Some(dir.join("alpha.jsonl"));
+    cfg
+}
+
+pub fn beta_config(dir: &Path) -> SimConfig {
+    let mut cfg = fast_config();
+    cfg.key = BETA_KEY.into();
+    cfg.currency = "EUR".into();
+    cfg.first_order_id = 5001;
+    let catalog = dir.join("beta-catalog.yaml");
+    std::fs::write(&catalog, BETA_CATALOG).unwrap();
+    cfg.services = sim::catalog::load(&catalog).unwrap();
+    cfg.journal = Some(dir.join("beta.jsonl"));
+    cfg
+}
+
+pub fn config_text(dir: &Path, alpha: &str, beta: &str, o: &Options) -> String {
+    format!(
+        r#"listen: "127.0.0.1:0"
+database: "sqlite://{db}"
+currency: USD
+status_max_age: {max_age}
+upstreams:
+  - name: alpha
+    url: "{alpha}"
+    key: "{ALPHA_KEY}"
+    timeout: 3s
+  - name: beta
+    url: "{beta}"
+    key: "{BETA_KEY}"
+    currency: EUR
+    fx: "1.1"
+    timeout: 3s
+services:
+  - id: 1
+    upstream: alpha
+    service: 101
+    markup: {{ percent: 25 }}
+  - id: 2
+    upstream: alpha
+    service: 102
+    markup: {{ percent: 25 }}
+    fallback: [{{ upstream: beta, service: 202 }}]
+  - id: 3
+    upstream: alpha
+    service: 118
+    markup: {{ percent: 25 }}
+    name: "TikTok Followers [our best]"
+    min: 200
+  - import: alpha
+    id_offset: 1000
+    markup: {{ percent: 40 }}
+  - import: beta
+    id_offset: 2000
+    markup: {{ multiplier: 1.5, round_up_to: 0.01 }}
+price_groups:
+  vip:
+    markup: {{ percent: 10 }}
+sync:
+  interval: {sync}
+catalog:
+  ttl: {ttl}
+{extra}"#,
+        db = dir.join("gateway.db").display(),
+        max_age = o.status_max_age,
+        sync = o.sync_interval,
+        ttl = o.catalog_ttl,
+        extra = o.extra,
+    )
+}
+
+impl Env {
+    pub async fn start(o: Options) -> Env {
+        let dir = Scratch::new("gw");
+        let alpha = simulator(alpha_config(&dir.0, o.alpha_speed)).await;
+        let beta = simulator(beta_config(&dir.0)).await;
+        let config_path = dir.path("config.yaml");
+        std::fs::write(&config_path, config_text(&dir.0, &alpha.url(), &beta.url(), &o)).unwrap();
+        let mut env = Env {
+            dir,
+            alpha,
+            beta,
+            gw: None,
+            config_path,
+            http: Http::default(),
+        };
+        env.start_gateway().await;
+        env
+    }
+
+    pub async fn start_gateway(&mut self) {
+        let cfg = config::load(&self.config_path).expect("config is valid");
+        self.gw = Some(app::start(cfg).await.expect("gateway starts"));
+    }
+
+    pub async fn stop_gateway(&mut self) {
+        if let Some(gw) = self.gw.take() {
+            gw.stop().await;
+        }
+    }
+
+    pub fn gw(&self) -> &Running {
+        self.gw.as_ref().expect("gateway running")
+    }
+
+    pub fn url(&self) -> String {
+        self.gw().url()
+    }
+
+    pub fn store(&self) -> &dyn Store {
+        self.gw().gateway.store.as_ref()
+    }
+
+    /// Creates a customer and returns its key.
+    pub async fn client(&self, name: &str, balance: &str, group: &str) -> String {
+        let cfg = &self.gw().gateway.cfg;
+        let (_, key) = panelgate::admin::add_client(self.store(), cfg, name, balance.parse().unwrap(), group, Decimal::ZERO)
+            .await
+            .unwrap();
+        key
+    }
+
+    pub async fn call(&self, key: &str, pairs: &[(&str, &str)]) -> Value {
+        let mut all = vec![("key", key)];
+        all.extend_from_slice(pairs);
+        self.http.form(&self.url(), &all).await.json()
+    }
+
+    pub async fn balance(&self, key: &str) -> Decimal {
+        money(&self.call(key, &[("action", "balance")]).await["balance"])
+    }
+
+    /// Places an order and returns its id (panics on an error reply).
+    pub async fn add(&self, key: &str, service: &str, fields: &[(&str, &str)]) -> u64 {
+        let mut pairs = vec![("action", "add"), ("service", service)];
+        pairs.extend_from_slice(fields);
+        let r = self.call(key, &pairs).await;
+        r["order"].as_u64().unwrap_or_else(|| panic!("no order id: {r}"))
+    }
+
+    pub async fn status(&self, key: &str, order: u64) -> Value {
+        self.call(key, &[("action", "status"), ("order", &order.to_string())]).await
+    }
+
+    /// Polls until the order's status is one of `wanted` (bounded).
+    pub async fn wait_status(&self, key: &str, order: u64, wanted: &[&str]) -> Value {
+        let mut last = Value::Null;
+        for _ in 0..500 {
+            last = self.status(key, order).await;
+            if wanted.iter().any(|w| last["status"] == *w) {
+                return last;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        panic!("order {order} never reached {wanted:?}: {last}");
+    }
+
+    /// Polls until `check` holds for the order as the store sees it (bounded).
+    pub async fn wait_order(&self, id: u64, check: impl Fn(&panelgate::store::Order) -> bool) -> panelgate::store::Order {
+        for _ in 0..500 {
+            if let Some(o) = self.store().order(id as i64).await.unwrap()
+                && check(&o)
+            {
+                return o;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        panic!("order {id} never reached the expected state: {:?}", self.store().order(id as i64).await);
+    }
+
+    /// Every customer's balance equals the sum of their ledger entries, and no balance is
+    /// below its floor.
+    pub async fn assert_ledgers_balance(&self) {
+        for (c, _) in self.store().list_customers().await.unwrap() {
+            let sum: i64 = self.store().ledger(c.id).await.unwrap().iter().map(|e| e.amount).sum();
+            assert_eq!(sum, c.balance, "ledger of {} does not sum to its balance", c.name);
+            assert!(c.balance >= -c.credit_limit, "{} is below its floor", c.name);
+        }
+        for o in self.store().list_orders(&Default::default()).await.unwrap() {
+            assert!(o.refunded <= o.charge, "order {} refunded more than charged", o.id);
+        }
+    }
+
+    /// Lines of a simulator's journal.
+    pub fn journal(&self, name: &str) -> Vec<Value> {
+        std::fs::read_to_string(self.dir.path(&format!("{name}.jsonl")))
+            .unwrap_or_default()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    }
+
+    pub async fn set_faults(&self, sim: &SimHandle, key: &str, faults: Value) {
+        let r = self
+            .http
+            .json(&format!("http://{}/_sim/faults?key={key}", sim.addr), &faults)
+            .await;
+        assert_eq!(r.status, 200, "{}", r.text());
+    }
+}
+
+pub fn money(v: &Value) -> Decimal {
+    v.as_str().unwrap_or_else(|| panic!("money is a string: {v}")).parse().unwrap()
+}
+
+pub fn dec(s: &str) -> Decimal {
+    s.parse().unwrap()
+}
