@@ -40,7 +40,13 @@ async fn services_are_marked_up_exactly_per_price_group() {
     assert_eq!(list.len(), 3 + 19 + 3);
     // The vip group's markup replaces the rules': 0.90 × 1.10.
     let vlist = env.call(&vip, &[("action", "services")]).await;
-    let v1 = vlist.as_array().unwrap().iter().find(|s| s["service"] == 1).unwrap().clone();
+    let v1 = vlist
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["service"] == 1)
+        .unwrap()
+        .clone();
     assert_eq!(v1["rate"], "0.99");
     env.assert_ledgers_balance().await;
 }
@@ -49,43 +55,215 @@ async fn services_are_marked_up_exactly_per_price_group() {
 async fn every_service_type_is_charged_exactly() {
     let env = Env::start(Options::default()).await;
     let key = env.client("ann", "1000", "default").await;
-    let cases: Vec<(&str, Vec<(&str, &str)>, Decimal, Billing)> = vec![
-        ("1", vec![("link", "https://i.com/a"), ("quantity", "157")], dec("1.125"), Billing::PerThousand(157)),
-        ("1101", vec![("link", "https://i.com/a"), ("quantity", "100"), ("runs", "3"), ("interval", "10")], dec("1.26"), Billing::PerThousand(300)),
-        ("1103", vec![("link", "https://i.com/p"), ("comments", "1\n2\n3\n4\n5\r\n6\n7\n8\n9\n10\n11")], dec("11.2"), Billing::PerThousand(11)),
-        ("1104", vec![("link", "https://i.com/p"), ("comments", "a\nb")], dec("3.5"), Billing::Package),
-        ("1105", vec![("link", "https://i.com/p"), ("quantity", "100"), ("usernames", "u1\nu2")], dec("4.48"), Billing::PerThousand(100)),
-        ("1106", vec![("link", "https://i.com/p"), ("quantity", "100"), ("usernames", "u1"), ("hashtags", "#a")], dec("5.32"), Billing::PerThousand(100)),
-        ("1107", vec![("link", "https://i.com/p"), ("usernames", "a\nb\nc\nd\ne\nf\ng\nh\ni\nj\nk")], dec("5.6"), Billing::PerThousand(11)),
-        ("1108", vec![("link", "https://i.com/p"), ("quantity", "100"), ("hashtag", "#sun")], dec("4.9"), Billing::PerThousand(100)),
-        ("1109", vec![("link", "https://i.com/p"), ("quantity", "100"), ("username", "bob")], dec("4.9"), Billing::PerThousand(100)),
-        ("1110", vec![("link", "https://i.com/p"), ("quantity", "100"), ("media", "https://i.com/m")], dec("4.9"), Billing::PerThousand(100)),
-        ("1111", vec![("link", "https://i.com/p"), ("quantity", "33"), ("username", "bob")], dec("1.68"), Billing::PerThousand(33)),
-        ("1112", vec![("link", "https://i.com/p"), ("username", "bob"), ("comments", "hi\nyo\nok")], dec("16.8"), Billing::PerThousand(3)),
-        ("1113", vec![("link", "https://t.com/p"), ("quantity", "100"), ("answer_number", "2")], dec("2.94"), Billing::PerThousand(100)),
-        ("1114", vec![("link", "https://t.me/g"), ("quantity", "100"), ("groups", "g1\ng2")], dec("9.1"), Billing::PerThousand(100)),
-        ("1115", vec![("link", "https://site.com"), ("quantity", "1234"), ("type_of_traffic", "2"), ("referring_url", "https://ref.com")], dec("0.07"), Billing::PerThousand(1234)),
-        ("1119", vec![("link", "https://y.com/v")], dec("4.2"), Billing::Package),
-        ("2201", vec![("link", "https://b.com/x"), ("quantity", "333")], dec("3.3"), Billing::PerThousand(333)),
+    type Case = (
+        &'static str,
+        Vec<(&'static str, &'static str)>,
+        Decimal,
+        Billing,
+    );
+    let cases: Vec<Case> = vec![
+        (
+            "1",
+            vec![("link", "https://i.com/a"), ("quantity", "157")],
+            dec("1.125"),
+            Billing::PerThousand(157),
+        ),
+        (
+            "1101",
+            vec![
+                ("link", "https://i.com/a"),
+                ("quantity", "100"),
+                ("runs", "3"),
+                ("interval", "10"),
+            ],
+            dec("1.26"),
+            Billing::PerThousand(300),
+        ),
+        (
+            "1103",
+            vec![
+                ("link", "https://i.com/p"),
+                ("comments", "1\n2\n3\n4\n5\r\n6\n7\n8\n9\n10\n11"),
+            ],
+            dec("11.2"),
+            Billing::PerThousand(11),
+        ),
+        (
+            "1104",
+            vec![("link", "https://i.com/p"), ("comments", "a\nb")],
+            dec("3.5"),
+            Billing::Package,
+        ),
+        (
+            "1105",
+            vec![
+                ("link", "https://i.com/p"),
+                ("quantity", "100"),
+                ("usernames", "u1\nu2"),
+            ],
+            dec("4.48"),
+            Billing::PerThousand(100),
+        ),
+        (
+            "1106",
+            vec![
+                ("link", "https://i.com/p"),
+                ("quantity", "100"),
+                ("usernames", "u1"),
+                ("hashtags", "#a"),
+            ],
+            dec("5.32"),
+            Billing::PerThousand(100),
+        ),
+        (
+            "1107",
+            vec![
+                ("link", "https://i.com/p"),
+                ("usernames", "a\nb\nc\nd\ne\nf\ng\nh\ni\nj\nk"),
+            ],
+            dec("5.6"),
+            Billing::PerThousand(11),
+        ),
+        (
+            "1108",
+            vec![
+                ("link", "https://i.com/p"),
+                ("quantity", "100"),
+                ("hashtag", "#sun"),
+            ],
+            dec("4.9"),
+            Billing::PerThousand(100),
+        ),
+        (
+            "1109",
+            vec![
+                ("link", "https://i.com/p"),
+                ("quantity", "100"),
+                ("username", "bob"),
+            ],
+            dec("4.9"),
+            Billing::PerThousand(100),
+        ),
+        (
+            "1110",
+            vec![
+                ("link", "https://i.com/p"),
+                ("quantity", "100"),
+                ("media", "https://i.com/m"),
+            ],
+            dec("4.9"),
+            Billing::PerThousand(100),
+        ),
+        (
+            "1111",
+            vec![
+                ("link", "https://i.com/p"),
+                ("quantity", "33"),
+                ("username", "bob"),
+            ],
+            dec("1.68"),
+            Billing::PerThousand(33),
+        ),
+        (
+            "1112",
+            vec![
+                ("link", "https://i.com/p"),
+                ("username", "bob"),
+                ("comments", "hi\nyo\nok"),
+            ],
+            dec("16.8"),
+            Billing::PerThousand(3),
+        ),
+        (
+            "1113",
+            vec![
+                ("link", "https://t.com/p"),
+                ("quantity", "100"),
+                ("answer_number", "2"),
+            ],
+            dec("2.94"),
+            Billing::PerThousand(100),
+        ),
+        (
+            "1114",
+            vec![
+                ("link", "https://t.me/g"),
+                ("quantity", "100"),
+                ("groups", "g1\ng2"),
+            ],
+            dec("9.1"),
+            Billing::PerThousand(100),
+        ),
+        (
+            "1115",
+            vec![
+                ("link", "https://site.com"),
+                ("quantity", "1234"),
+                ("type_of_traffic", "2"),
+                ("referring_url", "https://ref.com"),
+            ],
+            dec("0.07"),
+            Billing::PerThousand(1234),
+        ),
+        (
+            "1119",
+            vec![("link", "https://y.com/v")],
+            dec("4.2"),
+            Billing::Package,
+        ),
+        (
+            "2201",
+            vec![("link", "https://b.com/x"), ("quantity", "333")],
+            dec("3.3"),
+            Billing::PerThousand(333),
+        ),
     ];
     let mut spent = Decimal::ZERO;
     for (service, fields, rate, billing) in cases {
         let expected = charge(rate, billing);
         let before = env.balance(&key).await;
         let id = env.add(&key, service, &fields).await;
-        assert_eq!(before - env.balance(&key).await, expected, "service {service}");
+        assert_eq!(
+            before - env.balance(&key).await,
+            expected,
+            "service {service}"
+        );
         let s = env.wait_status(&key, id, &["Completed"]).await;
         assert_eq!(money(&s["charge"]), expected, "service {service}");
         assert_eq!(s["currency"], "USD");
         spent += expected;
     }
     // Spot-check the rounding: 1.125 × 157 / 1000 = 0.176625, charged as 0.17663.
-    assert_eq!(charge(dec("1.125"), Billing::PerThousand(157)), dec("0.17663"));
+    assert_eq!(
+        charge(dec("1.125"), Billing::PerThousand(157)),
+        dec("0.17663")
+    );
     assert_eq!(env.balance(&key).await, dec("1000") - spent);
     // Subscriptions and unknown ids.
-    let r = env.call(&key, &[("action", "add"), ("service", "1116"), ("username", "bob"), ("min", "50"), ("max", "100")]).await;
+    let r = env
+        .call(
+            &key,
+            &[
+                ("action", "add"),
+                ("service", "1116"),
+                ("username", "bob"),
+                ("min", "50"),
+                ("max", "100"),
+            ],
+        )
+        .await;
     assert_eq!(r["error"], "Incorrect service ID");
-    let r = env.call(&key, &[("action", "add"), ("service", "99999"), ("link", "x"), ("quantity", "100")]).await;
+    let r = env
+        .call(
+            &key,
+            &[
+                ("action", "add"),
+                ("service", "99999"),
+                ("link", "x"),
+                ("quantity", "100"),
+            ],
+        )
+        .await;
     assert_eq!(r["error"], "Incorrect service ID");
     env.assert_ledgers_balance().await;
 }
@@ -100,16 +278,44 @@ async fn orders_are_validated_against_our_catalog() {
         async move {
             let mut all = vec![("action", "add")];
             all.extend(pairs);
-            env.call(&key, &all).await["error"].as_str().unwrap().to_owned()
+            env.call(&key, &all).await["error"]
+                .as_str()
+                .unwrap()
+                .to_owned()
         }
     };
-    assert_eq!(err(vec![("service", "3"), ("link", "x"), ("quantity", "150")]).await, "Quantity less than minimal 200");
-    assert_eq!(err(vec![("service", "1"), ("link", "x"), ("quantity", "10001")]).await, "Quantity more than maximum 10000");
-    assert_eq!(err(vec![("service", "1"), ("link", "x"), ("quantity", "1000")]).await, "Not enough funds on balance");
-    assert_eq!(err(vec![("service", "1"), ("quantity", "100")]).await, "Missing parameter: link");
-    assert_eq!(err(vec![("service", "3"), ("link", "x"), ("quantity", "200"), ("runs", "2"), ("interval", "1")]).await, "Drip-feed is disabled for this service");
+    assert_eq!(
+        err(vec![("service", "3"), ("link", "x"), ("quantity", "150")]).await,
+        "Quantity less than minimal 200"
+    );
+    assert_eq!(
+        err(vec![("service", "1"), ("link", "x"), ("quantity", "10001")]).await,
+        "Quantity more than maximum 10000"
+    );
+    assert_eq!(
+        err(vec![("service", "1"), ("link", "x"), ("quantity", "1000")]).await,
+        "Not enough funds on balance"
+    );
+    assert_eq!(
+        err(vec![("service", "1"), ("quantity", "100")]).await,
+        "Missing parameter: link"
+    );
+    assert_eq!(
+        err(vec![
+            ("service", "3"),
+            ("link", "x"),
+            ("quantity", "200"),
+            ("runs", "2"),
+            ("interval", "1")
+        ])
+        .await,
+        "Drip-feed is disabled for this service"
+    );
     assert_eq!(env.balance(&key).await, dec("1"));
-    assert!(env.journal("alpha").is_empty(), "nothing reached the upstream");
+    assert!(
+        env.journal("alpha").is_empty(),
+        "nothing reached the upstream"
+    );
     let r = env.call("not-a-key", &[("action", "balance")]).await;
     assert_eq!(r["error"], "Invalid API key");
     env.assert_ledgers_balance().await;
@@ -120,25 +326,74 @@ async fn our_order_ids_not_theirs_and_each_customer_sees_only_their_own() {
     let env = Env::start(Options::default()).await;
     let ann = env.client("ann", "100", "default").await;
     let bob = env.client("bob", "100", "default").await;
-    let a1 = env.add(&ann, "1", &[("link", "https://i.com/a"), ("quantity", "100")]).await;
-    let b1 = env.add(&bob, "2201", &[("link", "https://b.com/b"), ("quantity", "100")]).await;
-    let a2 = env.add(&ann, "2202", &[("link", "https://b.com/c"), ("quantity", "100")]).await;
+    let a1 = env
+        .add(
+            &ann,
+            "1",
+            &[("link", "https://i.com/a"), ("quantity", "100")],
+        )
+        .await;
+    let b1 = env
+        .add(
+            &bob,
+            "2201",
+            &[("link", "https://b.com/b"), ("quantity", "100")],
+        )
+        .await;
+    let a2 = env
+        .add(
+            &ann,
+            "2202",
+            &[("link", "https://b.com/c"), ("quantity", "100")],
+        )
+        .await;
     assert_eq!((a1, b1, a2), (1, 2, 3));
     // Upstream ids differ (beta hands out 5001+), and never show.
     let o = env.store().order(b1 as i64).await.unwrap().unwrap();
-    assert_eq!((o.upstream.as_str(), o.upstream_order), ("beta", Some(5001)));
+    assert_eq!(
+        (o.upstream.as_str(), o.upstream_order),
+        ("beta", Some(5001))
+    );
     let multi = env
-        .call(&ann, &[("action", "status"), ("orders", &format!("{a1},{b1},{a2},999"))])
+        .call(
+            &ann,
+            &[
+                ("action", "status"),
+                ("orders", &format!("{a1},{b1},{a2},999")),
+            ],
+        )
         .await;
-    assert_eq!(multi.as_object().unwrap().keys().cloned().collect::<HashSet<_>>(), ["1", "2", "3", "999"].map(String::from).into());
-    assert_eq!(multi[b1.to_string()], json!({"error": "Incorrect order ID"}), "bob's order is not ann's");
+    assert_eq!(
+        multi
+            .as_object()
+            .unwrap()
+            .keys()
+            .cloned()
+            .collect::<HashSet<_>>(),
+        ["1", "2", "3", "999"].map(String::from).into()
+    );
+    assert_eq!(
+        multi[b1.to_string()],
+        json!({"error": "Incorrect order ID"}),
+        "bob's order is not ann's"
+    );
     assert_eq!(multi["999"], json!({"error": "Incorrect order ID"}));
     assert!(multi[a1.to_string()]["status"].is_string());
     assert!(!multi.to_string().contains("5001"));
-    assert_eq!(env.status(&bob, a1).await, json!({"error": "Incorrect order ID"}));
-    let c = env.call(&bob, &[("action", "cancel"), ("orders", &a1.to_string())]).await;
-    assert_eq!(c, json!([{"order": a1, "cancel": {"error": "Incorrect order ID"}}]));
-    let r = env.call(&bob, &[("action", "refill"), ("order", &a1.to_string())]).await;
+    assert_eq!(
+        env.status(&bob, a1).await,
+        json!({"error": "Incorrect order ID"})
+    );
+    let c = env
+        .call(&bob, &[("action", "cancel"), ("orders", &a1.to_string())])
+        .await;
+    assert_eq!(
+        c,
+        json!([{"order": a1, "cancel": {"error": "Incorrect order ID"}}])
+    );
+    let r = env
+        .call(&bob, &[("action", "refill"), ("order", &a1.to_string())])
+        .await;
     assert_eq!(r, json!({"error": "Incorrect order ID"}));
     env.assert_ledgers_balance().await;
 }
@@ -147,9 +402,36 @@ async fn our_order_ids_not_theirs_and_each_customer_sees_only_their_own() {
 async fn partial_and_canceled_orders_are_refunded_exactly_once() {
     let env = Env::start(Options::default()).await;
     let key = env.client("ann", "100", "default").await;
-    let p = env.add(&key, "1", &[("link", "https://i.com/a?sim-fate=partial"), ("quantity", "1000")]).await;
-    let c = env.add(&key, "2201", &[("link", "https://b.com/x?sim-fate=cancel"), ("quantity", "1000")]).await;
-    let done = env.add(&key, "1", &[("link", "https://i.com/b?sim-fate=complete"), ("quantity", "1000")]).await;
+    let p = env
+        .add(
+            &key,
+            "1",
+            &[
+                ("link", "https://i.com/a?sim-fate=partial"),
+                ("quantity", "1000"),
+            ],
+        )
+        .await;
+    let c = env
+        .add(
+            &key,
+            "2201",
+            &[
+                ("link", "https://b.com/x?sim-fate=cancel"),
+                ("quantity", "1000"),
+            ],
+        )
+        .await;
+    let done = env
+        .add(
+            &key,
+            "1",
+            &[
+                ("link", "https://i.com/b?sim-fate=complete"),
+                ("quantity", "1000"),
+            ],
+        )
+        .await;
     let sp = env.wait_order(p, |o| o.state == OrderState::Final).await;
     let sc = env.wait_order(c, |o| o.state == OrderState::Final).await;
     env.wait_order(done, |o| o.state == OrderState::Final).await;
@@ -164,12 +446,28 @@ async fn partial_and_canceled_orders_are_refunded_exactly_once() {
     assert_eq!(panelgate::money::from_units(sp.refunded), p_refund);
     assert_eq!(sc.refunded, sc.charge);
     let s = env.status(&key, p).await;
-    assert_eq!((s["status"].as_str(), money(&s["charge"])), (Some("Partial"), dec("1.125") - p_refund));
+    assert_eq!(
+        (s["status"].as_str(), money(&s["charge"])),
+        (Some("Partial"), dec("1.125") - p_refund)
+    );
     assert_eq!(s["remains"], remains.to_string());
     let s = env.status(&key, c).await;
-    assert_eq!((s["status"].as_str(), money(&s["charge"])), (Some("Canceled"), Decimal::ZERO));
-    assert_eq!(env.balance(&key).await, dec("100") - dec("1.125") * dec("2") + p_refund);
-    let refunds = env.store().ledger(1).await.unwrap().iter().filter(|e| e.kind == panelgate::store::EntryKind::Refund).count();
+    assert_eq!(
+        (s["status"].as_str(), money(&s["charge"])),
+        (Some("Canceled"), Decimal::ZERO)
+    );
+    assert_eq!(
+        env.balance(&key).await,
+        dec("100") - dec("1.125") * dec("2") + p_refund
+    );
+    let refunds = env
+        .store()
+        .ledger(1)
+        .await
+        .unwrap()
+        .iter()
+        .filter(|e| e.kind == panelgate::store::EntryKind::Refund)
+        .count();
     assert_eq!(refunds, 2);
     // Our cost is what the upstream charged, in our currency (beta: EUR × 1.1).
     let placed_done = env.store().order(done as i64).await.unwrap().unwrap();
@@ -181,20 +479,59 @@ async fn partial_and_canceled_orders_are_refunded_exactly_once() {
 async fn refill_and_cancel_flows() {
     let env = Env::start(Options::default()).await;
     let key = env.client("ann", "100", "default").await;
-    let done = env.add(&key, "1", &[("link", "https://i.com/a?sim-fate=complete"), ("quantity", "1000")]).await;
-    let held = env.add(&key, "1", &[("link", "https://i.com/b?sim-fate=hold"), ("quantity", "1000")]).await;
-    let likes = env.add(&key, "1102", &[("link", "https://i.com/c"), ("quantity", "100")]).await;
+    let done = env
+        .add(
+            &key,
+            "1",
+            &[
+                ("link", "https://i.com/a?sim-fate=complete"),
+                ("quantity", "1000"),
+            ],
+        )
+        .await;
+    let held = env
+        .add(
+            &key,
+            "1",
+            &[
+                ("link", "https://i.com/b?sim-fate=hold"),
+                ("quantity", "1000"),
+            ],
+        )
+        .await;
+    let likes = env
+        .add(
+            &key,
+            "1102",
+            &[("link", "https://i.com/c"), ("quantity", "100")],
+        )
+        .await;
     env.wait_status(&key, done, &["Completed"]).await;
     env.wait_status(&key, held, &["In progress"]).await;
 
     // Refill: our refill ids; the upstream's refusals passed through; disabled services refused.
-    let r = env.call(&key, &[("action", "refill"), ("order", &done.to_string())]).await;
-    let refill: u64 = r["refill"].as_str().expect("refill id is a string").parse().unwrap();
+    let r = env
+        .call(&key, &[("action", "refill"), ("order", &done.to_string())])
+        .await;
+    let refill: u64 = r["refill"]
+        .as_str()
+        .expect("refill id is a string")
+        .parse()
+        .unwrap();
     assert_eq!(refill, 1);
-    let m = env.call(&key, &[("action", "refill"), ("orders", &format!("{done},{held},{likes},77"))]).await;
+    let m = env
+        .call(
+            &key,
+            &[
+                ("action", "refill"),
+                ("orders", &format!("{done},{held},{likes},77")),
+            ],
+        )
+        .await;
     // The first refill may already be over (the clock runs fast): then a second one starts.
     assert!(
-        m[0]["refill"].is_u64() || m[0]["refill"]["error"] == "The refill task is not completed for this order",
+        m[0]["refill"].is_u64()
+            || m[0]["refill"]["error"] == "The refill task is not completed for this order",
         "{m}"
     );
     assert_eq!(
@@ -207,18 +544,39 @@ async fn refill_and_cancel_flows() {
         .as_array()
         .unwrap()[..]
     );
-    let rs = env.call(&key, &[("action", "refill_status"), ("refill", "1")]).await;
-    assert!(["Pending", "In progress", "Completed", "Rejected"].contains(&rs["status"].as_str().unwrap()), "{rs}");
-    let rs = env.call(&key, &[("action", "refill_status"), ("refills", "1,99")]).await;
+    let rs = env
+        .call(&key, &[("action", "refill_status"), ("refill", "1")])
+        .await;
+    assert!(
+        ["Pending", "In progress", "Completed", "Rejected"]
+            .contains(&rs["status"].as_str().unwrap()),
+        "{rs}"
+    );
+    let rs = env
+        .call(&key, &[("action", "refill_status"), ("refills", "1,99")])
+        .await;
     assert_eq!(rs[0]["refill"], 1);
-    assert_eq!(rs[1], json!({"refill": 99, "status": {"error": "Refill not found"}}));
+    assert_eq!(
+        rs[1],
+        json!({"refill": 99, "status": {"error": "Refill not found"}})
+    );
     let other = env.client("bob", "1", "default").await;
-    let r = env.call(&other, &[("action", "refill_status"), ("refill", "1")]).await;
+    let r = env
+        .call(&other, &[("action", "refill_status"), ("refill", "1")])
+        .await;
     assert_eq!(r, json!({"error": "Refill not found"}));
 
     // Cancel: forwarded; the refund comes when the upstream reports the order Partial.
     let before = env.balance(&key).await;
-    let c = env.call(&key, &[("action", "cancel"), ("orders", &format!("{held},{done},999"))]).await;
+    let c = env
+        .call(
+            &key,
+            &[
+                ("action", "cancel"),
+                ("orders", &format!("{held},{done},999")),
+            ],
+        )
+        .await;
     assert_eq!(
         c,
         json!([
@@ -229,9 +587,17 @@ async fn refill_and_cancel_flows() {
     );
     let s = env.wait_status(&key, held, &["Partial"]).await;
     assert_eq!(s["remains"], "500");
-    assert_eq!(env.balance(&key).await - before, partial_refund(dec("1.125"), 1000, 500));
-    let single = env.call(&key, &[("action", "cancel"), ("order", &held.to_string())]).await;
-    assert_eq!(single, json!([{"order": held, "cancel": {"error": "The order cannot be canceled"}}]));
+    assert_eq!(
+        env.balance(&key).await - before,
+        partial_refund(dec("1.125"), 1000, 500)
+    );
+    let single = env
+        .call(&key, &[("action", "cancel"), ("order", &held.to_string())])
+        .await;
+    assert_eq!(
+        single,
+        json!([{"order": held, "cancel": {"error": "The order cannot be canceled"}}])
+    );
     env.assert_ledgers_balance().await;
 }
 
@@ -240,30 +606,97 @@ async fn a_definite_failure_falls_back_and_our_problems_stay_neutral() {
     let mut env = Env::start(Options::default()).await;
     let key = env.client("ann", "100", "default").await;
     // alpha refuses explicitly (it is out of funds): service 2 falls back to beta's 202.
-    env.set_faults(&env.alpha, ALPHA_KEY, json!({"error": 1, "error_text": "Not enough funds on balance", "actions": ["add"]})).await;
-    let id = env.add(&key, "2", &[("link", "https://i.com/a"), ("quantity", "100")]).await;
+    env.set_faults(
+        &env.alpha,
+        ALPHA_KEY,
+        json!({"error": 1, "error_text": "Not enough funds on balance", "actions": ["add"]}),
+    )
+    .await;
+    let id = env
+        .add(
+            &key,
+            "2",
+            &[("link", "https://i.com/a"), ("quantity", "100")],
+        )
+        .await;
     let o = env.store().order(id as i64).await.unwrap().unwrap();
-    assert_eq!((o.upstream.as_str(), o.upstream_service, o.state), ("beta", 202, OrderState::Placed));
+    assert_eq!(
+        (o.upstream.as_str(), o.upstream_service, o.state),
+        ("beta", 202, OrderState::Placed)
+    );
     // Charged at service 2's price, whatever the fallback costs.
-    assert_eq!(panelgate::money::from_units(o.charge), charge(dec("0.5625"), Billing::PerThousand(100)));
+    assert_eq!(
+        panelgate::money::from_units(o.charge),
+        charge(dec("0.5625"), Billing::PerThousand(100))
+    );
     // No fallback for service 1: the customer sees a neutral error, never "not enough funds",
     // and gets the held funds back.
     let before = env.balance(&key).await;
-    let r = env.call(&key, &[("action", "add"), ("service", "1"), ("link", "https://i.com/a"), ("quantity", "100")]).await;
-    assert_eq!(r["error"], "Service is temporarily unavailable, please try again later");
+    let r = env
+        .call(
+            &key,
+            &[
+                ("action", "add"),
+                ("service", "1"),
+                ("link", "https://i.com/a"),
+                ("quantity", "100"),
+            ],
+        )
+        .await;
+    assert_eq!(
+        r["error"],
+        "Service is temporarily unavailable, please try again later"
+    );
     assert_eq!(env.balance(&key).await, before);
-    let rejected = env.store().list_orders(&panelgate::store::OrderFilter { state: Some(OrderState::Rejected), ..Default::default() }).await.unwrap();
+    let rejected = env
+        .store()
+        .list_orders(&panelgate::store::OrderFilter {
+            state: Some(OrderState::Rejected),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
     assert_eq!(rejected.len(), 1);
     // A rejected order is nobody's order.
-    assert_eq!(env.status(&key, rejected[0].id as u64).await["error"], "Incorrect order ID");
+    assert_eq!(
+        env.status(&key, rejected[0].id as u64).await["error"],
+        "Incorrect order ID"
+    );
     // A link refusal means something to the customer: it passes.
-    env.set_faults(&env.alpha, ALPHA_KEY, json!({"error": 1, "error_text": "neworder.error.link_duplicate", "actions": ["add"]})).await;
-    let r = env.call(&key, &[("action", "add"), ("service", "1"), ("link", "https://i.com/a"), ("quantity", "100")]).await;
-    assert_eq!(r["error"], "You have active order with this link. Please wait until order being completed.");
+    env.set_faults(
+        &env.alpha,
+        ALPHA_KEY,
+        json!({"error": 1, "error_text": "neworder.error.link_duplicate", "actions": ["add"]}),
+    )
+    .await;
+    let r = env
+        .call(
+            &key,
+            &[
+                ("action", "add"),
+                ("service", "1"),
+                ("link", "https://i.com/a"),
+                ("quantity", "100"),
+            ],
+        )
+        .await;
+    assert_eq!(
+        r["error"],
+        "You have active order with this link. Please wait until order being completed."
+    );
     // alpha down (connection refused: nothing was sent): fallback again.
-    let alpha = std::mem::replace(&mut env.alpha, common::simulator(panelgate::sim::SimConfig::new("unused")).await);
+    let alpha = std::mem::replace(
+        &mut env.alpha,
+        common::simulator(panelgate::sim::SimConfig::new("unused")).await,
+    );
     alpha.stop().await;
-    let id = env.add(&key, "2", &[("link", "https://i.com/z"), ("quantity", "100")]).await;
+    let id = env
+        .add(
+            &key,
+            "2",
+            &[("link", "https://i.com/z"), ("quantity", "100")],
+        )
+        .await;
     let o = env.store().order(id as i64).await.unwrap().unwrap();
     assert_eq!((o.upstream.as_str(), o.state), ("beta", OrderState::Placed));
     env.assert_ledgers_balance().await;
@@ -274,34 +707,69 @@ async fn an_unknown_outcome_is_held_never_resent_and_resolved_by_the_operator() 
     let env = Env::start(Options::default()).await;
     let key = env.client("ann", "100", "default").await;
     // alpha reads the request, creates the order, and hangs up.
-    env.set_faults(&env.alpha, ALPHA_KEY, json!({"hangup": 1, "actions": ["add"]})).await;
+    env.set_faults(
+        &env.alpha,
+        ALPHA_KEY,
+        json!({"hangup": 1, "actions": ["add"]}),
+    )
+    .await;
     let before = env.balance(&key).await;
-    let id = env.add(&key, "2", &[("link", "https://i.com/a"), ("quantity", "100")]).await;
-    let id2 = env.add(&key, "1", &[("link", "https://i.com/b"), ("quantity", "100")]).await;
+    let id = env
+        .add(
+            &key,
+            "2",
+            &[("link", "https://i.com/a"), ("quantity", "100")],
+        )
+        .await;
+    let id2 = env
+        .add(
+            &key,
+            "1",
+            &[("link", "https://i.com/b"), ("quantity", "100")],
+        )
+        .await;
     // Placed once at alpha, never resent, and not tried on the fallback either.
     assert_eq!(env.journal("alpha").len(), 2);
     assert!(env.journal("beta").is_empty());
     let o = env.store().order(id as i64).await.unwrap().unwrap();
-    assert_eq!((o.state, o.upstream.as_str()), (OrderState::Unknown, "alpha"));
+    assert_eq!(
+        (o.state, o.upstream.as_str()),
+        (OrderState::Unknown, "alpha")
+    );
     // The customer sees Pending with the money held.
     let s = env.status(&key, id).await;
-    assert_eq!((s["status"].as_str(), s["remains"].as_str()), (Some("Pending"), Some("100")));
-    let held = charge(dec("1.125"), Billing::PerThousand(100)) + charge(dec("0.5625"), Billing::PerThousand(100));
+    assert_eq!(
+        (s["status"].as_str(), s["remains"].as_str()),
+        (Some("Pending"), Some("100"))
+    );
+    let held = charge(dec("1.125"), Billing::PerThousand(100))
+        + charge(dec("0.5625"), Billing::PerThousand(100));
     assert_eq!(before - env.balance(&key).await, held);
     env.set_faults(&env.alpha, ALPHA_KEY, json!({})).await;
 
     // The operator resolves: the first was placed as alpha's order 1; the second was not.
     let journal = env.journal("alpha");
     let upstream_id = journal[0]["order"].as_u64().unwrap();
-    let out = panelgate::admin::resolve(env.store(), id as i64, Some(upstream_id)).await.unwrap();
+    let out = panelgate::admin::resolve(env.store(), id as i64, Some(upstream_id))
+        .await
+        .unwrap();
     assert!(out.contains("placed"), "{out}");
     env.wait_status(&key, id, &["Completed"]).await;
-    let out = panelgate::admin::resolve(env.store(), id2 as i64, None).await.unwrap();
+    let out = panelgate::admin::resolve(env.store(), id2 as i64, None)
+        .await
+        .unwrap();
     assert!(out.contains("Canceled"), "{out}");
     assert_eq!(env.status(&key, id2).await["status"], "Canceled");
-    assert_eq!(before - env.balance(&key).await, charge(dec("0.5625"), Billing::PerThousand(100)));
+    assert_eq!(
+        before - env.balance(&key).await,
+        charge(dec("0.5625"), Billing::PerThousand(100))
+    );
     // Only unknown orders can be resolved.
-    assert!(panelgate::admin::resolve(env.store(), id as i64, None).await.is_err());
+    assert!(
+        panelgate::admin::resolve(env.store(), id as i64, None)
+            .await
+            .is_err()
+    );
     env.assert_ledgers_balance().await;
 }
 
@@ -317,9 +785,18 @@ async fn parallel_orders_never_overdraw_a_balance() {
         let key = key.clone();
         tasks.push(tokio::spawn(async move {
             let link = format!("https://i.com/{i}");
-            http.form(&url, &[("key", &key), ("action", "add"), ("service", "1"), ("link", &link), ("quantity", "1000")])
-                .await
-                .json()
+            http.form(
+                &url,
+                &[
+                    ("key", &key),
+                    ("action", "add"),
+                    ("service", "1"),
+                    ("link", &link),
+                    ("quantity", "1000"),
+                ],
+            )
+            .await
+            .json()
         }));
     }
     let mut placed = 0;
@@ -341,8 +818,26 @@ async fn parallel_orders_never_overdraw_a_balance() {
 async fn a_restart_loses_nothing() {
     let mut env = Env::start(Options::default()).await;
     let key = env.client("ann", "100", "default").await;
-    let a = env.add(&key, "1", &[("link", "https://i.com/a?sim-fate=partial"), ("quantity", "1000")]).await;
-    let b = env.add(&key, "1", &[("link", "https://i.com/b?sim-fate=hold"), ("quantity", "1000")]).await;
+    let a = env
+        .add(
+            &key,
+            "1",
+            &[
+                ("link", "https://i.com/a?sim-fate=partial"),
+                ("quantity", "1000"),
+            ],
+        )
+        .await;
+    let b = env
+        .add(
+            &key,
+            "1",
+            &[
+                ("link", "https://i.com/b?sim-fate=hold"),
+                ("quantity", "1000"),
+            ],
+        )
+        .await;
     env.wait_order(a, |o| o.state == OrderState::Final).await;
     let balance = env.balance(&key).await;
     env.stop_gateway().await;
@@ -351,20 +846,38 @@ async fn a_restart_loses_nothing() {
     assert_eq!(env.status(&key, a).await["status"], "Partial");
     assert_eq!(env.status(&key, b).await["status"], "In progress");
     // New ids continue after the old ones.
-    let c = env.add(&key, "1", &[("link", "https://i.com/c"), ("quantity", "100")]).await;
+    let c = env
+        .add(
+            &key,
+            "1",
+            &[("link", "https://i.com/c"), ("quantity", "100")],
+        )
+        .await;
     assert_eq!(c, 3);
     env.assert_ledgers_balance().await;
 }
 
 #[tokio::test]
 async fn fresh_statuses_are_answered_without_the_upstream() {
-    let env = Env::start(Options { status_max_age: "1h", sync_interval: "1h", ..Options::default() }).await;
+    let env = Env::start(Options {
+        status_max_age: "1h",
+        sync_interval: "1h",
+        ..Options::default()
+    })
+    .await;
     let key = env.client("ann", "100", "default").await;
-    let id = env.add(&key, "1", &[("link", "https://i.com/a"), ("quantity", "100")]).await;
+    let id = env
+        .add(
+            &key,
+            "1",
+            &[("link", "https://i.com/a"), ("quantity", "100")],
+        )
+        .await;
     // Never synced: asked upstream once, then fresh for an hour.
     let first = env.status(&key, id).await;
     assert!(first["status"].is_string());
-    env.set_faults(&env.alpha, ALPHA_KEY, json!({"http500": 1})).await;
+    env.set_faults(&env.alpha, ALPHA_KEY, json!({"http500": 1}))
+        .await;
     for _ in 0..3 {
         assert_eq!(env.status(&key, id).await, first);
     }
@@ -372,19 +885,41 @@ async fn fresh_statuses_are_answered_without_the_upstream() {
 
 #[tokio::test]
 async fn a_service_the_upstream_drops_disappears() {
-    let mut env = Env::start(Options { catalog_ttl: "100ms", ..Options::default() }).await;
+    let mut env = Env::start(Options {
+        catalog_ttl: "100ms",
+        ..Options::default()
+    })
+    .await;
     let key = env.client("ann", "100", "default").await;
-    env.add(&key, "2201", &[("link", "https://b.com/x"), ("quantity", "100")]).await;
+    env.add(
+        &key,
+        "2201",
+        &[("link", "https://b.com/x"), ("quantity", "100")],
+    )
+    .await;
     // beta comes back with a catalog that no longer lists 201.
     let addr = env.beta.addr;
-    let old = std::mem::replace(&mut env.beta, common::simulator(panelgate::sim::SimConfig::new("unused")).await);
+    let old = std::mem::replace(
+        &mut env.beta,
+        common::simulator(panelgate::sim::SimConfig::new("unused")).await,
+    );
     old.stop().await;
     let mut cfg = common::gw::beta_config(&env.dir.0);
     cfg.services.retain(|s| s.service != 201);
     env.beta = panelgate::sim::start(cfg, addr).await.unwrap();
     let mut gone = false;
     for _ in 0..100 {
-        let r = env.call(&key, &[("action", "add"), ("service", "2201"), ("link", "https://b.com/y"), ("quantity", "100")]).await;
+        let r = env
+            .call(
+                &key,
+                &[
+                    ("action", "add"),
+                    ("service", "2201"),
+                    ("link", "https://b.com/y"),
+                    ("quantity", "100"),
+                ],
+            )
+            .await;
         if r["error"] == "Incorrect service ID" {
             gone = true;
             break;
@@ -393,7 +928,203 @@ async fn a_service_the_upstream_drops_disappears() {
     }
     assert!(gone, "service 2201 is still sold");
     let list = env.call(&key, &[("action", "services")]).await;
-    assert!(list.as_array().unwrap().iter().all(|s| s["service"] != 2201));
-    assert!(list.as_array().unwrap().iter().any(|s| s["service"] == 2202));
+    assert!(
+        list.as_array()
+            .unwrap()
+            .iter()
+            .all(|s| s["service"] != 2201)
+    );
+    assert!(
+        list.as_array()
+            .unwrap()
+            .iter()
+            .any(|s| s["service"] == 2202)
+    );
     let _ = BETA_KEY;
+}
+
+/// What a simulator has been asked, by action.
+async fn requests(env: &Env, sim: &panelgate::sim::SimHandle, key: &str, action: &str) -> u64 {
+    let state = env
+        .http
+        .get(&format!("http://{}/_sim/state?key={key}", sim.addr))
+        .await
+        .json();
+    state["requests"][action].as_u64().unwrap_or(0)
+}
+
+#[tokio::test]
+async fn statuses_are_fetched_in_batches_of_at_most_100_per_upstream() {
+    let env = Env::start(Options {
+        sync_interval: "1h",
+        status_max_age: "1h",
+        ..Options::default()
+    })
+    .await;
+    let key = env.client("ann", "1000", "default").await;
+    let mut ids = Vec::new();
+    for i in 0..100 {
+        ids.push(
+            env.add(
+                &key,
+                "1102",
+                &[("link", &format!("https://i.com/{i}")), ("quantity", "100")],
+            )
+            .await,
+        );
+    }
+    let beta = env
+        .add(
+            &key,
+            "2202",
+            &[("link", "https://b.com/x"), ("quantity", "100")],
+        )
+        .await;
+    let (alpha_before, beta_before) = (
+        requests(&env, &env.alpha, ALPHA_KEY, "status").await,
+        requests(&env, &env.beta, BETA_KEY, "status").await,
+    );
+    // 99 of alpha's and beta's one, all never synced: one call to each upstream.
+    let list: Vec<String> = ids[..99]
+        .iter()
+        .chain([&beta])
+        .map(|i| i.to_string())
+        .collect();
+    let multi = env
+        .call(&key, &[("action", "status"), ("orders", &list.join(","))])
+        .await;
+    assert_eq!(multi.as_object().unwrap().len(), 100);
+    assert!(
+        multi
+            .as_object()
+            .unwrap()
+            .values()
+            .all(|s| s["status"] == "Completed"),
+        "{multi}"
+    );
+    assert_eq!(
+        requests(&env, &env.alpha, ALPHA_KEY, "status").await - alpha_before,
+        1
+    );
+    assert_eq!(
+        requests(&env, &env.beta, BETA_KEY, "status").await - beta_before,
+        1
+    );
+    // Now fresh: answered from the ledger, no upstream call at all.
+    env.call(&key, &[("action", "status"), ("orders", &list.join(","))])
+        .await;
+    assert_eq!(
+        requests(&env, &env.alpha, ALPHA_KEY, "status").await - alpha_before,
+        1
+    );
+    // A sync pass over the 100 alpha orders: finished ones are not polled again, so only the
+    // one never synced is asked about.
+    env.gw()
+        .gateway
+        .syncer
+        .pass(std::time::Duration::from_secs(3600))
+        .await;
+    assert_eq!(
+        requests(&env, &env.alpha, ALPHA_KEY, "status").await - alpha_before,
+        2
+    );
+    env.assert_ledgers_balance().await;
+}
+
+#[tokio::test]
+async fn the_catalog_keeps_the_last_good_list_and_merges_concurrent_fetches() {
+    let env = Env::start(Options {
+        catalog_ttl: "300ms",
+        ..Options::default()
+    })
+    .await;
+    let key = env.client("ann", "100", "default").await;
+    let before = requests(&env, &env.beta, BETA_KEY, "services").await;
+    tokio::time::sleep(std::time::Duration::from_millis(350)).await;
+    // The TTL has run out: 20 concurrent requests cause one fetch per upstream.
+    let calls: Vec<_> = (0..20)
+        .map(|_| {
+            let http = env.http.clone();
+            let url = env.url();
+            let key = key.clone();
+            tokio::spawn(async move {
+                http.form(&url, &[("key", &key), ("action", "services")])
+                    .await
+                    .json()
+            })
+        })
+        .collect();
+    for c in calls {
+        assert_eq!(c.await.unwrap().as_array().unwrap().len(), 25);
+    }
+    let fetched = requests(&env, &env.beta, BETA_KEY, "services").await - before;
+    assert!(
+        (1..=2).contains(&fetched),
+        "{fetched} fetches for one expiry (the refresher may add one)"
+    );
+    // beta breaks: its services stay on sale from the last good list.
+    env.set_faults(
+        &env.beta,
+        BETA_KEY,
+        json!({"garbage": 1, "actions": ["services"]}),
+    )
+    .await;
+    tokio::time::sleep(std::time::Duration::from_millis(350)).await;
+    let list = env.call(&key, &[("action", "services")]).await;
+    assert!(
+        list.as_array()
+            .unwrap()
+            .iter()
+            .any(|s| s["service"] == 2201),
+        "beta's services vanished"
+    );
+    let id = env
+        .add(
+            &key,
+            "2201",
+            &[("link", "https://b.com/x"), ("quantity", "100")],
+        )
+        .await;
+    assert_eq!(
+        env.wait_status(&key, id, &["Completed"]).await["status"],
+        "Completed"
+    );
+}
+
+#[tokio::test]
+async fn orders_caught_mid_dispatch_by_a_crash_become_unknown() {
+    let mut env = Env::start(Options::default()).await;
+    env.client("ann", "10", "default").await;
+    // As if the process died right after holding the funds: the order is `dispatching`.
+    let order = env
+        .store()
+        .create_order(
+            &panelgate::store::NewOrder {
+                customer_id: 1,
+                service: 1,
+                upstream: "alpha".into(),
+                upstream_service: 101,
+                charge: 112_500,
+                billed: 1000,
+                link: Some("https://i.com/a".into()),
+                fields: "{}".into(),
+            },
+            0,
+        )
+        .await
+        .unwrap();
+    env.stop_gateway().await;
+    env.start_gateway().await;
+    let o = env.store().order(order.id).await.unwrap().unwrap();
+    assert_eq!(o.state, OrderState::Unknown);
+    assert_eq!(
+        env.store()
+            .customer_by_name("ann")
+            .await
+            .unwrap()
+            .unwrap()
+            .balance,
+        1_000_000 - 112_500
+    );
+    env.assert_ledgers_balance().await;
 }

@@ -27,17 +27,30 @@ fn panelgate(config: &Path, args: &[&str]) -> Output {
 
 /// The error output of a run that must fail.
 fn failure(out: &Output) -> String {
-    assert!(!out.status.success(), "expected a failure: {}", String::from_utf8_lossy(&out.stdout));
+    assert!(
+        !out.status.success(),
+        "expected a failure: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
 fn stdout(out: &Output) -> String {
-    assert!(out.status.success(), "failed: {}\n{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "failed: {}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// Starts `panelgate serve` and returns it with its API URL.
@@ -53,13 +66,25 @@ fn serve(config: &Path) -> (Child, String) {
         .spawn()
         .unwrap();
     let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
-    let url = line.trim().strip_prefix("listening on ").unwrap_or_else(|| panic!("unexpected first line {line:?}")).to_owned();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let url = line
+        .trim()
+        .strip_prefix("listening on ")
+        .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
+        .to_owned();
     (child, url)
 }
 
 fn stop(mut child: Child) {
-    assert!(Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap().success());
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status()
+            .unwrap()
+            .success()
+    );
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         if let Some(exit) = child.try_wait().unwrap() {
@@ -107,7 +132,10 @@ async fn an_operator_runs_the_gateway_from_the_command_line() {
     let config = write_config(&dir);
 
     let (server, url) = serve(&config);
-    let out = stdout(&panelgate(&config, &["client", "add", "ann", "--balance", "10"]));
+    let out = stdout(&panelgate(
+        &config,
+        &["client", "add", "ann", "--balance", "10"],
+    ));
     let key = out.lines().last().unwrap().to_owned();
     assert_eq!(key.len(), 64, "the key is alone on the last line: {out:?}");
     assert!(key.bytes().all(|b| b.is_ascii_hexdigit()));
@@ -128,41 +156,86 @@ async fn an_operator_runs_the_gateway_from_the_command_line() {
     };
     let services = call(vec![("action", "services".into())]).await;
     assert_eq!(services[0]["rate"], "1.125");
-    let order = call(vec![("action", "add".into()), ("service", "1".into()), ("link", "https://i.com/a".into()), ("quantity", "1000".into())]).await;
+    let order = call(vec![
+        ("action", "add".into()),
+        ("service", "1".into()),
+        ("link", "https://i.com/a".into()),
+        ("quantity", "1000".into()),
+    ])
+    .await;
     assert_eq!(order["order"], 1, "{order}");
-    assert_eq!(call(vec![("action", "balance".into())]).await["balance"], "8.87500");
+    assert_eq!(
+        call(vec![("action", "balance".into())]).await["balance"],
+        "8.87500"
+    );
 
-    stdout(&panelgate(&config, &["client", "credit", "ann", "5", "--note", "top-up"]));
+    stdout(&panelgate(
+        &config,
+        &["client", "credit", "ann", "5", "--note", "top-up"],
+    ));
     let out = stdout(&panelgate(&config, &["client", "debit", "ann", "1.5"]));
     assert!(out.contains("12.37500"), "{out}");
     let err = failure(&panelgate(&config, &["client", "debit", "ann", "100"]));
     assert!(err.contains("below"), "{err}");
     let list = stdout(&panelgate(&config, &["client", "list"]));
     let row = list.lines().find(|l| l.starts_with("ann")).unwrap();
-    assert!(row.contains("default") && row.contains("12.37500") && row.trim_end().ends_with('1'), "{row}");
+    assert!(
+        row.contains("default") && row.contains("12.37500") && row.trim_end().ends_with('1'),
+        "{row}"
+    );
 
-    let orders: Value = serde_json::from_str(&stdout(&panelgate(&config, &["order", "list", "--json", "--client", "ann"]))).unwrap();
+    let orders: Value = serde_json::from_str(&stdout(&panelgate(
+        &config,
+        &["order", "list", "--json", "--client", "ann"],
+    )))
+    .unwrap();
     let o = &orders[0];
-    assert_eq!((o["id"].as_i64(), o["client"].as_str(), o["service"].as_u64()), (Some(1), Some("ann"), Some(1)));
-    assert_eq!((o["charge"].as_str(), o["upstream"].as_str()), (Some("1.12500"), Some("demo")));
+    assert_eq!(
+        (
+            o["id"].as_i64(),
+            o["client"].as_str(),
+            o["service"].as_u64()
+        ),
+        (Some(1), Some("ann"), Some(1))
+    );
+    assert_eq!(
+        (o["charge"].as_str(), o["upstream"].as_str()),
+        (Some("1.12500"), Some("demo"))
+    );
     assert!(o["upstream_order"].is_u64() && o["state"].is_string() && o["status"].is_string());
-    let shown: Value = serde_json::from_str(&stdout(&panelgate(&config, &["order", "show", "1"]))).unwrap();
+    let shown: Value =
+        serde_json::from_str(&stdout(&panelgate(&config, &["order", "show", "1"]))).unwrap();
     assert_eq!(shown["id"], 1);
-    let err = failure(&panelgate(&config, &["order", "resolve", "1", "--not-placed"]));
+    let err = failure(&panelgate(
+        &config,
+        &["order", "resolve", "1", "--not-placed"],
+    ));
     assert!(err.contains("not unknown"), "{err}");
 
     stdout(&panelgate(&config, &["client", "disable", "ann"]));
-    assert_eq!(call(vec![("action", "balance".into())]).await["error"], "Invalid API key");
+    assert_eq!(
+        call(vec![("action", "balance".into())]).await["error"],
+        "Invalid API key"
+    );
     stdout(&panelgate(&config, &["client", "enable", "ann"]));
     assert!(call(vec![("action", "balance".into())]).await["balance"].is_string());
     let out = stdout(&panelgate(&config, &["client", "rotate-key", "ann"]));
     let new_key = out.lines().last().unwrap().to_owned();
-    assert_eq!(call(vec![("action", "balance".into())]).await["error"], "Invalid API key");
-    let r = http.form(&url, &[("key", &new_key), ("action", "balance")]).await.json();
+    assert_eq!(
+        call(vec![("action", "balance".into())]).await["error"],
+        "Invalid API key"
+    );
+    let r = http
+        .form(&url, &[("key", &new_key), ("action", "balance")])
+        .await
+        .json();
     assert_eq!(r["balance"], "12.37500");
 
     let summary = stdout(&panelgate(&config, &["check-config"]));
-    assert!(summary.contains("upstream demo") && summary.contains("local services: 20"), "{summary}");
+    assert!(
+        summary.contains("upstream demo") && summary.contains("local services: 20"),
+        "{summary}"
+    );
     assert!(summary.contains("rates 0.028 to 16.8"), "{summary}");
     stop(server);
 }
@@ -179,5 +252,8 @@ fn a_missing_environment_variable_is_named() {
         .unwrap();
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("DEMO_UPSTREAM_KEY") && err.contains("line 6"), "{err}");
+    assert!(
+        err.contains("DEMO_UPSTREAM_KEY") && err.contains("line 6"),
+        "{err}"
+    );
 }

@@ -32,7 +32,12 @@ async fn smmpy_flow(url: String, key: String, service: &str) -> Option<()> {
     let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/clients/smmpy_flow.py");
     let service = service.to_owned();
     let out = tokio::task::spawn_blocking(move || {
-        Command::new(python).arg(script).arg(url).arg(key).arg(service).output()
+        Command::new(python)
+            .arg(script)
+            .arg(url)
+            .arg(key)
+            .arg(service)
+            .output()
     })
     .await
     .unwrap()

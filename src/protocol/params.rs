@@ -232,3 +232,346 @@ fn hex(b: u8) -> Option<u8> {
         _ => None,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const FORM: Option<&str> = Some("application/x-www-form-urlencoded");
+    const JSON: Option<&str> = Some("application/json");
+
+    fn form(s: &str) -> Params {
+        Params::parse_form(s.as_bytes()).unwrap()
+    }
+
+    fn json(s: &str) -> Params {
+        Params::from_parts(None, JSON, s.as_bytes()).unwrap()
+    }
+
+    fn one(p: &Params, name: &str) -> Option<String> {
+        match p.get(name) {
+            Some(Value::One(text)) => Some(text.clone()),
+            Some(Value::List(list)) => panic!("{name} is a list: {list:?}"),
+            None => None,
+        }
+    }
+
+    fn list(p: &Params, name: &str) -> Vec<String> {
+        match p.get(name) {
+            Some(Value::List(list)) => list.clone(),
+            other => panic!("{name} is not a list: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn post_form_as_the_php_client_sends_it() {
+        let p = Params::from_parts(
+            None,
+            Some("application/x-www-form-urlencoded; charset=UTF-8"),
+            b"key=abc123&action=add&service=1&link=https%3A%2F%2Fexample.com%2Fp%3Fa%3D1%26b%3D2&quantity=100",
+        )
+        .unwrap();
+        assert_eq!(p.len(), 5);
+        assert_eq!(p.text("key"), Ok(Some("abc123")));
+        assert_eq!(p.text("action"), Ok(Some("add")));
+        assert_eq!(p.text("service"), Ok(Some("1")));
+        assert_eq!(p.text("link"), Ok(Some("https://example.com/p?a=1&b=2")));
+        assert_eq!(p.text("quantity"), Ok(Some("100")));
+    }
+
+    #[test]
+    fn commas_newlines_and_spaces_decode() {
+        let p = form(
+            "orders=1%2C2%2C3&comments=nice%0Agreat%0D%0Awow&a=two+words&b=two%20words&c=a%2Bb",
+        );
+        assert_eq!(one(&p, "orders").as_deref(), Some("1,2,3"));
+        assert_eq!(one(&p, "comments").as_deref(), Some("nice\ngreat\r\nwow"));
+        assert_eq!(one(&p, "a").as_deref(), Some("two words"));
+        assert_eq!(one(&p, "b").as_deref(), Some("two words"));
+        assert_eq!(one(&p, "c").as_deref(), Some("a+b"));
+        // Lower-case hex, multi-byte UTF-8, and names are decoded too.
+        let p = form("na%6De=%e2%9c%93+%D0%BF%D1%80%D0%B8%D0%B2%D0%B5%D1%82");
+        assert_eq!(one(&p, "name").as_deref(), Some("✓ привет"));
+        // Raw (unencoded) UTF-8 and a literal CR LF pass through untouched.
+        let p = form("comments=один\r\nдва");
+        assert_eq!(one(&p, "comments").as_deref(), Some("один\r\nдва"));
+    }
+
+    #[test]
+    fn stray_percent_signs_stay_literal() {
+        let p = form("a=100%&b=%zz&c=%4&d=%&e=50%25");
+        assert_eq!(one(&p, "a").as_deref(), Some("100%"));
+        assert_eq!(one(&p, "b").as_deref(), Some("%zz"));
+        assert_eq!(one(&p, "c").as_deref(), Some("%4"));
+        assert_eq!(one(&p, "d").as_deref(), Some("%"));
+        assert_eq!(one(&p, "e").as_deref(), Some("50%"));
+    }
+
+    #[test]
+    fn odd_pairs() {
+        // Empty pairs are skipped, a name without `=` is an empty (absent) value, only the
+        // first `=` splits.
+        let p = form("&&action=status&&flag&x=a=b&");
+        assert_eq!(p.len(), 2);
+        assert_eq!(p.text("action"), Ok(Some("status")));
+        assert!(!p.contains("flag"));
+        assert_eq!(one(&p, "x").as_deref(), Some("a=b"));
+        // A repeated plain name keeps its last value, as PHP does.
+        let p = form("service=1&service=2");
+        assert_eq!(p.text("service"), Ok(Some("2")));
+        // ... also when the last one is empty: the parameter is then not given.
+        let p = form("service=1&service=");
+        assert!(!p.contains("service"));
+        assert_eq!(Params::parse_form(b""), Ok(Params::default()));
+        assert!(Params::parse_form(b"").unwrap().is_empty());
+    }
+
+    #[test]
+    fn get_query_string() {
+        let p = Params::from_parts(Some("key=k&action=status&order=23501"), None, b"").unwrap();
+        assert_eq!(p.len(), 3);
+        assert_eq!(p.text("order"), Ok(Some("23501")));
+        // No query, no body: nothing, not an error.
+        assert_eq!(Params::from_parts(None, None, b""), Ok(Params::default()));
+        assert_eq!(
+            Params::from_parts(Some(""), FORM, b""),
+            Ok(Params::default())
+        );
+    }
+
+    #[test]
+    fn query_and_body_merge_and_the_body_wins() {
+        let p = Params::from_parts(
+            Some("key=fromquery&action=status&order=1"),
+            FORM,
+            b"action=balance&extra=1",
+        )
+        .unwrap();
+        assert_eq!(p.text("key"), Ok(Some("fromquery")));
+        assert_eq!(p.text("action"), Ok(Some("balance")));
+        assert_eq!(p.text("order"), Ok(Some("1")));
+        assert_eq!(p.text("extra"), Ok(Some("1")));
+        assert_eq!(p.len(), 4);
+
+        let p = Params::from_parts(
+            Some("key=fromquery&service=9"),
+            JSON,
+            br#"{"service": 1, "action": "add"}"#,
+        )
+        .unwrap();
+        assert_eq!(p.text("key"), Ok(Some("fromquery")));
+        assert_eq!(p.text("service"), Ok(Some("1")));
+        assert_eq!(p.text("action"), Ok(Some("add")));
+
+        // An array in the body replaces the query's.
+        let p = Params::from_parts(Some("orders[]=1&orders[]=2"), FORM, b"orders[]=3").unwrap();
+        assert_eq!(list(&p, "orders"), ["3"]);
+    }
+
+    #[test]
+    fn json_numbers_and_strings_alike() {
+        let a =
+            json(r#"{"key":"k","action":"add","service":1,"link":"https://x.y/z","quantity":100}"#);
+        let b = json(
+            r#"{"key":"k","action":"add","service":"1","link":"https://x.y/z","quantity":"100"}"#,
+        );
+        assert_eq!(a, b);
+        assert_eq!(a.text("service"), Ok(Some("1")));
+        assert_eq!(a.len(), 5);
+        // Booleans become 1/0, other numbers keep their JSON spelling.
+        let p = json(r#"{"a":true,"b":false,"c":-3,"d":1.5,"e":12345678901234567890}"#);
+        assert_eq!(one(&p, "a").as_deref(), Some("1"));
+        assert_eq!(one(&p, "b").as_deref(), Some("0"));
+        assert_eq!(one(&p, "c").as_deref(), Some("-3"));
+        assert_eq!(one(&p, "d").as_deref(), Some("1.5"));
+        assert_eq!(one(&p, "e").as_deref(), Some("12345678901234567890"));
+        // Escapes and newlines inside JSON strings.
+        let p = json(r#"{"comments":"a\nb\r\nc","link":"https:\/\/x.y\/\u00e9"}"#);
+        assert_eq!(one(&p, "comments").as_deref(), Some("a\nb\r\nc"));
+        assert_eq!(one(&p, "link").as_deref(), Some("https://x.y/é"));
+    }
+
+    #[test]
+    fn php_and_qs_arrays() {
+        let p = form("action=status&orders[0]=1&orders[1]=2");
+        assert_eq!(list(&p, "orders"), ["1", "2"]);
+        let p = form("orders[]=1&orders[]=2&orders[]=3");
+        assert_eq!(list(&p, "orders"), ["1", "2", "3"]);
+        // Encoded brackets, as http_build_query writes them.
+        let p = form("orders%5B0%5D=4&orders%5B1%5D=5");
+        assert_eq!(list(&p, "orders"), ["4", "5"]);
+        // Empty and `undefined` elements are dropped; an array of nothing is an empty list.
+        let p = form("orders[]=1&orders[]=&orders[]=undefined&orders[]=2");
+        assert_eq!(list(&p, "orders"), ["1", "2"]);
+        let p = form("orders[]=");
+        assert_eq!(list(&p, "orders"), Vec::<String>::new());
+        // An array where one value belongs is malformed.
+        assert_eq!(p.text("orders"), Err(ProtocolError::IncorrectRequest));
+        // Not arrays: no name before the bracket, or no closing bracket.
+        let p = form("[0]=1&a[=2");
+        assert_eq!(one(&p, "[0]").as_deref(), Some("1"));
+        assert_eq!(one(&p, "a[").as_deref(), Some("2"));
+    }
+
+    #[test]
+    fn json_arrays() {
+        let p = json(r#"{"orders":[1,"2",null,"",3],"comments":["a","b"]}"#);
+        assert_eq!(list(&p, "orders"), ["1", "2", "3"]);
+        assert_eq!(list(&p, "comments"), ["a", "b"]);
+        let p = json(r#"{"orders":[]}"#);
+        assert_eq!(list(&p, "orders"), Vec::<String>::new());
+        assert_eq!(
+            Params::parse_json(br#"{"orders":[[1,2]]}"#),
+            Err(ProtocolError::IncorrectRequest)
+        );
+        assert_eq!(
+            Params::parse_json(br#"{"orders":[{"id":1}]}"#),
+            Err(ProtocolError::IncorrectRequest)
+        );
+    }
+
+    #[test]
+    fn undefined_and_empty_values_are_absent() {
+        for body in [
+            "runs=undefined&interval=undefined&link=x",
+            "runs=&interval=&link=x",
+            "runs&interval&link=x",
+        ] {
+            let p = form(body);
+            assert!(!p.contains("runs"), "{body}");
+            assert!(!p.contains("interval"), "{body}");
+            assert_eq!(p.len(), 1, "{body}");
+        }
+        let p = json(r#"{"runs":"undefined","interval":"","country":null,"link":"x"}"#);
+        assert_eq!(p.len(), 1);
+        assert_eq!(p.get("country"), None);
+        // `text` trims, and blank after trimming is absent too.
+        let p = form("link=++&quantity=+100+");
+        assert_eq!(p.text("link"), Ok(None));
+        assert_eq!(p.text("quantity"), Ok(Some("100")));
+        // `Undefined` is a value: only the exact spelling the Node SDK sends is special.
+        assert_eq!(form("x=Undefined").text("x"), Ok(Some("Undefined")));
+        // `insert` follows the same rule.
+        let mut p = Params::default();
+        p.insert("a", "1");
+        p.insert("b", "undefined");
+        p.insert("c", "");
+        assert_eq!(p.len(), 1);
+        p.insert("a", "");
+        assert!(p.is_empty());
+    }
+
+    #[test]
+    fn json_that_is_not_a_flat_object_is_refused() {
+        for body in [
+            r#"{"action":"add","service":{"id":1}}"#,
+            r#"[{"action":"balance"}]"#,
+            r#""action=balance""#,
+            "42",
+            "null",
+            r#"{"action":"balance""#,
+            r#"{"action":"balance"} trailing"#,
+            "{",
+            "{'action':'balance'}",
+        ] {
+            assert_eq!(
+                Params::from_parts(None, JSON, body.as_bytes()),
+                Err(ProtocolError::IncorrectRequest),
+                "{body}"
+            );
+        }
+    }
+
+    #[test]
+    fn non_utf8_is_refused() {
+        // Raw bytes in a form body, a query, a JSON body; percent-encoded in names and values.
+        assert_eq!(
+            Params::from_parts(None, FORM, b"action=add&link=\xff\xfe"),
+            Err(ProtocolError::IncorrectRequest)
+        );
+        assert_eq!(
+            Params::from_parts(None, JSON, b"{\"link\":\"\xff\"}"),
+            Err(ProtocolError::IncorrectRequest)
+        );
+        for bad in [
+            "link=%FF",
+            "link=%C3",
+            "link=%ED%A0%80",
+            "%FF=1",
+            "a=1&b=%80%80",
+        ] {
+            assert_eq!(
+                Params::parse_form(bad.as_bytes()),
+                Err(ProtocolError::IncorrectRequest),
+                "{bad}"
+            );
+            assert_eq!(
+                Params::from_parts(Some(bad), None, b""),
+                Err(ProtocolError::IncorrectRequest),
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn multipart_is_refused_clearly() {
+        let body =
+            b"--X\r\nContent-Disposition: form-data; name=\"action\"\r\n\r\nbalance\r\n--X--\r\n";
+        for ct in [
+            "multipart/form-data; boundary=X",
+            "Multipart/Form-Data;boundary=X",
+            "multipart/form-data",
+        ] {
+            assert_eq!(
+                Params::from_parts(Some("key=k"), Some(ct), body),
+                Err(ProtocolError::UnsupportedBody),
+                "{ct}"
+            );
+        }
+        assert!(
+            ProtocolError::UnsupportedBody
+                .to_string()
+                .starts_with("Incorrect request")
+        );
+    }
+
+    #[test]
+    fn body_kind_detection() {
+        use BodyKind::*;
+        assert_eq!(BodyKind::detect(JSON, b"action=balance"), Json);
+        assert_eq!(
+            BodyKind::detect(Some("application/json; charset=utf-8"), b""),
+            Json
+        );
+        assert_eq!(BodyKind::detect(Some("APPLICATION/JSON"), b""), Json);
+        assert_eq!(BodyKind::detect(Some("text/json"), b""), Json);
+        assert_eq!(
+            BodyKind::detect(Some("application/vnd.api+json"), b""),
+            Json
+        );
+        assert_eq!(BodyKind::detect(FORM, b"action=balance"), Form);
+        assert_eq!(
+            BodyKind::detect(Some("text/plain"), b"action=balance"),
+            Form
+        );
+        assert_eq!(BodyKind::detect(None, b"action=balance"), Form);
+        assert_eq!(BodyKind::detect(None, b""), Form);
+        // Without a telling content type, a body starting with `{` is JSON (curl -d with a
+        // JSON string, PHP's curl default content type over a json_encode body).
+        assert_eq!(BodyKind::detect(None, br#"{"action":"balance"}"#), Json);
+        assert_eq!(BodyKind::detect(None, b" \r\n\t{}"), Json);
+        assert_eq!(BodyKind::detect(FORM, br#"{"action":"balance"}"#), Json);
+        assert_eq!(BodyKind::detect(None, b"[1]"), Form);
+        assert_eq!(
+            BodyKind::detect(Some("multipart/form-data; boundary=x"), b"{"),
+            Multipart
+        );
+
+        let p = Params::from_parts(None, None, br#"{"action":"balance","key":"k"}"#).unwrap();
+        assert_eq!(p.text("action"), Ok(Some("balance")));
+        assert_eq!(p.len(), 2);
+        let p = Params::from_parts(None, None, b"action=balance&key=k").unwrap();
+        assert_eq!(p.text("action"), Ok(Some("balance")));
+        assert_eq!(p.len(), 2);
+    }
+}

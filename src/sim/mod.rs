@@ -98,6 +98,8 @@ pub struct Simulator {
     journal: Option<Mutex<File>>,
     /// The services reply never changes, so it is serialized once.
     services_reply: Bytes,
+    /// API requests received, by action, so tests can count what reached the upstream.
+    requests: Mutex<std::collections::BTreeMap<String, u64>>,
 }
 
 impl Simulator {
@@ -127,6 +129,7 @@ impl Simulator {
             faults: RwLock::new(cfg.faults),
             rng: SplitMix::new(cfg.seed),
             journal,
+            requests: Mutex::default(),
         })
     }
 
@@ -221,6 +224,7 @@ impl Simulator {
                     "currency": panel.currency,
                     "orders": panel.order_count(),
                     "refills": panel.refill_count(),
+                    "requests": *self.requests.lock().unwrap_or_else(PoisonError::into_inner),
                 })))
             }
             (Method::GET, "/_sim/faults") => server::ok(reply::to_bytes(
@@ -267,6 +271,12 @@ impl Handler for Simulator {
             .flatten()
             .unwrap_or("")
             .to_ascii_lowercase();
+        *self
+            .requests
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .entry(action.clone())
+            .or_default() += 1;
         let plan = self
             .faults
             .read()

@@ -158,7 +158,11 @@ impl Env {
         let alpha = simulator(alpha_config(&dir.0, o.alpha_speed)).await;
         let beta = simulator(beta_config(&dir.0)).await;
         let config_path = dir.path("config.yaml");
-        std::fs::write(&config_path, config_text(&dir.0, &alpha.url(), &beta.url(), &o)).unwrap();
+        std::fs::write(
+            &config_path,
+            config_text(&dir.0, &alpha.url(), &beta.url(), &o),
+        )
+        .unwrap();
         let mut env = Env {
             dir,
             alpha,
@@ -197,9 +201,16 @@ impl Env {
     /// Creates a customer and returns its key.
     pub async fn client(&self, name: &str, balance: &str, group: &str) -> String {
         let cfg = &self.gw().gateway.cfg;
-        let (_, key) = panelgate::admin::add_client(self.store(), cfg, name, balance.parse().unwrap(), group, Decimal::ZERO)
-            .await
-            .unwrap();
+        let (_, key) = panelgate::admin::add_client(
+            self.store(),
+            cfg,
+            name,
+            balance.parse().unwrap(),
+            group,
+            Decimal::ZERO,
+        )
+        .await
+        .unwrap();
         key
     }
 
@@ -218,11 +229,14 @@ impl Env {
         let mut pairs = vec![("action", "add"), ("service", service)];
         pairs.extend_from_slice(fields);
         let r = self.call(key, &pairs).await;
-        r["order"].as_u64().unwrap_or_else(|| panic!("no order id: {r}"))
+        r["order"]
+            .as_u64()
+            .unwrap_or_else(|| panic!("no order id: {r}"))
     }
 
     pub async fn status(&self, key: &str, order: u64) -> Value {
-        self.call(key, &[("action", "status"), ("order", &order.to_string())]).await
+        self.call(key, &[("action", "status"), ("order", &order.to_string())])
+            .await
     }
 
     /// Polls until the order's status is one of `wanted` (bounded).
@@ -239,7 +253,11 @@ impl Env {
     }
 
     /// Polls until `check` holds for the order as the store sees it (bounded).
-    pub async fn wait_order(&self, id: u64, check: impl Fn(&panelgate::store::Order) -> bool) -> panelgate::store::Order {
+    pub async fn wait_order(
+        &self,
+        id: u64,
+        check: impl Fn(&panelgate::store::Order) -> bool,
+    ) -> panelgate::store::Order {
         for _ in 0..500 {
             if let Some(o) = self.store().order(id as i64).await.unwrap()
                 && check(&o)
@@ -248,19 +266,41 @@ impl Env {
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        panic!("order {id} never reached the expected state: {:?}", self.store().order(id as i64).await);
+        panic!(
+            "order {id} never reached the expected state: {:?}",
+            self.store().order(id as i64).await
+        );
     }
 
     /// Every customer's balance equals the sum of their ledger entries, and no balance is
     /// below its floor.
     pub async fn assert_ledgers_balance(&self) {
         for (c, _) in self.store().list_customers().await.unwrap() {
-            let sum: i64 = self.store().ledger(c.id).await.unwrap().iter().map(|e| e.amount).sum();
-            assert_eq!(sum, c.balance, "ledger of {} does not sum to its balance", c.name);
-            assert!(c.balance >= -c.credit_limit, "{} is below its floor", c.name);
+            let sum: i64 = self
+                .store()
+                .ledger(c.id)
+                .await
+                .unwrap()
+                .iter()
+                .map(|e| e.amount)
+                .sum();
+            assert_eq!(
+                sum, c.balance,
+                "ledger of {} does not sum to its balance",
+                c.name
+            );
+            assert!(
+                c.balance >= -c.credit_limit,
+                "{} is below its floor",
+                c.name
+            );
         }
         for o in self.store().list_orders(&Default::default()).await.unwrap() {
-            assert!(o.refunded <= o.charge, "order {} refunded more than charged", o.id);
+            assert!(
+                o.refunded <= o.charge,
+                "order {} refunded more than charged",
+                o.id
+            );
         }
     }
 
@@ -276,14 +316,20 @@ impl Env {
     pub async fn set_faults(&self, sim: &SimHandle, key: &str, faults: Value) {
         let r = self
             .http
-            .json(&format!("http://{}/_sim/faults?key={key}", sim.addr), &faults)
+            .json(
+                &format!("http://{}/_sim/faults?key={key}", sim.addr),
+                &faults,
+            )
             .await;
         assert_eq!(r.status, 200, "{}", r.text());
     }
 }
 
 pub fn money(v: &Value) -> Decimal {
-    v.as_str().unwrap_or_else(|| panic!("money is a string: {v}")).parse().unwrap()
+    v.as_str()
+        .unwrap_or_else(|| panic!("money is a string: {v}"))
+        .parse()
+        .unwrap()
 }
 
 pub fn dec(s: &str) -> Decimal {
