@@ -747,17 +747,40 @@ async fn an_unknown_outcome_is_held_never_resent_and_resolved_by_the_operator() 
     assert_eq!(before - env.balance(&key).await, held);
     env.set_faults(&env.alpha, ALPHA_KEY, json!({})).await;
 
-    // The operator resolves: the first was placed as alpha's order 1; the second was not.
-    let journal = env.journal("alpha");
-    let upstream_id = journal[0]["order"].as_u64().unwrap();
-    let out = panelgate::admin::resolve(env.store(), id as i64, Some(upstream_id))
-        .await
-        .unwrap();
+    // The operator finds them with the CLI (beside the running server) and resolves them: the
+    // first was placed (the upstream's journal says as which order), the second was not.
+    let unknown: Value = serde_json::from_str(&cli(
+        &env,
+        &["order", "list", "--state", "unknown", "--json"],
+    ))
+    .unwrap();
+    let listed: Vec<u64> = unknown
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| o["id"].as_u64().unwrap())
+        .collect();
+    assert_eq!(listed, [id2, id]);
+    let upstream_id = env.journal("alpha")[0]["order"]
+        .as_u64()
+        .unwrap()
+        .to_string();
+    let out = cli(
+        &env,
+        &[
+            "order",
+            "resolve",
+            &id.to_string(),
+            "--upstream-order",
+            &upstream_id,
+        ],
+    );
     assert!(out.contains("placed"), "{out}");
     env.wait_status(&key, id, &["Completed"]).await;
-    let out = panelgate::admin::resolve(env.store(), id2 as i64, None)
-        .await
-        .unwrap();
+    let out = cli(
+        &env,
+        &["order", "resolve", &id2.to_string(), "--not-placed"],
+    );
     assert!(out.contains("Canceled"), "{out}");
     assert_eq!(env.status(&key, id2).await["status"], "Canceled");
     assert_eq!(
@@ -941,6 +964,22 @@ async fn a_service_the_upstream_drops_disappears() {
             .any(|s| s["service"] == 2202)
     );
     let _ = BETA_KEY;
+}
+
+/// Runs the operator CLI against the test's config and database; returns its stdout.
+fn cli(env: &Env, args: &[&str]) -> String {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_panelgate"))
+        .args(args)
+        .arg("--config")
+        .arg(&env.config_path)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 /// What a simulator has been asked, by action.
