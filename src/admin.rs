@@ -195,7 +195,7 @@ pub struct Summary {
 
 /// Fetches every upstream's services list and builds the catalog the config describes.
 pub async fn check_config(cfg: &Config) -> Summary {
-    let upstreams = Upstreams::new(&cfg.upstreams);
+    let upstreams = Upstreams::new(&cfg.upstreams, Arc::new(crate::metrics::Metrics::new()));
     let mut lines = Vec::new();
     let mut problems = Vec::new();
     let mut lists = HashMap::new();

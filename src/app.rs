@@ -6,14 +6,16 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use http::Request;
+use http::{Request, StatusCode};
 use hyper::body::Incoming;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use crate::config::{Config, SimulatorSection, UpstreamConfig};
 use crate::gateway::{Gateway, Trace};
+use crate::metrics::Metrics;
 use crate::money;
+use crate::protocol::ProtocolError;
 use crate::server::{self, Answer, Handler};
 use crate::sim::{self, SimConfig, SimHandle, catalog as sim_catalog};
 use crate::store::{self, Store, StoreError};
@@ -46,6 +48,8 @@ pub async fn open_store(url: &str) -> Result<Arc<dyn Store>, StartError> {
 /// A running gateway.
 pub struct Running {
     pub addr: SocketAddr,
+    /// The metrics-only listener, if `metrics_listen` is set.
+    pub metrics_addr: Option<SocketAddr>,
     pub gateway: Arc<Gateway>,
     pub simulators: Vec<SimHandle>,
     stop: watch::Sender<bool>,
@@ -107,8 +111,9 @@ pub async fn start(cfg: Config) -> Result<Running, StartError> {
         source,
     })?;
 
-    let upstreams = Arc::new(Upstreams::new(&cfg.upstreams));
-    let gateway = Arc::new(Gateway::new(cfg.clone(), store, upstreams));
+    let metrics = Arc::new(Metrics::new());
+    let upstreams = Arc::new(Upstreams::new(&cfg.upstreams, metrics.clone()));
+    let gateway = Arc::new(Gateway::new(cfg.clone(), store, upstreams, metrics));
     let catalog = gateway.catalog.get().await;
     tracing::info!(services = catalog.len(), "catalog loaded");
 
@@ -119,21 +124,37 @@ pub async fn start(cfg: Config) -> Result<Running, StartError> {
         gateway.clone(),
         stopped.clone(),
     )));
-    let routes = Arc::new(Routes {
-        gateway: gateway.clone(),
-        limits: cfg.limits.clone(),
-    });
-    let mut shutdown = stopped;
-    tasks.push(tokio::spawn(server::serve(
-        listener,
-        routes,
-        cfg.limits.clone(),
-        async move {
-            let _ = shutdown.changed().await;
-        },
+    tasks.push(tokio::spawn(poll_balances(
+        gateway.clone(),
+        stopped.clone(),
     )));
+    let mut listeners = vec![(listener, true)];
+    let mut metrics_addr = None;
+    if let Some(addr) = cfg.metrics_listen {
+        let listen_err = |source| StartError::Listen { addr, source };
+        let metrics_listener = TcpListener::bind(addr).await.map_err(listen_err)?;
+        metrics_addr = Some(metrics_listener.local_addr().map_err(listen_err)?);
+        listeners.push((metrics_listener, false));
+    }
+    for (listener, api) in listeners {
+        let routes = Arc::new(Routes {
+            gateway: gateway.clone(),
+            limits: cfg.limits.clone(),
+            api,
+        });
+        let mut shutdown = stopped.clone();
+        tasks.push(tokio::spawn(server::serve(
+            listener,
+            routes,
+            cfg.limits.clone(),
+            async move {
+                let _ = shutdown.changed().await;
+            },
+        )));
+    }
     Ok(Running {
         addr,
+        metrics_addr,
         gateway,
         simulators,
         stop,
@@ -233,37 +254,63 @@ async fn refresh_catalog(gateway: Arc<Gateway>, mut stop: watch::Receiver<bool>)
     }
 }
 
-/// The gateway's HTTP routes: `/api/v2` and `/healthz`.
+/// The gateway's HTTP routes: `/api/v2`, `/metrics`, `/healthz`, `/readyz`.
 struct Routes {
     gateway: Arc<Gateway>,
     limits: server::Limits,
+    /// The metrics listener serves everything but the API.
+    api: bool,
 }
 
 impl Handler for Routes {
     async fn handle(&self, req: Request<Incoming>, peer: SocketAddr) -> Answer {
-        let path = req.uri().path();
-        if path == "/healthz" {
-            return server::ok(bytes::Bytes::from_static(br#"{"status":"ok"}"#)).into();
-        }
-        if !server::is_api_path(path) {
-            return server::not_found().into();
+        match req.uri().path() {
+            "/healthz" => {
+                return server::ok(bytes::Bytes::from_static(br#"{"status":"ok"}"#)).into();
+            }
+            "/readyz" => return readiness(&self.gateway).await.into(),
+            "/metrics" => return metrics_reply(&self.gateway).await.into(),
+            path if self.api && server::is_api_path(path) => {}
+            _ => return server::not_found().into(),
         }
         let started = Instant::now();
+        let metrics = &self.gateway.metrics;
         let api = match server::read_api_request(req, &self.limits).await {
             Ok(api) => api,
-            Err(reply) => return reply.into(),
+            Err(reply) => {
+                metrics
+                    .requests
+                    .with_label_values(&["unknown", "refused"])
+                    .inc();
+                return reply.into();
+            }
         };
         let mut trace = Trace::default();
         let result = self.gateway.handle(&api, &mut trace).await;
-        let outcome = match &result {
-            Ok(_) => "ok".to_owned(),
-            Err(e) => e.to_string(),
+        let action = if trace.action.is_empty() {
+            "unknown"
+        } else {
+            trace.action
         };
+        let outcome = match &result {
+            Ok(_) => "ok",
+            Err(e) => e.label(),
+        };
+        if matches!(result, Err(ProtocolError::InvalidKey)) {
+            metrics.rejected_keys.inc();
+        }
+        let elapsed = started.elapsed();
+        metrics.requests.with_label_values(&[action, outcome]).inc();
+        metrics
+            .request_seconds
+            .with_label_values(&[action])
+            .observe(elapsed.as_secs_f64());
         tracing::info!(
-            action = trace.action,
+            action,
             client = trace.customer.as_deref().unwrap_or("-"),
-            outcome = %outcome,
-            latency_us = started.elapsed().as_micros() as u64,
+            outcome,
+            error = result.as_ref().err().map(|e| e.to_string()).unwrap_or_default(),
+            latency_us = elapsed.as_micros() as u64,
             upstream = trace.upstream.as_deref().unwrap_or("-"),
             order = trace.order.unwrap_or(0),
             upstream_order = trace.upstream_order.unwrap_or(0),
@@ -273,6 +320,107 @@ impl Handler for Routes {
         match result {
             Ok(body) => server::ok(body).into(),
             Err(e) => server::protocol_error(&e).into(),
+        }
+    }
+}
+
+/// `/readyz`: 200 when the database answers, the catalog has services and at least one
+/// upstream is healthy; 503 otherwise, with a JSON body saying what is wrong.
+async fn readiness(gw: &Gateway) -> server::Reply {
+    let database = match gw.store.ping().await {
+        Ok(()) => "ok".to_owned(),
+        Err(e) => format!("error: {e}"),
+    };
+    let services = gw.catalog.snapshot().len();
+    let upstreams: serde_json::Map<String, serde_json::Value> = gw
+        .upstreams
+        .0
+        .iter()
+        .map(|u| {
+            (
+                u.name.clone(),
+                (if u.is_healthy() {
+                    "healthy"
+                } else {
+                    "unhealthy"
+                })
+                .into(),
+            )
+        })
+        .collect();
+    let mut problems = Vec::new();
+    if database != "ok" {
+        problems.push("database unreachable".to_owned());
+    }
+    if services == 0 {
+        problems.push("catalog empty: no upstream services list loaded yet".to_owned());
+    }
+    if !gw.upstreams.0.iter().any(|u| u.is_healthy()) {
+        problems.push("no healthy upstream".to_owned());
+    }
+    let body = serde_json::json!({
+        "ready": problems.is_empty(),
+        "problems": problems,
+        "database": database,
+        "catalog_services": services,
+        "upstreams": upstreams,
+    });
+    let status = if problems.is_empty() {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    server::json_reply(status, crate::protocol::reply::to_bytes(&body))
+}
+
+/// `/metrics`: gauges read at scrape time (orders by state, list ages), then everything.
+async fn metrics_reply(gw: &Gateway) -> server::Reply {
+    let m = &gw.metrics;
+    match gw.store.count_orders_by_state().await {
+        Ok(counts) => {
+            for (state, n) in counts {
+                m.orders.with_label_values(&[state.as_str()]).set(n as i64);
+            }
+        }
+        Err(e) => tracing::warn!(error = %e, "counting orders for the metrics failed"),
+    }
+    for (upstream, age) in gw.catalog.list_ages() {
+        m.catalog_age_seconds
+            .with_label_values(&[&upstream])
+            .set(age.as_secs_f64());
+    }
+    let mut reply = server::ok(bytes::Bytes::from(m.render()));
+    reply.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+    );
+    reply
+}
+
+/// Polls each upstream's balance for the metrics, so operators hear of an account running dry
+/// before orders start failing.
+async fn poll_balances(gateway: Arc<Gateway>, mut stop: watch::Receiver<bool>) {
+    loop {
+        for u in &gateway.upstreams.0 {
+            match u.balance().await {
+                Ok(b) => {
+                    let currency = if b.currency.is_empty() {
+                        "unknown"
+                    } else {
+                        b.currency.as_str()
+                    };
+                    gateway
+                        .metrics
+                        .upstream_balance
+                        .with_label_values(&[&u.name, currency])
+                        .set(crate::metrics::as_metric(b.balance));
+                }
+                Err(e) => tracing::warn!(upstream = %u.name, error = %e, "balance poll failed"),
+            }
+        }
+        tokio::select! {
+            () = tokio::time::sleep(gateway.cfg.balance_poll) => {}
+            _ = stop.changed() => return,
         }
     }
 }

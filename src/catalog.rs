@@ -16,6 +16,7 @@ use dashmap::DashMap;
 use rust_decimal::Decimal;
 
 use crate::config::{Config, DEFAULT_GROUP, Overrides, Target};
+use crate::metrics::Metrics;
 use crate::pricing::{self, Markup};
 use crate::protocol::{Service, ServiceType, reply};
 use crate::upstream::{CallError, Upstreams};
@@ -269,6 +270,7 @@ fn sellable(kind: &ServiceType) -> bool {
 /// The live catalog of a running gateway.
 pub struct Catalog {
     cfg: Arc<Config>,
+    metrics: Arc<Metrics>,
     upstreams: Arc<Upstreams>,
     cache: moka::future::Cache<String, Arc<UpstreamList>>,
     last_good: DashMap<String, Arc<UpstreamList>>,
@@ -277,13 +279,14 @@ pub struct Catalog {
 }
 
 impl Catalog {
-    pub fn new(cfg: Arc<Config>, upstreams: Arc<Upstreams>) -> Catalog {
+    pub fn new(cfg: Arc<Config>, upstreams: Arc<Upstreams>, metrics: Arc<Metrics>) -> Catalog {
         let cache = moka::future::Cache::builder()
             .time_to_live(cfg.catalog_ttl)
             .max_capacity(cfg.upstreams.len().max(1) as u64 * 2)
             .build();
         Catalog {
             cfg,
+            metrics,
             upstreams,
             cache,
             last_good: DashMap::new(),
@@ -303,8 +306,16 @@ impl Catalog {
         }
         let current = self.current.load_full();
         if same_sources(&current.sources, &lists) {
+            self.metrics
+                .catalog_lookups
+                .with_label_values(&["hit"])
+                .inc();
             return current;
         }
+        self.metrics
+            .catalog_lookups
+            .with_label_values(&["miss"])
+            .inc();
         let _guard = self.rebuild.lock().await;
         let current = self.current.load_full();
         if same_sources(&current.sources, &lists) {
@@ -315,8 +326,23 @@ impl Catalog {
             tracing::error!(problem = %p, "catalog");
         }
         tracing::info!(services = built.len(), "catalog rebuilt");
+        for u in &self.cfg.upstreams {
+            let n = built.per_upstream.get(&u.name).copied().unwrap_or(0);
+            self.metrics
+                .catalog_services
+                .with_label_values(&[&u.name])
+                .set(n as i64);
+        }
         self.current.store(built.clone());
         built
+    }
+
+    /// Age of the list held for each upstream (for the metrics scrape).
+    pub fn list_ages(&self) -> Vec<(String, std::time::Duration)> {
+        self.last_good
+            .iter()
+            .map(|e| (e.key().clone(), e.value().fetched_at.elapsed()))
+            .collect()
     }
 
     /// The catalog as it is, without refreshing anything.
@@ -346,7 +372,13 @@ impl Catalog {
             .upstreams
             .get(upstream)
             .ok_or_else(|| CallError::NotSent(format!("no upstream {upstream}")))?;
-        let list = client.services().await?;
+        let list = client.services().await;
+        let outcome = if list.is_ok() { "ok" } else { "error" };
+        self.metrics
+            .catalog_refreshes
+            .with_label_values(&[upstream, outcome])
+            .inc();
+        let list = list?;
         if list.skipped > 0 {
             tracing::warn!(
                 upstream,

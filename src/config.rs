@@ -99,9 +99,12 @@ pub fn parse_duration(text: &str) -> Option<Duration> {
 #[serde(deny_unknown_fields)]
 struct RawConfig {
     listen: Option<SocketAddr>,
+    metrics_listen: Option<SocketAddr>,
+    log_level: Option<String>,
     database: Option<String>,
     currency: Option<String>,
     status_max_age: Option<Span>,
+    balance_poll: Option<Span>,
     #[serde(default)]
     limits: RawLimits,
     #[serde(default)]
@@ -235,6 +238,12 @@ pub const DEFAULT_GROUP: &str = "default";
 pub struct Config {
     pub path: PathBuf,
     pub listen: SocketAddr,
+    /// A second listener serving only `/metrics`, `/healthz` and `/readyz`.
+    pub metrics_listen: Option<SocketAddr>,
+    /// The log filter (`info`, `panelgate=debug,info`); `RUST_LOG` overrides it.
+    pub log_level: String,
+    /// How often each upstream's balance is polled for the metrics.
+    pub balance_poll: Duration,
     pub database: String,
     pub currency: String,
     /// A status younger than this is answered from the ledger without asking the upstream.
@@ -608,6 +617,9 @@ fn validate(raw: RawConfig, path: &Path, base: &Path) -> Result<Config, String> 
         listen: raw
             .listen
             .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8080))),
+        metrics_listen: raw.metrics_listen,
+        log_level: raw.log_level.unwrap_or_else(|| "info".into()),
+        balance_poll: raw.balance_poll.map_or(Duration::from_secs(60), |s| s.0),
         database,
         currency,
         status_max_age: raw.status_max_age.map_or(Duration::from_secs(60), |s| s.0),

@@ -12,6 +12,7 @@ use rust_decimal::Decimal;
 use crate::catalog::{Catalog, LocalService};
 use crate::config::Config;
 use crate::keys;
+use crate::metrics::{self, Metrics};
 use crate::money::{self, Billing};
 use crate::protocol::lenient::Refusal;
 use crate::protocol::order::OrderFields;
@@ -47,6 +48,7 @@ pub struct Trace {
 
 pub struct Gateway {
     pub cfg: Arc<Config>,
+    pub metrics: Arc<Metrics>,
     pub store: Arc<dyn Store>,
     pub catalog: Arc<Catalog>,
     pub upstreams: Arc<Upstreams>,
@@ -54,14 +56,25 @@ pub struct Gateway {
 }
 
 impl Gateway {
-    pub fn new(cfg: Arc<Config>, store: Arc<dyn Store>, upstreams: Arc<Upstreams>) -> Gateway {
+    pub fn new(
+        cfg: Arc<Config>,
+        store: Arc<dyn Store>,
+        upstreams: Arc<Upstreams>,
+        metrics: Arc<Metrics>,
+    ) -> Gateway {
         Gateway {
-            catalog: Arc::new(Catalog::new(cfg.clone(), upstreams.clone())),
+            catalog: Arc::new(Catalog::new(
+                cfg.clone(),
+                upstreams.clone(),
+                metrics.clone(),
+            )),
             syncer: Syncer {
                 cfg: cfg.clone(),
                 store: store.clone(),
                 upstreams: upstreams.clone(),
+                metrics: metrics.clone(),
             },
+            metrics,
             cfg,
             store,
             upstreams,
@@ -171,6 +184,14 @@ impl Gateway {
             match upstream.add(target.service, &fields).await {
                 AddOutcome::Placed(upstream_order) => {
                     trace.upstream_order = Some(upstream_order);
+                    self.metrics
+                        .orders_placed
+                        .with_label_values(&[&target.upstream])
+                        .inc();
+                    self.metrics
+                        .revenue
+                        .with_label_values(&[&target.upstream])
+                        .inc_by(metrics::as_metric(money::from_units(order.charge)));
                     if let Err(e) = self
                         .store
                         .mark_placed(order.id, upstream_order, now_ms())

@@ -11,6 +11,7 @@ pub mod catalog;
 pub mod config;
 pub mod gateway;
 pub mod keys;
+pub mod metrics;
 pub mod money;
 pub mod pricing;
 pub mod protocol;

@@ -187,9 +187,10 @@ enum LogFormat {
     Json,
 }
 
-fn init_logs(format: LogFormat) {
+/// Logs to stderr; `RUST_LOG` overrides the level the config (or the default, `info`) sets.
+fn init_logs(format: LogFormat, level: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
@@ -215,8 +216,8 @@ fn main() -> anyhow::Result<()> {
 }
 
 async fn serve(path: &Path, log_format: LogFormat) -> anyhow::Result<()> {
-    init_logs(log_format);
     let cfg = config::load(path)?;
+    init_logs(log_format, &cfg.log_level);
     let running = app::start(cfg).await?;
     // Tests and scripts read this line to learn the port; keep its shape.
     println!("listening on {}", running.url());
@@ -377,7 +378,7 @@ fn simulator_section(path: &Path) -> anyhow::Result<SimulatorSection> {
 }
 
 async fn simulate(config_path: &Path, args: SimulateArgs) -> anyhow::Result<()> {
-    init_logs(args.log_format);
+    init_logs(args.log_format, "info");
     let file = simulator_section(config_path)?;
     let key = args
         .key

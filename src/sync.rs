@@ -9,11 +9,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::config::Config;
+use crate::metrics::{self, Metrics};
 use crate::money;
 use crate::pricing;
-use crate::protocol::MAX_IDS;
 use crate::protocol::reply::Remains;
-use crate::store::{Millis, Order, Refill, StatusUpdate, Store};
+use crate::protocol::{MAX_IDS, Status};
+use crate::store::{Millis, Order, Refill, StatusUpdate, Store, Units};
 use crate::upstream::Upstreams;
 
 /// Unix time in milliseconds.
@@ -29,6 +30,7 @@ pub struct Syncer {
     pub cfg: Arc<Config>,
     pub store: Arc<dyn Store>,
     pub upstreams: Arc<Upstreams>,
+    pub metrics: Arc<Metrics>,
 }
 
 impl Syncer {
@@ -81,12 +83,15 @@ impl Syncer {
                         cost: money::to_units(money::round_up(pricing::convert(status.charge, fx))),
                     };
                     match self.store.apply_status(id, &update, now_ms()).await {
-                        Ok(applied) if applied.finalized => tracing::info!(
-                            order = id,
-                            status = update.status.as_str(),
-                            refund = %money::format(money::from_units(applied.refund)),
-                            "order final"
-                        ),
+                        Ok(applied) if applied.finalized => {
+                            tracing::info!(
+                                order = id,
+                                status = update.status.as_str(),
+                                refund = %money::format(money::from_units(applied.refund)),
+                                "order final"
+                            );
+                            self.count_final(name, update.status, applied.refund, update.cost);
+                        }
                         Ok(_) => {}
                         Err(e) => {
                             tracing::error!(order = id, error = %e, "applying a status failed")
@@ -94,6 +99,21 @@ impl Syncer {
                     }
                 }
             }
+        }
+    }
+
+    fn count_final(&self, upstream: &str, status: Status, refund: Units, cost: Option<Units>) {
+        let m = &self.metrics;
+        if refund > 0 {
+            m.refunds.with_label_values(&[status.as_str()]).inc();
+            m.refunded
+                .with_label_values(&[upstream])
+                .inc_by(metrics::as_metric(money::from_units(refund)));
+        }
+        if let Some(cost) = cost {
+            m.cost
+                .with_label_values(&[upstream])
+                .inc_by(metrics::as_metric(money::from_units(cost)));
         }
     }
 

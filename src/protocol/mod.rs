@@ -24,6 +24,32 @@ pub use status::{RefillStatus, Status};
 /// Most ids one multi call may carry.
 pub const MAX_IDS: usize = 100;
 
+impl ProtocolError {
+    /// A short, fixed name for metrics labels and logs.
+    pub fn label(&self) -> &'static str {
+        use ProtocolError as E;
+        match self {
+            E::IncorrectRequest | E::UnsupportedBody => "incorrect_request",
+            E::BodyTooLarge => "body_too_large",
+            E::InvalidKey => "invalid_key",
+            E::IncorrectServiceId => "incorrect_service",
+            E::IncorrectOrderId | E::IncorrectRefillId | E::RefillNotFound => "incorrect_id",
+            E::TooManyIds => "too_many_ids",
+            E::NotEnoughFunds => "not_enough_funds",
+            E::QuantityBelowMin(_) | E::QuantityAboveMax(_) => "quantity_limits",
+            E::Missing(_) | E::Invalid(_) | E::DripfeedIncomplete | E::DripfeedDisabled => {
+                "invalid_order"
+            }
+            E::RefillDisabled | E::RefillNotCompleted | E::OrderNotCompleted => "refill_refused",
+            E::CancelDisabled | E::CancelNotAllowed => "cancel_refused",
+            E::ActiveOrderWithLink => "link_duplicate",
+            E::Unavailable => "unavailable",
+            E::Internal => "internal",
+            E::Upstream(_) => "upstream_refused",
+        }
+    }
+}
+
 /// Everything a request can be refused for. The `Display` text is what the client receives in
 /// `{"error": …}`; the texts of PROTOCOL.md §4 are kept to the letter because clients match them.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

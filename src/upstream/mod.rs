@@ -9,6 +9,7 @@
 //!   never sent again automatically.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -22,6 +23,7 @@ use hyper_util::rt::{TokioExecutor, TokioTimer};
 use tokio::sync::Semaphore;
 
 use crate::config::{Secret, UpstreamConfig};
+use crate::metrics::Metrics;
 use crate::protocol::lenient::{self, ReadError, Refusal, ServiceList};
 use crate::protocol::order::OrderFields;
 use crate::protocol::reply::{Balance, Canceled, MultiRefill, MultiRefillStatus, MultiStatus};
@@ -35,9 +37,12 @@ pub enum CallError {
     /// Nothing was written: connecting (or TLS) failed, or no slot freed up in time.
     #[error("not sent: {0}")]
     NotSent(String),
-    /// Written, and then no reply, a cut reply, or a timeout.
+    /// Written, and then no reply or a cut one.
     #[error("no usable reply: {0}")]
     Unknown(String),
+    /// Written, and no reply within the timeout.
+    #[error("no reply within {0:?}")]
+    Timeout(Duration),
     /// A reply, but not one we can read (HTTP error status, not JSON, wrong shape).
     #[error("{0}")]
     Unreadable(String),
@@ -59,6 +64,7 @@ impl CallError {
         match self {
             CallError::NotSent(_) => "not_sent",
             CallError::Unknown(_) => "unknown",
+            CallError::Timeout(_) => "timeout",
             CallError::Unreadable(_) => "unreadable",
             CallError::Refused(_) => "rejected",
         }
@@ -85,6 +91,9 @@ pub enum AddOutcome {
 
 type HttpClient = Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
 
+/// Consecutive transport failures after which an upstream counts as unhealthy.
+const UNHEALTHY_AFTER: u32 = 3;
+
 /// One upstream panel.
 pub struct Upstream {
     pub name: String,
@@ -93,6 +102,9 @@ pub struct Upstream {
     timeout: Duration,
     permits: Semaphore,
     client: HttpClient,
+    metrics: Arc<Metrics>,
+    /// Transport failures in a row (an explicit refusal is an answer, not a failure).
+    failures: AtomicU32,
 }
 
 impl std::fmt::Debug for Upstream {
@@ -105,7 +117,7 @@ impl std::fmt::Debug for Upstream {
 }
 
 impl Upstream {
-    pub fn new(cfg: &UpstreamConfig) -> Upstream {
+    pub fn new(cfg: &UpstreamConfig, metrics: Arc<Metrics>) -> Upstream {
         let mut http = HttpConnector::new();
         http.enforce_http(false);
         http.set_connect_timeout(Some(cfg.connect_timeout));
@@ -128,12 +140,54 @@ impl Upstream {
             timeout: cfg.timeout,
             permits: Semaphore::new(cfg.max_concurrency),
             client,
+            metrics,
+            failures: AtomicU32::new(0),
         }
+    }
+
+    /// Whether the upstream has been answering (fewer than a few transport failures in a row).
+    pub fn is_healthy(&self) -> bool {
+        self.failures.load(Ordering::Relaxed) < UNHEALTHY_AFTER
+    }
+
+    /// [`Upstream::exchange`], measured: every call is counted by outcome and timed, and its
+    /// outcome feeds the upstream's health.
+    async fn call(
+        &self,
+        action: &'static str,
+        fields: &[(&str, String)],
+    ) -> Result<Bytes, CallError> {
+        let started = std::time::Instant::now();
+        let result = self.exchange(action, fields).await;
+        let outcome = match &result {
+            Ok(_) => "ok",
+            Err(e) => e.kind(),
+        };
+        self.metrics
+            .upstream_requests
+            .with_label_values(&[&self.name, action, outcome])
+            .inc();
+        self.metrics
+            .upstream_seconds
+            .with_label_values(&[&self.name, action])
+            .observe(started.elapsed().as_secs_f64());
+        let failures = match &result {
+            Ok(_) | Err(CallError::Refused(_)) => {
+                self.failures.store(0, Ordering::Relaxed);
+                0
+            }
+            Err(_) => self.failures.fetch_add(1, Ordering::Relaxed) + 1,
+        };
+        self.metrics
+            .upstream_healthy
+            .with_label_values(&[&self.name])
+            .set(i64::from(failures < UNHEALTHY_AFTER));
+        result
     }
 
     /// Sends one action and returns the reply body of a 2xx answer, or a JSON error body of
     /// any status (panels put refusals in bodies whatever the status).
-    async fn call(&self, action: &str, fields: &[(&str, String)]) -> Result<Bytes, CallError> {
+    async fn exchange(&self, action: &str, fields: &[(&str, String)]) -> Result<Bytes, CallError> {
         let mut body = form_urlencoded(&[("key", self.key.expose()), ("action", action)]);
         for (k, v) in fields {
             body.push('&');
@@ -167,7 +221,7 @@ impl Upstream {
         };
         let (status, bytes) = tokio::time::timeout(self.timeout, exchange)
             .await
-            .map_err(|_| CallError::Unknown(format!("no reply within {:?}", self.timeout)))??;
+            .map_err(|_| CallError::Timeout(self.timeout))??;
         if status.is_success() {
             return Ok(bytes);
         }
@@ -213,6 +267,7 @@ impl Upstream {
                 text,
             },
             Err(CallError::NotSent(why)) => AddOutcome::NotSent(why),
+            Err(e @ CallError::Timeout(_)) => AddOutcome::Unknown(e.to_string()),
             Err(CallError::Unknown(why) | CallError::Unreadable(why)) => AddOutcome::Unknown(why),
         }
     }
@@ -250,8 +305,12 @@ impl Upstream {
 pub struct Upstreams(pub Vec<Arc<Upstream>>);
 
 impl Upstreams {
-    pub fn new(cfgs: &[UpstreamConfig]) -> Upstreams {
-        Upstreams(cfgs.iter().map(|c| Arc::new(Upstream::new(c))).collect())
+    pub fn new(cfgs: &[UpstreamConfig], metrics: Arc<Metrics>) -> Upstreams {
+        Upstreams(
+            cfgs.iter()
+                .map(|c| Arc::new(Upstream::new(c, metrics.clone())))
+                .collect(),
+        )
     }
 
     pub fn get(&self, name: &str) -> Option<&Arc<Upstream>> {
