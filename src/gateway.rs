@@ -168,70 +168,25 @@ impl Gateway {
             Err(e) => return Err(e.into()),
         };
         trace.order = Some(order.id);
-        // Funds are held and the order is on disk: only now does anything go upstream.
-        let mut refusal = ProtocolError::Unavailable;
-        let targets = std::iter::once(&svc.target).chain(&svc.fallback);
-        for (i, target) in targets.enumerate() {
-            let Some(upstream) = self.upstreams.get(&target.upstream) else {
-                continue;
-            };
-            if i > 0 {
-                self.store
-                    .retarget_order(order.id, &target.upstream, target.service)
-                    .await?;
-            }
-            trace.upstream = Some(target.upstream.clone());
-            match upstream.add(target.service, &fields).await {
-                AddOutcome::Placed(upstream_order) => {
-                    trace.upstream_order = Some(upstream_order);
-                    self.metrics
-                        .orders_placed
-                        .with_label_values(&[&target.upstream])
-                        .inc();
-                    self.metrics
-                        .revenue
-                        .with_label_values(&[&target.upstream])
-                        .inc_by(metrics::as_metric(money::from_units(order.charge)));
-                    if let Err(e) = self
-                        .store
-                        .mark_placed(order.id, upstream_order, now_ms())
-                        .await
-                    {
-                        // Placed upstream but not recorded: the order stays `dispatching`,
-                        // becomes `unknown` at the next start, and this line tells the operator
-                        // which upstream order it is.
-                        tracing::error!(order = order.id, upstream = %target.upstream, upstream_order, error = %e, "placed upstream but not recorded; resolve with `panelgate order resolve`");
-                    }
-                    return Ok(reply::to_bytes(&Added {
-                        order: order.id as u64,
-                    }));
-                }
-                AddOutcome::Unknown(why) => {
-                    tracing::error!(order = order.id, upstream = %target.upstream, reason = %why, "upstream add outcome unknown: funds held, never resent; resolve with `panelgate order resolve`");
-                    self.store.mark_unknown(order.id, &why, now_ms()).await?;
-                    return Ok(reply::to_bytes(&Added {
-                        order: order.id as u64,
-                    }));
-                }
-                AddOutcome::NotSent(why) => {
-                    tracing::warn!(order = order.id, upstream = %target.upstream, reason = %why, "upstream add not sent");
-                }
-                AddOutcome::Rejected {
-                    text,
-                    refusal: kind,
-                } => {
-                    tracing::warn!(order = order.id, upstream = %target.upstream, refusal = %text, "upstream refused the order");
-                    if kind == Refusal::NotEnoughFunds {
-                        tracing::error!(upstream = %target.upstream, "our account at the upstream is out of funds");
-                    }
-                    refusal = customer_error(kind, &text);
-                }
-            }
+        // Funds are held and the order is on disk: only now does anything go upstream. The
+        // dispatch runs as its own task, so a client hanging up mid-request cannot leave the
+        // order half-dispatched.
+        let dispatch = Dispatch {
+            store: self.store.clone(),
+            upstreams: self.upstreams.clone(),
+            metrics: self.metrics.clone(),
+        };
+        let (placed_at, result) = tokio::spawn(dispatch.run(order, svc, fields))
+            .await
+            .map_err(|e| {
+                tracing::error!(error = %e, "dispatch task failed");
+                ProtocolError::Internal
+            })?;
+        if let Some((upstream, upstream_order)) = placed_at {
+            trace.upstream = Some(upstream);
+            trace.upstream_order = upstream_order;
         }
-        self.store
-            .mark_rejected(order.id, &refusal.to_string(), now_ms())
-            .await?;
-        Err(refusal.into())
+        result
     }
 
     async fn status(&self, c: &Customer, ids: &Ids) -> Result<Bytes> {
@@ -460,6 +415,94 @@ impl Gateway {
                 })
                 .collect(),
         )))
+    }
+}
+
+/// Sends a held order to its targets in turn, and records what became of it.
+struct Dispatch {
+    store: Arc<dyn Store>,
+    upstreams: Arc<Upstreams>,
+    metrics: Arc<Metrics>,
+}
+
+/// Where the order went (upstream, and its order id there if known), and the reply.
+type Dispatched = (Option<(String, Option<u64>)>, Result<Bytes>);
+
+impl Dispatch {
+    async fn run(self, order: Order, svc: Arc<LocalService>, fields: OrderFields) -> Dispatched {
+        let added = || {
+            Ok(reply::to_bytes(&Added {
+                order: order.id as u64,
+            }))
+        };
+        let mut refusal = ProtocolError::Unavailable;
+        let mut last = None;
+        let targets = std::iter::once(&svc.target).chain(&svc.fallback);
+        for (i, target) in targets.enumerate() {
+            let Some(upstream) = self.upstreams.get(&target.upstream) else {
+                continue;
+            };
+            if i > 0
+                && let Err(e) = self
+                    .store
+                    .retarget_order(order.id, &target.upstream, target.service)
+                    .await
+            {
+                return (last, Err(e.into()));
+            }
+            last = Some((target.upstream.clone(), None));
+            match upstream.add(target.service, &fields).await {
+                AddOutcome::Placed(upstream_order) => {
+                    let m = &self.metrics;
+                    m.orders_placed.with_label_values(&[&target.upstream]).inc();
+                    m.revenue
+                        .with_label_values(&[&target.upstream])
+                        .inc_by(metrics::as_metric(money::from_units(order.charge)));
+                    if let Err(e) = self
+                        .store
+                        .mark_placed(order.id, upstream_order, now_ms())
+                        .await
+                    {
+                        // Placed upstream but not recorded: the order stays `dispatching`,
+                        // becomes `unknown` at the next start, and this line tells the operator
+                        // which upstream order it is.
+                        tracing::error!(order = order.id, upstream = %target.upstream, upstream_order, error = %e, "placed upstream but not recorded; resolve with `panelgate order resolve`");
+                    }
+                    return (
+                        Some((target.upstream.clone(), Some(upstream_order))),
+                        added(),
+                    );
+                }
+                AddOutcome::Unknown(why) => {
+                    tracing::error!(order = order.id, upstream = %target.upstream, reason = %why, "upstream add outcome unknown: funds held, never resent; resolve with `panelgate order resolve`");
+                    let marked = self.store.mark_unknown(order.id, &why, now_ms()).await;
+                    return (last, marked.map_err(Into::into).and_then(|()| added()));
+                }
+                AddOutcome::NotSent(why) => {
+                    tracing::warn!(order = order.id, upstream = %target.upstream, reason = %why, "upstream add not sent");
+                }
+                AddOutcome::Rejected {
+                    text,
+                    refusal: kind,
+                } => {
+                    tracing::warn!(order = order.id, upstream = %target.upstream, refusal = %text, "upstream refused the order");
+                    if kind == Refusal::NotEnoughFunds {
+                        tracing::error!(upstream = %target.upstream, "our account at the upstream is out of funds");
+                    }
+                    refusal = customer_error(kind, &text);
+                }
+            }
+        }
+        let rejected = self
+            .store
+            .mark_rejected(order.id, &refusal.to_string(), now_ms())
+            .await;
+        (
+            last,
+            rejected
+                .map_err(Into::into)
+                .and_then(|()| Err(refusal.into())),
+        )
     }
 }
 

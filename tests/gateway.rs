@@ -749,11 +749,9 @@ async fn an_unknown_outcome_is_held_never_resent_and_resolved_by_the_operator() 
 
     // The operator finds them with the CLI (beside the running server) and resolves them: the
     // first was placed (the upstream's journal says as which order), the second was not.
-    let unknown: Value = serde_json::from_str(&cli(
-        &env,
-        &["order", "list", "--state", "unknown", "--json"],
-    ))
-    .unwrap();
+    let unknown: Value =
+        serde_json::from_str(&cli(&env, &["order", "list", "--state", "unknown", "--json"]).await)
+            .unwrap();
     let listed: Vec<u64> = unknown
         .as_array()
         .unwrap()
@@ -774,13 +772,15 @@ async fn an_unknown_outcome_is_held_never_resent_and_resolved_by_the_operator() 
             "--upstream-order",
             &upstream_id,
         ],
-    );
+    )
+    .await;
     assert!(out.contains("placed"), "{out}");
     env.wait_status(&key, id, &["Completed"]).await;
     let out = cli(
         &env,
         &["order", "resolve", &id2.to_string(), "--not-placed"],
-    );
+    )
+    .await;
     assert!(out.contains("Canceled"), "{out}");
     assert_eq!(env.status(&key, id2).await["status"], "Canceled");
     assert_eq!(
@@ -966,13 +966,15 @@ async fn a_service_the_upstream_drops_disappears() {
     let _ = BETA_KEY;
 }
 
-/// Runs the operator CLI against the test's config and database; returns its stdout.
-fn cli(env: &Env, args: &[&str]) -> String {
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_panelgate"))
+/// Runs the operator CLI against the test's config and database; returns its stdout. Awaited,
+/// not blocked on: the gateway under test shares this runtime and must keep running.
+async fn cli(env: &Env, args: &[&str]) -> String {
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_panelgate"))
         .args(args)
         .arg("--config")
         .arg(&env.config_path)
         .output()
+        .await
         .unwrap();
     assert!(
         out.status.success(),
@@ -1164,6 +1166,45 @@ async fn orders_caught_mid_dispatch_by_a_crash_become_unknown() {
             .unwrap()
             .balance,
         1_000_000 - 112_500
+    );
+    env.assert_ledgers_balance().await;
+}
+
+#[tokio::test]
+async fn a_client_hanging_up_mid_order_does_not_strand_it() {
+    let env = Env::start(Options::default()).await;
+    let key = env.client("ann", "10", "default").await;
+    env.set_faults(
+        &env.alpha,
+        ALPHA_KEY,
+        json!({"slow": 1, "slow_ms": 300, "actions": ["add"]}),
+    )
+    .await;
+    let body = common::encode(&[
+        ("key", &key),
+        ("action", "add"),
+        ("service", "1"),
+        ("link", "https://i.com/a"),
+        ("quantity", "100"),
+    ]);
+    let request = format!(
+        "POST /api/v2 HTTP/1.1\r\nhost: x\r\ncontent-type: application/x-www-form-urlencoded\r\ncontent-length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    // Send the order and hang up long before the upstream answers.
+    common::raw(
+        env.gw().addr,
+        request.as_bytes(),
+        std::time::Duration::from_millis(50),
+    )
+    .await;
+    let o = env
+        .wait_order(1, |o| o.state != OrderState::Dispatching)
+        .await;
+    assert_eq!(
+        o.state,
+        OrderState::Placed,
+        "the dispatch ran to the end without its client"
     );
     env.assert_ledgers_balance().await;
 }
