@@ -1,0 +1,340 @@
+//! What an operator's Prometheus and load balancer see: `/metrics` after a scripted workload
+//! (checked value by value, and by `promtool check metrics`), `/healthz` and `/readyz`.
+
+mod common;
+
+use std::collections::HashMap;
+
+use common::gw::{ALPHA_KEY, BETA_KEY, Env, Options};
+use panelgate::store::OrderState;
+use serde_json::json;
+
+/// Parses the text exposition into `name{labels} -> value`.
+fn samples(text: &str) -> HashMap<String, f64> {
+    text.lines()
+        .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+        .filter_map(|l| {
+            let (series, value) = l.rsplit_once(' ')?;
+            Some((series.to_owned(), value.parse().ok()?))
+        })
+        .collect()
+}
+
+fn get(s: &HashMap<String, f64>, series: &str) -> f64 {
+    *s.get(series)
+        .unwrap_or_else(|| panic!("{series} not exported"))
+}
+
+/// `promtool check metrics` on a real scrape; required in CI, skipped elsewhere if missing.
+fn promtool_accepts(scrape: &str) {
+    use std::io::Write;
+    let child = std::process::Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn();
+    let mut child = match child {
+        Ok(c) => c,
+        Err(e) => {
+            assert!(
+                std::env::var_os("CI").is_none(),
+                "CI must have promtool: {e}"
+            );
+            eprintln!("skipped promtool: {e}");
+            return;
+        }
+    };
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(scrape.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "promtool check metrics failed:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[tokio::test]
+async fn metrics_move_with_the_workload_and_pass_promtool() {
+    let env = Env::start(Options {
+        extra: "metrics_listen: \"127.0.0.1:0\"\nbalance_poll: 20ms\n",
+        ..Options::default()
+    })
+    .await;
+    let key = env.client("ann", "100", "default").await;
+    env.call(&key, &[("action", "services")]).await;
+    let a = env
+        .add(
+            &key,
+            "1",
+            &[
+                ("link", "https://i.com/a?sim-fate=partial"),
+                ("quantity", "1000"),
+            ],
+        )
+        .await;
+    let b = env
+        .add(
+            &key,
+            "1",
+            &[
+                ("link", "https://i.com/b?sim-fate=complete"),
+                ("quantity", "1000"),
+            ],
+        )
+        .await;
+    let c = env
+        .add(
+            &key,
+            "2201",
+            &[
+                ("link", "https://b.com/c?sim-fate=cancel"),
+                ("quantity", "100"),
+            ],
+        )
+        .await;
+    let refused = env
+        .call(
+            &key,
+            &[
+                ("action", "add"),
+                ("service", "1"),
+                ("link", "x"),
+                ("quantity", "1"),
+            ],
+        )
+        .await;
+    assert_eq!(refused["error"], "Quantity less than minimal 50");
+    assert_eq!(
+        env.call("wrong-key", &[("action", "balance")]).await["error"],
+        "Invalid API key"
+    );
+    for id in [a, b, c] {
+        env.wait_order(id, |o| o.state == OrderState::Final).await;
+    }
+    let partial = env.store().order(a as i64).await.unwrap().unwrap();
+    // alpha's own balance after its charges and its refund of the Partial order, as polled.
+    let alpha_balance = 1000.0 - 0.9 * 2.0
+        + panelgate::metrics::as_metric(panelgate::money::partial_refund(
+            "0.9".parse().unwrap(),
+            1000,
+            partial.remains.unwrap() as u64,
+        ));
+    let balance_series = r#"panelgate_upstream_balance{currency="USD",upstream="alpha"}"#;
+    for _ in 0..200 {
+        let text = env
+            .http
+            .get(&format!("http://{}/metrics", env.gw().addr))
+            .await
+            .text();
+        if samples(&text).get(balance_series) == Some(&alpha_balance) {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+
+    // The same metrics on the main listener and on the metrics listener.
+    let main = env
+        .http
+        .get(&format!("http://{}/metrics", env.gw().addr))
+        .await;
+    assert_eq!(main.status, 200);
+    assert!(
+        main.content_type
+            .as_deref()
+            .unwrap()
+            .starts_with("text/plain")
+    );
+    let side = env
+        .http
+        .get(&format!(
+            "http://{}/metrics",
+            env.gw().metrics_addr.unwrap()
+        ))
+        .await;
+    assert_eq!(side.status, 200);
+    // The metrics listener does not serve the API.
+    let api = env
+        .http
+        .form(
+            &format!("http://{}/api/v2", env.gw().metrics_addr.unwrap()),
+            &[("key", &key), ("action", "balance")],
+        )
+        .await;
+    assert_eq!(api.status, 404);
+
+    let text = main.text();
+    let s = samples(&text);
+    assert_eq!(
+        get(&s, r#"panelgate_requests_total{action="add",outcome="ok"}"#),
+        3.0
+    );
+    assert_eq!(
+        get(
+            &s,
+            r#"panelgate_requests_total{action="add",outcome="quantity_limits"}"#
+        ),
+        1.0
+    );
+    assert_eq!(
+        get(
+            &s,
+            r#"panelgate_requests_total{action="unknown",outcome="invalid_key"}"#
+        ),
+        1.0
+    );
+    assert_eq!(get(&s, "panelgate_rejected_keys_total"), 1.0);
+    assert_eq!(
+        get(
+            &s,
+            r#"panelgate_request_duration_seconds_count{action="add"}"#
+        ),
+        4.0
+    );
+    assert_eq!(
+        get(&s, r#"panelgate_orders_placed_total{upstream="alpha"}"#),
+        2.0
+    );
+    assert_eq!(
+        get(&s, r#"panelgate_orders_placed_total{upstream="beta"}"#),
+        1.0
+    );
+    assert_eq!(
+        get(
+            &s,
+            r#"panelgate_upstream_requests_total{action="add",outcome="ok",upstream="alpha"}"#
+        ),
+        2.0
+    );
+    assert_eq!(get(&s, r#"panelgate_orders{state="final"}"#), 3.0);
+    assert_eq!(get(&s, r#"panelgate_orders{state="unknown"}"#), 0.0);
+    assert_eq!(get(&s, r#"panelgate_refunds_total{status="Partial"}"#), 1.0);
+    assert_eq!(
+        get(&s, r#"panelgate_refunds_total{status="Canceled"}"#),
+        1.0
+    );
+    // Money in our currency: two orders at 1.125 at alpha; 100 × 3.3 / 1000 = 0.33 at beta.
+    assert!((get(&s, r#"panelgate_revenue_total{upstream="alpha"}"#) - 2.25).abs() < 1e-9);
+    assert!((get(&s, r#"panelgate_revenue_total{upstream="beta"}"#) - 0.33).abs() < 1e-9);
+    let refunded = panelgate::money::from_units(partial.refunded);
+    assert!(
+        (get(&s, r#"panelgate_refunded_amount_total{upstream="alpha"}"#)
+            - panelgate::metrics::as_metric(refunded))
+        .abs()
+            < 1e-9
+    );
+    assert!(get(&s, r#"panelgate_cost_total{upstream="alpha"}"#) > 0.0);
+    assert_eq!(
+        get(&s, r#"panelgate_catalog_services{upstream="alpha"}"#),
+        22.0
+    );
+    assert_eq!(
+        get(&s, r#"panelgate_catalog_services{upstream="beta"}"#),
+        3.0
+    );
+    assert!(get(&s, r#"panelgate_catalog_lookups_total{result="hit"}"#) >= 1.0);
+    assert!(
+        get(
+            &s,
+            r#"panelgate_catalog_list_age_seconds{upstream="alpha"}"#
+        ) >= 0.0
+    );
+    assert_eq!(
+        get(&s, r#"panelgate_upstream_healthy{upstream="alpha"}"#),
+        1.0
+    );
+    assert_eq!(get(&s, balance_series), alpha_balance);
+    assert_eq!(
+        get(
+            &s,
+            &format!(
+                r#"panelgate_build_info{{version="{}"}}"#,
+                env!("CARGO_PKG_VERSION")
+            )
+        ),
+        1.0
+    );
+    // Bounded labels: no key, link or order id in any series.
+    assert!(!text.contains(&key) && !text.contains(ALPHA_KEY) && !text.contains(BETA_KEY));
+    assert!(!text.contains("https://"));
+    promtool_accepts(&text);
+}
+
+#[tokio::test]
+async fn health_and_readiness() {
+    let mut env = Env::start(Options::default()).await;
+    let key = env.client("ann", "100", "default").await;
+    let h = env
+        .http
+        .get(&format!("http://{}/healthz", env.gw().addr))
+        .await;
+    assert_eq!((h.status, h.json()), (200, json!({"status": "ok"})));
+    let r = env
+        .http
+        .get(&format!("http://{}/readyz", env.gw().addr))
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let body = r.json();
+    assert_eq!(body["ready"], true);
+    assert_eq!(body["database"], "ok");
+    assert_eq!(body["catalog_services"], 25);
+    assert_eq!(
+        body["upstreams"],
+        json!({"alpha": "healthy", "beta": "healthy"})
+    );
+
+    // Both upstreams go away; after a few failed calls each, the gateway is not ready.
+    for sim in [&mut env.alpha, &mut env.beta] {
+        let dead = std::mem::replace(
+            sim,
+            common::simulator(panelgate::sim::SimConfig::new("unused")).await,
+        );
+        dead.stop().await;
+    }
+    for service in ["1", "2201"] {
+        for _ in 0..3 {
+            let r = env
+                .call(
+                    &key,
+                    &[
+                        ("action", "add"),
+                        ("service", service),
+                        ("link", "x"),
+                        ("quantity", "100"),
+                    ],
+                )
+                .await;
+            assert_eq!(
+                r["error"],
+                "Service is temporarily unavailable, please try again later"
+            );
+        }
+    }
+    let r = env
+        .http
+        .get(&format!("http://{}/readyz", env.gw().addr))
+        .await;
+    assert_eq!(r.status, 503, "{}", r.text());
+    let body = r.json();
+    assert_eq!(body["ready"], false);
+    assert_eq!(body["problems"], json!(["no healthy upstream"]));
+    assert_eq!(
+        body["upstreams"],
+        json!({"alpha": "unhealthy", "beta": "unhealthy"})
+    );
+    // Alive all the same.
+    assert_eq!(
+        env.http
+            .get(&format!("http://{}/healthz", env.gw().addr))
+            .await
+            .status,
+        200
+    );
+    env.assert_ledgers_balance().await;
+}
