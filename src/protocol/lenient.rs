@@ -335,3 +335,583 @@ fn flag(v: Option<&Value>) -> bool {
         _ => false,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::reply::Remains;
+
+    fn d(s: &str) -> Decimal {
+        s.parse().unwrap()
+    }
+
+    fn refused(text: &str) -> ReadError {
+        ReadError::Refused(text.into())
+    }
+
+    fn bad<T>() -> Item<T> {
+        Err("Unreadable item".into())
+    }
+
+    /// Replies that are not JSON, or JSON of no use to any reader.
+    const GARBAGE: [&str; 9] = [
+        "",
+        "   ",
+        "<html><body><h1>502 Bad Gateway</h1></body></html>",
+        "<!DOCTYPE html><title>Just a moment...</title>",
+        "Service Unavailable",
+        "{\"order\":",
+        "\u{feff}{\"order\":1}",
+        "null",
+        "\"ok\"",
+    ];
+
+    #[test]
+    fn services_in_the_seed_shape() {
+        let body = br#"[{"service":1,"name":"Followers","type":"Default","category":"First Category","rate":"0.90","min":"50","max":"10000","refill":true,"cancel":true},{"service":2,"name":"Comments","type":"Custom Comments","category":"Second Category","rate":"8","min":"10","max":"1500","refill":false,"cancel":true,"dripfeed":true,"desc":"Real comments"}]"#;
+        let list = services(body).unwrap();
+        assert_eq!(list.skipped, 0);
+        assert_eq!(
+            list.services,
+            [
+                Service {
+                    service: 1,
+                    name: "Followers".into(),
+                    kind: ServiceType::Default,
+                    category: "First Category".into(),
+                    rate: d("0.90"),
+                    min: 50,
+                    max: 10000,
+                    refill: true,
+                    cancel: true,
+                    dripfeed: false,
+                    desc: None,
+                },
+                Service {
+                    service: 2,
+                    name: "Comments".into(),
+                    kind: ServiceType::CustomComments,
+                    category: "Second Category".into(),
+                    rate: d("8"),
+                    min: 10,
+                    max: 1500,
+                    refill: false,
+                    cancel: true,
+                    dripfeed: true,
+                    desc: Some("Real comments".into()),
+                },
+            ]
+        );
+    }
+
+    #[test]
+    fn services_in_upstream_dialects() {
+        // `service` as a string, numbers for rate/min/max, flags as strings and numbers,
+        // missing refill/cancel/dripfeed/desc, `description` for `desc`, an odd type
+        // spelling, extra keys, and an unknown type kept as Other.
+        let body = br#"[
+            {"service":"3","name":"Likes","type":"default","category":"C","rate":1.25,"min":100,"max":50000,"extra":"x"},
+            {"service":4,"name":"Views","type":"WEB_TRAFFIC","category":"C","rate":"0.01","min":"1","max":"1000000","refill":"1","cancel":0,"dripfeed":"true","description":"fast"},
+            {"service":5,"name":"Drip","type":" Something New ","category":"C","rate":"2.00000","min":"10","max":"100","refill":1,"cancel":"yes"},
+            {"service":6,"name":"No type","category":"C","rate":"3"}
+        ]"#;
+        let list = services(body).unwrap();
+        assert_eq!(list.skipped, 0);
+        let s = &list.services;
+        assert_eq!(s.len(), 4);
+        assert_eq!((s[0].service, s[0].kind.clone()), (3, ServiceType::Default));
+        assert_eq!((s[0].rate, s[0].min, s[0].max), (d("1.25"), 100, 50000));
+        assert!(!s[0].refill && !s[0].cancel && !s[0].dripfeed);
+        assert_eq!(s[0].desc, None);
+        assert_eq!(s[1].kind, ServiceType::WebTraffic);
+        assert!(s[1].refill && !s[1].cancel && s[1].dripfeed);
+        assert_eq!(s[1].desc.as_deref(), Some("fast"));
+        assert_eq!(s[2].kind, ServiceType::Other("Something New".into()));
+        assert_eq!(s[2].rate, d("2"));
+        assert!(s[2].refill && s[2].cancel);
+        // No type is Default; no limits are no limits.
+        assert_eq!(s[3].kind, ServiceType::Default);
+        assert_eq!((s[3].min, s[3].max), (1, u64::MAX));
+        assert_eq!(s[3].name, "No type");
+    }
+
+    #[test]
+    fn services_wrapped_or_partly_broken() {
+        let wrapped = services(br#"{"services":[{"service":1,"rate":"1"}]}"#).unwrap();
+        assert_eq!(wrapped.services.len(), 1);
+        let data = services(br#"{"status":"success","data":[{"service":1,"rate":"1"}]}"#).unwrap();
+        assert_eq!(data.services.len(), 1);
+        // Entries without an id or a usable rate are skipped and counted.
+        let list = services(
+            br#"[{"service":1,"rate":"1"},{"name":"no id","rate":"1"},{"service":"x","rate":"1"},{"service":2},{"service":3,"rate":"free"},{"service":-4,"rate":"1"},"junk",7,null]"#,
+        )
+        .unwrap();
+        assert_eq!(list.services.len(), 1);
+        assert_eq!(list.skipped, 8);
+        assert_eq!(services(b"[]").unwrap().services, []);
+        assert_eq!(
+            services(br#"{"error":"Invalid API key"}"#),
+            Err(refused("Invalid API key"))
+        );
+        assert!(matches!(
+            services(br#"{"services":{"1":{}}}"#),
+            Err(ReadError::Garbage(_))
+        ));
+        assert!(matches!(
+            services(br#"{"a":1}"#),
+            Err(ReadError::Garbage(_))
+        ));
+        for g in GARBAGE {
+            assert!(
+                matches!(services(g.as_bytes()), Err(ReadError::Garbage(_))),
+                "{g:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn added_in_upstream_dialects() {
+        assert_eq!(added(br#"{"order":23501}"#), Ok(23501));
+        assert_eq!(added(br#"{"order":"23501"}"#), Ok(23501));
+        assert_eq!(added(br#"{"order":" 23501 "}"#), Ok(23501));
+        assert_eq!(added(br#"{"order":23501.0}"#), Ok(23501));
+        assert_eq!(added(br#"{"status":"success","order":151}"#), Ok(151));
+        assert_eq!(added(br#"{"order":151,"error":null}"#), Ok(151));
+        assert_eq!(added(br#"{"order":151,"error":""}"#), Ok(151));
+        assert_eq!(added(br#"{"order":151,"error":false}"#), Ok(151));
+        for body in [
+            r#"{"status":"success"}"#,
+            r#"{"order":null}"#,
+            r#"{"order":-1}"#,
+            r#"{"order":1.5}"#,
+            r#"{"order":"abc"}"#,
+            r#"{"order":{"id":1}}"#,
+            r#"[{"order":1}]"#,
+            "23501",
+        ] {
+            assert!(
+                matches!(added(body.as_bytes()), Err(ReadError::Garbage(_))),
+                "{body}"
+            );
+        }
+        for g in GARBAGE {
+            assert!(
+                matches!(added(g.as_bytes()), Err(ReadError::Garbage(_))),
+                "{g:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn both_error_forms_are_refusals() {
+        let cases = [
+            ("Not enough funds on balance", Refusal::NotEnoughFunds),
+            ("neworder.error.not_enough_funds", Refusal::NotEnoughFunds),
+            ("Insufficient balance", Refusal::NotEnoughFunds),
+            (
+                "You have active order with this link. Please wait until order being completed.",
+                Refusal::LinkDuplicate,
+            ),
+            ("neworder.error.link_duplicate", Refusal::LinkDuplicate),
+            ("Quantity less than minimal 50", Refusal::QuantityBelowMin),
+            ("neworder.error.min_quantity", Refusal::QuantityBelowMin),
+            (
+                "Quantity more than maximum 10000",
+                Refusal::QuantityAboveMax,
+            ),
+            ("neworder.error.max_quantity", Refusal::QuantityAboveMax),
+            ("Incorrect service ID", Refusal::IncorrectServiceId),
+            ("error.incorrect_service_id", Refusal::IncorrectServiceId),
+            ("Incorrect order ID", Refusal::IncorrectOrderId),
+            ("error.incorrect_order_id", Refusal::IncorrectOrderId),
+            ("Invalid API key", Refusal::InvalidKey),
+            ("error.incorrect_key", Refusal::InvalidKey),
+            ("Refill not found", Refusal::RefillNotFound),
+            (
+                "Refill is disabled for this service",
+                Refusal::RefillDisabled,
+            ),
+            (
+                "The refill task is not completed for this order",
+                Refusal::RefillNotCompleted,
+            ),
+            ("Incorrect request", Refusal::IncorrectRequest),
+            ("error.incorrect_request", Refusal::IncorrectRequest),
+            ("  NOT ENOUGH FUNDS ON BALANCE  ", Refusal::NotEnoughFunds),
+            ("Service is under maintenance", Refusal::Other),
+            ("Incorrect request: multipart/form-data", Refusal::Other),
+        ];
+        for (text, want) in cases {
+            assert_eq!(Refusal::classify(text), want, "{text}");
+            let body = serde_json::json!({ "error": text }).to_string();
+            let trimmed = text.trim().to_owned();
+            // Every reader sees a top-level error object as a refusal, whatever it expects.
+            let b = body.as_bytes();
+            assert_eq!(added(b), Err(ReadError::Refused(trimmed.clone())), "{text}");
+            assert_eq!(status(b), Err(ReadError::Refused(trimmed.clone())));
+            assert_eq!(multi_status(b), Err(ReadError::Refused(trimmed.clone())));
+            assert_eq!(refill_created(b), Err(ReadError::Refused(trimmed.clone())));
+            assert_eq!(multi_refill(b), Err(ReadError::Refused(trimmed.clone())));
+            assert_eq!(refill_status(b), Err(ReadError::Refused(trimmed.clone())));
+            assert_eq!(
+                multi_refill_status(b),
+                Err(ReadError::Refused(trimmed.clone()))
+            );
+            assert_eq!(canceled(b), Err(ReadError::Refused(trimmed.clone())));
+            assert_eq!(balance(b), Err(ReadError::Refused(trimmed.clone())));
+            assert!(matches!(services(b), Err(ReadError::Refused(_))));
+            assert_eq!(added(b).unwrap_err().refusal(), Some(want), "{text}");
+            assert_eq!(refusal_text(b).as_deref(), Some(trimmed.as_str()));
+        }
+        // An error next to a result is still a refusal.
+        assert_eq!(
+            added(br#"{"order":1,"error":"Not enough funds on balance"}"#),
+            Err(refused("Not enough funds on balance"))
+        );
+        // A non-string error is kept as its JSON text.
+        assert_eq!(added(br#"{"error":1}"#), Err(refused("1")));
+        assert_eq!(
+            added(br#"{"error":{"code":"x"}}"#),
+            Err(refused(r#"{"code":"x"}"#))
+        );
+        assert_eq!(ReadError::Garbage("x").refusal(), None);
+        assert_eq!(refusal_text(br#"{"order":1}"#), None);
+        assert_eq!(refusal_text(br#"[{"error":"x"}]"#), None);
+        assert_eq!(refusal_text(b"<html>"), None);
+    }
+
+    #[test]
+    fn status_in_the_seed_shape() {
+        let s = status(
+            br#"{"charge":"0.27819","start_count":"3572","status":"Partial","remains":"157","currency":"USD"}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            s,
+            OrderStatus {
+                charge: d("0.27819"),
+                start_count: 3572,
+                status: Status::Partial,
+                remains: Remains::Count(157),
+                currency: "USD".into(),
+            }
+        );
+    }
+
+    #[test]
+    fn status_in_upstream_dialects() {
+        let s = status(
+            br#"{"charge":0.27819,"start_count":3572,"status":"In Progress","remains":157,"currency":"USD","extra":[1]}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            (s.charge, s.start_count, s.status, s.remains),
+            (d("0.27819"), 3572, Status::InProgress, Remains::Count(157))
+        );
+        let s = status(br#"{"status":"Completed","remains":"-25"}"#).unwrap();
+        assert_eq!(s.remains, Remains::Count(-25));
+        assert_eq!((s.charge, s.start_count), (Decimal::ZERO, 0));
+        assert_eq!(s.currency, "");
+        assert_eq!(
+            status(br#"{"status":"Pending","remains":-3}"#)
+                .unwrap()
+                .remains,
+            Remains::Count(-3)
+        );
+        for unknown in [
+            r#"{"status":"Pending","remains":"Unknown"}"#,
+            r#"{"status":"Pending","remains":null}"#,
+            r#"{"status":"Pending","remains":""}"#,
+            r#"{"status":"Pending"}"#,
+        ] {
+            assert_eq!(
+                status(unknown.as_bytes()).unwrap().remains,
+                Remains::Unknown,
+                "{unknown}"
+            );
+        }
+        // start_count that is not a count reads as 0, not as a failure.
+        assert_eq!(
+            status(br#"{"status":"Pending","start_count":null}"#)
+                .unwrap()
+                .start_count,
+            0
+        );
+        let spellings = [
+            ("Pending", Status::Pending),
+            ("pending", Status::Pending),
+            ("In progress", Status::InProgress),
+            ("In Progress", Status::InProgress),
+            ("inprogress", Status::InProgress),
+            ("Processing", Status::Processing),
+            ("Completed", Status::Completed),
+            ("Partial", Status::Partial),
+            ("Canceled", Status::Canceled),
+            ("Cancelled", Status::Canceled),
+            ("Refunded", Status::Canceled),
+        ];
+        for (text, want) in spellings {
+            let body = serde_json::json!({ "status": text }).to_string();
+            assert_eq!(status(body.as_bytes()).unwrap().status, want, "{text}");
+        }
+        // Numeric codes, as strings or numbers.
+        for (code, want) in [
+            (0, Status::Pending),
+            (1, Status::Processing),
+            (2, Status::Completed),
+            (3, Status::Partial),
+            (4, Status::Canceled),
+            (5, Status::Canceled),
+        ] {
+            let n = format!(r#"{{"status":{code}}}"#);
+            let s = format!(r#"{{"status":"{code}"}}"#);
+            assert_eq!(status(n.as_bytes()).unwrap().status, want, "{n}");
+            assert_eq!(status(s.as_bytes()).unwrap().status, want, "{s}");
+        }
+        for body in [
+            r#"{"status":"Shipped"}"#,
+            r#"{"status":6}"#,
+            r#"{"status":null}"#,
+            r#"{"charge":"1"}"#,
+            r#"{"status":"success","order":151}"#,
+            r#"[{"status":"Pending"}]"#,
+        ] {
+            assert!(
+                matches!(status(body.as_bytes()), Err(ReadError::Garbage(_))),
+                "{body}"
+            );
+        }
+        for g in GARBAGE {
+            assert!(
+                matches!(status(g.as_bytes()), Err(ReadError::Garbage(_))),
+                "{g:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn multi_status_with_per_item_errors() {
+        let body = br#"{"1":{"charge":"0.27819","start_count":"3572","status":"Partial","remains":"157","currency":"USD"},"10":{"error":"Incorrect order ID"},"11":{"status":"Shipped"},"12":"junk","13":{"charge":"1","status":"Cancelled","remains":"Unknown"},"total":3}"#;
+        let MultiStatus(mut items) = multi_status(body).unwrap();
+        items.sort_by_key(|(id, _)| *id);
+        assert_eq!(
+            items,
+            [
+                (
+                    1,
+                    Ok(OrderStatus {
+                        charge: d("0.27819"),
+                        start_count: 3572,
+                        status: Status::Partial,
+                        remains: Remains::Count(157),
+                        currency: "USD".into(),
+                    })
+                ),
+                (10, Err("Incorrect order ID".into())),
+                (11, Err("Unreadable status".into())),
+                (12, Err("Unreadable status".into())),
+                (
+                    13,
+                    Ok(OrderStatus {
+                        charge: d("1"),
+                        start_count: 0,
+                        status: Status::Canceled,
+                        remains: Remains::Unknown,
+                        currency: String::new(),
+                    })
+                ),
+            ]
+        );
+        assert_eq!(multi_status(b"{}"), Ok(MultiStatus(vec![])));
+        assert!(matches!(multi_status(b"[]"), Err(ReadError::Garbage(_))));
+        for g in GARBAGE {
+            assert!(
+                matches!(multi_status(g.as_bytes()), Err(ReadError::Garbage(_))),
+                "{g:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn refill_created_in_upstream_dialects() {
+        assert_eq!(refill_created(br#"{"refill":"1"}"#), Ok(1));
+        assert_eq!(refill_created(br#"{"refill":1}"#), Ok(1));
+        assert_eq!(
+            refill_created(br#"{"refill":"77","status":"success"}"#),
+            Ok(77)
+        );
+        // The error may sit inside `refill`.
+        assert_eq!(
+            refill_created(br#"{"refill":{"error":"Refill is disabled for this service"}}"#),
+            Err(refused("Refill is disabled for this service"))
+        );
+        assert_eq!(
+            refill_created(br#"{"refill":{}}"#),
+            Err(refused("Refill refused"))
+        );
+        for body in [
+            r#"{}"#,
+            r#"{"refill":"x"}"#,
+            r#"{"refill":null}"#,
+            r#"["1"]"#,
+        ] {
+            assert!(
+                matches!(refill_created(body.as_bytes()), Err(ReadError::Garbage(_))),
+                "{body}"
+            );
+        }
+        for g in GARBAGE {
+            assert!(
+                matches!(refill_created(g.as_bytes()), Err(ReadError::Garbage(_))),
+                "{g:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn multi_refill_with_per_item_errors() {
+        let body = br#"[{"order":1,"refill":1},{"order":"2","refill":"5"},{"order":3,"refill":{"error":"Incorrect order ID"}},{"order":4,"refill":{"error":"neworder.error.refill_disabled"}},{"order":5},{"order":6,"refill":"x"},{"refill":7},"junk"]"#;
+        assert_eq!(
+            multi_refill(body),
+            Ok(MultiRefill(vec![
+                (1, Ok(1)),
+                (2, Ok(5)),
+                (3, Err("Incorrect order ID".into())),
+                (4, Err("neworder.error.refill_disabled".into())),
+                (5, bad()),
+                (6, bad()),
+            ]))
+        );
+        // A single element sent as a bare object.
+        assert_eq!(
+            multi_refill(br#"{"order":1,"refill":"9"}"#),
+            Ok(MultiRefill(vec![(1, Ok(9))]))
+        );
+        assert_eq!(multi_refill(b"[]"), Ok(MultiRefill(vec![])));
+        assert!(matches!(multi_refill(b"5"), Err(ReadError::Garbage(_))));
+        for g in GARBAGE {
+            assert!(
+                matches!(multi_refill(g.as_bytes()), Err(ReadError::Garbage(_))),
+                "{g:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn refill_status_in_upstream_dialects() {
+        for (text, want) in [
+            (r#""Completed""#, RefillStatus::Completed),
+            (r#""In progress""#, RefillStatus::InProgress),
+            (r#""In Progress""#, RefillStatus::InProgress),
+            (r#""pending""#, RefillStatus::Pending),
+            (r#""Rejected""#, RefillStatus::Rejected),
+            (r#""Error""#, RefillStatus::Error),
+            ("2", RefillStatus::Completed),
+        ] {
+            let body = format!(r#"{{"status":{text},"extra":1}}"#);
+            assert_eq!(refill_status(body.as_bytes()), Ok(want), "{body}");
+        }
+        for body in [r#"{"status":"Shipped"}"#, "{}", r#"["Completed"]"#] {
+            assert!(
+                matches!(refill_status(body.as_bytes()), Err(ReadError::Garbage(_))),
+                "{body}"
+            );
+        }
+        for g in GARBAGE {
+            assert!(
+                matches!(refill_status(g.as_bytes()), Err(ReadError::Garbage(_))),
+                "{g:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn multi_refill_status_with_per_item_errors() {
+        let body = br#"[{"refill":1,"status":"Completed"},{"refill":"2","status":"Rejected"},{"refill":3,"status":{"error":"Refill not found"}},{"refill":4,"status":"Shipped"},{"refill":5,"status":3},{"status":"Pending"}]"#;
+        assert_eq!(
+            multi_refill_status(body),
+            Ok(MultiRefillStatus(vec![
+                (1, Ok(RefillStatus::Completed)),
+                (2, Ok(RefillStatus::Rejected)),
+                (3, Err("Refill not found".into())),
+                (4, bad()),
+                // Numbers where a status string belongs are not read here.
+                (5, bad()),
+            ]))
+        );
+        for g in GARBAGE {
+            assert!(
+                matches!(
+                    multi_refill_status(g.as_bytes()),
+                    Err(ReadError::Garbage(_))
+                ),
+                "{g:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn canceled_with_per_item_errors() {
+        let body = br#"[{"order":9,"cancel":{"error":"Incorrect order ID"}},{"order":2,"cancel":1},{"order":3,"cancel":"1"},{"order":4,"cancel":true},{"order":5,"cancel":0},{"order":6,"cancel":{"error":"error.cancel_not_allowed"}}]"#;
+        assert_eq!(
+            canceled(body),
+            Ok(Canceled(vec![
+                (9, Err("Incorrect order ID".into())),
+                (2, Ok(())),
+                (3, Ok(())),
+                (4, Ok(())),
+                (5, bad()),
+                (6, Err("error.cancel_not_allowed".into())),
+            ]))
+        );
+        for g in GARBAGE {
+            assert!(
+                matches!(canceled(g.as_bytes()), Err(ReadError::Garbage(_))),
+                "{g:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn balance_in_upstream_dialects() {
+        assert_eq!(
+            balance(br#"{"balance":"100.84292","currency":"USD"}"#),
+            Ok(Balance {
+                balance: d("100.84292"),
+                currency: "USD".into()
+            })
+        );
+        assert_eq!(
+            balance(br#"{"balance":100.84292,"currency":"USD","status":"success"}"#),
+            Ok(Balance {
+                balance: d("100.84292"),
+                currency: "USD".into()
+            })
+        );
+        assert_eq!(
+            balance(br#"{"balance":"-1.5"}"#),
+            Ok(Balance {
+                balance: d("-1.5"),
+                currency: String::new()
+            })
+        );
+        assert_eq!(balance(br#"{"balance":0}"#).unwrap().balance, Decimal::ZERO);
+        for body in [
+            "{}",
+            r#"{"balance":"lots"}"#,
+            r#"{"balance":null}"#,
+            r#"["100"]"#,
+        ] {
+            assert!(
+                matches!(balance(body.as_bytes()), Err(ReadError::Garbage(_))),
+                "{body}"
+            );
+        }
+        for g in GARBAGE {
+            assert!(
+                matches!(balance(g.as_bytes()), Err(ReadError::Garbage(_))),
+                "{g:?}"
+            );
+        }
+    }
+}

@@ -193,6 +193,12 @@ impl OrderFields {
         if self.drip.is_some() && !dripfeed {
             return Err(ProtocolError::DripfeedDisabled);
         }
+        // A subscription's per-post range must lie within the service's: its `min` too.
+        if let (ServiceType::Subscriptions, Some(low)) = (kind, self.min)
+            && low < min
+        {
+            return Err(ProtocolError::QuantityBelowMin(min));
+        }
         if let Some(q) = self.limited_quantity(kind) {
             if q < min {
                 return Err(ProtocolError::QuantityBelowMin(min));
@@ -294,7 +300,8 @@ fn lines(p: &Params, name: &'static str) -> Result<Vec<String>, ProtocolError> {
         Some(Value::One(text)) => split_lines(text),
         Some(Value::List(list)) => list.iter().flat_map(|t| split_lines(t)).collect(),
     };
-    if items.is_empty() {
+    // A lone `undefined` line would be forwarded as `name=undefined`, which means "not given".
+    if items.is_empty() || items == ["undefined"] {
         return Err(ProtocolError::Missing(name));
     }
     Ok(items)
@@ -318,5 +325,1075 @@ fn valid_date(text: &str) -> bool {
         |s: &str, len: std::ops::RangeInclusive<usize>, range: std::ops::RangeInclusive<u64>| {
             len.contains(&s.len()) && number(s).is_some_and(|n| range.contains(&n))
         };
-    ok(d, 1..=2, 1..=31) && ok(m, 1..=2, 1..=12) && ok(y, 4..=4, 2000..=9999)
+    if !(ok(d, 1..=2, 1..=31) && ok(m, 1..=2, 1..=12) && ok(y, 4..=4, 2000..=9999)) {
+        return false;
+    }
+    // A day that exists in that month (no 31/04, no 29/02 outside leap years).
+    let (Some(d), Some(m), Some(y)) = (number(d), number(m), number(y)) else {
+        return false;
+    };
+    let leap = y % 4 == 0 && (y % 100 != 0 || y % 400 == 0);
+    let days = match m {
+        2 if leap => 29,
+        2 => 28,
+        4 | 6 | 9 | 11 => 30,
+        _ => 31,
+    };
+    d <= days
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ServiceType as T;
+
+    fn form(s: &str) -> Params {
+        Params::parse_form(s.as_bytes()).unwrap()
+    }
+
+    fn parse(kind: &ServiceType, s: &str) -> Result<OrderFields, ProtocolError> {
+        OrderFields::parse(kind, &form(s))
+    }
+
+    fn ok(kind: &ServiceType, s: &str) -> OrderFields {
+        parse(kind, s).unwrap_or_else(|e| panic!("{kind:?} {s}: {e}"))
+    }
+
+    fn strings(v: &[&str]) -> Option<Vec<String>> {
+        Some(v.iter().map(|s| s.to_string()).collect())
+    }
+
+    fn link() -> Option<String> {
+        Some("https://x.y/p".into())
+    }
+
+    fn form_of(f: &OrderFields) -> Vec<(&'static str, String)> {
+        f.to_form()
+    }
+
+    fn pairs(v: &[(&'static str, &str)]) -> Vec<(&'static str, String)> {
+        v.iter().map(|(k, v)| (*k, v.to_string())).collect()
+    }
+
+    #[test]
+    fn default() {
+        let f = ok(&T::Default, "link=https%3A%2F%2Fx.y%2Fp&quantity=100");
+        assert_eq!(
+            f,
+            OrderFields {
+                link: link(),
+                quantity: Some(100),
+                ..Default::default()
+            }
+        );
+        assert_eq!(f.billing(&T::Default), Billing::PerThousand(100));
+        assert_eq!(f.limited_quantity(&T::Default), Some(100));
+        assert_eq!(
+            form_of(&f),
+            pairs(&[("link", "https://x.y/p"), ("quantity", "100")])
+        );
+        // Fields of other types are ignored, not forwarded.
+        let g = ok(
+            &T::Default,
+            "link=https%3A%2F%2Fx.y%2Fp&quantity=100&comments=a&username=u&expiry=1/1/2030",
+        );
+        assert_eq!(f, g);
+    }
+
+    #[test]
+    fn default_with_drip_feed() {
+        let f = ok(
+            &T::Default,
+            "link=https%3A%2F%2Fx.y%2Fp&quantity=100&runs=5&interval=30",
+        );
+        assert_eq!(f.quantity, Some(100));
+        assert_eq!(
+            f.drip,
+            Some(Drip {
+                runs: 5,
+                interval: 30
+            })
+        );
+        // Quantity is per run: the limits apply to it, the bill is for all runs.
+        assert_eq!(f.billing(&T::Default), Billing::PerThousand(500));
+        assert_eq!(f.limited_quantity(&T::Default), Some(100));
+        assert_eq!(
+            form_of(&f),
+            pairs(&[
+                ("link", "https://x.y/p"),
+                ("quantity", "100"),
+                ("runs", "5"),
+                ("interval", "30"),
+            ])
+        );
+        // `undefined` and empty drip fields are no drip-feed (the Node SDK sends them).
+        for body in [
+            "link=l&quantity=100&runs=undefined&interval=undefined",
+            "link=l&quantity=100&runs=&interval=",
+        ] {
+            assert_eq!(ok(&T::Default, body).drip, None, "{body}");
+        }
+    }
+
+    #[test]
+    fn drip_feed_comes_whole_or_not_at_all() {
+        for body in [
+            "link=l&quantity=100&runs=5",
+            "link=l&quantity=100&interval=30",
+            "link=l&quantity=100&runs=5&interval=undefined",
+            "link=l&quantity=100&runs=&interval=30",
+        ] {
+            assert_eq!(
+                parse(&T::Default, body),
+                Err(ProtocolError::DripfeedIncomplete),
+                "{body}"
+            );
+        }
+        assert_eq!(
+            parse(&T::Default, "link=l&quantity=100&runs=0&interval=30"),
+            Err(ProtocolError::Invalid("runs"))
+        );
+        assert_eq!(
+            parse(&T::Default, "link=l&quantity=100&runs=2&interval=x"),
+            Err(ProtocolError::Invalid("interval"))
+        );
+        assert_eq!(
+            parse(&T::Default, "link=l&quantity=100&runs[]=2&interval=3"),
+            Err(ProtocolError::Invalid("runs"))
+        );
+        // Huge values do not overflow the bill.
+        let f = ok(
+            &T::Default,
+            "link=l&quantity=18446744073709551615&runs=2&interval=1",
+        );
+        assert_eq!(f.billing(&T::Default), Billing::PerThousand(u64::MAX));
+    }
+
+    #[test]
+    fn package() {
+        let f = ok(&T::Package, "link=https%3A%2F%2Fx.y%2Fp&quantity=100");
+        assert_eq!(
+            f,
+            OrderFields {
+                link: link(),
+                ..Default::default()
+            }
+        );
+        assert_eq!(f.billing(&T::Package), Billing::Package);
+        assert_eq!(f.limited_quantity(&T::Package), None);
+        assert_eq!(f.check_limits(&T::Package, 50, 100, false), Ok(()));
+        assert_eq!(form_of(&f), pairs(&[("link", "https://x.y/p")]));
+        assert_eq!(
+            parse(&T::Package, "quantity=1"),
+            Err(ProtocolError::Missing("link"))
+        );
+    }
+
+    #[test]
+    fn custom_comments() {
+        let f = ok(
+            &T::CustomComments,
+            "link=https%3A%2F%2Fx.y%2Fp&comments=Nice%21%0ASuper%0D%0A%0D%0A++%0Awow+%F0%9F%94%A5%0A",
+        );
+        assert_eq!(
+            f,
+            OrderFields {
+                link: link(),
+                comments: strings(&["Nice!", "Super", "wow 🔥"]),
+                ..Default::default()
+            }
+        );
+        assert_eq!(f.billing(&T::CustomComments), Billing::PerThousand(3));
+        assert_eq!(f.limited_quantity(&T::CustomComments), Some(3));
+        assert_eq!(
+            form_of(&f),
+            pairs(&[
+                ("link", "https://x.y/p"),
+                ("comments", "Nice!\nSuper\nwow 🔥")
+            ])
+        );
+        // A quantity does not change what is billed: the lines are the order.
+        let g = ok(&T::CustomComments, "link=l&comments=a%0Ab&quantity=1000");
+        assert_eq!(g.quantity, None);
+        assert_eq!(g.billing(&T::CustomComments), Billing::PerThousand(2));
+        for body in [
+            "link=l",
+            "link=l&comments=",
+            "link=l&comments=%0A%0D%0A+%0A",
+        ] {
+            assert_eq!(
+                parse(&T::CustomComments, body),
+                Err(ProtocolError::Missing("comments")),
+                "{body}"
+            );
+        }
+        assert_eq!(
+            parse(&T::CustomComments, "comments=a"),
+            Err(ProtocolError::Missing("link"))
+        );
+        // A lone `undefined` line is no comment (forwarded, it would mean "not given"); among
+        // others it is just a comment.
+        for body in [
+            "link=l&comments=undefined%0A",
+            "link=l&comments=%0D%0A+undefined",
+        ] {
+            assert_eq!(
+                parse(&T::CustomComments, body),
+                Err(ProtocolError::Missing("comments")),
+                "{body}"
+            );
+        }
+        assert_eq!(
+            ok(&T::CustomComments, "link=l&comments=undefined%0Aok").comments,
+            strings(&["undefined", "ok"])
+        );
+        // A JSON array of comments works too, and its elements may hold several lines.
+        let p = Params::parse_json(br#"{"link":"l","comments":["a","b\nc",""]}"#).unwrap();
+        let f = OrderFields::parse(&T::CustomComments, &p).unwrap();
+        assert_eq!(f.comments, strings(&["a", "b", "c"]));
+    }
+
+    #[test]
+    fn custom_comments_package() {
+        let f = ok(
+            &T::CustomCommentsPackage,
+            "link=https%3A%2F%2Fx.y%2Fp&comments=a%0Ab",
+        );
+        assert_eq!(
+            f,
+            OrderFields {
+                link: link(),
+                comments: strings(&["a", "b"]),
+                ..Default::default()
+            }
+        );
+        assert_eq!(f.billing(&T::CustomCommentsPackage), Billing::Package);
+        assert_eq!(f.limited_quantity(&T::CustomCommentsPackage), None);
+        assert_eq!(
+            parse(&T::CustomCommentsPackage, "link=l"),
+            Err(ProtocolError::Missing("comments"))
+        );
+    }
+
+    #[test]
+    fn mentions() {
+        let f = ok(
+            &T::Mentions,
+            "link=https%3A%2F%2Fx.y%2Fp&quantity=100&usernames=alice%0D%0Abob%0A",
+        );
+        assert_eq!(
+            f,
+            OrderFields {
+                link: link(),
+                quantity: Some(100),
+                usernames: strings(&["alice", "bob"]),
+                ..Default::default()
+            }
+        );
+        assert_eq!(f.billing(&T::Mentions), Billing::PerThousand(100));
+        assert_eq!(f.limited_quantity(&T::Mentions), Some(100));
+        assert_eq!(
+            form_of(&f),
+            pairs(&[
+                ("link", "https://x.y/p"),
+                ("quantity", "100"),
+                ("usernames", "alice\nbob"),
+            ])
+        );
+        assert_eq!(
+            parse(&T::Mentions, "link=l&quantity=100"),
+            Err(ProtocolError::Missing("usernames"))
+        );
+        assert_eq!(
+            parse(&T::Mentions, "link=l&usernames=a"),
+            Err(ProtocolError::Missing("quantity"))
+        );
+    }
+
+    #[test]
+    fn mentions_with_hashtags() {
+        let f = ok(
+            &T::MentionsWithHashtags,
+            "link=https%3A%2F%2Fx.y%2Fp&quantity=100&usernames=alice%0Abob&hashtags=%23one%0A%23two",
+        );
+        assert_eq!(
+            f,
+            OrderFields {
+                link: link(),
+                quantity: Some(100),
+                usernames: strings(&["alice", "bob"]),
+                hashtags: strings(&["#one", "#two"]),
+                ..Default::default()
+            }
+        );
+        assert_eq!(
+            f.billing(&T::MentionsWithHashtags),
+            Billing::PerThousand(100)
+        );
+        assert_eq!(
+            form_of(&f),
+            pairs(&[
+                ("link", "https://x.y/p"),
+                ("quantity", "100"),
+                ("usernames", "alice\nbob"),
+                ("hashtags", "#one\n#two"),
+            ])
+        );
+        assert_eq!(
+            parse(&T::MentionsWithHashtags, "link=l&quantity=100&usernames=a"),
+            Err(ProtocolError::Missing("hashtags"))
+        );
+    }
+
+    #[test]
+    fn mentions_custom_list() {
+        let f = ok(
+            &T::MentionsCustomList,
+            "link=https%3A%2F%2Fx.y%2Fp&usernames=alice%0Abob%0Acarol&quantity=5",
+        );
+        assert_eq!(
+            f,
+            OrderFields {
+                link: link(),
+                usernames: strings(&["alice", "bob", "carol"]),
+                ..Default::default()
+            }
+        );
+        assert_eq!(f.billing(&T::MentionsCustomList), Billing::PerThousand(3));
+        assert_eq!(f.limited_quantity(&T::MentionsCustomList), Some(3));
+        assert_eq!(
+            form_of(&f),
+            pairs(&[
+                ("link", "https://x.y/p"),
+                ("usernames", "alice\nbob\ncarol")
+            ])
+        );
+        assert_eq!(
+            parse(&T::MentionsCustomList, "link=l"),
+            Err(ProtocolError::Missing("usernames"))
+        );
+    }
+
+    #[test]
+    fn mentions_hashtag() {
+        let f = ok(
+            &T::MentionsHashtag,
+            "link=https%3A%2F%2Fx.y%2Fp&quantity=100&hashtag=%23sale",
+        );
+        assert_eq!(
+            f,
+            OrderFields {
+                link: link(),
+                quantity: Some(100),
+                hashtag: Some("#sale".into()),
+                ..Default::default()
+            }
+        );
+        assert_eq!(f.billing(&T::MentionsHashtag), Billing::PerThousand(100));
+        assert_eq!(
+            form_of(&f),
+            pairs(&[
+                ("link", "https://x.y/p"),
+                ("quantity", "100"),
+                ("hashtag", "#sale")
+            ])
+        );
+        assert_eq!(
+            parse(&T::MentionsHashtag, "link=l&quantity=100&hashtags=%23a"),
+            Err(ProtocolError::Missing("hashtag"))
+        );
+    }
+
+    #[test]
+    fn mentions_user_followers_and_comment_likes() {
+        for kind in [T::MentionsUserFollowers, T::CommentLikes] {
+            let f = ok(
+                &kind,
+                "link=https%3A%2F%2Fx.y%2Fp&quantity=100&username=+alice+",
+            );
+            assert_eq!(
+                f,
+                OrderFields {
+                    link: link(),
+                    quantity: Some(100),
+                    username: Some("alice".into()),
+                    ..Default::default()
+                },
+                "{kind:?}"
+            );
+            assert_eq!(f.billing(&kind), Billing::PerThousand(100));
+            assert_eq!(f.limited_quantity(&kind), Some(100));
+            assert_eq!(
+                form_of(&f),
+                pairs(&[
+                    ("link", "https://x.y/p"),
+                    ("quantity", "100"),
+                    ("username", "alice")
+                ])
+            );
+            assert_eq!(
+                parse(&kind, "link=l&quantity=100&usernames=a"),
+                Err(ProtocolError::Missing("username")),
+                "{kind:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn mentions_media_likers() {
+        let f = ok(
+            &T::MentionsMediaLikers,
+            "link=https%3A%2F%2Fx.y%2Fp&quantity=100&media=https%3A%2F%2Fx.y%2Fm",
+        );
+        assert_eq!(
+            f,
+            OrderFields {
+                link: link(),
+                quantity: Some(100),
+                media: Some("https://x.y/m".into()),
+                ..Default::default()
+            }
+        );
+        assert_eq!(
+            f.billing(&T::MentionsMediaLikers),
+            Billing::PerThousand(100)
+        );
+        assert_eq!(
+            form_of(&f),
+            pairs(&[
+                ("link", "https://x.y/p"),
+                ("quantity", "100"),
+                ("media", "https://x.y/m")
+            ])
+        );
+        assert_eq!(
+            parse(&T::MentionsMediaLikers, "link=l&quantity=100"),
+            Err(ProtocolError::Missing("media"))
+        );
+    }
+
+    #[test]
+    fn comment_replies() {
+        let f = ok(
+            &T::CommentReplies,
+            "link=https%3A%2F%2Fx.y%2Fp&username=alice&comments=yes%0D%0Ano%0D%0A",
+        );
+        assert_eq!(
+            f,
+            OrderFields {
+                link: link(),
+                username: Some("alice".into()),
+                comments: strings(&["yes", "no"]),
+                ..Default::default()
+            }
+        );
+        assert_eq!(f.billing(&T::CommentReplies), Billing::PerThousand(2));
+        assert_eq!(f.limited_quantity(&T::CommentReplies), Some(2));
+        assert_eq!(
+            form_of(&f),
+            pairs(&[
+                ("link", "https://x.y/p"),
+                ("comments", "yes\nno"),
+                ("username", "alice")
+            ])
+        );
+        assert_eq!(
+            parse(&T::CommentReplies, "link=l&comments=a"),
+            Err(ProtocolError::Missing("username"))
+        );
+        assert_eq!(
+            parse(&T::CommentReplies, "link=l&username=u"),
+            Err(ProtocolError::Missing("comments"))
+        );
+    }
+
+    #[test]
+    fn poll() {
+        let f = ok(
+            &T::Poll,
+            "link=https%3A%2F%2Fx.y%2Fp&quantity=100&answer_number=2",
+        );
+        assert_eq!(
+            f,
+            OrderFields {
+                link: link(),
+                quantity: Some(100),
+                answer_number: Some(2),
+                ..Default::default()
+            }
+        );
+        assert_eq!(f.billing(&T::Poll), Billing::PerThousand(100));
+        assert_eq!(
+            form_of(&f),
+            pairs(&[
+                ("link", "https://x.y/p"),
+                ("quantity", "100"),
+                ("answer_number", "2")
+            ])
+        );
+        assert_eq!(
+            parse(&T::Poll, "link=l&quantity=100"),
+            Err(ProtocolError::Missing("answer_number"))
+        );
+        for bad in ["0", "-1", "b", "1.5"] {
+            assert_eq!(
+                parse(
+                    &T::Poll,
+                    &format!("link=l&quantity=100&answer_number={bad}")
+                ),
+                Err(ProtocolError::Invalid("answer_number")),
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn invites_from_groups() {
+        let f = ok(
+            &T::InvitesFromGroups,
+            "link=https%3A%2F%2Fx.y%2Fp&quantity=100&groups=g1%0Ag2%0D%0Ag3",
+        );
+        assert_eq!(
+            f,
+            OrderFields {
+                link: link(),
+                quantity: Some(100),
+                groups: strings(&["g1", "g2", "g3"]),
+                ..Default::default()
+            }
+        );
+        // Billed by quantity, not by the number of groups.
+        assert_eq!(f.billing(&T::InvitesFromGroups), Billing::PerThousand(100));
+        assert_eq!(f.limited_quantity(&T::InvitesFromGroups), Some(100));
+        assert_eq!(
+            form_of(&f),
+            pairs(&[
+                ("link", "https://x.y/p"),
+                ("quantity", "100"),
+                ("groups", "g1\ng2\ng3")
+            ])
+        );
+        assert_eq!(
+            parse(&T::InvitesFromGroups, "link=l&quantity=100"),
+            Err(ProtocolError::Missing("groups"))
+        );
+    }
+
+    #[test]
+    fn web_traffic() {
+        let f = ok(&T::WebTraffic, "link=https%3A%2F%2Fx.y%2Fp&quantity=1000");
+        assert_eq!(
+            f,
+            OrderFields {
+                link: link(),
+                quantity: Some(1000),
+                ..Default::default()
+            }
+        );
+        let f = ok(
+            &T::WebTraffic,
+            "link=https%3A%2F%2Fx.y%2Fp&quantity=1000&runs=2&interval=60&country=US&device=5\
+             &type_of_traffic=1&google_keyword=buy+shoes",
+        );
+        assert_eq!(
+            f,
+            OrderFields {
+                link: link(),
+                quantity: Some(1000),
+                drip: Some(Drip {
+                    runs: 2,
+                    interval: 60
+                }),
+                country: Some("US".into()),
+                device: Some(5),
+                traffic: Some(Traffic::GoogleKeyword("buy shoes".into())),
+                ..Default::default()
+            }
+        );
+        assert_eq!(f.billing(&T::WebTraffic), Billing::PerThousand(2000));
+        assert_eq!(f.limited_quantity(&T::WebTraffic), Some(1000));
+        assert_eq!(
+            form_of(&f),
+            pairs(&[
+                ("link", "https://x.y/p"),
+                ("quantity", "1000"),
+                ("runs", "2"),
+                ("interval", "60"),
+                ("country", "US"),
+                ("device", "5"),
+                ("type_of_traffic", "1"),
+                ("google_keyword", "buy shoes"),
+            ])
+        );
+
+        let f = ok(
+            &T::WebTraffic,
+            "link=l&quantity=10&type_of_traffic=2&referring_url=https%3A%2F%2Fref.example%2F",
+        );
+        assert_eq!(
+            f.traffic,
+            Some(Traffic::Referrer("https://ref.example/".into()))
+        );
+        assert_eq!(
+            form_of(&f),
+            pairs(&[
+                ("link", "l"),
+                ("quantity", "10"),
+                ("type_of_traffic", "2"),
+                ("referring_url", "https://ref.example/"),
+            ])
+        );
+        // Blank traffic ignores keyword and referrer.
+        let f = ok(
+            &T::WebTraffic,
+            "link=l&quantity=10&type_of_traffic=3&google_keyword=k&referring_url=r",
+        );
+        assert_eq!(f.traffic, Some(Traffic::Blank));
+        assert_eq!(
+            form_of(&f),
+            pairs(&[("link", "l"), ("quantity", "10"), ("type_of_traffic", "3")])
+        );
+
+        for device in 1..=5 {
+            let f = ok(
+                &T::WebTraffic,
+                &format!("link=l&quantity=10&device={device}"),
+            );
+            assert_eq!(f.device, Some(device));
+        }
+        for bad in ["0", "6", "x", "-1", "1.0"] {
+            assert_eq!(
+                parse(&T::WebTraffic, &format!("link=l&quantity=10&device={bad}")),
+                Err(ProtocolError::Invalid("device")),
+                "{bad}"
+            );
+        }
+        for bad in ["0", "4", "google", "01"] {
+            assert_eq!(
+                parse(
+                    &T::WebTraffic,
+                    &format!("link=l&quantity=10&type_of_traffic={bad}")
+                ),
+                Err(ProtocolError::Invalid("type_of_traffic")),
+                "{bad}"
+            );
+        }
+        assert_eq!(
+            parse(&T::WebTraffic, "link=l&quantity=10&type_of_traffic=1"),
+            Err(ProtocolError::Missing("google_keyword"))
+        );
+        assert_eq!(
+            parse(
+                &T::WebTraffic,
+                "link=l&quantity=10&type_of_traffic=2&google_keyword=k"
+            ),
+            Err(ProtocolError::Missing("referring_url"))
+        );
+        assert_eq!(
+            parse(&T::WebTraffic, "link=l&quantity=10&runs=3"),
+            Err(ProtocolError::DripfeedIncomplete)
+        );
+        assert_eq!(
+            parse(&T::WebTraffic, "link=l&quantity=10&country[]=US"),
+            Err(ProtocolError::Invalid("country"))
+        );
+    }
+
+    #[test]
+    fn subscriptions() {
+        let f = ok(&T::Subscriptions, "username=alice&min=100&max=200");
+        assert_eq!(
+            f,
+            OrderFields {
+                username: Some("alice".into()),
+                min: Some(100),
+                max: Some(200),
+                ..Default::default()
+            }
+        );
+        assert_eq!(f.billing(&T::Subscriptions), Billing::PerPost);
+        assert_eq!(f.limited_quantity(&T::Subscriptions), Some(200));
+        assert_eq!(
+            form_of(&f),
+            pairs(&[("username", "alice"), ("min", "100"), ("max", "200")])
+        );
+
+        // No link: a link sent anyway is not forwarded.
+        let f = ok(
+            &T::Subscriptions,
+            "link=l&username=alice&min=100&max=100&posts=10&old_posts=0&delay=30&expiry=31%2F12%2F2030&quantity=5",
+        );
+        assert_eq!(
+            f,
+            OrderFields {
+                username: Some("alice".into()),
+                min: Some(100),
+                max: Some(100),
+                posts: Some(10),
+                old_posts: Some(0),
+                delay: Some(30),
+                expiry: Some("31/12/2030".into()),
+                ..Default::default()
+            }
+        );
+        assert_eq!(
+            form_of(&f),
+            pairs(&[
+                ("username", "alice"),
+                ("min", "100"),
+                ("max", "100"),
+                ("posts", "10"),
+                ("old_posts", "0"),
+                ("delay", "30"),
+                ("expiry", "31/12/2030"),
+            ])
+        );
+
+        for delay in DELAYS {
+            let f = ok(
+                &T::Subscriptions,
+                &format!("username=u&min=1&max=2&delay={delay}"),
+            );
+            assert_eq!(f.delay, Some(delay));
+        }
+        for bad in ["1", "45", "601", "660", "-5", "x", "30.0"] {
+            assert_eq!(
+                parse(
+                    &T::Subscriptions,
+                    &format!("username=u&min=1&max=2&delay={bad}")
+                ),
+                Err(ProtocolError::Invalid("delay")),
+                "{bad}"
+            );
+        }
+        for good in [
+            "1/1/2030",
+            "01/01/2030",
+            "29/02/2028",
+            "31/01/2030",
+            "30/04/2030",
+        ] {
+            let f = ok(
+                &T::Subscriptions,
+                &format!("username=u&min=1&max=2&expiry={good}"),
+            );
+            assert_eq!(f.expiry.as_deref(), Some(good));
+        }
+        for bad in [
+            "2030-12-31",
+            "12/31/2030",
+            "31/12/30",
+            "0/1/2030",
+            "1/0/2030",
+            "32/1/2030",
+            "001/1/2030",
+            "1/1/1999",
+            "1/1/2030/1",
+            "a/b/cdef",
+            "31/04/2030",
+            "30/02/2028",
+            "29/02/2030",
+            "29/02/2100",
+        ] {
+            assert_eq!(
+                parse(
+                    &T::Subscriptions,
+                    &format!("username=u&min=1&max=2&expiry={bad}")
+                ),
+                Err(ProtocolError::Invalid("expiry")),
+                "{bad}"
+            );
+        }
+        assert_eq!(
+            parse(&T::Subscriptions, "min=1&max=2"),
+            Err(ProtocolError::Missing("username"))
+        );
+        assert_eq!(
+            parse(&T::Subscriptions, "username=u&max=2"),
+            Err(ProtocolError::Missing("min"))
+        );
+        assert_eq!(
+            parse(&T::Subscriptions, "username=u&min=2"),
+            Err(ProtocolError::Missing("max"))
+        );
+        assert_eq!(
+            parse(&T::Subscriptions, "username=u&min=0&max=2"),
+            Err(ProtocolError::Invalid("min"))
+        );
+        assert_eq!(
+            parse(&T::Subscriptions, "username=u&min=1&max=x"),
+            Err(ProtocolError::Invalid("max"))
+        );
+        assert_eq!(
+            parse(&T::Subscriptions, "username=u&min=3&max=2"),
+            Err(ProtocolError::Invalid("min: it is above max"))
+        );
+        assert_eq!(
+            parse(&T::Subscriptions, "username=u&min=1&max=2&posts=-1"),
+            Err(ProtocolError::Invalid("posts"))
+        );
+        assert_eq!(
+            parse(&T::Subscriptions, "username=u&min=1&max=2&old_posts=many"),
+            Err(ProtocolError::Invalid("old_posts"))
+        );
+    }
+
+    #[test]
+    fn unknown_types_are_not_ordered() {
+        assert_eq!(
+            parse(&T::Other("Drip".into()), "link=l&quantity=100"),
+            Err(ProtocolError::IncorrectServiceId)
+        );
+    }
+
+    #[test]
+    fn link_and_quantity_are_required_where_the_type_takes_them() {
+        let with_quantity = [
+            T::Default,
+            T::Mentions,
+            T::MentionsWithHashtags,
+            T::MentionsHashtag,
+            T::MentionsUserFollowers,
+            T::MentionsMediaLikers,
+            T::CommentLikes,
+            T::Poll,
+            T::InvitesFromGroups,
+            T::WebTraffic,
+        ];
+        for kind in ServiceType::ALL {
+            if kind != T::Subscriptions {
+                for body in [
+                    "quantity=100",
+                    "link=&quantity=100",
+                    "link=undefined",
+                    "link=+",
+                ] {
+                    assert_eq!(
+                        parse(&kind, body),
+                        Err(ProtocolError::Missing("link")),
+                        "{kind:?} {body}"
+                    );
+                }
+            }
+            if with_quantity.contains(&kind) {
+                assert_eq!(
+                    parse(&kind, "link=l"),
+                    Err(ProtocolError::Missing("quantity")),
+                    "{kind:?}"
+                );
+                assert_eq!(
+                    parse(&kind, "link=l&quantity=undefined"),
+                    Err(ProtocolError::Missing("quantity")),
+                    "{kind:?}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn bad_quantities() {
+        for bad in [
+            "0",
+            "-1",
+            "1.5",
+            "abc",
+            "1e3",
+            "%2B5",
+            "0x10",
+            "1%2C000",
+            "18446744073709551616",
+        ] {
+            assert_eq!(
+                parse(&T::Default, &format!("link=l&quantity={bad}")),
+                Err(ProtocolError::Invalid("quantity")),
+                "{bad}"
+            );
+        }
+        assert_eq!(
+            parse(&T::Default, "link=l&quantity[]=5"),
+            Err(ProtocolError::Invalid("quantity"))
+        );
+        // Padding is trimmed; leading zeros are still the number.
+        assert_eq!(ok(&T::Default, "link=l&quantity=+100+").quantity, Some(100));
+        assert_eq!(ok(&T::Default, "link=l&quantity=0100").quantity, Some(100));
+        // JSON numbers and strings alike.
+        for body in [
+            &br#"{"link":"l","quantity":100}"#[..],
+            br#"{"link":"l","quantity":"100"}"#,
+        ] {
+            let p = Params::parse_json(body).unwrap();
+            assert_eq!(
+                OrderFields::parse(&T::Default, &p).unwrap().quantity,
+                Some(100)
+            );
+        }
+        for body in [
+            &br#"{"link":"l","quantity":1.5}"#[..],
+            br#"{"link":"l","quantity":-1}"#,
+            br#"{"link":"l","quantity":true}"#,
+        ] {
+            let p = Params::parse_json(body).unwrap();
+            let r = OrderFields::parse(&T::Default, &p);
+            // `true` reads as 1, which is a quantity; the others are not.
+            if body.ends_with(b"true}") {
+                assert_eq!(r.map(|f| f.quantity), Ok(Some(1)));
+            } else {
+                assert_eq!(r, Err(ProtocolError::Invalid("quantity")));
+            }
+        }
+    }
+
+    #[test]
+    fn lines_split_on_lf_and_crlf_and_drop_blanks() {
+        assert_eq!(split_lines("a\nb\r\nc"), ["a", "b", "c"]);
+        assert_eq!(split_lines("\r\n\r\na\r\n\r\n"), ["a"]);
+        assert_eq!(split_lines("  a  \n\t\n b"), ["a", "b"]);
+        assert_eq!(split_lines(""), Vec::<String>::new());
+        assert_eq!(split_lines("\n\r\n \n"), Vec::<String>::new());
+        // A lone CR is not a line break.
+        assert_eq!(split_lines("a\rb"), ["a\rb"]);
+    }
+
+    #[test]
+    fn limits() {
+        let f = ok(&T::Default, "link=l&quantity=49");
+        assert_eq!(
+            f.check_limits(&T::Default, 50, 10000, true),
+            Err(ProtocolError::QuantityBelowMin(50))
+        );
+        assert_eq!(
+            ProtocolError::QuantityBelowMin(50).to_string(),
+            "Quantity less than minimal 50"
+        );
+        let f = ok(&T::Default, "link=l&quantity=10001");
+        assert_eq!(
+            f.check_limits(&T::Default, 50, 10000, true),
+            Err(ProtocolError::QuantityAboveMax(10000))
+        );
+        assert_eq!(
+            ProtocolError::QuantityAboveMax(10000).to_string(),
+            "Quantity more than maximum 10000"
+        );
+        for q in [50, 10000] {
+            let f = ok(&T::Default, &format!("link=l&quantity={q}"));
+            assert_eq!(f.check_limits(&T::Default, 50, 10000, false), Ok(()));
+        }
+
+        // Drip-feed: allowed only where the service offers it; limits apply per run.
+        let f = ok(&T::Default, "link=l&quantity=5000&runs=10&interval=5");
+        assert_eq!(
+            f.check_limits(&T::Default, 50, 10000, false),
+            Err(ProtocolError::DripfeedDisabled)
+        );
+        assert_eq!(
+            ProtocolError::DripfeedDisabled.to_string(),
+            "Drip-feed is disabled for this service"
+        );
+        assert_eq!(f.check_limits(&T::Default, 50, 10000, true), Ok(()));
+        // The drip-feed refusal comes before the quantity check.
+        let f = ok(&T::Default, "link=l&quantity=1&runs=10&interval=5");
+        assert_eq!(
+            f.check_limits(&T::Default, 50, 10000, false),
+            Err(ProtocolError::DripfeedDisabled)
+        );
+
+        // Lines are what is limited for comment lists.
+        let f = ok(&T::CustomComments, "link=l&comments=a%0Ab%0Ac");
+        assert_eq!(
+            f.check_limits(&T::CustomComments, 5, 100, false),
+            Err(ProtocolError::QuantityBelowMin(5))
+        );
+        assert_eq!(f.check_limits(&T::CustomComments, 3, 3, false), Ok(()));
+        assert_eq!(
+            f.check_limits(&T::CustomComments, 1, 2, false),
+            Err(ProtocolError::QuantityAboveMax(2))
+        );
+        let f = ok(&T::MentionsCustomList, "link=l&usernames=a%0Ab%0Ac");
+        assert_eq!(
+            f.check_limits(&T::MentionsCustomList, 10, 100, false),
+            Err(ProtocolError::QuantityBelowMin(10))
+        );
+        // Packages have no quantity to limit.
+        let f = ok(&T::CustomCommentsPackage, "link=l&comments=a");
+        assert_eq!(
+            f.check_limits(&T::CustomCommentsPackage, 10, 100, false),
+            Ok(())
+        );
+
+        // Subscriptions: both ends of the per-post range must be within the service's.
+        let sub = |min: u64, max: u64| {
+            ok(
+                &T::Subscriptions,
+                &format!("username=u&min={min}&max={max}"),
+            )
+        };
+        assert_eq!(
+            sub(50, 10000).check_limits(&T::Subscriptions, 50, 10000, false),
+            Ok(())
+        );
+        assert_eq!(
+            sub(100, 20000).check_limits(&T::Subscriptions, 50, 10000, false),
+            Err(ProtocolError::QuantityAboveMax(10000))
+        );
+        assert_eq!(
+            sub(10, 20).check_limits(&T::Subscriptions, 50, 10000, false),
+            Err(ProtocolError::QuantityBelowMin(50))
+        );
+        assert_eq!(
+            sub(1, 100).check_limits(&T::Subscriptions, 50, 10000, false),
+            Err(ProtocolError::QuantityBelowMin(50))
+        );
+    }
+
+    #[test]
+    fn to_form_forwards_exactly_what_parse_read() {
+        // Every type's form parses back, under the same type, to the same fields.
+        let bodies: [(ServiceType, &str); 16] = [
+            (T::Default, "link=l&quantity=10&runs=2&interval=3"),
+            (T::Package, "link=l"),
+            (T::CustomComments, "link=l&comments=a%0D%0Ab"),
+            (T::CustomCommentsPackage, "link=l&comments=a%0Ab"),
+            (T::Mentions, "link=l&quantity=1&usernames=a%0Ab"),
+            (
+                T::MentionsWithHashtags,
+                "link=l&quantity=1&usernames=a&hashtags=%23b",
+            ),
+            (T::MentionsCustomList, "link=l&usernames=a%0Ab"),
+            (T::MentionsHashtag, "link=l&quantity=1&hashtag=h"),
+            (T::MentionsUserFollowers, "link=l&quantity=1&username=u"),
+            (T::MentionsMediaLikers, "link=l&quantity=1&media=m"),
+            (T::CommentLikes, "link=l&quantity=1&username=u"),
+            (T::CommentReplies, "link=l&username=u&comments=c"),
+            (T::Poll, "link=l&quantity=1&answer_number=3"),
+            (T::InvitesFromGroups, "link=l&quantity=1&groups=g%0Ah"),
+            (
+                T::WebTraffic,
+                "link=l&quantity=1&country=DE&device=2&type_of_traffic=2&referring_url=r",
+            ),
+            (
+                T::Subscriptions,
+                "username=u&min=1&max=2&posts=3&old_posts=4&delay=600&expiry=1%2F2%2F2030",
+            ),
+        ];
+        for (kind, body) in bodies {
+            let f = ok(&kind, body);
+            let mut p = Params::default();
+            for (name, value) in f.to_form() {
+                assert!(!p.contains(name), "{kind:?}: {name} twice");
+                p.insert(name, value);
+            }
+            assert_eq!(OrderFields::parse(&kind, &p), Ok(f.clone()), "{kind:?}");
+            // Exactly the parameters of the request, nothing more.
+            let sent: Vec<&str> = body
+                .split('&')
+                .map(|kv| kv.split('=').next().unwrap())
+                .collect();
+            let forwarded: Vec<&str> = f.to_form().iter().map(|(k, _)| *k).collect();
+            let mut a = sent.clone();
+            let mut b = forwarded.clone();
+            a.sort_unstable();
+            b.sort_unstable();
+            assert_eq!(a, b, "{kind:?}");
+        }
+    }
 }

@@ -161,11 +161,12 @@ impl Params {
         self.map.contains_key(name)
     }
 
-    /// A plain text parameter, trimmed. An array where one value belongs is malformed.
+    /// A plain text parameter, trimmed; blank or `undefined` once trimmed is not given. An
+    /// array where one value belongs is malformed.
     pub fn text(&self, name: &str) -> Result<Option<&str>, ProtocolError> {
         match self.map.get(name) {
             None => Ok(None),
-            Some(Value::One(text)) => Ok(Some(text.trim()).filter(|t| !t.is_empty())),
+            Some(Value::One(text)) => Ok(Some(text.trim()).filter(|t| is_present(t))),
             Some(Value::List(_)) => Err(ProtocolError::IncorrectRequest),
         }
     }
@@ -449,6 +450,10 @@ mod tests {
         let p = form("link=++&quantity=+100+");
         assert_eq!(p.text("link"), Ok(None));
         assert_eq!(p.text("quantity"), Ok(Some("100")));
+        // ... and so is `undefined` once trimmed: it could not be forwarded as a value.
+        let p = form("link=+undefined+&username=%0Aundefined%0A");
+        assert_eq!(p.text("link"), Ok(None));
+        assert_eq!(p.text("username"), Ok(None));
         // `Undefined` is a value: only the exact spelling the Node SDK sends is special.
         assert_eq!(form("x=Undefined").text("x"), Ok(Some("Undefined")));
         // `insert` follows the same rule.

@@ -299,6 +299,76 @@ mod tests {
     }
 
     #[test]
+    fn actions_in_every_request_shape() {
+        let json = |s: &str| Action::parse(&Params::parse_json(s.as_bytes()).unwrap());
+        assert_eq!(
+            json(r#"{"action":"add","service":7}"#),
+            Ok(Action::Add { service: 7 })
+        );
+        assert_eq!(
+            json(r#"{"action":"add","service":"7"}"#),
+            Ok(Action::Add { service: 7 })
+        );
+        assert_eq!(
+            json(r#"{"action":"add","service":7.5}"#),
+            Err(ProtocolError::IncorrectServiceId)
+        );
+        assert_eq!(
+            json(r#"{"action":"status","orders":[1,"2",3]}"#),
+            Ok(Action::Status(Ids::Many(vec![1, 2, 3])))
+        );
+        assert_eq!(
+            json(r#"{"action":"status","order":5}"#),
+            Ok(Action::Status(Ids::One(5)))
+        );
+        assert_eq!(
+            json(r#"{"action":"cancel","orders":"4,5"}"#),
+            Ok(Action::Cancel(vec![4, 5]))
+        );
+        assert_eq!(
+            json(r#"{"action":"status","orders":[]}"#),
+            Err(ProtocolError::IncorrectOrderId)
+        );
+        assert_eq!(
+            json(r#"{"action":["status"]}"#),
+            Err(ProtocolError::IncorrectRequest)
+        );
+        // Action names in any case, padded; `multi_cancel` too.
+        assert_eq!(action("action=+Balance+"), Ok(Action::Balance));
+        assert_eq!(action("action=SERVICES"), Ok(Action::Services));
+        assert_eq!(
+            action("action=multi_cancel&orders[]=3&orders[]=1"),
+            Ok(Action::Cancel(vec![3, 1]))
+        );
+        // `undefined` is not an action, and an unset plural falls back to the singular.
+        assert_eq!(
+            action("action=undefined"),
+            Err(ProtocolError::IncorrectRequest)
+        );
+        assert_eq!(
+            action("action=status&orders=undefined&order=6"),
+            Ok(Action::Status(Ids::One(6)))
+        );
+        // A comma list in the singular `order` answers in the multi shape.
+        assert_eq!(
+            action("action=status&order=1%2C2"),
+            Ok(Action::Status(Ids::Many(vec![1, 2])))
+        );
+        assert_eq!(
+            action("action=refill_status&refills[0]=8&refills[1]=8"),
+            Ok(Action::RefillStatus(Ids::Many(vec![8])))
+        );
+        assert_eq!(
+            action("action=refill&order=-2"),
+            Err(ProtocolError::IncorrectOrderId)
+        );
+        assert_eq!(
+            action("action=status&orders=18446744073709551616"),
+            Err(ProtocolError::IncorrectOrderId)
+        );
+    }
+
+    #[test]
     fn key_from_parameter_or_header() {
         let p = form("key=abc&action=balance");
         assert_eq!(api_key(&p, Some("hdr")), Some("abc"));
