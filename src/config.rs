@@ -154,7 +154,18 @@ struct RawUpstream {
     timeout: Option<Span>,
     connect_timeout: Option<Span>,
     max_concurrency: Option<usize>,
+    rate_limit: Option<u32>,
+    retries: Option<u32>,
+    #[serde(default)]
+    breaker: RawBreaker,
     simulate: Option<SimulatorSection>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawBreaker {
+    failures: Option<u32>,
+    cooldown: Option<Span>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -272,6 +283,14 @@ pub struct UpstreamConfig {
     pub timeout: Duration,
     pub connect_timeout: Duration,
     pub max_concurrency: usize,
+    /// Requests per second we allow ourselves to send it (upstreams rate-limit their users).
+    pub rate_limit: Option<u32>,
+    /// Extra attempts for idempotent calls (services, status, balance, refill_status).
+    pub retries: u32,
+    /// Transport failures in a row that open the circuit.
+    pub breaker_failures: u32,
+    /// How long an open circuit fails fast before one probe is let through.
+    pub breaker_cooldown: Duration,
     pub simulate: Option<SimulatorSection>,
 }
 
@@ -447,6 +466,11 @@ fn validate(raw: RawConfig, path: &Path, base: &Path) -> Result<Config, String> 
                 ));
             }
         }
+        if u.rate_limit == Some(0) || u.breaker.failures == Some(0) {
+            return Err(format!(
+                "{at}: rate_limit and breaker.failures must be above 0"
+            ));
+        }
         upstreams.push(UpstreamConfig {
             name: u.name,
             url,
@@ -456,6 +480,10 @@ fn validate(raw: RawConfig, path: &Path, base: &Path) -> Result<Config, String> 
             timeout,
             connect_timeout,
             max_concurrency,
+            rate_limit: u.rate_limit,
+            retries: u.retries.unwrap_or(2),
+            breaker_failures: u.breaker.failures.unwrap_or(5),
+            breaker_cooldown: u.breaker.cooldown.map_or(Duration::from_secs(10), |s| s.0),
             simulate,
         });
     }

@@ -26,6 +26,7 @@ pub struct Metrics {
     pub upstream_requests: IntCounterVec,
     pub upstream_seconds: HistogramVec,
     pub upstream_healthy: IntGaugeVec,
+    pub upstream_breaker: IntGaugeVec,
     pub upstream_balance: GaugeVec,
     pub catalog_lookups: IntCounterVec,
     pub catalog_refreshes: IntCounterVec,
@@ -117,10 +118,16 @@ impl Metrics {
                 "Duration of calls to upstream panels.",
                 &["upstream", "action"],
             ),
+            upstream_breaker: gauge(
+                &r,
+                "panelgate_upstream_breaker_state",
+                "Circuit breaker per upstream: 0 closed, 1 half-open (probing), 2 open (failing fast).",
+                &["upstream"],
+            ),
             upstream_healthy: gauge(
                 &r,
                 "panelgate_upstream_healthy",
-                "1 while an upstream answers, 0 after consecutive transport failures.",
+                "1 while an upstream's circuit breaker is closed (it answers), else 0.",
                 &["upstream"],
             ),
             upstream_balance: float_gauge(

@@ -8,11 +8,14 @@
 //! - [`AddOutcome::Unknown`]: written, then no usable reply: it may exist upstream, so it is
 //!   never sent again automatically.
 
+pub mod breaker;
+
+use std::num::NonZeroU32;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
+use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use http::header::{CONTENT_TYPE, USER_AGENT};
 use http::{Request, StatusCode};
 use http_body_util::{BodyExt, Full, Limited};
@@ -21,6 +24,8 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use tokio::sync::Semaphore;
+
+use breaker::Breaker;
 
 use crate::config::{Secret, UpstreamConfig};
 use crate::metrics::Metrics;
@@ -91,8 +96,8 @@ pub enum AddOutcome {
 
 type HttpClient = Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
 
-/// Consecutive transport failures after which an upstream counts as unhealthy.
-const UNHEALTHY_AFTER: u32 = 3;
+/// Why a call was not sent while the circuit is open.
+const CIRCUIT_OPEN: &str = "circuit open: the upstream has been failing";
 
 /// One upstream panel.
 pub struct Upstream {
@@ -103,8 +108,13 @@ pub struct Upstream {
     permits: Semaphore,
     client: HttpClient,
     metrics: Arc<Metrics>,
-    /// Transport failures in a row (an explicit refusal is an answer, not a failure).
-    failures: AtomicU32,
+    breaker: Breaker,
+    /// Our own pace towards it, if the config sets one.
+    pace: Option<DefaultDirectRateLimiter>,
+    retries: u32,
+    /// Retries are capped per upstream (2 a second, bursts of 10), so that a struggling
+    /// upstream is not hammered by our retries on top of our traffic.
+    retry_budget: DefaultDirectRateLimiter,
 }
 
 impl std::fmt::Debug for Upstream {
@@ -133,6 +143,7 @@ impl Upstream {
             .pool_idle_timeout(Duration::from_secs(60))
             .pool_max_idle_per_host(cfg.max_concurrency)
             .build(https);
+        let per_second = |n: u32| Quota::per_second(NonZeroU32::new(n).unwrap_or(NonZeroU32::MIN));
         Upstream {
             name: cfg.name.clone(),
             url: cfg.url.clone(),
@@ -141,48 +152,84 @@ impl Upstream {
             permits: Semaphore::new(cfg.max_concurrency),
             client,
             metrics,
-            failures: AtomicU32::new(0),
+            breaker: Breaker::new(cfg.breaker_failures, cfg.breaker_cooldown),
+            pace: cfg.rate_limit.map(|n| RateLimiter::direct(per_second(n))),
+            retries: cfg.retries,
+            retry_budget: RateLimiter::direct(
+                per_second(2).allow_burst(NonZeroU32::new(10).unwrap_or(NonZeroU32::MIN)),
+            ),
         }
     }
 
-    /// Whether the upstream has been answering (fewer than a few transport failures in a row).
+    /// Whether its circuit is closed (it has been answering).
     pub fn is_healthy(&self) -> bool {
-        self.failures.load(Ordering::Relaxed) < UNHEALTHY_AFTER
+        self.breaker.state() == breaker::State::Closed
     }
 
-    /// [`Upstream::exchange`], measured: every call is counted by outcome and timed, and its
-    /// outcome feeds the upstream's health.
+    pub fn breaker_state(&self) -> breaker::State {
+        self.breaker.state()
+    }
+
+    /// One call through the breaker, measured: counted by outcome, timed, and its outcome fed
+    /// to the breaker. An explicit refusal is an answer, not a failure.
     async fn call(
         &self,
         action: &'static str,
         fields: &[(&str, String)],
     ) -> Result<Bytes, CallError> {
         let started = std::time::Instant::now();
-        let result = self.exchange(action, fields).await;
+        let result = if self.breaker.admit() {
+            let result = self.exchange(action, fields).await;
+            self.breaker
+                .record(matches!(result, Ok(_) | Err(CallError::Refused(_))));
+            result
+        } else {
+            Err(CallError::NotSent(CIRCUIT_OPEN.into()))
+        };
         let outcome = match &result {
             Ok(_) => "ok",
             Err(e) => e.kind(),
         };
-        self.metrics
-            .upstream_requests
+        let m = &self.metrics;
+        m.upstream_requests
             .with_label_values(&[&self.name, action, outcome])
             .inc();
-        self.metrics
-            .upstream_seconds
+        m.upstream_seconds
             .with_label_values(&[&self.name, action])
             .observe(started.elapsed().as_secs_f64());
-        let failures = match &result {
-            Ok(_) | Err(CallError::Refused(_)) => {
-                self.failures.store(0, Ordering::Relaxed);
-                0
-            }
-            Err(_) => self.failures.fetch_add(1, Ordering::Relaxed) + 1,
-        };
-        self.metrics
-            .upstream_healthy
+        let state = self.breaker.state();
+        m.upstream_healthy
             .with_label_values(&[&self.name])
-            .set(i64::from(failures < UNHEALTHY_AFTER));
+            .set(i64::from(state == breaker::State::Closed));
+        m.upstream_breaker
+            .with_label_values(&[&self.name])
+            .set(state.gauge());
         result
+    }
+
+    /// A call that is safe to repeat, retried with backoff after transport failures, within the
+    /// upstream's retry budget. Never used for `add`, `refill` or `cancel`.
+    async fn call_idempotent(
+        &self,
+        action: &'static str,
+        fields: &[(&str, String)],
+    ) -> Result<Bytes, CallError> {
+        let mut attempt = 0;
+        loop {
+            let result = self.call(action, fields).await;
+            let retryable = match &result {
+                Err(CallError::NotSent(why)) => why != CIRCUIT_OPEN,
+                Err(CallError::Unknown(_) | CallError::Timeout(_) | CallError::Unreadable(_)) => {
+                    true
+                }
+                Ok(_) | Err(CallError::Refused(_)) => false,
+            };
+            if !retryable || attempt >= self.retries || self.retry_budget.check().is_err() {
+                return result;
+            }
+            tokio::time::sleep(Duration::from_millis(50 << attempt.min(6))).await;
+            attempt += 1;
+        }
     }
 
     /// Sends one action and returns the reply body of a 2xx answer, or a JSON error body of
@@ -198,11 +245,19 @@ impl Upstream {
             .header(USER_AGENT, concat!("panelgate/", env!("CARGO_PKG_VERSION")))
             .body(Full::new(Bytes::from(body)))
             .map_err(|e| CallError::NotSent(format!("building the request: {e}")))?;
-        // Waiting for a slot writes nothing, so running out of time here is "not sent".
+        // Waiting for a slot or for our pace writes nothing, so running out of time here is
+        // "not sent".
         let _permit = tokio::time::timeout(self.timeout, self.permits.acquire())
             .await
             .map_err(|_| CallError::NotSent("no free connection slot in time".into()))?
             .map_err(|_| CallError::NotSent("upstream client closed".into()))?;
+        if let Some(pace) = &self.pace {
+            tokio::time::timeout(self.timeout, pace.until_ready())
+                .await
+                .map_err(|_| {
+                    CallError::NotSent("our rate limit towards it left no room in time".into())
+                })?;
+        }
         let exchange = async {
             let response = self.client.request(request).await.map_err(|e| {
                 if e.is_connect() {
@@ -239,11 +294,15 @@ impl Upstream {
     }
 
     pub async fn services(&self) -> Result<ServiceList, CallError> {
-        Ok(lenient::services(&self.call("services", &[]).await?)?)
+        Ok(lenient::services(
+            &self.call_idempotent("services", &[]).await?,
+        )?)
     }
 
     pub async fn balance(&self) -> Result<Balance, CallError> {
-        Ok(lenient::balance(&self.call("balance", &[]).await?)?)
+        Ok(lenient::balance(
+            &self.call_idempotent("balance", &[]).await?,
+        )?)
     }
 
     /// Places an order. Never retried here: see [`AddOutcome`].
@@ -275,7 +334,9 @@ impl Upstream {
     /// Multi-status of up to 100 upstream order ids.
     pub async fn statuses(&self, ids: &[u64]) -> Result<MultiStatus, CallError> {
         Ok(lenient::multi_status(
-            &self.call("status", &[("orders", join(ids))]).await?,
+            &self
+                .call_idempotent("status", &[("orders", join(ids))])
+                .await?,
         )?)
     }
 
@@ -288,7 +349,7 @@ impl Upstream {
     pub async fn refill_statuses(&self, ids: &[u64]) -> Result<MultiRefillStatus, CallError> {
         Ok(lenient::multi_refill_status(
             &self
-                .call("refill_status", &[("refills", join(ids))])
+                .call_idempotent("refill_status", &[("refills", join(ids))])
                 .await?,
         )?)
     }

@@ -108,12 +108,14 @@ upstreams:
     url: "{alpha}"
     key: "{ALPHA_KEY}"
     timeout: 3s
+    breaker: {{ failures: 3, cooldown: 300ms }}
   - name: beta
     url: "{beta}"
     key: "{BETA_KEY}"
     currency: EUR
     fx: "1.1"
     timeout: 3s
+    breaker: {{ failures: 3, cooldown: 300ms }}
 services:
   - id: 1
     upstream: alpha
