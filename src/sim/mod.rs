@@ -282,9 +282,6 @@ impl Handler for Simulator {
             .read()
             .unwrap_or_else(PoisonError::into_inner)
             .plan(&action, &self.rng);
-        if let Some(delay) = plan.delay {
-            tokio::time::sleep(delay).await;
-        }
         if plan.http500 {
             let mut r = server::json_reply(
                 StatusCode::INTERNAL_SERVER_ERROR,
@@ -309,7 +306,12 @@ impl Handler for Simulator {
         if let Some(text) = plan.error {
             return server::ok(reply::error_bytes(&text)).into();
         }
+        // A slow panel acts at once and answers late, as one that took the order and then
+        // stalled: a client that gives up waiting leaves an order behind it.
         let reply = self.answer(&api);
+        if let Some(delay) = plan.delay {
+            tokio::time::sleep(delay).await;
+        }
         if plan.hangup {
             return Answer::Hangup;
         }

@@ -63,6 +63,7 @@ pub struct Options {
     pub catalog_ttl: &'static str,
     pub extra: &'static str,
     pub alpha_speed: f64,
+    pub upstream_timeout: &'static str,
 }
 
 impl Default for Options {
@@ -73,6 +74,7 @@ impl Default for Options {
             catalog_ttl: "5m",
             extra: "",
             alpha_speed: 100_000.0,
+            upstream_timeout: "3s",
         }
     }
 }
@@ -107,14 +109,14 @@ upstreams:
   - name: alpha
     url: "{alpha}"
     key: "{ALPHA_KEY}"
-    timeout: 3s
+    timeout: {timeout}
     breaker: {{ failures: 3, cooldown: 300ms }}
   - name: beta
     url: "{beta}"
     key: "{BETA_KEY}"
     currency: EUR
     fx: "1.1"
-    timeout: 3s
+    timeout: {timeout}
     breaker: {{ failures: 3, cooldown: 300ms }}
 services:
   - id: 1
@@ -151,6 +153,7 @@ catalog:
         sync = o.sync_interval,
         ttl = o.catalog_ttl,
         extra = o.extra,
+        timeout = o.upstream_timeout,
     )
 }
 
