@@ -35,6 +35,8 @@ pub enum StartError {
     Simulator { name: String, message: String },
     #[error("client {name}: {source}")]
     Client { name: String, source: StoreError },
+    #[error("tls: {0}")]
+    Tls(String),
 }
 
 /// Opens the store a config names and brings its schema up to date.
@@ -58,7 +60,12 @@ pub struct Running {
 
 impl Running {
     pub fn url(&self) -> String {
-        format!("http://{}/api/v2", self.addr)
+        let scheme = if self.gateway.cfg.tls.is_some() {
+            "https"
+        } else {
+            "http"
+        };
+        format!("{scheme}://{}/api/v2", self.addr)
     }
 
     /// Stops accepting, finishes in-flight requests (within the grace period), stops the
@@ -136,6 +143,10 @@ pub async fn start(cfg: Config) -> Result<Running, StartError> {
         metrics_addr = Some(metrics_listener.local_addr().map_err(listen_err)?);
         listeners.push((metrics_listener, false));
     }
+    let tls = match &cfg.tls {
+        Some(files) => Some(server::tls_config(&files.cert, &files.key).map_err(StartError::Tls)?),
+        None => None,
+    };
     for (listener, api) in listeners {
         let routes = Arc::new(Routes {
             gateway: gateway.clone(),
@@ -147,6 +158,8 @@ pub async fn start(cfg: Config) -> Result<Running, StartError> {
             listener,
             routes,
             cfg.limits.clone(),
+            // The metrics listener stays plain HTTP: it is scraped from inside.
+            if api { tls.clone() } else { None },
             async move {
                 let _ = shutdown.changed().await;
             },
@@ -286,7 +299,7 @@ impl Handler for Routes {
             }
         };
         let mut trace = Trace::default();
-        let result = self.gateway.handle(&api, &mut trace).await;
+        let result = self.gateway.handle(&api, peer.ip(), &mut trace).await;
         let action = if trace.action.is_empty() {
             "unknown"
         } else {
@@ -296,8 +309,12 @@ impl Handler for Routes {
             Ok(_) => "ok",
             Err(e) => e.label(),
         };
-        if matches!(result, Err(ProtocolError::InvalidKey)) {
-            metrics.rejected_keys.inc();
+        match &result {
+            Err(ProtocolError::InvalidKey) => metrics.rejected_keys.inc(),
+            Err(ProtocolError::TooManyRequests(_) | ProtocolError::TooManyKeyAttempts(_)) => {
+                metrics.rate_limited.inc()
+            }
+            _ => {}
         }
         let elapsed = started.elapsed();
         metrics.requests.with_label_values(&[action, outcome]).inc();

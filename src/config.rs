@@ -120,12 +120,16 @@ struct RawConfig {
     #[serde(default)]
     clients: Vec<RawClient>,
     simulator: Option<SimulatorSection>,
+    tls: Option<TlsFiles>,
 }
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawLimits {
     max_body_bytes: Option<usize>,
+    max_connections: Option<usize>,
+    per_client: Option<RateSpec>,
+    failed_keys_per_minute: Option<u32>,
     header_read_timeout: Option<Span>,
     body_read_timeout: Option<Span>,
     shutdown_grace: Option<Span>,
@@ -204,6 +208,23 @@ struct RawRule {
 #[serde(deny_unknown_fields)]
 struct RawGroup {
     markup: Markup,
+    rate_limit: Option<RateSpec>,
+}
+
+/// A rate limit: a sustained rate and the burst allowed on top of it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateSpec {
+    pub per_second: u32,
+    pub burst: Option<u32>,
+}
+
+/// TLS termination: PEM files of the certificate chain and its private key.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsFiles {
+    pub cert: PathBuf,
+    pub key: PathBuf,
 }
 
 #[derive(Debug, Deserialize)]
@@ -270,6 +291,11 @@ pub struct Config {
     pub groups: HashMap<String, Markup>,
     pub clients: Vec<BootstrapClient>,
     pub simulator: Option<SimulatorSection>,
+    /// Requests per customer, by price group (`default` for customers in no group).
+    pub client_rates: HashMap<String, RateSpec>,
+    /// Failed key attempts one IP address may make per minute before it is refused outright.
+    pub failed_keys_per_minute: u32,
+    pub tls: Option<TlsFiles>,
 }
 
 #[derive(Debug, Clone)]
@@ -489,11 +515,30 @@ fn validate(raw: RawConfig, path: &Path, base: &Path) -> Result<Config, String> 
     }
     let known = |name: &str| upstreams.iter().any(|u| u.name == name);
 
+    let valid_rate = |at: &str, r: &RateSpec| {
+        if r.per_second == 0 || r.burst == Some(0) {
+            return Err(format!("{at}: per_second and burst must be above 0"));
+        }
+        Ok(*r)
+    };
+    let default_rate = match &raw.limits.per_client {
+        Some(r) => valid_rate("limits.per_client", r)?,
+        None => RateSpec {
+            per_second: 20,
+            burst: Some(100),
+        },
+    };
     let mut groups = HashMap::new();
+    let mut client_rates = HashMap::from([(DEFAULT_GROUP.to_owned(), default_rate)]);
     for (name, g) in raw.price_groups {
         g.markup
             .validate()
             .map_err(|e| format!("price_groups.{name}.markup: {e}"))?;
+        let rate = match &g.rate_limit {
+            Some(r) => valid_rate(&format!("price_groups.{name}.rate_limit"), r)?,
+            None => default_rate,
+        };
+        client_rates.insert(name.clone(), rate);
         groups.insert(name, g.markup);
     }
 
@@ -623,6 +668,14 @@ fn validate(raw: RawConfig, path: &Path, base: &Path) -> Result<Config, String> 
         });
     }
 
+    let mut tls = raw.tls;
+    if let Some(t) = &mut tls {
+        for p in [&mut t.cert, &mut t.key] {
+            if p.is_relative() {
+                *p = base.join(&*p);
+            }
+        }
+    }
     let mut simulator = raw.simulator;
     if let Some(sim) = &mut simulator {
         resolve(&mut sim.catalog);
@@ -662,6 +715,11 @@ fn validate(raw: RawConfig, path: &Path, base: &Path) -> Result<Config, String> 
                 .body_read_timeout
                 .map_or(d.body_read_timeout, |s| s.0),
             shutdown_grace: raw.limits.shutdown_grace.map_or(d.shutdown_grace, |s| s.0),
+            max_connections: raw
+                .limits
+                .max_connections
+                .unwrap_or(d.max_connections)
+                .max(1),
         },
         catalog_ttl: raw.catalog.ttl.map_or(Duration::from_secs(300), |s| s.0),
         sync_interval: raw.sync.interval.map_or(Duration::from_secs(30), |s| s.0),
@@ -671,6 +729,9 @@ fn validate(raw: RawConfig, path: &Path, base: &Path) -> Result<Config, String> 
         groups,
         clients,
         simulator,
+        client_rates,
+        failed_keys_per_minute: raw.limits.failed_keys_per_minute.unwrap_or(20),
+        tls,
     })
 }
 

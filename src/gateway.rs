@@ -4,6 +4,7 @@
 //! [`Gateway::handle`], which also keeps store and upstream details out of customers' sight.
 
 use std::collections::HashMap;
+use std::net::IpAddr;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -11,6 +12,7 @@ use rust_decimal::Decimal;
 
 use crate::catalog::{Catalog, LocalService};
 use crate::config::Config;
+use crate::guard::{self, Guard};
 use crate::keys;
 use crate::metrics::{self, Metrics};
 use crate::money::{self, Billing};
@@ -53,6 +55,7 @@ pub struct Gateway {
     pub catalog: Arc<Catalog>,
     pub upstreams: Arc<Upstreams>,
     pub syncer: Syncer,
+    guard: Guard,
 }
 
 impl Gateway {
@@ -75,6 +78,7 @@ impl Gateway {
                 metrics: metrics.clone(),
             },
             metrics,
+            guard: Guard::new(&cfg),
             cfg,
             store,
             upstreams,
@@ -85,9 +89,10 @@ impl Gateway {
     pub async fn handle(
         &self,
         api: &ApiRequest,
+        peer: IpAddr,
         trace: &mut Trace,
     ) -> Result<Bytes, ProtocolError> {
-        match self.act(api, trace).await {
+        match self.act(api, peer, trace).await {
             Ok(body) => Ok(body),
             Err(GatewayError::Protocol(e)) => Err(e),
             Err(GatewayError::Store(e)) => {
@@ -97,9 +102,23 @@ impl Gateway {
         }
     }
 
-    async fn act(&self, api: &ApiRequest, trace: &mut Trace) -> Result<Bytes> {
-        let key = api.key().ok_or(ProtocolError::InvalidKey)?;
-        let customer = self.authenticate(key).await?;
+    async fn act(&self, api: &ApiRequest, peer: IpAddr, trace: &mut Trace) -> Result<Bytes> {
+        self.guard.sweep();
+        let wait = |d| guard::retry_after_secs(d);
+        self.guard
+            .admit_address(peer)
+            .map_err(|d| ProtocolError::TooManyKeyAttempts(wait(d)))?;
+        let customer = match api.key() {
+            Some(key) => self.authenticate(key).await?,
+            None => None,
+        };
+        let Some(customer) = customer else {
+            self.guard.failed_key(peer);
+            return Err(ProtocolError::InvalidKey.into());
+        };
+        self.guard
+            .admit_client(&customer.group, customer.id)
+            .map_err(|d| ProtocolError::TooManyRequests(wait(d)))?;
         trace.customer = Some(customer.name.clone());
         let action = Action::parse(&api.params)?;
         trace.action = action.name();
@@ -117,12 +136,13 @@ impl Gateway {
         }
     }
 
-    async fn authenticate(&self, key: &str) -> Result<Customer> {
+    /// The enabled customer whose key this is, if any.
+    async fn authenticate(&self, key: &str) -> Result<Option<Customer>> {
         let hash = keys::hash(key);
-        match self.store.customer_by_key(&hash).await? {
-            Some((c, stored)) if keys::matches(&stored, &hash) && c.enabled => Ok(c),
-            _ => Err(ProtocolError::InvalidKey.into()),
-        }
+        Ok(match self.store.customer_by_key(&hash).await? {
+            Some((c, stored)) if keys::matches(&stored, &hash) && c.enabled => Some(c),
+            _ => None,
+        })
     }
 
     async fn add(

@@ -10,6 +10,7 @@ pub mod app;
 pub mod catalog;
 pub mod config;
 pub mod gateway;
+pub mod guard;
 pub mod keys;
 pub mod metrics;
 pub mod money;

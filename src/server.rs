@@ -16,6 +16,7 @@ use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
 
 use crate::protocol::{Params, ProtocolError, reply};
 
@@ -31,6 +32,8 @@ pub struct Limits {
     pub body_read_timeout: Duration,
     /// How long in-flight requests may run after shutdown begins.
     pub shutdown_grace: Duration,
+    /// Connections open at once; further ones wait in the listen backlog.
+    pub max_connections: usize,
 }
 
 impl Default for Limits {
@@ -40,6 +43,7 @@ impl Default for Limits {
             header_read_timeout: Duration::from_secs(10),
             body_read_timeout: Duration::from_secs(30),
             shutdown_grace: Duration::from_secs(10),
+            max_connections: 1024,
         }
     }
 }
@@ -73,13 +77,17 @@ pub trait Handler: Send + Sync + 'static {
 struct Hangup;
 
 /// Serves `handler` on `listener` until `shutdown` completes, then stops accepting and gives
-/// in-flight requests `limits.shutdown_grace` to finish.
+/// in-flight requests `limits.shutdown_grace` to finish. With `tls`, connections are TLS
+/// (rustls); the handshake must complete within the header read timeout.
 pub async fn serve<H: Handler>(
     listener: TcpListener,
     handler: Arc<H>,
     limits: Limits,
+    tls: Option<Arc<rustls::ServerConfig>>,
     shutdown: impl Future<Output = ()>,
 ) {
+    let tls = tls.map(tokio_rustls::TlsAcceptor::from);
+    let slots = Arc::new(Semaphore::new(limits.max_connections.max(1)));
     let graceful = GracefulShutdown::new();
     let mut http = http1::Builder::new();
     http.timer(TokioTimer::new())
@@ -87,6 +95,14 @@ pub async fn serve<H: Handler>(
         .keep_alive(true);
     tokio::pin!(shutdown);
     loop {
+        // At the limit, stop accepting: new connections wait in the kernel's backlog.
+        let slot = tokio::select! {
+            slot = slots.clone().acquire_owned() => match slot {
+                Ok(slot) => slot,
+                Err(_) => break,
+            },
+            () = &mut shutdown => break,
+        };
         let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok(conn) => conn,
@@ -110,13 +126,37 @@ pub async fn serve<H: Handler>(
                 }
             }
         });
-        let conn = http.serve_connection(TokioIo::new(stream), service);
-        let conn = graceful.watch(conn);
-        tokio::spawn(async move {
-            if let Err(e) = conn.await {
-                tracing::debug!(error = %e, %peer, "connection ended with an error");
+        match &tls {
+            None => {
+                let conn = graceful.watch(http.serve_connection(TokioIo::new(stream), service));
+                tokio::spawn(async move {
+                    if let Err(e) = conn.await {
+                        tracing::debug!(error = %e, %peer, "connection ended with an error");
+                    }
+                    drop(slot);
+                });
             }
-        });
+            Some(acceptor) => {
+                let handshake =
+                    tokio::time::timeout(limits.header_read_timeout, acceptor.accept(stream));
+                let http = http.clone();
+                let watcher = graceful.watcher();
+                tokio::spawn(async move {
+                    match handshake.await {
+                        Ok(Ok(stream)) => {
+                            let conn =
+                                watcher.watch(http.serve_connection(TokioIo::new(stream), service));
+                            if let Err(e) = conn.await {
+                                tracing::debug!(error = %e, %peer, "connection ended with an error");
+                            }
+                        }
+                        Ok(Err(e)) => tracing::debug!(error = %e, %peer, "TLS handshake failed"),
+                        Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
+                    }
+                    drop(slot);
+                });
+            }
+        }
     }
     drop(listener);
     if tokio::time::timeout(limits.shutdown_grace, graceful.shutdown())
@@ -235,11 +275,45 @@ pub fn error_reply(status: StatusCode, text: &str) -> Reply {
 
 /// A protocol refusal: 200 with the canonical text, except refusals of the transport itself.
 pub fn protocol_error(e: &ProtocolError) -> Reply {
-    let status = match e {
-        ProtocolError::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
-        _ => StatusCode::OK,
+    let (status, retry_after) = match e {
+        ProtocolError::BodyTooLarge => (StatusCode::PAYLOAD_TOO_LARGE, None),
+        ProtocolError::TooManyRequests(s) | ProtocolError::TooManyKeyAttempts(s) => {
+            (StatusCode::TOO_MANY_REQUESTS, Some(*s))
+        }
+        _ => (StatusCode::OK, None),
     };
-    error_reply(status, &e.to_string())
+    let mut reply = error_reply(status, &e.to_string());
+    if let Some(secs) = retry_after {
+        reply
+            .headers_mut()
+            .insert(http::header::RETRY_AFTER, HeaderValue::from(secs));
+    }
+    reply
+}
+
+/// A rustls server config from PEM files: the certificate chain and its private key.
+pub fn tls_config(
+    cert: &std::path::Path,
+    key: &std::path::Path,
+) -> Result<Arc<rustls::ServerConfig>, String> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
+        .and_then(|certs| certs.collect())
+        .map_err(|e| format!("{}: {e}", cert.display()))?;
+    if chain.is_empty() {
+        return Err(format!("{}: no certificate in it", cert.display()));
+    }
+    let private =
+        PrivateKeyDer::from_pem_file(key).map_err(|e| format!("{}: {e}", key.display()))?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .with_no_client_auth()
+        .with_single_cert(chain, private)
+        .map_err(|e| format!("{} with {}: {e}", cert.display(), key.display()))?;
+    Ok(Arc::new(config))
 }
 
 pub fn not_found() -> Reply {

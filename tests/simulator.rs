@@ -1076,3 +1076,32 @@ async fn generated_catalog_for_benchmarks() {
     assert_eq!(r.json().as_array().unwrap().len(), 3000);
     assert!(encode(&[("a", "b c")]) == "a=b+c");
 }
+
+#[tokio::test]
+async fn an_idle_keep_alive_connection_is_closed() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut cfg = fast_config();
+    cfg.limits.header_read_timeout = Duration::from_millis(200);
+    let sim = simulator(cfg).await;
+    let mut stream = tokio::net::TcpStream::connect(sim.addr).await.unwrap();
+    let body = format!("key={KEY}&action=balance");
+    let request = format!(
+        "POST /api/v2 HTTP/1.1\r\nhost: x\r\ncontent-type: application/x-www-form-urlencoded\r\ncontent-length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut buf = vec![0u8; 4096];
+    let n = stream.read(&mut buf).await.unwrap();
+    assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
+    // Then nothing: the server hangs up instead of holding the socket forever.
+    let closed = tokio::time::timeout(Duration::from_secs(20), async {
+        loop {
+            match stream.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            }
+        }
+    })
+    .await;
+    assert!(closed.is_ok(), "idle connection kept open");
+}

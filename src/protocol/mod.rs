@@ -45,6 +45,8 @@ impl ProtocolError {
             E::ActiveOrderWithLink => "link_duplicate",
             E::Unavailable => "unavailable",
             E::Internal => "internal",
+            E::TooManyRequests(_) => "rate_limited",
+            E::TooManyKeyAttempts(_) => "key_attempts_limited",
             E::Upstream(_) => "upstream_refused",
         }
     }
@@ -106,6 +108,12 @@ pub enum ProtocolError {
     Unavailable,
     #[error("Internal error, please try again later")]
     Internal,
+    /// The customer's rate limit is spent; the value is the seconds to wait.
+    #[error("Too many requests, retry in {0} seconds")]
+    TooManyRequests(u64),
+    /// Too many failed key attempts from one address.
+    #[error("Too many failed API key attempts, retry in {0} seconds")]
+    TooManyKeyAttempts(u64),
     /// An upstream's own refusal text, passed through where it means something to the
     /// customer (refill and cancel refusals).
     #[error("{0}")]

@@ -354,9 +354,15 @@ pub fn spawn(cfg: SimConfig, listener: TcpListener) -> std::io::Result<SimHandle
     let limits = cfg.limits.clone();
     let sim = Arc::new(Simulator::new(cfg)?);
     let (stop, stopped) = oneshot::channel::<()>();
-    let task = tokio::spawn(server::serve(listener, sim.clone(), limits, async move {
-        let _ = stopped.await;
-    }));
+    let task = tokio::spawn(server::serve(
+        listener,
+        sim.clone(),
+        limits,
+        None,
+        async move {
+            let _ = stopped.await;
+        },
+    ));
     Ok(SimHandle {
         addr,
         sim,

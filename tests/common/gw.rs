@@ -143,6 +143,7 @@ services:
 price_groups:
   vip:
     markup: {{ percent: 10 }}
+    rate_limit: {{ per_second: 1000, burst: 1000 }}
 sync:
   interval: {sync}
 catalog:

@@ -38,6 +38,7 @@ pub struct Reply {
     pub status: u16,
     pub content_type: Option<String>,
     pub location: Option<String>,
+    pub headers: http::HeaderMap,
     pub body: Bytes,
 }
 
@@ -88,11 +89,13 @@ impl Http {
         let content_type = header(http::header::CONTENT_TYPE);
         let location = header(http::header::LOCATION);
         let status = resp.status().as_u16();
+        let headers = resp.headers().clone();
         let body = resp.into_body().collect().await.unwrap().to_bytes();
         Reply {
             status,
             content_type,
             location,
+            headers,
             body,
         }
     }

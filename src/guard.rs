@@ -1,0 +1,123 @@
+//! Who may come in, and how often: a GCRA rate limit per customer (governor, keyed by
+//! customer, with a quota per price group), and a cap on failed key attempts per IP address
+//! so that keys cannot be guessed at line rate. Both are per instance.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::num::NonZeroU32;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use dashmap::DashMap;
+use governor::clock::{Clock, DefaultClock};
+use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
+use tokio::time::Instant;
+
+use crate::config::{Config, DEFAULT_GROUP, RateSpec};
+
+/// Length of the window failed key attempts are counted in.
+const WINDOW: Duration = Duration::from_secs(60);
+
+pub struct Guard {
+    clients: HashMap<String, DefaultKeyedRateLimiter<i64>>,
+    failed_keys_per_window: u32,
+    /// Failed key attempts per address in the current window (start, count).
+    failed: DashMap<IpAddr, (Instant, u32)>,
+    last_sweep: Mutex<Instant>,
+}
+
+fn quota(r: &RateSpec) -> Quota {
+    let per_second = NonZeroU32::new(r.per_second).unwrap_or(NonZeroU32::MIN);
+    let burst = r.burst.and_then(NonZeroU32::new).unwrap_or(per_second);
+    Quota::per_second(per_second).allow_burst(burst)
+}
+
+impl Guard {
+    pub fn new(cfg: &Config) -> Guard {
+        Guard {
+            clients: cfg
+                .client_rates
+                .iter()
+                .map(|(group, r)| (group.clone(), RateLimiter::keyed(quota(r))))
+                .collect(),
+            failed_keys_per_window: cfg.failed_keys_per_minute.max(1),
+            failed: DashMap::new(),
+            last_sweep: Mutex::new(Instant::now()),
+        }
+    }
+
+    /// Takes one request from the customer's allowance; `Err(wait)` when it is spent.
+    pub fn admit_client(&self, group: &str, customer: i64) -> Result<(), Duration> {
+        let limiter = self
+            .clients
+            .get(group)
+            .or_else(|| self.clients.get(DEFAULT_GROUP));
+        match limiter.map(|l| l.check_key(&customer)) {
+            Some(Err(not_until)) => Err(not_until.wait_time_from(DefaultClock::default().now())),
+            _ => Ok(()),
+        }
+    }
+
+    /// Whether an address may still try keys; `Err(wait)` after too many failures.
+    pub fn admit_address(&self, ip: IpAddr) -> Result<(), Duration> {
+        let now = Instant::now();
+        match self.failed.get(&ip).map(|e| *e) {
+            Some((start, count))
+                if now < start + WINDOW && count >= self.failed_keys_per_window =>
+            {
+                Err(start + WINDOW - now)
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Counts a failed key attempt from `ip`.
+    pub fn failed_key(&self, ip: IpAddr) {
+        let now = Instant::now();
+        let mut entry = self.failed.entry(ip).or_insert((now, 0));
+        if now >= entry.0 + WINDOW {
+            *entry = (now, 0);
+        }
+        entry.1 += 1;
+    }
+
+    /// Housekeeping, at most once a minute: forget limiter state of customers who have gone
+    /// quiet and windows that are over, so that memory stays bounded.
+    pub fn sweep(&self) {
+        let now = Instant::now();
+        {
+            let mut last = self
+                .last_sweep
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            if now < *last + WINDOW {
+                return;
+            }
+            *last = now;
+        }
+        for limiter in self.clients.values() {
+            limiter.retain_recent();
+            limiter.shrink_to_fit();
+        }
+        self.failed.retain(|_, (start, _)| now < *start + WINDOW);
+        self.failed.shrink_to_fit();
+    }
+}
+
+/// Whole seconds to wait, at least 1 (the `Retry-After` header's unit).
+pub fn retry_after_secs(wait: Duration) -> u64 {
+    wait.as_secs() + u64::from(wait.subsec_nanos() > 0).max(u64::from(wait.as_secs() == 0))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn waits_round_up_to_whole_seconds() {
+        assert_eq!(retry_after_secs(Duration::from_millis(1)), 1);
+        assert_eq!(retry_after_secs(Duration::from_millis(1500)), 2);
+        assert_eq!(retry_after_secs(Duration::from_secs(3)), 3);
+        assert_eq!(retry_after_secs(Duration::ZERO), 1);
+    }
+}
