@@ -173,10 +173,18 @@ pub fn is_api_path(path: &str) -> bool {
 }
 
 /// An API request read off the wire: its merged parameters and the `X-Api-Key` header.
-#[derive(Debug)]
 pub struct ApiRequest {
     pub params: Params,
     pub key_header: Option<String>,
+}
+
+impl std::fmt::Debug for ApiRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ApiRequest")
+            .field("params", &self.params)
+            .field("key_header", &self.key_header.as_ref().map(|_| "***"))
+            .finish()
+    }
 }
 
 impl ApiRequest {

@@ -43,9 +43,26 @@ impl BodyKind {
 }
 
 /// The merged parameters of one request. Body values override query values of the same name.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Clone, Default, PartialEq, Eq)]
 pub struct Params {
     map: HashMap<String, Value>,
+}
+
+/// Debug output never shows the `key` parameter: requests end up in logs and panics.
+impl std::fmt::Debug for Params {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut names: Vec<&String> = self.map.keys().collect();
+        names.sort();
+        let mut map = f.debug_map();
+        for name in names {
+            if name == "key" {
+                map.entry(name, &"***");
+            } else {
+                map.entry(name, &self.map[name]);
+            }
+        }
+        map.finish()
+    }
 }
 
 impl Params {

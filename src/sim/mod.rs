@@ -30,6 +30,7 @@ use faults::SplitMix;
 pub use faults::{Chance, Faults};
 use panel::{Millis, Panel, Shares};
 
+use crate::config::Secret;
 use crate::protocol::reply::{
     self, Added, Balance, Canceled, MultiRefill, MultiRefillStatus, MultiStatus, RefillCreated,
     RefillState,
@@ -40,7 +41,7 @@ use crate::server::{self, Answer, Handler, Limits, Reply};
 /// Everything a simulator is started with.
 #[derive(Debug, Clone)]
 pub struct SimConfig {
-    pub key: String,
+    pub key: Secret,
     pub seed: u64,
     pub balance: Decimal,
     pub currency: String,
@@ -58,7 +59,7 @@ impl SimConfig {
     /// The built-in catalog, 1000.00 of balance, real-time clock, no faults.
     pub fn new(key: impl Into<String>) -> SimConfig {
         SimConfig {
-            key: key.into(),
+            key: Secret::new(key),
             seed: 1,
             balance: Decimal::from(1000),
             currency: "USD".into(),
@@ -89,7 +90,7 @@ impl Clock {
 }
 
 pub struct Simulator {
-    key: String,
+    key: Secret,
     limits: Limits,
     clock: Clock,
     panel: Mutex<Panel>,
@@ -147,7 +148,7 @@ impl Simulator {
     }
 
     fn act(&self, api: &server::ApiRequest) -> Result<Bytes, ProtocolError> {
-        if api.key() != Some(self.key.as_str()) {
+        if api.key() != Some(self.key.expose()) {
             return Err(ProtocolError::InvalidKey);
         }
         let action = Action::parse(&api.params)?;
@@ -213,7 +214,7 @@ impl Simulator {
     async fn control(&self, req: Request<Incoming>, path: &str) -> Reply {
         let query =
             Params::parse_form(req.uri().query().unwrap_or("").as_bytes()).unwrap_or_default();
-        if query.text("key").ok().flatten() != Some(self.key.as_str()) {
+        if query.text("key").ok().flatten() != Some(self.key.expose()) {
             return server::protocol_error(&ProtocolError::InvalidKey);
         }
         match (req.method().clone(), path) {

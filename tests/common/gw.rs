@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use panelgate::app::{self, Running};
-use panelgate::config;
+use panelgate::config::{self, Secret};
 use panelgate::sim::{self, SimConfig, SimHandle};
 use panelgate::store::Store;
 use rust_decimal::Decimal;
@@ -81,7 +81,7 @@ impl Default for Options {
 
 pub fn alpha_config(dir: &Path, speed: f64) -> SimConfig {
     let mut cfg = fast_config();
-    cfg.key = ALPHA_KEY.into();
+    cfg.key = Secret::new(ALPHA_KEY);
     cfg.speed = speed;
     cfg.journal = Some(dir.join("alpha.jsonl"));
     cfg
@@ -89,7 +89,7 @@ pub fn alpha_config(dir: &Path, speed: f64) -> SimConfig {
 
 pub fn beta_config(dir: &Path) -> SimConfig {
     let mut cfg = fast_config();
-    cfg.key = BETA_KEY.into();
+    cfg.key = Secret::new(BETA_KEY);
     cfg.currency = "EUR".into();
     cfg.first_order_id = 5001;
     let catalog = dir.join("beta-catalog.yaml");
