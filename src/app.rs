@@ -6,6 +6,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use arc_swap::ArcSwap;
 use http::{Request, StatusCode};
 use hyper::body::Incoming;
 use tokio::net::TcpListener;
@@ -47,25 +48,90 @@ pub async fn open_store(url: &str) -> Result<Arc<dyn Store>, StartError> {
     })
 }
 
+/// The gateway in force. A reload builds a new one from the new config and swaps it in whole:
+/// a request runs entirely under the config it started with.
+pub struct Live {
+    current: ArcSwap<Gateway>,
+}
+
+impl Live {
+    pub fn gateway(&self) -> Arc<Gateway> {
+        self.current.load_full()
+    }
+
+    /// Switches to `cfg`. Keys that only take effect at start (listeners, database, TLS,
+    /// ingress limits) are reported and left as they are; changing the currency under existing
+    /// balances is refused.
+    pub async fn reload(&self, cfg: Config) -> Result<(), String> {
+        let old = self.gateway();
+        if cfg.currency != old.cfg.currency {
+            return Err("currency cannot change while balances exist in the old one".into());
+        }
+        let fixed = [
+            ("listen", cfg.listen != old.cfg.listen),
+            (
+                "metrics_listen",
+                cfg.metrics_listen != old.cfg.metrics_listen,
+            ),
+            ("database", cfg.database != old.cfg.database),
+            ("tls", cfg.tls != old.cfg.tls),
+            (
+                "limits",
+                format!("{:?}", cfg.limits) != format!("{:?}", old.cfg.limits),
+            ),
+        ];
+        for (key, changed) in fixed {
+            if changed {
+                tracing::warn!(
+                    key,
+                    "this key takes effect at the next start, not on reload"
+                );
+            }
+        }
+        let next = Arc::new(old.reconfigured(Arc::new(cfg)));
+        let catalog = next.catalog.get().await;
+        self.current.store(next);
+        tracing::info!(services = catalog.len(), "config reloaded");
+        Ok(())
+    }
+}
+
 /// A running gateway.
 pub struct Running {
     pub addr: SocketAddr,
     /// The metrics-only listener, if `metrics_listen` is set.
     pub metrics_addr: Option<SocketAddr>,
-    pub gateway: Arc<Gateway>,
+    pub live: Arc<Live>,
+    /// The store, which a reload never changes.
+    pub store: Arc<dyn Store>,
     pub simulators: Vec<SimHandle>,
+    tls: bool,
     stop: watch::Sender<bool>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
 impl Running {
     pub fn url(&self) -> String {
-        let scheme = if self.gateway.cfg.tls.is_some() {
-            "https"
-        } else {
-            "http"
-        };
+        let scheme = if self.tls { "https" } else { "http" };
         format!("{scheme}://{}/api/v2", self.addr)
+    }
+
+    pub fn gateway(&self) -> Arc<Gateway> {
+        self.live.gateway()
+    }
+
+    /// Reads the config file again and switches to it; an invalid file is logged and the
+    /// running config keeps serving.
+    pub async fn reload(&self) -> Result<(), String> {
+        let path = self.gateway().cfg.path.clone();
+        let result = match crate::config::load(&path) {
+            Ok(cfg) => self.live.reload(cfg).await,
+            Err(e) => Err(e.to_string()),
+        };
+        if let Err(e) = &result {
+            tracing::error!(error = %e, "config not reloaded; the running config stays");
+        }
+        result
     }
 
     /// Stops accepting, finishes in-flight requests (within the grace period), stops the
@@ -120,21 +186,26 @@ pub async fn start(cfg: Config) -> Result<Running, StartError> {
 
     let metrics = Arc::new(Metrics::new());
     let upstreams = Arc::new(Upstreams::new(&cfg.upstreams, metrics.clone()));
-    let gateway = Arc::new(Gateway::new(cfg.clone(), store, upstreams, metrics));
+    let gateway = Arc::new(Gateway::new(cfg.clone(), store.clone(), upstreams, metrics));
     let catalog = gateway.catalog.get().await;
     tracing::info!(services = catalog.len(), "catalog loaded");
+    let live = Arc::new(Live {
+        current: ArcSwap::new(gateway),
+    });
 
     let (stop, stopped) = watch::channel(false);
-    let mut tasks = Vec::new();
-    tasks.push(tokio::spawn(gateway.syncer.clone().run(stopped.clone())));
-    tasks.push(tokio::spawn(refresh_catalog(
-        gateway.clone(),
-        stopped.clone(),
-    )));
-    tasks.push(tokio::spawn(poll_balances(
-        gateway.clone(),
-        stopped.clone(),
-    )));
+    let mut tasks = vec![
+        tokio::spawn(run_sync(live.clone(), stopped.clone())),
+        tokio::spawn(refresh_catalog(live.clone(), stopped.clone())),
+        tokio::spawn(poll_balances(live.clone(), stopped.clone())),
+    ];
+    if let Some(every) = cfg.config_poll {
+        tasks.push(tokio::spawn(watch_config(
+            live.clone(),
+            every,
+            stopped.clone(),
+        )));
+    }
     let mut listeners = vec![(listener, true)];
     let mut metrics_addr = None;
     if let Some(addr) = cfg.metrics_listen {
@@ -149,7 +220,7 @@ pub async fn start(cfg: Config) -> Result<Running, StartError> {
     };
     for (listener, api) in listeners {
         let routes = Arc::new(Routes {
-            gateway: gateway.clone(),
+            live: live.clone(),
             limits: cfg.limits.clone(),
             api,
         });
@@ -168,8 +239,10 @@ pub async fn start(cfg: Config) -> Result<Running, StartError> {
     Ok(Running {
         addr,
         metrics_addr,
-        gateway,
+        live,
+        store,
         simulators,
+        tls: tls.is_some(),
         stop,
         tasks,
     })
@@ -255,21 +328,67 @@ async fn start_simulator(
     Ok(handle)
 }
 
-/// Keeps the catalog warm: lists are re-fetched every TTL even when nobody asks.
-async fn refresh_catalog(gateway: Arc<Gateway>, mut stop: watch::Receiver<bool>) {
-    let ttl = gateway.cfg.catalog_ttl.max(Duration::from_secs(1));
+/// Background sync: a pass over every upstream each `sync.interval`, under the config in force.
+async fn run_sync(live: Arc<Live>, mut stop: watch::Receiver<bool>) {
     loop {
+        let gateway = live.gateway();
+        let interval = gateway.cfg.sync_interval;
+        gateway.syncer.pass(interval).await;
+        drop(gateway);
+        tokio::select! {
+            () = tokio::time::sleep(interval) => {}
+            _ = stop.changed() => return,
+        }
+    }
+}
+
+/// Keeps the catalog warm: lists are re-fetched every TTL even when nobody asks.
+async fn refresh_catalog(live: Arc<Live>, mut stop: watch::Receiver<bool>) {
+    loop {
+        let ttl = live.gateway().cfg.catalog_ttl.max(Duration::from_secs(1));
         tokio::select! {
             () = tokio::time::sleep(ttl) => {}
             _ = stop.changed() => return,
         }
-        gateway.catalog.get().await;
+        live.gateway().catalog.get().await;
+    }
+}
+
+/// Reloads the config when its file changes (checked every `config_poll`).
+async fn watch_config(live: Arc<Live>, every: Duration, mut stop: watch::Receiver<bool>) {
+    let path = live.gateway().cfg.path.clone();
+    let stamp = |p: &std::path::Path| {
+        std::fs::metadata(p)
+            .ok()
+            .map(|m| (m.modified().ok(), m.len()))
+    };
+    let mut last = stamp(&path);
+    loop {
+        tokio::select! {
+            () = tokio::time::sleep(every) => {}
+            _ = stop.changed() => return,
+        }
+        let now = stamp(&path);
+        if now == last {
+            continue;
+        }
+        last = now;
+        match crate::config::load(&path) {
+            Ok(cfg) => {
+                if let Err(e) = live.reload(cfg).await {
+                    tracing::error!(error = %e, "config not reloaded; the running config stays");
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "config file changed but is invalid; the running config stays")
+            }
+        }
     }
 }
 
 /// The gateway's HTTP routes: `/api/v2`, `/metrics`, `/healthz`, `/readyz`.
 struct Routes {
-    gateway: Arc<Gateway>,
+    live: Arc<Live>,
     limits: server::Limits,
     /// The metrics listener serves everything but the API.
     api: bool,
@@ -281,13 +400,14 @@ impl Handler for Routes {
             "/healthz" => {
                 return server::ok(bytes::Bytes::from_static(br#"{"status":"ok"}"#)).into();
             }
-            "/readyz" => return readiness(&self.gateway).await.into(),
-            "/metrics" => return metrics_reply(&self.gateway).await.into(),
+            "/readyz" => return readiness(&self.live.gateway()).await.into(),
+            "/metrics" => return metrics_reply(&self.live.gateway()).await.into(),
             path if self.api && server::is_api_path(path) => {}
             _ => return server::not_found().into(),
         }
         let started = Instant::now();
-        let metrics = &self.gateway.metrics;
+        let gateway = self.live.gateway();
+        let metrics = &gateway.metrics;
         let api = match server::read_api_request(req, &self.limits).await {
             Ok(api) => api,
             Err(reply) => {
@@ -299,7 +419,7 @@ impl Handler for Routes {
             }
         };
         let mut trace = Trace::default();
-        let result = self.gateway.handle(&api, peer.ip(), &mut trace).await;
+        let result = gateway.handle(&api, peer.ip(), &mut trace).await;
         let action = if trace.action.is_empty() {
             "unknown"
         } else {
@@ -416,8 +536,9 @@ async fn metrics_reply(gw: &Gateway) -> server::Reply {
 
 /// Polls each upstream's balance for the metrics, so operators hear of an account running dry
 /// before orders start failing.
-async fn poll_balances(gateway: Arc<Gateway>, mut stop: watch::Receiver<bool>) {
+async fn poll_balances(live: Arc<Live>, mut stop: watch::Receiver<bool>) {
     loop {
+        let gateway = live.gateway();
         for u in &gateway.upstreams.0 {
             match u.balance().await {
                 Ok(b) => {

@@ -337,6 +337,17 @@ impl Catalog {
         built
     }
 
+    /// Takes over another catalog's last good lists (after a reload), so that an upstream that
+    /// is failing right now keeps its services on sale.
+    pub fn inherit(&self, other: &Catalog) {
+        for entry in other.last_good.iter() {
+            if self.cfg.upstream(entry.key()).is_some() {
+                self.last_good
+                    .insert(entry.key().clone(), entry.value().clone());
+            }
+        }
+    }
+
     /// Age of the list held for each upstream (for the metrics scrape).
     pub fn list_ages(&self) -> Vec<(String, std::time::Duration)> {
         self.last_good

@@ -105,6 +105,7 @@ struct RawConfig {
     currency: Option<String>,
     status_max_age: Option<Span>,
     balance_poll: Option<Span>,
+    config_poll: Option<Span>,
     #[serde(default)]
     limits: RawLimits,
     #[serde(default)]
@@ -242,7 +243,7 @@ struct RawClient {
 
 /// `simulator:` (for `panelgate simulate`) and an upstream's `simulate:` (a simulated panel
 /// that `panelgate serve` starts at the upstream's address). Every key is optional.
-#[derive(Debug, Default, Clone, Deserialize)]
+#[derive(Debug, Default, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SimulatorSection {
     pub listen: Option<SocketAddr>,
@@ -276,6 +277,9 @@ pub struct Config {
     pub log_level: String,
     /// How often each upstream's balance is polled for the metrics.
     pub balance_poll: Duration,
+    /// How often the config file is checked for changes (reloaded when it changed); `0s`
+    /// turns the check off (SIGHUP still reloads).
+    pub config_poll: Option<Duration>,
     pub database: String,
     pub currency: String,
     /// A status younger than this is answered from the ledger without asking the upstream.
@@ -298,7 +302,7 @@ pub struct Config {
     pub tls: Option<TlsFiles>,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct UpstreamConfig {
     pub name: String,
     pub url: http::Uri,
@@ -701,6 +705,8 @@ fn validate(raw: RawConfig, path: &Path, base: &Path) -> Result<Config, String> 
         metrics_listen: raw.metrics_listen,
         log_level: raw.log_level.unwrap_or_else(|| "info".into()),
         balance_poll: raw.balance_poll.map_or(Duration::from_secs(60), |s| s.0),
+        config_poll: Some(raw.config_poll.map_or(Duration::from_secs(2), |s| s.0))
+            .filter(|d| !d.is_zero()),
         database,
         currency,
         status_max_age: raw.status_max_age.map_or(Duration::from_secs(60), |s| s.0),

@@ -85,6 +85,31 @@ impl Gateway {
         }
     }
 
+    /// A gateway for a new config that carries over what must survive a reload: the store,
+    /// the metrics, the clients (and breaker state) of unchanged upstreams, and the last good
+    /// services lists.
+    pub fn reconfigured(&self, cfg: Arc<Config>) -> Gateway {
+        let upstreams = Upstreams(
+            cfg.upstreams
+                .iter()
+                .map(
+                    |u| match (self.cfg.upstream(&u.name), self.upstreams.get(&u.name)) {
+                        (Some(old), Some(client)) if old == u => client.clone(),
+                        _ => Arc::new(crate::upstream::Upstream::new(u, self.metrics.clone())),
+                    },
+                )
+                .collect(),
+        );
+        let next = Gateway::new(
+            cfg,
+            self.store.clone(),
+            Arc::new(upstreams),
+            self.metrics.clone(),
+        );
+        next.catalog.inherit(&self.catalog);
+        next
+    }
+
     /// Answers one API request: the reply body, or the error to show.
     pub async fn handle(
         &self,

@@ -223,7 +223,19 @@ async fn serve(path: &Path, log_format: LogFormat) -> anyhow::Result<()> {
     println!("listening on {}", running.url());
     std::io::stdout().flush()?;
     tracing::info!(addr = %running.addr, "panelgate serving");
-    shutdown_signal().await;
+    let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
+    let stop = shutdown_signal();
+    tokio::pin!(stop);
+    loop {
+        tokio::select! {
+            () = &mut stop => break,
+            _ = hangup.recv() => {
+                tracing::info!("SIGHUP: reloading the config");
+                // Failures are logged inside; the running config keeps serving.
+                let _ = running.reload().await;
+            }
+        }
+    }
     tracing::info!("shutting down");
     running.stop().await;
     Ok(())

@@ -203,16 +203,4 @@ impl Syncer {
             }
         }
     }
-
-    /// Runs passes every `sync_interval` until `stop` fires.
-    pub async fn run(self, mut stop: tokio::sync::watch::Receiver<bool>) {
-        let interval = self.cfg.sync_interval;
-        loop {
-            self.pass(interval).await;
-            tokio::select! {
-                () = tokio::time::sleep(interval) => {}
-                _ = stop.changed() => return,
-            }
-        }
-    }
 }

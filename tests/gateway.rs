@@ -1061,7 +1061,7 @@ async fn statuses_are_fetched_in_batches_of_at_most_100_per_upstream() {
     // A sync pass over the 100 alpha orders: finished ones are not polled again, so only the
     // one never synced is asked about.
     env.gw()
-        .gateway
+        .gateway()
         .syncer
         .pass(std::time::Duration::from_secs(3600))
         .await;

@@ -201,15 +201,15 @@ impl Env {
     }
 
     pub fn store(&self) -> &dyn Store {
-        self.gw().gateway.store.as_ref()
+        self.gw().store.as_ref()
     }
 
     /// Creates a customer and returns its key.
     pub async fn client(&self, name: &str, balance: &str, group: &str) -> String {
-        let cfg = &self.gw().gateway.cfg;
+        let cfg = self.gw().gateway().cfg.clone();
         let (_, key) = panelgate::admin::add_client(
             self.store(),
-            cfg,
+            &cfg,
             name,
             balance.parse().unwrap(),
             group,

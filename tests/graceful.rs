@@ -1,0 +1,222 @@
+//! A gateway's life: configuration reloaded atomically (by call, by SIGHUP, by a file change),
+//! an invalid one refused while the old one keeps serving, and SIGTERM letting in-flight
+//! requests finish.
+
+mod common;
+
+use std::io::{BufRead, BufReader, Read};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use common::Http;
+use common::gw::{Env, Options, Scratch};
+use serde_json::Value;
+
+async fn rate_of(env: &Env, key: &str, id: u64) -> Value {
+    let list = env.call(key, &[("action", "services")]).await;
+    list.as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["service"] == id)
+        .map(|s| s["rate"].clone())
+        .unwrap_or(Value::Null)
+}
+
+fn rewrite(path: &std::path::Path, from: &str, to: &str) {
+    let text = std::fs::read_to_string(path).unwrap();
+    assert!(text.contains(from), "{from:?} not in the config");
+    std::fs::write(path, text.replacen(from, to, 1)).unwrap();
+}
+
+#[tokio::test]
+async fn a_reload_switches_atomically_and_an_invalid_config_is_refused() {
+    let env = Env::start(Options {
+        extra: "config_poll: 0s\n",
+        ..Options::default()
+    })
+    .await;
+    let key = env.client("ann", "10", "default").await;
+    assert_eq!(rate_of(&env, &key, 1).await, "1.125");
+    rewrite(
+        &env.config_path,
+        "markup: { percent: 25 }",
+        "markup: { percent: 50 }",
+    );
+    env.gw().reload().await.unwrap();
+    assert_eq!(rate_of(&env, &key, 1).await, "1.35");
+    // Orders are charged at the new price, and the clients, balances and ids carry on.
+    let id = env
+        .add(
+            &key,
+            "1",
+            &[("link", "https://i.com/a"), ("quantity", "1000")],
+        )
+        .await;
+    assert_eq!(id, 1);
+    assert_eq!(env.balance(&key).await, "8.65".parse().unwrap());
+    // A broken file: refused, the running config stays.
+    rewrite(
+        &env.config_path,
+        "currency: USD",
+        "currency: USD\nbogus_key: 1",
+    );
+    let err = env.gw().reload().await.unwrap_err();
+    assert!(err.contains("bogus_key"), "{err}");
+    assert_eq!(rate_of(&env, &key, 1).await, "1.35");
+    rewrite(
+        &env.config_path,
+        "currency: USD\nbogus_key: 1",
+        "currency: EUR",
+    );
+    assert!(env.gw().reload().await.unwrap_err().contains("currency"));
+    assert_eq!(
+        env.call(&key, &[("action", "balance")]).await["currency"],
+        "USD"
+    );
+    env.assert_ledgers_balance().await;
+}
+
+#[tokio::test]
+async fn a_changed_config_file_is_picked_up() {
+    let env = Env::start(Options {
+        extra: "config_poll: 50ms\n",
+        ..Options::default()
+    })
+    .await;
+    let key = env.client("ann", "10", "default").await;
+    rewrite(
+        &env.config_path,
+        "markup: { percent: 25 }",
+        "markup: { percent: 100 }",
+    );
+    for _ in 0..200 {
+        if rate_of(&env, &key, 1).await == "1.8" {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("the changed file was not reloaded");
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_reloads_and_sigterm_finishes_in_flight_requests() {
+    let dir = Scratch::new("signals");
+    let config = dir.path("config.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "listen: \"127.0.0.1:0\"\ndatabase: \"sqlite://gw.db\"\nconfig_poll: 0s\nupstreams:\n  - name: up\n    url: \"http://127.0.0.1:{}/api/v2\"\n    key: up-key-123\n    simulate: {{ speed: 100000, faults: {{ slow: 1, slow_ms: 700, actions: [add] }} }}\nservices:\n  - id: 1\n    upstream: up\n    service: 101\n    markup: {{ percent: 25 }}\nclients:\n  - name: ann\n    key: ann-key-0123456789\n    balance: \"10\"\n",
+            free_port()
+        ),
+    )
+    .unwrap();
+    let mut server = Command::new(env!("CARGO_BIN_EXE_panelgate"))
+        .args(["serve", "--config"])
+        .arg(&config)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(server.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let url = line
+        .trim()
+        .strip_prefix("listening on ")
+        .unwrap()
+        .to_owned();
+    let mut stderr = server.stderr.take().unwrap();
+    let logs = std::thread::spawn(move || {
+        let mut all = String::new();
+        let _ = stderr.read_to_string(&mut all);
+        all
+    });
+    let http = Http::default();
+    let rate = || {
+        let (http, url) = (http.clone(), url.clone());
+        async move {
+            let list = http
+                .form(
+                    &url,
+                    &[("key", "ann-key-0123456789"), ("action", "services")],
+                )
+                .await
+                .json();
+            list[0]["rate"].clone()
+        }
+    };
+    let signal = |name: &str| {
+        assert!(
+            Command::new("kill")
+                .args([name, &server.id().to_string()])
+                .status()
+                .unwrap()
+                .success()
+        );
+    };
+    assert_eq!(rate().await, "1.125");
+
+    rewrite(&config, "percent: 25", "percent: 60");
+    signal("-HUP");
+    let mut reloaded = false;
+    for _ in 0..200 {
+        if rate().await == "1.44" {
+            reloaded = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(reloaded, "SIGHUP did not reload");
+    rewrite(&config, "percent: 60", "percnt: 70");
+    signal("-HUP");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        rate().await,
+        "1.44",
+        "an invalid config replaced the running one"
+    );
+
+    // An order in flight (the upstream takes 700 ms) when SIGTERM arrives still gets its answer.
+    let (h, u) = (http.clone(), url.clone());
+    let in_flight = tokio::spawn(async move {
+        h.form(
+            &u,
+            &[
+                ("key", "ann-key-0123456789"),
+                ("action", "add"),
+                ("service", "1"),
+                ("link", "https://i.com/x"),
+                ("quantity", "100"),
+            ],
+        )
+        .await
+        .json()
+    });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    signal("-TERM");
+    let reply = in_flight.await.unwrap();
+    assert_eq!(reply["order"], 1, "{reply}");
+    let status = tokio::task::spawn_blocking(move || server.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(status.success());
+    let logs = logs.join().unwrap();
+    assert!(
+        logs.contains("config not reloaded"),
+        "the refused reload was not logged"
+    );
+    assert!(
+        logs.contains("percnt"),
+        "the log does not say what was wrong"
+    );
+}
