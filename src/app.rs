@@ -151,8 +151,17 @@ impl Running {
 pub async fn start(cfg: Config) -> Result<Running, StartError> {
     let cfg = Arc::new(cfg);
     let store = open_store(&cfg.database).await?;
+    // One SQLite file has one gateway: whatever is still dispatching was left by its previous
+    // run. A shared database may have other instances dispatching right now; theirs are only
+    // abandoned once past the dispatch deadline (the sync loop checks that periodically).
+    let now = now_ms();
+    let cutoff = if cfg.database.starts_with("sqlite:") {
+        now + 1
+    } else {
+        now - cfg.dispatch_deadline().as_millis() as i64
+    };
     let recovered = store
-        .recover_dispatching(now_ms())
+        .recover_dispatching(cutoff, now)
         .await
         .map_err(|source| StartError::Store {
             url: redact_url(&cfg.database),

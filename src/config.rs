@@ -146,6 +146,7 @@ struct RawCatalog {
 #[serde(deny_unknown_fields)]
 struct RawSync {
     interval: Option<Span>,
+    lease: Option<Span>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -287,6 +288,8 @@ pub struct Config {
     pub limits: Limits,
     pub catalog_ttl: Duration,
     pub sync_interval: Duration,
+    /// How long a claimed batch of sync work is left to the instance that claimed it.
+    pub sync_lease: Duration,
     pub upstreams: Vec<UpstreamConfig>,
     pub explicit: Vec<ExplicitService>,
     pub imports: Vec<ImportRule>,
@@ -376,6 +379,25 @@ pub struct BootstrapClient {
 impl Config {
     pub fn upstream(&self, name: &str) -> Option<&UpstreamConfig> {
         self.upstreams.iter().find(|u| u.name == name)
+    }
+
+    /// The longest a dispatch can run: every target tried, each call bounded by its timeout
+    /// (waiting for a slot and for our pace included), with a margin. A `dispatching` order
+    /// older than this was left behind by a process that died.
+    pub fn dispatch_deadline(&self) -> Duration {
+        let slowest = self
+            .upstreams
+            .iter()
+            .map(|u| u.timeout)
+            .max()
+            .unwrap_or_default();
+        let targets = 1 + self
+            .explicit
+            .iter()
+            .map(|e| e.fallback.len())
+            .max()
+            .unwrap_or(0) as u32;
+        slowest * 3 * targets + Duration::from_secs(30)
     }
 
     /// Every price group customers may be in.
@@ -729,6 +751,7 @@ fn validate(raw: RawConfig, path: &Path, base: &Path) -> Result<Config, String> 
         },
         catalog_ttl: raw.catalog.ttl.map_or(Duration::from_secs(300), |s| s.0),
         sync_interval: raw.sync.interval.map_or(Duration::from_secs(30), |s| s.0),
+        sync_lease: raw.sync.lease.map_or(Duration::from_secs(60), |s| s.0),
         upstreams,
         explicit,
         imports,

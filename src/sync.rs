@@ -14,7 +14,7 @@ use crate::money;
 use crate::pricing;
 use crate::protocol::reply::Remains;
 use crate::protocol::{MAX_IDS, Status};
-use crate::store::{Millis, Order, Refill, StatusUpdate, Store, Units};
+use crate::store::{Claim, Millis, Order, Refill, StatusUpdate, Store, Units};
 use crate::upstream::Upstreams;
 
 /// Unix time in milliseconds.
@@ -151,25 +151,27 @@ impl Syncer {
     }
 
     /// One pass over every upstream: each placed order and unfinished refill not synced in
-    /// the last `interval` is asked about once.
+    /// the last `interval` is claimed (leased to this instance) and asked about once.
     pub async fn pass(&self, interval: Duration) {
-        let stale_before = now_ms() - interval.as_millis() as Millis;
+        let now = now_ms();
+        let claim = Claim {
+            stale_before: now - interval.as_millis() as Millis,
+            now,
+            lease_until: now + self.cfg.sync_lease.as_millis() as Millis,
+            limit: MAX_IDS as u32,
+        };
         for upstream in &self.cfg.upstreams {
+            // Claimed rows are leased, so the loop ends when nothing unclaimed is left; the
+            // seen-set guards against a store that hands the same rows out again.
             let mut seen = HashSet::new();
             loop {
-                let batch = match self
-                    .store
-                    .orders_to_sync(&upstream.name, stale_before, MAX_IDS as u32)
-                    .await
-                {
+                let batch = match self.store.orders_to_sync(&upstream.name, &claim).await {
                     Ok(b) => b,
                     Err(e) => {
-                        tracing::error!(error = %e, "listing orders to sync failed");
+                        tracing::error!(error = %e, "claiming orders to sync failed");
                         break;
                     }
                 };
-                // Orders the upstream does not report keep their old sync time; stop when a
-                // batch brings nothing new rather than asking about them forever.
                 let fresh: Vec<&Order> = batch.iter().filter(|o| seen.insert(o.id)).collect();
                 if fresh.is_empty() {
                     break;
@@ -181,14 +183,10 @@ impl Syncer {
             }
             let mut seen = HashSet::new();
             loop {
-                let batch = match self
-                    .store
-                    .refills_to_sync(&upstream.name, stale_before, MAX_IDS as u32)
-                    .await
-                {
+                let batch = match self.store.refills_to_sync(&upstream.name, &claim).await {
                     Ok(b) => b,
                     Err(e) => {
-                        tracing::error!(error = %e, "listing refills to sync failed");
+                        tracing::error!(error = %e, "claiming refills to sync failed");
                         break;
                     }
                 };
@@ -201,6 +199,22 @@ impl Syncer {
                     break;
                 }
             }
+        }
+        self.recover_abandoned().await;
+    }
+
+    /// Orders whose dispatch died with its process (here or on another instance) become
+    /// `unknown` for the operator, once no dispatch could still be running.
+    pub async fn recover_abandoned(&self) {
+        let now = now_ms();
+        let cutoff = now - self.cfg.dispatch_deadline().as_millis() as Millis;
+        match self.store.recover_dispatching(cutoff, now).await {
+            Ok(0) => {}
+            Ok(n) => tracing::error!(
+                orders = n,
+                "orders abandoned mid-dispatch are now `unknown`: resolve them with `panelgate order resolve`"
+            ),
+            Err(e) => tracing::error!(error = %e, "recovering abandoned dispatches failed"),
         }
     }
 }

@@ -215,6 +215,17 @@ pub struct Refill {
     pub synced_at: Option<Millis>,
 }
 
+/// A claim on one batch of sync work.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Claim {
+    /// Only rows last synced before this (or never).
+    pub stale_before: Millis,
+    pub now: Millis,
+    /// Other instances leave the claimed rows alone until then.
+    pub lease_until: Millis,
+    pub limit: u32,
+}
+
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct OrderFilter {
     pub customer: Option<String>,
@@ -280,8 +291,10 @@ pub trait Store: Send + Sync + 'static {
     /// `Dispatching` → `Unknown`; funds stay held.
     async fn mark_unknown(&self, id: i64, note: &str, now: Millis) -> Result<()>;
 
-    /// At start: every order left `Dispatching` by a crash becomes `Unknown`. Returns how many.
-    async fn recover_dispatching(&self, now: Millis) -> Result<u64>;
+    /// Every order still `Dispatching` whose last change is older than `updated_before` becomes
+    /// `Unknown`: its dispatch cannot still be running (the process that ran it died). Returns
+    /// how many.
+    async fn recover_dispatching(&self, updated_before: Millis, now: Millis) -> Result<u64>;
 
     async fn order(&self, id: i64) -> Result<Option<Order>>;
 
@@ -291,14 +304,10 @@ pub trait Store: Send + Sync + 'static {
     /// Newest first.
     async fn list_orders(&self, filter: &OrderFilter) -> Result<Vec<Order>>;
 
-    /// `Placed` orders at `upstream` whose status was last applied before `stale_before` (or
-    /// never), least recently synced first.
-    async fn orders_to_sync(
-        &self,
-        upstream: &str,
-        stale_before: Millis,
-        limit: u32,
-    ) -> Result<Vec<Order>>;
+    /// Claims a batch of sync work: `Placed` orders at `upstream` whose status was last applied
+    /// before `claim.stale_before` (or never) and that no other instance holds a lease on,
+    /// least recently synced first. They are leased until `claim.lease_until`.
+    async fn orders_to_sync(&self, upstream: &str, claim: &Claim) -> Result<Vec<Order>>;
 
     /// Applies an upstream status to a `Placed` order in one transaction. A final status
     /// moves it to `Final` and refunds exactly once: `Partial` the pro-rata rest
@@ -328,13 +337,8 @@ pub trait Store: Send + Sync + 'static {
     /// The refills among `ids` that belong to `customer_id`.
     async fn customer_refills(&self, customer_id: i64, ids: &[i64]) -> Result<Vec<Refill>>;
 
-    /// Unfinished refills at `upstream` last synced before `stale_before` (or never).
-    async fn refills_to_sync(
-        &self,
-        upstream: &str,
-        stale_before: Millis,
-        limit: u32,
-    ) -> Result<Vec<Refill>>;
+    /// Claims unfinished refills at `upstream` as [`Store::orders_to_sync`] claims orders.
+    async fn refills_to_sync(&self, upstream: &str, claim: &Claim) -> Result<Vec<Refill>>;
 
     async fn update_refill(&self, id: i64, status: RefillStatus, now: Millis) -> Result<()>;
 

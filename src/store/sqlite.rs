@@ -41,8 +41,8 @@ use sqlx::{Row, Sqlite, SqlitePool, Transaction};
 use tokio::sync::{Mutex, MutexGuard};
 
 use super::{
-    Applied, Customer, EntryKind, KeyHash, LedgerEntry, Millis, NewOrder, Order, OrderFilter,
-    OrderState, Refill, Result, StatusUpdate, Store, StoreError, Units,
+    Applied, Claim, Customer, EntryKind, KeyHash, LedgerEntry, Millis, NewOrder, Order,
+    OrderFilter, OrderState, Refill, Result, StatusUpdate, Store, StoreError, Units,
 };
 use crate::money;
 use crate::protocol::{RefillStatus, Status};
@@ -771,14 +771,15 @@ impl Store for SqliteStore {
         w.commit().await
     }
 
-    async fn recover_dispatching(&self, now: Millis) -> Result<u64> {
+    async fn recover_dispatching(&self, updated_before: Millis, now: Millis) -> Result<u64> {
         let mut w = self.write().await?;
         let changed = sqlx::query(
             "UPDATE orders SET state = 'unknown', note = ?, updated_at = ? \
-             WHERE state = 'dispatching'",
+             WHERE state = 'dispatching' AND updated_at < ?",
         )
         .bind(INTERRUPTED_NOTE)
         .bind(now)
+        .bind(updated_before)
         .execute(w.conn())
         .await?;
         w.commit().await?;
@@ -828,24 +829,32 @@ impl Store for SqliteStore {
         rows.iter().map(order_from_row).collect()
     }
 
-    async fn orders_to_sync(
-        &self,
-        upstream: &str,
-        stale_before: Millis,
-        limit: u32,
-    ) -> Result<Vec<Order>> {
-        // Ascending order puts NULLs (never synced) first in SQLite.
+    async fn orders_to_sync(&self, upstream: &str, claim: &Claim) -> Result<Vec<Order>> {
+        // Ascending order puts NULLs (never synced) first in SQLite. Claimed under the write
+        // lock, so two claims never take the same rows.
+        let mut w = self.write().await?;
         let rows = sqlx::query(&format!(
             "{ORDER_SELECT} WHERE o.state = 'placed' AND o.upstream = ? \
              AND (o.synced_at IS NULL OR o.synced_at < ?) \
+             AND (o.lease_until IS NULL OR o.lease_until <= ?) \
              ORDER BY o.synced_at, o.id LIMIT ?"
         ))
         .bind(upstream)
-        .bind(stale_before)
-        .bind(i64::from(limit))
-        .fetch_all(&self.pool)
+        .bind(claim.stale_before)
+        .bind(claim.now)
+        .bind(i64::from(claim.limit))
+        .fetch_all(w.conn())
         .await?;
-        rows.iter().map(order_from_row).collect()
+        let orders: Vec<Order> = rows.iter().map(order_from_row).collect::<Result<_>>()?;
+        for o in &orders {
+            sqlx::query("UPDATE orders SET lease_until = ? WHERE id = ?")
+                .bind(claim.lease_until)
+                .bind(o.id)
+                .execute(w.conn())
+                .await?;
+        }
+        w.commit().await?;
+        Ok(orders)
     }
 
     async fn apply_status(&self, id: i64, update: &StatusUpdate, now: Millis) -> Result<Applied> {
@@ -1065,30 +1074,37 @@ impl Store for SqliteStore {
         Ok(refills)
     }
 
-    async fn refills_to_sync(
-        &self,
-        upstream: &str,
-        stale_before: Millis,
-        limit: u32,
-    ) -> Result<Vec<Refill>> {
+    async fn refills_to_sync(&self, upstream: &str, claim: &Claim) -> Result<Vec<Refill>> {
         let open = open_refill_statuses();
         let sql = format!(
             "SELECT {REFILL_COLUMNS} FROM refills \
              WHERE status IN ({}) AND upstream = ? AND (synced_at IS NULL OR synced_at < ?) \
+             AND (lease_until IS NULL OR lease_until <= ?) \
              ORDER BY synced_at, id LIMIT ?",
             placeholders(open.len())
         );
+        let mut w = self.write().await?;
         let mut query = sqlx::query(&sql);
         for status in open {
             query = query.bind(status);
         }
         let rows = query
             .bind(upstream)
-            .bind(stale_before)
-            .bind(i64::from(limit))
-            .fetch_all(&self.pool)
+            .bind(claim.stale_before)
+            .bind(claim.now)
+            .bind(i64::from(claim.limit))
+            .fetch_all(w.conn())
             .await?;
-        rows.iter().map(refill_from_row).collect()
+        let refills: Vec<Refill> = rows.iter().map(refill_from_row).collect::<Result<_>>()?;
+        for r in &refills {
+            sqlx::query("UPDATE refills SET lease_until = ? WHERE id = ?")
+                .bind(claim.lease_until)
+                .bind(r.id)
+                .execute(w.conn())
+                .await?;
+        }
+        w.commit().await?;
+        Ok(refills)
     }
 
     async fn update_refill(&self, id: i64, status: RefillStatus, now: Millis) -> Result<()> {
@@ -1132,6 +1148,16 @@ mod tests {
     use tokio::task::JoinSet;
 
     use super::*;
+
+    /// A claim whose lease is over at once, so that repeated claims see the same rows.
+    fn peek(stale_before: Millis, limit: u32) -> Claim {
+        Claim {
+            stale_before,
+            now: 0,
+            lease_until: 0,
+            limit,
+        }
+    }
 
     const NOW: Millis = 1_700_000_000_000;
     /// 1.00000 in storage units.
@@ -1706,7 +1732,7 @@ mod tests {
             (o.state, o.status, o.upstream_order, o.updated_at),
             (OrderState::Placed, Status::Pending, Some(555), NOW + 2)
         );
-        let due = store.orders_to_sync("alpha", NOW, 10).await.unwrap();
+        let due = store.orders_to_sync("alpha", &peek(NOW, 10)).await.unwrap();
         assert_eq!(due.iter().map(|o| o.id).collect::<Vec<_>>(), [o.id]);
         assert_eq!(books(&store, c.id).await, 4 * ONE, "the charge stands");
 
@@ -1772,7 +1798,10 @@ mod tests {
         let a = order(&store, c.id, ONE, 1000).await;
         let b = order(&store, c.id, ONE, 1000).await;
         let p = placed(&store, c.id, ONE, 1000, 83).await;
-        assert_eq!(store.recover_dispatching(NOW + 7).await.unwrap(), 2);
+        assert_eq!(
+            store.recover_dispatching(NOW + 7, NOW + 7).await.unwrap(),
+            2
+        );
         for id in [a.id, b.id] {
             let o = get(&store, id).await;
             assert_eq!(o.state, OrderState::Unknown);
@@ -1781,7 +1810,10 @@ mod tests {
         }
         assert_eq!(get(&store, p.id).await.state, OrderState::Placed);
         assert_eq!(books(&store, c.id).await, 2 * ONE);
-        assert_eq!(store.recover_dispatching(NOW + 8).await.unwrap(), 0);
+        assert_eq!(
+            store.recover_dispatching(NOW + 8, NOW + 8).await.unwrap(),
+            0
+        );
     }
 
     #[tokio::test]
@@ -2009,6 +2041,45 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn claimed_work_is_leased_to_one_claimer() {
+        let store = memory().await;
+        let c = customer(&store, "lee", 100 * ONE, 0).await;
+        let a = placed(&store, c.id, ONE, 1000, 1).await;
+        let b = placed(&store, c.id, ONE, 1000, 2).await;
+        let claim = |now, limit| Claim {
+            stale_before: now,
+            now,
+            lease_until: now + 1000,
+            limit,
+        };
+        let ids = |orders: Vec<Order>| orders.into_iter().map(|o| o.id).collect::<Vec<_>>();
+        // Two instances claim at once: each order goes to one of them.
+        assert_eq!(
+            ids(store.orders_to_sync("alpha", &claim(10, 1)).await.unwrap()),
+            [a.id]
+        );
+        assert_eq!(
+            ids(store.orders_to_sync("alpha", &claim(10, 10)).await.unwrap()),
+            [b.id]
+        );
+        assert!(
+            store
+                .orders_to_sync("alpha", &claim(500, 10))
+                .await
+                .unwrap()
+                .is_empty()
+        );
+        // A dead claimer's lease runs out and the work is taken over.
+        assert_eq!(
+            ids(store
+                .orders_to_sync("alpha", &claim(1010, 10))
+                .await
+                .unwrap()),
+            [a.id, b.id]
+        );
+    }
+
+    #[tokio::test]
     async fn orders_to_sync_takes_the_least_recently_synced_first() {
         let store = memory().await;
         let c = customer(&store, "pam", 100 * ONE, 0).await;
@@ -2036,25 +2107,25 @@ mod tests {
 
         let ids = |orders: Vec<Order>| orders.into_iter().map(|o| o.id).collect::<Vec<_>>();
         assert_eq!(
-            ids(store.orders_to_sync("alpha", 200, 10).await.unwrap()),
+            ids(store.orders_to_sync("alpha", &peek(200, 10)).await.unwrap()),
             [never.id, o3.id, o1.id, o2.id]
         );
         assert_eq!(
-            ids(store.orders_to_sync("alpha", 200, 2).await.unwrap()),
+            ids(store.orders_to_sync("alpha", &peek(200, 2)).await.unwrap()),
             [never.id, o3.id]
         );
         assert_eq!(
-            ids(store.orders_to_sync("alpha", 100, 10).await.unwrap()),
+            ids(store.orders_to_sync("alpha", &peek(100, 10)).await.unwrap()),
             [never.id, o3.id],
             "synced at exactly stale_before is fresh"
         );
         assert_eq!(
-            ids(store.orders_to_sync("beta", 200, 10).await.unwrap()),
+            ids(store.orders_to_sync("beta", &peek(200, 10)).await.unwrap()),
             [elsewhere.id]
         );
         assert!(
             store
-                .orders_to_sync("gamma", 200, 10)
+                .orders_to_sync("gamma", &peek(200, 10))
                 .await
                 .unwrap()
                 .is_empty()
@@ -2084,12 +2155,15 @@ mod tests {
 
         let ids = |refills: Vec<Refill>| refills.into_iter().map(|r| r.id).collect::<Vec<_>>();
         assert_eq!(
-            ids(store.refills_to_sync("alpha", NOW, 10).await.unwrap()),
+            ids(store
+                .refills_to_sync("alpha", &peek(NOW, 10))
+                .await
+                .unwrap()),
             [r.id, r2.id]
         );
         assert!(
             store
-                .refills_to_sync("beta", NOW, 10)
+                .refills_to_sync("beta", &peek(NOW, 10))
                 .await
                 .unwrap()
                 .is_empty()
@@ -2101,15 +2175,24 @@ mod tests {
             .unwrap();
         // r was just synced: r2 (never) first, r only once stale.
         assert_eq!(
-            ids(store.refills_to_sync("alpha", NOW + 5, 10).await.unwrap()),
+            ids(store
+                .refills_to_sync("alpha", &peek(NOW + 5, 10))
+                .await
+                .unwrap()),
             [r2.id]
         );
         assert_eq!(
-            ids(store.refills_to_sync("alpha", NOW + 11, 10).await.unwrap()),
+            ids(store
+                .refills_to_sync("alpha", &peek(NOW + 11, 10))
+                .await
+                .unwrap()),
             [r2.id, r.id]
         );
         assert_eq!(
-            ids(store.refills_to_sync("alpha", NOW + 11, 1).await.unwrap()),
+            ids(store
+                .refills_to_sync("alpha", &peek(NOW + 11, 1))
+                .await
+                .unwrap()),
             [r2.id]
         );
 
@@ -2123,7 +2206,7 @@ mod tests {
             .unwrap();
         assert!(
             store
-                .refills_to_sync("alpha", NOW + 100, 10)
+                .refills_to_sync("alpha", &peek(NOW + 100, 10))
                 .await
                 .unwrap()
                 .is_empty()
