@@ -37,6 +37,8 @@ enum Command {
     },
     /// Validate the config, fetch the upstreams' services lists, and print a summary.
     CheckConfig,
+    /// Apply the database migrations (`serve` also does at start) and exit.
+    Migrate,
     /// Manage customers (works while the server runs).
     #[command(subcommand)]
     Client(ClientCommand),
@@ -210,6 +212,12 @@ fn main() -> anyhow::Result<()> {
         Command::Simulate(args) => runtime.block_on(simulate(&cli.config, *args)),
         Command::Serve { log_format } => runtime.block_on(serve(&cli.config, log_format)),
         Command::CheckConfig => runtime.block_on(check_config(&cli.config)),
+        Command::Migrate => runtime.block_on(async {
+            let cfg = config::load(&cli.config)?;
+            app::open_store(&cfg.database).await?;
+            println!("{}: migrations applied", app::redact_url(&cfg.database));
+            Ok(())
+        }),
         Command::Client(cmd) => runtime.block_on(client(&cli.config, cmd)),
         Command::Order(cmd) => runtime.block_on(order(&cli.config, cmd)),
     }

@@ -122,3 +122,26 @@ fn simulate_without_a_key_says_how_to_give_one() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("--key"));
 }
+
+#[test]
+fn migrate_creates_and_upgrades_the_database() {
+    let dir = std::env::temp_dir().join(format!("panelgate-migrate-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let config = dir.join("config.yaml");
+    std::fs::write(&config, "database: \"sqlite://data/gw.db\"\n").unwrap();
+    for _ in 0..2 {
+        let out = panelgate()
+            .args(["migrate", "--config"])
+            .arg(&config)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(String::from_utf8_lossy(&out.stdout).contains("migrations applied"));
+    }
+    assert!(dir.join("data/gw.db").exists());
+    std::fs::remove_dir_all(&dir).ok();
+}
