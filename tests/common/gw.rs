@@ -99,10 +99,55 @@ pub fn beta_config(dir: &Path) -> SimConfig {
     cfg
 }
 
+/// The backend the suite runs against: SQLite by default, PostgreSQL when
+/// `PANELGATE_TEST_BACKEND=postgres` (`.ci/run` runs the suite both ways).
+pub fn postgres_backend() -> bool {
+    std::env::var("PANELGATE_TEST_BACKEND").is_ok_and(|b| b == "postgres")
+}
+
+/// A fresh database for one test: a SQLite file in `dir`, or a new PostgreSQL database on the
+/// server `PANELGATE_TEST_POSTGRES` names (default: the local one). Test databases are named
+/// `pgt_*`; `.ci/run` drops leftovers.
+pub fn database_url(dir: &Path) -> String {
+    if !postgres_backend() {
+        return format!("sqlite://{}", dir.join("gateway.db").display());
+    }
+    let server = std::env::var("PANELGATE_TEST_POSTGRES")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
+    static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let name = format!(
+        "pgt_{}_{}_{}",
+        std::process::id(),
+        N.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis()
+            % 1_000_000
+    );
+    let out = std::process::Command::new("psql")
+        .arg(&server)
+        .args([
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-qc",
+            &format!("CREATE DATABASE {name}"),
+        ])
+        .output()
+        .expect("psql runs");
+    assert!(
+        out.status.success(),
+        "creating {name}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let base = server.rsplit_once('/').map_or(server.as_str(), |(b, _)| b);
+    format!("{base}/{name}")
+}
+
 pub fn config_text(dir: &Path, alpha: &str, beta: &str, o: &Options) -> String {
     format!(
         r#"listen: "127.0.0.1:0"
-database: "sqlite://{db}"
+database: "{db}"
 currency: USD
 status_max_age: {max_age}
 upstreams:
@@ -149,7 +194,7 @@ sync:
 catalog:
   ttl: {ttl}
 {extra}"#,
-        db = dir.join("gateway.db").display(),
+        db = database_url(dir),
         max_age = o.status_max_age,
         sync = o.sync_interval,
         ttl = o.catalog_ttl,
