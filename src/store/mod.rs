@@ -346,15 +346,24 @@ pub trait Store: Send + Sync + 'static {
     async fn ping(&self) -> Result<()>;
 }
 
+#[cfg(test)]
+mod conformance;
+pub mod postgres;
 pub mod sqlite;
 
-/// Opens the store a database URL names (`sqlite://file.db`), applying migrations.
+/// Opens the store a database URL names (`sqlite://file.db`, `postgres://…` or
+/// `postgresql://…`), applying migrations.
 pub async fn open(url: &str) -> Result<std::sync::Arc<dyn Store>> {
     if url.starts_with("sqlite:") {
         return Ok(std::sync::Arc::new(sqlite::SqliteStore::open(url).await?));
     }
+    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        return Ok(std::sync::Arc::new(
+            postgres::PostgresStore::open(url).await?,
+        ));
+    }
     Err(StoreError::Conflict(format!(
-        "unsupported database URL (expected sqlite://FILE): {}",
+        "unsupported database URL (expected sqlite://FILE or postgres://…): {}",
         url.split("://").next().unwrap_or("")
     )))
 }

@@ -1,0 +1,1291 @@
+//! The behaviour every [`Store`] must have, written once and run against each backend.
+//!
+//! Each case is a function generic over a [`Backend`], which opens a fresh, empty database
+//! and gives the few ways around the store that a test needs (raw SQL, a second store on the
+//! same database). A backend instantiates every case as a `#[tokio::test]` with
+//! [`conformance_tests!`]:
+//!
+//! ```ignore
+//! mod conformance {
+//!     crate::store::conformance::conformance_tests!(super::SqliteDb);
+//! }
+//! ```
+//!
+//! A case that is written here but not listed in the macro is dead code, which the lints
+//! (`-D warnings`) refuse: every case runs for every backend.
+
+use std::sync::Arc;
+
+use tokio::task::JoinSet;
+
+use super::sqlite::INTERRUPTED_NOTE;
+use super::*;
+use crate::protocol::{RefillStatus, Status};
+
+/// A database for one test, with a store on it. Dropping it removes the database.
+pub(crate) trait Backend: Sized + Send + Sync + 'static {
+    /// A fresh, empty database with a store on it, or `None` when this backend's tests are
+    /// skipped (its server is not reachable and `CI` is not set).
+    async fn open() -> Option<Self>;
+
+    /// The same, on a database that [`Backend::another`] can open a second time (for SQLite,
+    /// a file rather than memory).
+    async fn open_shared() -> Option<Self>;
+
+    fn store(&self) -> Arc<dyn Store>;
+
+    /// Another store on the same database, with connections of its own: another process
+    /// (the CLI next to the server, or a second gateway instance).
+    async fn another(&self) -> Arc<dyn Store>;
+
+    /// Runs one statement on the database directly, around the store.
+    async fn execute(&self, sql: &str) -> std::result::Result<u64, sqlx::Error>;
+
+    /// The one integer that `sql` returns.
+    async fn scalar(&self, sql: &str) -> i64;
+
+    /// Writes a ledger entry with the store's own posting function, in a transaction that is
+    /// then rolled back.
+    async fn post_and_roll_back(
+        &self,
+        customer_id: i64,
+        amount: Units,
+        kind: EntryKind,
+        order_id: Option<i64>,
+    ) -> Result<()>;
+}
+
+/// Instantiates every case below as a `#[tokio::test]` for the backend `$backend`.
+macro_rules! conformance_tests {
+    ($backend:ty) => {
+        $crate::store::conformance::conformance_tests!(@cases $backend;
+            the_ledger_sums_to_the_balance_after_every_kind_of_change,
+            the_floor_holds_under_concurrent_orders,
+            the_floor_holds_across_two_stores_on_one_database,
+            a_partial_is_refunded_exactly_once_under_racing_syncs,
+            a_cancel_refunds_the_whole_charge_exactly_once,
+            a_running_status_updates_a_placed_order_without_touching_money,
+            a_status_changes_nothing_on_an_order_that_is_not_placed,
+            a_partial_without_remains_refunds_nothing,
+            a_rejected_order_releases_its_funds,
+            an_unknown_order_declared_not_placed_is_canceled_and_refunded,
+            an_unknown_order_found_upstream_is_placed_and_synced,
+            only_a_dispatching_order_is_retargeted_placed_or_marked_unknown,
+            recovery_marks_interrupted_orders_unknown_with_funds_held,
+            a_customer_sees_only_their_own_orders_and_refills,
+            names_and_keys_are_unique,
+            keys_find_customers_and_can_be_changed,
+            a_debit_stops_at_the_credit_limit,
+            a_failed_write_leaves_no_transaction_open,
+            claimed_work_is_leased_to_one_claimer,
+            orders_to_sync_takes_the_least_recently_synced_first,
+            refills_are_synced_until_final,
+            listings_and_counts,
+            the_schema_guards_the_money_rules,
+        );
+    };
+    (@cases $backend:ty; $($case:ident),* $(,)?) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $case() {
+                $crate::store::conformance::$case::<$backend>().await;
+            }
+        )*
+    };
+}
+pub(crate) use conformance_tests;
+
+/// A claim whose lease is over at once, so that repeated claims see the same rows.
+pub(crate) fn peek(stale_before: Millis, limit: u32) -> Claim {
+    Claim {
+        stale_before,
+        now: 0,
+        lease_until: 0,
+        limit,
+    }
+}
+
+pub(crate) const NOW: Millis = 1_700_000_000_000;
+/// 1.00000 in storage units.
+pub(crate) const ONE: Units = 100_000;
+
+pub(crate) fn key_of(name: &str) -> KeyHash {
+    let mut key = [0u8; 32];
+    for (slot, b) in key.iter_mut().zip(name.bytes()) {
+        *slot = b;
+    }
+    key
+}
+
+pub(crate) async fn customer(
+    store: &dyn Store,
+    name: &str,
+    balance: Units,
+    limit: Units,
+) -> Customer {
+    store
+        .create_customer(name, &key_of(name), "default", limit, balance, NOW)
+        .await
+        .unwrap()
+}
+
+pub(crate) fn new_order(customer_id: i64, charge: Units, billed: u64) -> NewOrder {
+    NewOrder {
+        customer_id,
+        service: 1,
+        upstream: "alpha".into(),
+        upstream_service: 101,
+        charge,
+        billed,
+        link: Some("https://example.com/p/1".into()),
+        fields: r#"{"quantity":"1000"}"#.into(),
+    }
+}
+
+pub(crate) async fn order(
+    store: &dyn Store,
+    customer_id: i64,
+    charge: Units,
+    billed: u64,
+) -> Order {
+    store
+        .create_order(&new_order(customer_id, charge, billed), NOW)
+        .await
+        .unwrap()
+}
+
+pub(crate) async fn placed(
+    store: &dyn Store,
+    customer_id: i64,
+    charge: Units,
+    billed: u64,
+    upstream_order: u64,
+) -> Order {
+    let o = order(store, customer_id, charge, billed).await;
+    store.mark_placed(o.id, upstream_order, NOW).await.unwrap();
+    store.order(o.id).await.unwrap().unwrap()
+}
+
+pub(crate) fn update(status: Status, remains: Option<i64>) -> StatusUpdate {
+    StatusUpdate {
+        status,
+        remains,
+        start_count: Some(10),
+        cost: Some(500),
+    }
+}
+
+pub(crate) async fn get(store: &dyn Store, id: i64) -> Order {
+    store.order(id).await.unwrap().unwrap()
+}
+
+/// The rules every state must satisfy: the balance is the sum of the ledger, read through
+/// the trait and straight from the table, and it is not below the floor. Returns it.
+pub(crate) async fn books<B: Backend>(db: &B, customer_id: i64) -> Units {
+    books_via(db, &*db.store(), customer_id).await
+}
+
+/// [`books`], with the ledger read through `store` (another store on `db`'s database).
+pub(crate) async fn books_via<B: Backend>(db: &B, store: &dyn Store, customer_id: i64) -> Units {
+    let entries = store.ledger(customer_id).await.unwrap();
+    let sum: Units = entries.iter().map(|e| e.amount).sum();
+    let balance = db
+        .scalar(&format!(
+            "SELECT balance FROM customers WHERE id = {customer_id}"
+        ))
+        .await;
+    let limit = db
+        .scalar(&format!(
+            "SELECT credit_limit FROM customers WHERE id = {customer_id}"
+        ))
+        .await;
+    assert_eq!(balance, sum, "balance is not the sum of {entries:#?}");
+    assert!(
+        balance >= -limit,
+        "balance {balance} below the floor {}",
+        -limit
+    );
+    balance
+}
+
+pub(crate) fn kinds(entries: &[LedgerEntry]) -> Vec<EntryKind> {
+    entries.iter().map(|e| e.kind).collect()
+}
+
+pub(crate) async fn the_ledger_sums_to_the_balance_after_every_kind_of_change<B: Backend>() {
+    use EntryKind::*;
+    let Some(db) = B::open().await else {
+        return;
+    };
+    let store = db.store();
+    let c = customer(&*store, "ana", 100 * ONE, 0).await;
+    assert_eq!(c.balance, 100 * ONE);
+    let mut expected = 100 * ONE;
+    assert_eq!(books(&db, c.id).await, expected);
+
+    store
+        .adjust_balance("ana", 5 * ONE, Some("top-up"), NOW)
+        .await
+        .unwrap();
+    expected += 5 * ONE;
+    assert_eq!(books(&db, c.id).await, expected);
+
+    let after = store
+        .adjust_balance("ana", -2 * ONE, Some("fee"), NOW)
+        .await
+        .unwrap();
+    expected -= 2 * ONE;
+    assert_eq!(after.balance, expected);
+    assert_eq!(books(&db, c.id).await, expected);
+
+    // Charge 0.17663 for 157 units; Partial with 100 left refunds 0.1125 (rounded down).
+    let a = order(&*store, c.id, 17_663, 157).await;
+    expected -= 17_663;
+    assert_eq!(books(&db, c.id).await, expected);
+    store.mark_placed(a.id, 9001, NOW).await.unwrap();
+    store
+        .apply_status(a.id, &update(Status::InProgress, Some(100)), NOW)
+        .await
+        .unwrap();
+    assert_eq!(books(&db, c.id).await, expected);
+    let applied = store
+        .apply_status(a.id, &update(Status::Partial, Some(100)), NOW)
+        .await
+        .unwrap();
+    assert_eq!(
+        applied,
+        Applied {
+            refund: 11_250,
+            finalized: true
+        }
+    );
+    expected += 11_250;
+    assert_eq!(books(&db, c.id).await, expected);
+
+    // Rejected: the charge is released.
+    let b = order(&*store, c.id, ONE, 1000).await;
+    assert_eq!(books(&db, c.id).await, expected - ONE);
+    store
+        .mark_rejected(b.id, "upstream said no", NOW)
+        .await
+        .unwrap();
+    assert_eq!(books(&db, c.id).await, expected);
+
+    // Unknown, then declared not placed: refunded in full.
+    let d = order(&*store, c.id, 30_000, 1000).await;
+    store.mark_unknown(d.id, "timeout", NOW).await.unwrap();
+    assert_eq!(books(&db, c.id).await, expected - 30_000);
+    assert_eq!(store.resolve_not_placed(d.id, NOW).await.unwrap(), 30_000);
+    assert_eq!(books(&db, c.id).await, expected);
+
+    // Canceled upstream: refunded in full.
+    let e = placed(&*store, c.id, 50_000, 1000, 9002).await;
+    let applied = store
+        .apply_status(e.id, &update(Status::Canceled, Some(1000)), NOW)
+        .await
+        .unwrap();
+    assert_eq!(applied.refund, 50_000);
+    assert_eq!(books(&db, c.id).await, expected);
+
+    // Completed: the charge stays.
+    let f = placed(&*store, c.id, 20_000, 1000, 9003).await;
+    let applied = store
+        .apply_status(f.id, &update(Status::Completed, Some(0)), NOW)
+        .await
+        .unwrap();
+    assert_eq!(
+        applied,
+        Applied {
+            refund: 0,
+            finalized: true
+        }
+    );
+    expected -= 20_000;
+    assert_eq!(books(&db, c.id).await, expected);
+
+    let entries = store.ledger(c.id).await.unwrap();
+    assert_eq!(
+        kinds(&entries),
+        [
+            Credit, Credit, Debit, Charge, Refund, Charge, Release, Charge, Refund, Charge, Refund,
+            Charge
+        ]
+    );
+    let refund_a = &entries[4];
+    assert_eq!((refund_a.amount, refund_a.order_id), (11_250, Some(a.id)));
+    assert_eq!(entries[0].note.as_deref(), Some("opening balance"));
+    assert_eq!(entries[1].note.as_deref(), Some("top-up"));
+    let customer = store.customer_by_name("ana").await.unwrap().unwrap();
+    assert_eq!(customer.balance, expected);
+}
+
+/// 50 orders at once, funds for 20: exactly 20 are created.
+pub(crate) async fn the_floor_holds_under_concurrent_orders<B: Backend>() {
+    let Some(db) = B::open_shared().await else {
+        return;
+    };
+    let store = db.store();
+    let c = customer(&*store, "bob", 20 * ONE, 0).await;
+    let mut tasks = JoinSet::new();
+    for i in 0..50 {
+        let store = store.clone();
+        tasks.spawn(async move {
+            store
+                .create_order(&new_order(c.id, ONE, 1000), NOW + i)
+                .await
+        });
+    }
+    let (mut created, mut refused) = (0, 0);
+    while let Some(result) = tasks.join_next().await {
+        match result.unwrap() {
+            Ok(_) => created += 1,
+            Err(StoreError::InsufficientFunds) => refused += 1,
+            Err(e) => panic!("unexpected error: {e}"),
+        }
+    }
+    assert_eq!((created, refused), (20, 30));
+    assert_eq!(books(&db, c.id).await, 0);
+    let orders = store.list_orders(&OrderFilter::default()).await.unwrap();
+    assert_eq!(orders.len(), 20);
+    assert_eq!(store.ledger(c.id).await.unwrap().len(), 21);
+}
+
+/// The same across two stores on one database (server and CLI, or two gateway instances):
+/// no in-process lock helps here, only the database's own locking. A credit limit lets the
+/// balance go to -10.
+pub(crate) async fn the_floor_holds_across_two_stores_on_one_database<B: Backend>() {
+    let Some(db) = B::open_shared().await else {
+        return;
+    };
+    let server = db.store();
+    let cli = db.another().await;
+    let c = customer(&*server, "carol", 10 * ONE, 10 * ONE).await;
+    let mut tasks = JoinSet::new();
+    for i in 0..50 {
+        let store = if i % 2 == 0 {
+            server.clone()
+        } else {
+            cli.clone()
+        };
+        tasks.spawn(async move {
+            store
+                .create_order(&new_order(c.id, ONE, 1000), NOW + i)
+                .await
+        });
+    }
+    let mut created = 0;
+    while let Some(result) = tasks.join_next().await {
+        match result.unwrap() {
+            Ok(_) => created += 1,
+            Err(StoreError::InsufficientFunds) => {}
+            Err(e) => panic!("unexpected error: {e}"),
+        }
+    }
+    assert_eq!(created, 20);
+    assert_eq!(books_via(&db, &*server, c.id).await, -10 * ONE);
+    assert_eq!(books_via(&db, &*cli, c.id).await, -10 * ONE);
+}
+
+/// Ten sync loops (in two processes) apply the same Partial at once: one refund.
+pub(crate) async fn a_partial_is_refunded_exactly_once_under_racing_syncs<B: Backend>() {
+    let Some(db) = B::open_shared().await else {
+        return;
+    };
+    let a = db.store();
+    let b = db.another().await;
+    let c = customer(&*a, "dan", 10 * ONE, 0).await;
+    let o = placed(&*a, c.id, 4 * ONE, 1000, 77).await;
+    let mut tasks = JoinSet::new();
+    for i in 0..10 {
+        let store = if i % 2 == 0 { a.clone() } else { b.clone() };
+        tasks.spawn(async move {
+            store
+                .apply_status(o.id, &update(Status::Partial, Some(250)), NOW + i)
+                .await
+        });
+    }
+    let (mut refunded, mut finalized) = (0, 0);
+    while let Some(result) = tasks.join_next().await {
+        let applied = result.unwrap().unwrap();
+        refunded += applied.refund;
+        finalized += u32::from(applied.finalized);
+    }
+    assert_eq!((refunded, finalized), (ONE, 1));
+    let o = get(&*a, o.id).await;
+    assert_eq!(
+        (o.state, o.status, o.refunded, o.remains),
+        (OrderState::Final, Status::Partial, ONE, Some(250))
+    );
+    assert_eq!(books_via(&db, &*b, c.id).await, 7 * ONE);
+    let refunds = a
+        .ledger(c.id)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|e| e.kind == EntryKind::Refund)
+        .count();
+    assert_eq!(refunds, 1);
+}
+
+pub(crate) async fn a_cancel_refunds_the_whole_charge_exactly_once<B: Backend>() {
+    let Some(db) = B::open().await else {
+        return;
+    };
+    let store = db.store();
+    let c = customer(&*store, "eve", 10 * ONE, 0).await;
+    let o = placed(&*store, c.id, 3 * ONE, 1000, 78).await;
+    let mut tasks = JoinSet::new();
+    for i in 0..10 {
+        let store = store.clone();
+        tasks.spawn(async move {
+            store
+                .apply_status(o.id, &update(Status::Canceled, None), NOW + i)
+                .await
+        });
+    }
+    let mut refunded = 0;
+    while let Some(result) = tasks.join_next().await {
+        refunded += result.unwrap().unwrap().refund;
+    }
+    assert_eq!(refunded, 3 * ONE);
+    assert_eq!(books(&db, c.id).await, 10 * ONE);
+
+    // Later statuses change nothing on a final order.
+    let later = store
+        .apply_status(o.id, &update(Status::Pending, Some(5)), NOW + 100)
+        .await
+        .unwrap();
+    assert_eq!(later, Applied::default());
+    let o = get(&*store, o.id).await;
+    assert_eq!(
+        (o.state, o.status, o.refunded),
+        (OrderState::Final, Status::Canceled, 3 * ONE)
+    );
+}
+
+pub(crate) async fn a_running_status_updates_a_placed_order_without_touching_money<B: Backend>() {
+    let Some(db) = B::open().await else {
+        return;
+    };
+    let store = db.store();
+    let c = customer(&*store, "fay", 10 * ONE, 0).await;
+    let o = placed(&*store, c.id, ONE, 1000, 79).await;
+    assert_eq!((o.status, o.synced_at), (Status::Pending, None));
+
+    let applied = store
+        .apply_status(o.id, &update(Status::InProgress, Some(300)), NOW + 5)
+        .await
+        .unwrap();
+    assert_eq!(applied, Applied::default());
+    let o = get(&*store, o.id).await;
+    assert_eq!(o.state, OrderState::Placed);
+    assert_eq!(o.status, Status::InProgress);
+    assert_eq!(
+        (o.remains, o.start_count, o.cost),
+        (Some(300), Some(10), Some(500))
+    );
+    assert_eq!((o.synced_at, o.updated_at), (Some(NOW + 5), NOW + 5));
+
+    // An upstream that omits start_count and cost does not erase them.
+    let bare = StatusUpdate {
+        status: Status::Processing,
+        remains: Some(200),
+        start_count: None,
+        cost: None,
+    };
+    store.apply_status(o.id, &bare, NOW + 6).await.unwrap();
+    let o = get(&*store, o.id).await;
+    assert_eq!(
+        (o.status, o.remains, o.start_count, o.cost),
+        (Status::Processing, Some(200), Some(10), Some(500))
+    );
+    assert_eq!(books(&db, c.id).await, 9 * ONE);
+}
+
+pub(crate) async fn a_status_changes_nothing_on_an_order_that_is_not_placed<B: Backend>() {
+    let Some(db) = B::open().await else {
+        return;
+    };
+    let store = db.store();
+    let c = customer(&*store, "gus", 10 * ONE, 0).await;
+    let dispatching = order(&*store, c.id, ONE, 1000).await;
+    let unknown = order(&*store, c.id, ONE, 1000).await;
+    store
+        .mark_unknown(unknown.id, "timeout", NOW)
+        .await
+        .unwrap();
+    for id in [dispatching.id, unknown.id] {
+        let before = get(&*store, id).await;
+        let applied = store
+            .apply_status(id, &update(Status::Canceled, None), NOW + 9)
+            .await
+            .unwrap();
+        assert_eq!(applied, Applied::default());
+        assert_eq!(get(&*store, id).await, before);
+    }
+    assert!(matches!(
+        store
+            .apply_status(4242, &update(Status::Completed, None), NOW)
+            .await,
+        Err(StoreError::NotFound)
+    ));
+    assert_eq!(books(&db, c.id).await, 8 * ONE);
+}
+
+pub(crate) async fn a_partial_without_remains_refunds_nothing<B: Backend>() {
+    let Some(db) = B::open().await else {
+        return;
+    };
+    let store = db.store();
+    let c = customer(&*store, "hal", 10 * ONE, 0).await;
+    let o = placed(&*store, c.id, ONE, 1000, 80).await;
+    let applied = store
+        .apply_status(o.id, &update(Status::Partial, None), NOW)
+        .await
+        .unwrap();
+    assert_eq!(
+        applied,
+        Applied {
+            refund: 0,
+            finalized: true
+        }
+    );
+    let o = get(&*store, o.id).await;
+    assert_eq!((o.state, o.refunded), (OrderState::Final, 0));
+    assert_eq!(books(&db, c.id).await, 9 * ONE);
+}
+
+pub(crate) async fn a_rejected_order_releases_its_funds<B: Backend>() {
+    let Some(db) = B::open().await else {
+        return;
+    };
+    let store = db.store();
+    let c = customer(&*store, "ivy", 2 * ONE, 0).await;
+    let o = order(&*store, c.id, 2 * ONE, 1000).await;
+    assert_eq!(books(&db, c.id).await, 0);
+    store
+        .mark_rejected(o.id, "Incorrect service ID", NOW + 3)
+        .await
+        .unwrap();
+    assert_eq!(books(&db, c.id).await, 2 * ONE);
+    let rejected = get(&*store, o.id).await;
+    assert_eq!(rejected.state, OrderState::Rejected);
+    assert_eq!(rejected.note.as_deref(), Some("Incorrect service ID"));
+    let last = store.ledger(c.id).await.unwrap().pop().unwrap();
+    assert_eq!(
+        (last.kind, last.amount, last.order_id),
+        (EntryKind::Release, 2 * ONE, Some(o.id))
+    );
+
+    // Once only, and only from dispatching.
+    assert!(matches!(
+        store.mark_rejected(o.id, "again", NOW).await,
+        Err(StoreError::Conflict(_))
+    ));
+    let p = placed(&*store, c.id, ONE, 1000, 81).await;
+    assert!(matches!(
+        store.mark_rejected(p.id, "late", NOW).await,
+        Err(StoreError::Conflict(_))
+    ));
+    assert!(matches!(
+        store.mark_rejected(4242, "none", NOW).await,
+        Err(StoreError::NotFound)
+    ));
+    assert_eq!(books(&db, c.id).await, ONE);
+}
+
+pub(crate) async fn an_unknown_order_declared_not_placed_is_canceled_and_refunded<B: Backend>() {
+    let Some(db) = B::open().await else {
+        return;
+    };
+    let store = db.store();
+    let c = customer(&*store, "jon", 5 * ONE, 0).await;
+    let o = order(&*store, c.id, 2 * ONE, 1000).await;
+    store
+        .mark_unknown(o.id, "connection reset after write", NOW)
+        .await
+        .unwrap();
+    assert_eq!(books(&db, c.id).await, 3 * ONE, "funds stay held");
+    assert_eq!(
+        store.resolve_not_placed(o.id, NOW + 1).await.unwrap(),
+        2 * ONE
+    );
+    let o = get(&*store, o.id).await;
+    assert_eq!(
+        (o.state, o.status, o.refunded, o.upstream_order),
+        (OrderState::Final, Status::Canceled, 2 * ONE, None)
+    );
+    assert_eq!(books(&db, c.id).await, 5 * ONE);
+
+    assert!(matches!(
+        store.resolve_not_placed(o.id, NOW).await,
+        Err(StoreError::Conflict(_))
+    ));
+    assert!(matches!(
+        store.resolve_placed(o.id, 5, NOW).await,
+        Err(StoreError::Conflict(_))
+    ));
+    let p = placed(&*store, c.id, ONE, 1000, 82).await;
+    assert!(matches!(
+        store.resolve_not_placed(p.id, NOW).await,
+        Err(StoreError::Conflict(_))
+    ));
+    assert!(matches!(
+        store.resolve_not_placed(4242, NOW).await,
+        Err(StoreError::NotFound)
+    ));
+    assert_eq!(books(&db, c.id).await, 4 * ONE);
+}
+
+pub(crate) async fn an_unknown_order_found_upstream_is_placed_and_synced<B: Backend>() {
+    let Some(db) = B::open().await else {
+        return;
+    };
+    let store = db.store();
+    let c = customer(&*store, "kim", 5 * ONE, 0).await;
+    let o = order(&*store, c.id, ONE, 1000).await;
+    store.mark_unknown(o.id, "timeout", NOW).await.unwrap();
+    store.resolve_placed(o.id, 555, NOW + 2).await.unwrap();
+    let o = get(&*store, o.id).await;
+    assert_eq!(
+        (o.state, o.status, o.upstream_order, o.updated_at),
+        (OrderState::Placed, Status::Pending, Some(555), NOW + 2)
+    );
+    let due = store.orders_to_sync("alpha", &peek(NOW, 10)).await.unwrap();
+    assert_eq!(due.iter().map(|o| o.id).collect::<Vec<_>>(), [o.id]);
+    assert_eq!(books(&db, c.id).await, 4 * ONE, "the charge stands");
+
+    assert!(matches!(
+        store.resolve_placed(o.id, 556, NOW).await,
+        Err(StoreError::Conflict(_))
+    ));
+    assert!(matches!(
+        store.resolve_placed(4242, 1, NOW).await,
+        Err(StoreError::NotFound)
+    ));
+}
+
+pub(crate) async fn only_a_dispatching_order_is_retargeted_placed_or_marked_unknown<B: Backend>() {
+    let Some(db) = B::open().await else {
+        return;
+    };
+    let store = db.store();
+    let c = customer(&*store, "lea", 5 * ONE, 0).await;
+    let o = order(&*store, c.id, ONE, 1000).await;
+    store.retarget_order(o.id, "beta", 202).await.unwrap();
+    let moved = get(&*store, o.id).await;
+    assert_eq!(
+        (moved.upstream.as_str(), moved.upstream_service),
+        ("beta", 202)
+    );
+    store.mark_placed(o.id, 1234, NOW + 1).await.unwrap();
+    let p = get(&*store, o.id).await;
+    assert_eq!(
+        (p.state, p.upstream_order, p.status),
+        (OrderState::Placed, Some(1234), Status::Pending)
+    );
+
+    assert!(matches!(
+        store.retarget_order(o.id, "gamma", 303).await,
+        Err(StoreError::Conflict(_))
+    ));
+    assert!(matches!(
+        store.mark_placed(o.id, 1, NOW).await,
+        Err(StoreError::Conflict(_))
+    ));
+    assert!(matches!(
+        store.mark_unknown(o.id, "x", NOW).await,
+        Err(StoreError::Conflict(_))
+    ));
+    assert!(matches!(
+        store.retarget_order(4242, "gamma", 303).await,
+        Err(StoreError::NotFound)
+    ));
+    assert!(matches!(
+        store.mark_placed(4242, 1, NOW).await,
+        Err(StoreError::NotFound)
+    ));
+    assert!(matches!(
+        store.mark_unknown(4242, "x", NOW).await,
+        Err(StoreError::NotFound)
+    ));
+    assert_eq!(get(&*store, o.id).await, p, "refused changes wrote nothing");
+}
+
+pub(crate) async fn recovery_marks_interrupted_orders_unknown_with_funds_held<B: Backend>() {
+    let Some(db) = B::open().await else {
+        return;
+    };
+    let store = db.store();
+    let c = customer(&*store, "max", 5 * ONE, 0).await;
+    let a = order(&*store, c.id, ONE, 1000).await;
+    let b = order(&*store, c.id, ONE, 1000).await;
+    let p = placed(&*store, c.id, ONE, 1000, 83).await;
+    assert_eq!(
+        store.recover_dispatching(NOW + 7, NOW + 7).await.unwrap(),
+        2
+    );
+    for id in [a.id, b.id] {
+        let o = get(&*store, id).await;
+        assert_eq!(o.state, OrderState::Unknown);
+        assert_eq!(o.note.as_deref(), Some(INTERRUPTED_NOTE));
+        assert_eq!(o.updated_at, NOW + 7);
+    }
+    assert_eq!(get(&*store, p.id).await.state, OrderState::Placed);
+    assert_eq!(books(&db, c.id).await, 2 * ONE);
+    assert_eq!(
+        store.recover_dispatching(NOW + 8, NOW + 8).await.unwrap(),
+        0
+    );
+}
+
+pub(crate) async fn a_customer_sees_only_their_own_orders_and_refills<B: Backend>() {
+    let Some(db) = B::open().await else {
+        return;
+    };
+    let store = db.store();
+    let ana = customer(&*store, "ana", 5 * ONE, 0).await;
+    let bob = customer(&*store, "bob", 5 * ONE, 0).await;
+    let a1 = placed(&*store, ana.id, ONE, 1000, 1).await;
+    let b1 = placed(&*store, bob.id, ONE, 1000, 2).await;
+    let a2 = order(&*store, ana.id, ONE, 1000).await;
+
+    let seen = store
+        .customer_orders(ana.id, &[b1.id, a2.id, 4242, a1.id])
+        .await
+        .unwrap();
+    assert_eq!(
+        seen.iter().map(|o| o.id).collect::<Vec<_>>(),
+        [a1.id, a2.id]
+    );
+    assert!(seen.iter().all(|o| o.customer == "ana"));
+    assert!(
+        store
+            .customer_orders(bob.id, &[a1.id])
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert!(store.customer_orders(ana.id, &[]).await.unwrap().is_empty());
+
+    let ra = store.create_refill(&a1, 900, NOW).await.unwrap();
+    let rb = store.create_refill(&b1, 901, NOW).await.unwrap();
+    let seen = store
+        .customer_refills(ana.id, &[rb.id, ra.id, 4242])
+        .await
+        .unwrap();
+    assert_eq!(seen, std::slice::from_ref(&ra));
+    assert!(
+        store
+            .customer_refills(bob.id, &[ra.id])
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
+
+pub(crate) async fn names_and_keys_are_unique<B: Backend>() {
+    let Some(db) = B::open().await else {
+        return;
+    };
+    let store = db.store();
+    let ana = customer(&*store, "ana", ONE, 0).await;
+    customer(&*store, "bob", 0, 0).await;
+
+    let same_name = store
+        .create_customer("ana", &key_of("other"), "vip", 0, ONE, NOW)
+        .await;
+    assert!(matches!(same_name, Err(StoreError::Duplicate(ref what)) if what.contains("ana")));
+    let same_key = store
+        .create_customer("cid", &key_of("ana"), "vip", 0, ONE, NOW)
+        .await;
+    assert!(matches!(same_key, Err(StoreError::Duplicate(ref what)) if what.contains("key")));
+    assert!(matches!(
+        store.set_key("bob", &key_of("ana")).await,
+        Err(StoreError::Duplicate(_))
+    ));
+    assert!(matches!(
+        store.set_key("nobody", &key_of("new")).await,
+        Err(StoreError::NotFound)
+    ));
+
+    // The refused creations left nothing behind: no customer, no ledger entry.
+    assert_eq!(store.list_customers().await.unwrap().len(), 2);
+    assert!(store.customer_by_name("cid").await.unwrap().is_none());
+    assert_eq!(store.ledger(ana.id).await.unwrap().len(), 1);
+    assert_eq!(db.scalar("SELECT COUNT(*) FROM ledger").await, 1);
+}
+
+pub(crate) async fn keys_find_customers_and_can_be_changed<B: Backend>() {
+    let Some(db) = B::open().await else {
+        return;
+    };
+    let store = db.store();
+    let ana = customer(&*store, "ana", ONE, 0).await;
+    let (found, stored) = store
+        .customer_by_key(&key_of("ana"))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((found, stored), (ana.clone(), key_of("ana")));
+    assert!(
+        store
+            .customer_by_key(&key_of("zed"))
+            .await
+            .unwrap()
+            .is_none()
+    );
+
+    store.set_key("ana", &key_of("fresh")).await.unwrap();
+    assert!(
+        store
+            .customer_by_key(&key_of("ana"))
+            .await
+            .unwrap()
+            .is_none()
+    );
+    let (found, _) = store
+        .customer_by_key(&key_of("fresh"))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(found.id, ana.id);
+
+    store.set_enabled("ana", false).await.unwrap();
+    assert!(
+        !store
+            .customer_by_name("ana")
+            .await
+            .unwrap()
+            .unwrap()
+            .enabled
+    );
+    let (found, _) = store
+        .customer_by_key(&key_of("fresh"))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        !found.enabled,
+        "disabled customers are still found, and told apart"
+    );
+    store.set_enabled("ana", true).await.unwrap();
+    assert!(
+        store
+            .customer_by_name("ana")
+            .await
+            .unwrap()
+            .unwrap()
+            .enabled
+    );
+    assert!(matches!(
+        store.set_enabled("nobody", true).await,
+        Err(StoreError::NotFound)
+    ));
+    store.ping().await.unwrap();
+}
+
+pub(crate) async fn a_debit_stops_at_the_credit_limit<B: Backend>() {
+    let Some(db) = B::open().await else {
+        return;
+    };
+    let store = db.store();
+    let c = customer(&*store, "nia", 10 * ONE, 5 * ONE).await;
+    assert_eq!(
+        store
+            .adjust_balance("nia", -14 * ONE, None, NOW)
+            .await
+            .unwrap()
+            .balance,
+        -4 * ONE
+    );
+    assert!(matches!(
+        store.adjust_balance("nia", -2 * ONE, None, NOW).await,
+        Err(StoreError::InsufficientFunds)
+    ));
+    assert_eq!(books(&db, c.id).await, -4 * ONE);
+    assert_eq!(
+        store
+            .adjust_balance("nia", -ONE, None, NOW)
+            .await
+            .unwrap()
+            .balance,
+        -5 * ONE
+    );
+    assert!(matches!(
+        store.create_order(&new_order(c.id, 1, 1), NOW).await,
+        Err(StoreError::InsufficientFunds)
+    ));
+    // A zero-charge order (billed per post) still fits at the floor.
+    order(&*store, c.id, 0, 1).await;
+    // Zero changes nothing and writes nothing.
+    let entries = store.ledger(c.id).await.unwrap().len();
+    store.adjust_balance("nia", 0, None, NOW).await.unwrap();
+    assert_eq!(store.ledger(c.id).await.unwrap().len(), entries);
+    assert!(matches!(
+        store.adjust_balance("nobody", ONE, None, NOW).await,
+        Err(StoreError::NotFound)
+    ));
+    // An opening balance below the floor is refused, and leaves no customer behind.
+    assert!(matches!(
+        store
+            .create_customer("owe", &key_of("owe"), "default", ONE, -2 * ONE, NOW)
+            .await,
+        Err(StoreError::InsufficientFunds)
+    ));
+    assert!(store.customer_by_name("owe").await.unwrap().is_none());
+    assert_eq!(books(&db, c.id).await, -5 * ONE);
+}
+
+/// Refused writes leave nothing open behind them. (A SQLite memory store has one
+/// connection: if a failed write left it inside a transaction, the next `BEGIN IMMEDIATE`
+/// would fail. On PostgreSQL a connection returned inside an aborted transaction would fail
+/// every statement after it.) A refused order takes no id.
+pub(crate) async fn a_failed_write_leaves_no_transaction_open<B: Backend>() {
+    let Some(db) = B::open().await else {
+        return;
+    };
+    let store = db.store();
+    let c = customer(&*store, "oli", 0, 0).await;
+    assert!(matches!(
+        store.create_order(&new_order(c.id, ONE, 1000), NOW).await,
+        Err(StoreError::InsufficientFunds)
+    ));
+    assert!(matches!(
+        store
+            .create_customer("oli", &key_of("x"), "g", 0, 0, NOW)
+            .await,
+        Err(StoreError::Duplicate(_))
+    ));
+    assert!(matches!(
+        store.resolve_not_placed(4242, NOW).await,
+        Err(StoreError::NotFound)
+    ));
+    assert!(matches!(
+        store.mark_placed(4242, u64::MAX, NOW).await,
+        Err(StoreError::Db(_))
+    ));
+    store.adjust_balance("oli", ONE, None, NOW).await.unwrap();
+    let o = order(&*store, c.id, ONE, 1000).await;
+    assert_eq!(o.id, 1, "the refused order took no id");
+    assert_eq!(books(&db, c.id).await, 0);
+}
+
+pub(crate) async fn claimed_work_is_leased_to_one_claimer<B: Backend>() {
+    let Some(db) = B::open().await else {
+        return;
+    };
+    let store = db.store();
+    let c = customer(&*store, "lee", 100 * ONE, 0).await;
+    let a = placed(&*store, c.id, ONE, 1000, 1).await;
+    let b = placed(&*store, c.id, ONE, 1000, 2).await;
+    let claim = |now, limit| Claim {
+        stale_before: now,
+        now,
+        lease_until: now + 1000,
+        limit,
+    };
+    let ids = |orders: Vec<Order>| orders.into_iter().map(|o| o.id).collect::<Vec<_>>();
+    // Two instances claim at once: each order goes to one of them.
+    assert_eq!(
+        ids(store.orders_to_sync("alpha", &claim(10, 1)).await.unwrap()),
+        [a.id]
+    );
+    assert_eq!(
+        ids(store.orders_to_sync("alpha", &claim(10, 10)).await.unwrap()),
+        [b.id]
+    );
+    assert!(
+        store
+            .orders_to_sync("alpha", &claim(500, 10))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    // A dead claimer's lease runs out and the work is taken over.
+    assert_eq!(
+        ids(store
+            .orders_to_sync("alpha", &claim(1010, 10))
+            .await
+            .unwrap()),
+        [a.id, b.id]
+    );
+}
+
+pub(crate) async fn orders_to_sync_takes_the_least_recently_synced_first<B: Backend>() {
+    let Some(db) = B::open().await else {
+        return;
+    };
+    let store = db.store();
+    let c = customer(&*store, "pam", 100 * ONE, 0).await;
+    let o1 = placed(&*store, c.id, ONE, 1000, 1).await;
+    let o2 = placed(&*store, c.id, ONE, 1000, 2).await;
+    let o3 = placed(&*store, c.id, ONE, 1000, 3).await;
+    let fresh = placed(&*store, c.id, ONE, 1000, 4).await;
+    let never = placed(&*store, c.id, ONE, 1000, 5).await;
+    let running = update(Status::InProgress, Some(10));
+    store.apply_status(o1.id, &running, 100).await.unwrap();
+    store.apply_status(o3.id, &running, 50).await.unwrap();
+    store.apply_status(o2.id, &running, 150).await.unwrap();
+    store.apply_status(fresh.id, &running, 500).await.unwrap();
+    // Not due: another upstream, not placed yet, already final.
+    let mut elsewhere = new_order(c.id, ONE, 1000);
+    elsewhere.upstream = "beta".into();
+    let elsewhere = store.create_order(&elsewhere, NOW).await.unwrap();
+    store.mark_placed(elsewhere.id, 6, NOW).await.unwrap();
+    order(&*store, c.id, ONE, 1000).await;
+    let done = placed(&*store, c.id, ONE, 1000, 7).await;
+    store
+        .apply_status(done.id, &update(Status::Completed, Some(0)), 10)
+        .await
+        .unwrap();
+
+    let ids = |orders: Vec<Order>| orders.into_iter().map(|o| o.id).collect::<Vec<_>>();
+    assert_eq!(
+        ids(store.orders_to_sync("alpha", &peek(200, 10)).await.unwrap()),
+        [never.id, o3.id, o1.id, o2.id]
+    );
+    assert_eq!(
+        ids(store.orders_to_sync("alpha", &peek(200, 2)).await.unwrap()),
+        [never.id, o3.id]
+    );
+    assert_eq!(
+        ids(store.orders_to_sync("alpha", &peek(100, 10)).await.unwrap()),
+        [never.id, o3.id],
+        "synced at exactly stale_before is fresh"
+    );
+    assert_eq!(
+        ids(store.orders_to_sync("beta", &peek(200, 10)).await.unwrap()),
+        [elsewhere.id]
+    );
+    assert!(
+        store
+            .orders_to_sync("gamma", &peek(200, 10))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
+
+pub(crate) async fn refills_are_synced_until_final<B: Backend>() {
+    let Some(db) = B::open().await else {
+        return;
+    };
+    let store = db.store();
+    let c = customer(&*store, "quinn", 10 * ONE, 0).await;
+    let o = placed(&*store, c.id, ONE, 1000, 1).await;
+    let r = store.create_refill(&o, 321, NOW).await.unwrap();
+    assert_eq!(
+        (
+            r.order_id,
+            r.customer_id,
+            r.upstream.as_str(),
+            r.upstream_refill
+        ),
+        (o.id, c.id, "alpha", 321)
+    );
+    assert_eq!(
+        (r.status, r.created_at, r.synced_at),
+        (RefillStatus::Pending, NOW, None)
+    );
+    let r2 = store.create_refill(&o, 322, NOW).await.unwrap();
+
+    let ids = |refills: Vec<Refill>| refills.into_iter().map(|r| r.id).collect::<Vec<_>>();
+    assert_eq!(
+        ids(store
+            .refills_to_sync("alpha", &peek(NOW, 10))
+            .await
+            .unwrap()),
+        [r.id, r2.id]
+    );
+    assert!(
+        store
+            .refills_to_sync("beta", &peek(NOW, 10))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+
+    store
+        .update_refill(r.id, RefillStatus::InProgress, NOW + 10)
+        .await
+        .unwrap();
+    // r was just synced: r2 (never) first, r only once stale.
+    assert_eq!(
+        ids(store
+            .refills_to_sync("alpha", &peek(NOW + 5, 10))
+            .await
+            .unwrap()),
+        [r2.id]
+    );
+    assert_eq!(
+        ids(store
+            .refills_to_sync("alpha", &peek(NOW + 11, 10))
+            .await
+            .unwrap()),
+        [r2.id, r.id]
+    );
+    assert_eq!(
+        ids(store
+            .refills_to_sync("alpha", &peek(NOW + 11, 1))
+            .await
+            .unwrap()),
+        [r2.id]
+    );
+
+    store
+        .update_refill(r.id, RefillStatus::Completed, NOW + 20)
+        .await
+        .unwrap();
+    store
+        .update_refill(r2.id, RefillStatus::Rejected, NOW + 20)
+        .await
+        .unwrap();
+    assert!(
+        store
+            .refills_to_sync("alpha", &peek(NOW + 100, 10))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+
+    // A final refill stays final.
+    store
+        .update_refill(r.id, RefillStatus::Pending, NOW + 30)
+        .await
+        .unwrap();
+    let r = store
+        .customer_refills(c.id, &[r.id])
+        .await
+        .unwrap()
+        .remove(0);
+    assert_eq!(
+        (r.status, r.synced_at),
+        (RefillStatus::Completed, Some(NOW + 20))
+    );
+
+    assert!(matches!(
+        store
+            .update_refill(4242, RefillStatus::Completed, NOW)
+            .await,
+        Err(StoreError::NotFound)
+    ));
+    let mut ghost = o.clone();
+    ghost.id = 4242;
+    assert!(matches!(
+        store.create_refill(&ghost, 1, NOW).await,
+        Err(StoreError::NotFound)
+    ));
+}
+
+pub(crate) async fn listings_and_counts<B: Backend>() {
+    let Some(db) = B::open().await else {
+        return;
+    };
+    let store = db.store();
+    let bob = customer(&*store, "bob", 10 * ONE, 0).await;
+    let ana = customer(&*store, "ana", 10 * ONE, 0).await;
+    let a1 = placed(&*store, ana.id, ONE, 1000, 1).await;
+    let b1 = order(&*store, bob.id, ONE, 1000).await;
+    let a2 = order(&*store, ana.id, ONE, 1000).await;
+    store.mark_unknown(a2.id, "timeout", NOW).await.unwrap();
+
+    let listed = store.list_customers().await.unwrap();
+    let listed: Vec<_> = listed.iter().map(|(c, n)| (c.name.as_str(), *n)).collect();
+    assert_eq!(listed, [("ana", 2), ("bob", 1)]);
+
+    let ids = |orders: Vec<Order>| orders.into_iter().map(|o| o.id).collect::<Vec<_>>();
+    let all = store.list_orders(&OrderFilter::default()).await.unwrap();
+    assert_eq!(ids(all), [a2.id, b1.id, a1.id]);
+    let anas = OrderFilter {
+        customer: Some("ana".into()),
+        state: None,
+    };
+    assert_eq!(ids(store.list_orders(&anas).await.unwrap()), [a2.id, a1.id]);
+    let unknown = OrderFilter {
+        customer: None,
+        state: Some(OrderState::Unknown),
+    };
+    assert_eq!(ids(store.list_orders(&unknown).await.unwrap()), [a2.id]);
+    let none = OrderFilter {
+        customer: Some("bob".into()),
+        state: Some(OrderState::Placed),
+    };
+    assert!(store.list_orders(&none).await.unwrap().is_empty());
+
+    let counts = store.count_orders_by_state().await.unwrap();
+    assert_eq!(
+        counts,
+        [
+            (OrderState::Dispatching, 1),
+            (OrderState::Placed, 1),
+            (OrderState::Rejected, 0),
+            (OrderState::Unknown, 1),
+            (OrderState::Final, 0),
+        ]
+    );
+
+    // Every field survives the round trip.
+    let o = get(&*store, a1.id).await;
+    assert_eq!(o.customer, "ana");
+    assert_eq!(
+        (o.service, o.upstream.as_str(), o.upstream_service),
+        (1, "alpha", 101)
+    );
+    assert_eq!((o.charge, o.billed, o.refunded), (ONE, 1000, 0));
+    assert_eq!(o.link.as_deref(), Some("https://example.com/p/1"));
+    assert_eq!(o.fields, r#"{"quantity":"1000"}"#);
+    assert_eq!(
+        (o.created_at, o.remains, o.cost, o.note),
+        (NOW, None, None, None)
+    );
+}
+
+/// The database refuses what the code must never do, whatever the code.
+pub(crate) async fn the_schema_guards_the_money_rules<B: Backend>() {
+    let Some(db) = B::open().await else {
+        return;
+    };
+    let store = db.store();
+    let c = customer(&*store, "rex", ONE, 0).await;
+    let o = placed(&*store, c.id, ONE, 1000, 1).await;
+    store
+        .apply_status(o.id, &update(Status::Canceled, None), NOW)
+        .await
+        .unwrap();
+    let (c_id, o_id) = (c.id, o.id);
+    let refused = [
+        "UPDATE ledger SET amount = 0".to_owned(),
+        "DELETE FROM ledger".to_owned(),
+        "UPDATE customers SET balance = -1".to_owned(),
+        "UPDATE customers SET credit_limit = -1".to_owned(),
+        "UPDATE orders SET refunded = charge + 1".to_owned(),
+        "UPDATE orders SET refunded = -1".to_owned(),
+        "UPDATE orders SET state = 'lost'".to_owned(),
+        "UPDATE orders SET state = 'placed', upstream_order = NULL".to_owned(),
+        // A second refund for one order; money in with the sign of money out; an operator
+        // entry that names an order.
+        format!(
+            "INSERT INTO ledger (customer_id, amount, kind, order_id, created_at) \
+             VALUES ({c_id}, 1, 'refund', {o_id}, 0)"
+        ),
+        format!(
+            "INSERT INTO ledger (customer_id, amount, kind, created_at) \
+             VALUES ({c_id}, -1, 'credit', 0)"
+        ),
+        format!(
+            "INSERT INTO ledger (customer_id, amount, kind, order_id, created_at) \
+             VALUES ({c_id}, 1, 'credit', {o_id}, 0)"
+        ),
+    ];
+    for sql in &refused {
+        assert!(db.execute(sql).await.is_err(), "{sql}");
+    }
+    // The store's own posting cannot write a second refund (or charge) either.
+    let err = db
+        .post_and_roll_back(c.id, ONE, EntryKind::Refund, Some(o.id))
+        .await;
+    assert!(matches!(err, Err(StoreError::Duplicate(_))), "{err:?}");
+    assert_eq!(books(&db, c.id).await, ONE);
+    assert_eq!(store.ledger(c.id).await.unwrap().len(), 3);
+}
