@@ -397,7 +397,8 @@ impl Config {
             .map(|e| e.fallback.len())
             .max()
             .unwrap_or(0) as u32;
-        slowest * 3 * targets + Duration::from_secs(30)
+        // The margin covers clock differences between instances.
+        slowest * 3 * targets + Duration::from_secs(5)
     }
 
     /// Every price group customers may be in.

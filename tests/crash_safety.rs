@@ -237,11 +237,10 @@ async fn terminate(mut child: Child) {
     assert!(exit.success(), "the gateway exits 0 on SIGTERM: {exit:?}");
 }
 
-/// The gateway's config. `sync.lease` is short because a killed gateway's sync leases are
-/// honoured after its restart, and the SQLite store never releases a lease once the batch is
-/// done: with the default (60 s) an order claimed while unfinished is not polled again for a
-/// minute, and the settling below would take that long.
-fn write_config(dir: &Scratch, upstream: &str) -> PathBuf {
+/// The gateway's config. `sync.lease` is short because the leases a killed gateway held on
+/// sync batches are honoured after its restart until they expire (default 60 s), and the
+/// settling below would wait that long.
+fn write_config(dir: &Scratch, upstream: &str, database: &str) -> PathBuf {
     let clients: String = CUSTOMERS
         .iter()
         .map(|(name, key, balance, credit)| {
@@ -255,7 +254,7 @@ fn write_config(dir: &Scratch, upstream: &str) -> PathBuf {
         &config,
         format!(
             r#"listen: "127.0.0.1:0"
-database: "sqlite://gw.db"
+database: "{database}"
 status_max_age: 0s
 limits:
   per_client: {{ per_second: 100000, burst: 100000 }}
@@ -263,7 +262,7 @@ upstreams:
   - name: alpha
     url: "{upstream}"
     key: "{UPSTREAM_KEY}"
-    timeout: 5s
+    timeout: 2s
 services:
   - id: 1
     upstream: alpha
@@ -352,6 +351,23 @@ fn seed() -> u64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_at_any_moment_loses_no_money_and_no_order() {
+    kill_under_load(1).await;
+}
+
+/// Two gateways on one PostgreSQL database, customers spread over both, one of them killed
+/// mid-load and restarted each round: the survivor keeps serving and takes over the dead one's
+/// sync work when its leases expire.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_instances_on_one_database_survive_kill_9() {
+    if !common::gw::postgres_backend() {
+        eprintln!("skipped: several instances need PostgreSQL (PANELGATE_TEST_BACKEND=postgres)");
+        return;
+    }
+    kill_under_load(2).await;
+}
+
+/// The load, the kills and the checks, with `instances` gateways on one database.
+async fn kill_under_load(instances: usize) {
     let started = Instant::now();
     let seed = seed();
     eprintln!("crash_safety: seed {seed} (replay with CRASH_SEED={seed})");
@@ -376,19 +392,28 @@ async fn kill_9_at_any_moment_loses_no_money_and_no_order() {
     };
     sim_cfg.journal = Some(journal_path.clone());
     let upstream = simulator(sim_cfg).await;
-    let config = write_config(&dir, &upstream.url());
+    let database = common::gw::database_url(&dir.0);
+    let config = write_config(&dir, &upstream.url(), &database);
     let log = dir.path("gateway.log");
     let tally = Arc::new(Tally::default());
 
     // ---- load, and SIGKILL at a random moment, several times ----
     let mut killed_in_flight = 0;
+    let mut gateways: Vec<Option<(Child, String)>> = (0..instances).map(|_| None).collect();
     for round in 0..ROUNDS {
-        let (mut child, url) = serve(&config, &log).await;
+        for gateway in gateways.iter_mut().filter(|g| g.is_none()) {
+            *gateway = Some(serve(&config, &log).await);
+        }
+        let urls: Vec<String> = gateways
+            .iter()
+            .flatten()
+            .map(|(_, url)| url.clone())
+            .collect();
         let stop = Arc::new(AtomicBool::new(false));
         let tasks: Vec<_> = (0..TASKS)
             .map(|task| {
                 tokio::spawn(load(
-                    url.clone(),
+                    urls[task as usize % urls.len()].clone(),
                     round,
                     task,
                     seed,
@@ -400,6 +425,10 @@ async fn kill_9_at_any_moment_loses_no_money_and_no_order() {
         let delay = 100 + rng.next() % 601;
         tokio::time::sleep(Duration::from_millis(delay)).await;
         let in_flight = tally.in_flight.load(Ordering::SeqCst);
+        // One instance dies each round; with several, the others keep serving.
+        let (mut child, _) = gateways[round as usize % instances]
+            .take()
+            .expect("running");
         child.start_kill().expect("SIGKILL");
         let exit = child.wait().await.unwrap();
         stop.store(true, Ordering::Relaxed);
@@ -418,9 +447,12 @@ async fn kill_9_at_any_moment_loses_no_money_and_no_order() {
     }
 
     // ---- restart, and let sync settle ----
-    let (child, _url) = serve(&config, &log).await;
-    let db = format!("sqlite://{}", dir.path("gw.db").display());
-    let store = store::open(&db).await.expect("the gateway's store opens");
+    for gateway in gateways.iter_mut().filter(|g| g.is_none()) {
+        *gateway = Some(serve(&config, &log).await);
+    }
+    let store = store::open(&database)
+        .await
+        .expect("the gateway's store opens");
     let settle_start = Instant::now();
     loop {
         let counts: HashMap<OrderState, u64> = store
@@ -440,7 +472,9 @@ async fn kill_9_at_any_moment_loses_no_money_and_no_order() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let settled_in = settle_start.elapsed();
-    terminate(child).await;
+    for (child, _) in gateways.into_iter().flatten() {
+        terminate(child).await;
+    }
 
     // ---- the evidence ----
     let journal = read_journal(&journal_path);

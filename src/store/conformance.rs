@@ -1010,6 +1010,21 @@ pub(crate) async fn claimed_work_is_leased_to_one_claimer<B: Backend>() {
             .unwrap()),
         [a.id, b.id]
     );
+    // Applying a status releases the lease: the order is due again at the next interval.
+    let running = StatusUpdate {
+        status: crate::protocol::Status::InProgress,
+        remains: Some(10),
+        start_count: None,
+        cost: None,
+    };
+    store.apply_status(a.id, &running, 1020).await.unwrap();
+    assert_eq!(
+        ids(store
+            .orders_to_sync("alpha", &claim(1030, 10))
+            .await
+            .unwrap()),
+        [a.id]
+    );
 }
 
 pub(crate) async fn orders_to_sync_takes_the_least_recently_synced_first<B: Backend>() {

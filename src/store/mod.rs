@@ -312,7 +312,8 @@ pub trait Store: Send + Sync + 'static {
     /// Applies an upstream status to a `Placed` order in one transaction. A final status
     /// moves it to `Final` and refunds exactly once: `Partial` the pro-rata rest
     /// ([`crate::money::partial_refund`] of charge, billed, remains), `Canceled` the whole
-    /// charge. Applying to an order that is not `Placed` changes nothing.
+    /// charge. Applying to an order that is not `Placed` changes nothing. Applying releases the
+    /// order's sync lease: it is fresh now, and due again after the next interval.
     async fn apply_status(&self, id: i64, update: &StatusUpdate, now: Millis) -> Result<Applied>;
 
     /// Operator: an `Unknown` order was placed after all, as `upstream_order`.

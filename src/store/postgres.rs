@@ -681,7 +681,7 @@ async fn apply_status_in(
         sqlx::query(
             "UPDATE orders SET status = $1, remains = $2, \
              start_count = COALESCE($3, start_count), cost = COALESCE($4, cost), \
-             synced_at = $5, updated_at = $5 \
+             synced_at = $5, updated_at = $5, lease_until = NULL \
              WHERE id = $6 AND state = 'placed'",
         )
         .bind(update.status.as_str())
@@ -704,7 +704,7 @@ async fn apply_status_in(
     let changed = sqlx::query(
         "UPDATE orders SET state = 'final', status = $1, remains = $2, \
          start_count = COALESCE($3, start_count), cost = COALESCE($4, cost), \
-         refunded = refunded + $5, synced_at = $6, updated_at = $6 \
+         refunded = refunded + $5, synced_at = $6, updated_at = $6, lease_until = NULL \
          WHERE id = $7 AND state = 'placed'",
     )
     .bind(update.status.as_str())
@@ -862,7 +862,7 @@ async fn update_refill_in(
     // must not move it back).
     let open = &*OPEN_REFILLS;
     let changed = sqlx::query(&format!(
-        "UPDATE refills SET status = $1, synced_at = $2 WHERE id = $3 AND status IN ({open})"
+        "UPDATE refills SET status = $1, synced_at = $2, lease_until = NULL WHERE id = $3 AND status IN ({open})"
     ))
     .bind(status.as_str())
     .bind(now)

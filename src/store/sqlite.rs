@@ -884,7 +884,7 @@ impl Store for SqliteStore {
             sqlx::query(
                 "UPDATE orders SET status = ?, remains = ?, \
                  start_count = COALESCE(?, start_count), cost = COALESCE(?, cost), \
-                 synced_at = ?, updated_at = ? \
+                 synced_at = ?, updated_at = ?, lease_until = NULL \
                  WHERE id = ? AND state = 'placed'",
             )
             .bind(update.status.as_str())
@@ -909,7 +909,7 @@ impl Store for SqliteStore {
         let changed = sqlx::query(
             "UPDATE orders SET state = 'final', status = ?, remains = ?, \
              start_count = COALESCE(?, start_count), cost = COALESCE(?, cost), \
-             refunded = refunded + ?, synced_at = ?, updated_at = ? \
+             refunded = refunded + ?, synced_at = ?, updated_at = ?, lease_until = NULL \
              WHERE id = ? AND state = 'placed'",
         )
         .bind(update.status.as_str())
@@ -1117,7 +1117,7 @@ impl Store for SqliteStore {
         // A refill that reached a final status stays there (a slower sync racing a faster one
         // must not move it back).
         let sql = format!(
-            "UPDATE refills SET status = ?, synced_at = ? WHERE id = ? AND status IN ({})",
+            "UPDATE refills SET status = ?, synced_at = ?, lease_until = NULL WHERE id = ? AND status IN ({})",
             placeholders(open.len())
         );
         let mut query = sqlx::query(&sql).bind(status.as_str()).bind(now).bind(id);
