@@ -25,8 +25,8 @@ RUN mkdir -p src benches \
     && cargo build --release --locked \
     && rm -rf src benches
 
-# The real sources. The SQL migrations are embedded in the binary at compile time
-# (`sqlx::migrate!("./migrations/sqlite")`), so they must be here for the build.
+# The real sources. The SQL migrations of both stores are embedded in the binary at compile
+# time (`sqlx::migrate!("./migrations/sqlite")`, `…/postgres`), so they must be here.
 COPY src ./src
 COPY migrations ./migrations
 COPY benches ./benches

@@ -313,38 +313,22 @@ impl Gateway {
             };
             results.insert(id, verdict.map_err(|e| e.to_string()));
         }
-        for (name, orders) in eligible {
-            let Some(upstream) = self.upstreams.get(name) else {
-                continue;
-            };
-            for chunk in orders.chunks(MAX_IDS) {
-                let upstream_ids: Vec<u64> =
-                    chunk.iter().filter_map(|o| o.upstream_order).collect();
-                let answered = match upstream.refill(&upstream_ids).await {
-                    Ok(r) => r.0,
-                    Err(e) => {
-                        tracing::warn!(upstream = name, error = %e, "refill failed");
-                        Vec::new()
-                    }
-                };
-                for o in chunk {
-                    let item = answered
-                        .iter()
-                        .find(|(uid, _)| Some(*uid) == o.upstream_order);
-                    let result = match item {
-                        Some((_, Ok(upstream_refill))) => {
-                            let refill = self
-                                .store
-                                .create_refill(o, *upstream_refill, now_ms())
-                                .await?;
-                            Ok(refill.id as u64)
-                        }
-                        Some((_, Err(text))) => Err(scrub(text, o)),
-                        None => Err(ProtocolError::Unavailable.to_string()),
-                    };
-                    results.insert(o.id as u64, result);
+        let answers = forward(&self.upstreams, eligible, "refill", |u, ids| async move {
+            u.refill(&ids).await.map(|r| r.0)
+        })
+        .await;
+        for (o, answer) in answers {
+            let result = match answer {
+                Ok(upstream_refill) => {
+                    let refill = self
+                        .store
+                        .create_refill(o, upstream_refill, now_ms())
+                        .await?;
+                    Ok(refill.id as u64)
                 }
-            }
+                Err(text) => Err(text),
+            };
+            results.insert(o.id as u64, result);
         }
         let mut take = |id: &u64| {
             results
@@ -420,33 +404,13 @@ impl Gateway {
             };
             results.insert(id, verdict.map_err(|e| e.to_string()));
         }
-        for (name, orders) in eligible {
-            let Some(upstream) = self.upstreams.get(name) else {
-                continue;
-            };
-            for chunk in orders.chunks(MAX_IDS) {
-                let upstream_ids: Vec<u64> =
-                    chunk.iter().filter_map(|o| o.upstream_order).collect();
-                let answered = match upstream.cancel(&upstream_ids).await {
-                    Ok(r) => r.0,
-                    Err(e) => {
-                        tracing::warn!(upstream = name, error = %e, "cancel failed");
-                        Vec::new()
-                    }
-                };
-                for o in chunk {
-                    let item = answered
-                        .iter()
-                        .find(|(uid, _)| Some(*uid) == o.upstream_order);
-                    let result = match item {
-                        // The refund follows when sync sees the order Canceled (or Partial).
-                        Some((_, Ok(()))) => Ok(()),
-                        Some((_, Err(text))) => Err(scrub(text, o)),
-                        None => Err(ProtocolError::Unavailable.to_string()),
-                    };
-                    results.insert(o.id as u64, result);
-                }
-            }
+        // A cancel taken upstream is refunded when sync sees the order Canceled (or Partial).
+        let answers = forward(&self.upstreams, eligible, "cancel", |u, ids| async move {
+            u.cancel(&ids).await.map(|r| r.0)
+        })
+        .await;
+        for (o, answer) in answers {
+            results.insert(o.id as u64, answer);
         }
         Ok(reply::to_bytes(&Canceled(
             ids.iter()
@@ -549,6 +513,51 @@ impl Dispatch {
                 .and_then(|()| Err(refusal.into())),
         )
     }
+}
+
+/// Sends one multi action (refill, cancel) for `eligible` orders to their upstreams, one call
+/// per upstream per ≤100 ids, and returns each order's answer: the upstream's item, its refusal
+/// text (with our order id in place of theirs), or the neutral unavailability error when the
+/// call failed or left the order out.
+async fn forward<'a, T, F, Fut>(
+    upstreams: &Upstreams,
+    eligible: HashMap<&str, Vec<&'a Order>>,
+    action: &'static str,
+    call: F,
+) -> Vec<(&'a Order, Item<T>)>
+where
+    F: Fn(Arc<crate::upstream::Upstream>, Vec<u64>) -> Fut,
+    Fut: std::future::Future<Output = Result<Vec<(u64, Item<T>)>, crate::upstream::CallError>>,
+{
+    let mut out = Vec::new();
+    for (name, orders) in eligible {
+        let Some(upstream) = upstreams.get(name) else {
+            continue;
+        };
+        for chunk in orders.chunks(MAX_IDS) {
+            let ids: Vec<u64> = chunk.iter().filter_map(|o| o.upstream_order).collect();
+            let mut answered = match call(upstream.clone(), ids).await {
+                Ok(items) => items,
+                Err(e) => {
+                    tracing::warn!(upstream = name, action, error = %e, "upstream call failed");
+                    Vec::new()
+                }
+            };
+            for &o in chunk {
+                let item = answered
+                    .iter()
+                    .position(|(uid, _)| Some(*uid) == o.upstream_order)
+                    .map(|i| answered.swap_remove(i).1);
+                let answer = match item {
+                    Some(Ok(value)) => Ok(value),
+                    Some(Err(text)) => Err(scrub(&text, o)),
+                    None => Err(ProtocolError::Unavailable.to_string()),
+                };
+                out.push((o, answer));
+            }
+        }
+    }
+    out
 }
 
 /// What a customer is told when every target refused: the refusals that are theirs to fix
