@@ -90,7 +90,26 @@ impl Live {
         }
         let next = Arc::new(old.reconfigured(Arc::new(cfg)));
         let catalog = next.catalog.get().await;
-        self.current.store(next);
+        self.current.store(next.clone());
+        // An upstream that is gone must not keep its last readings (and alerts) alive.
+        let m = &next.metrics;
+        let gone: Vec<&str> = old
+            .cfg
+            .upstreams
+            .iter()
+            .map(|u| u.name.as_str())
+            .filter(|name| next.cfg.upstream(name).is_none())
+            .collect();
+        for name in &gone {
+            let _ = m.upstream_healthy.remove_label_values(&[name]);
+            let _ = m.upstream_breaker.remove_label_values(&[name]);
+            let _ = m.catalog_services.remove_label_values(&[name]);
+            let _ = m.catalog_age_seconds.remove_label_values(&[name]);
+        }
+        if !gone.is_empty() {
+            // Balances are labelled by currency too; the poll refills the ones that remain.
+            m.upstream_balance.reset();
+        }
         tracing::info!(services = catalog.len(), "config reloaded");
         Ok(())
     }

@@ -4,8 +4,7 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Read};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use common::Http;
@@ -118,28 +117,10 @@ async fn sighup_reloads_and_sigterm_finishes_in_flight_requests() {
         ),
     )
     .unwrap();
-    let mut server = Command::new(env!("CARGO_BIN_EXE_panelgate"))
-        .args(["serve", "--config"])
-        .arg(&config)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(server.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let url = line
-        .trim()
-        .strip_prefix("listening on ")
-        .unwrap()
-        .to_owned();
-    let mut stderr = server.stderr.take().unwrap();
-    let logs = std::thread::spawn(move || {
-        let mut all = String::new();
-        let _ = stderr.read_to_string(&mut all);
-        all
-    });
+    let mut command = Command::new(env!("CARGO_BIN_EXE_panelgate"));
+    command.args(["serve", "--config"]).arg(&config);
+    let server = common::Spawned::start(command);
+    let url = server.url.clone();
     let http = Http::default();
     let rate = || {
         let (http, url) = (http.clone(), url.clone());
@@ -154,19 +135,10 @@ async fn sighup_reloads_and_sigterm_finishes_in_flight_requests() {
             list[0]["rate"].clone()
         }
     };
-    let signal = |name: &str| {
-        assert!(
-            Command::new("kill")
-                .args([name, &server.id().to_string()])
-                .status()
-                .unwrap()
-                .success()
-        );
-    };
     assert_eq!(rate().await, "1.125");
 
     rewrite(&config, "percent: 25", "percent: 60");
-    signal("-HUP");
+    server.signal("-HUP");
     let mut reloaded = false;
     for _ in 0..200 {
         if rate().await == "1.44" {
@@ -177,7 +149,7 @@ async fn sighup_reloads_and_sigterm_finishes_in_flight_requests() {
     }
     assert!(reloaded, "SIGHUP did not reload");
     rewrite(&config, "percent: 60", "percnt: 70");
-    signal("-HUP");
+    server.signal("-HUP");
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(
         rate().await,
@@ -202,15 +174,12 @@ async fn sighup_reloads_and_sigterm_finishes_in_flight_requests() {
         .json()
     });
     tokio::time::sleep(Duration::from_millis(200)).await;
-    signal("-TERM");
+    server.signal("-TERM");
     let reply = in_flight.await.unwrap();
     assert_eq!(reply["order"], 1, "{reply}");
-    let status = tokio::task::spawn_blocking(move || server.wait())
+    let logs = tokio::task::spawn_blocking(move || server.wait())
         .await
-        .unwrap()
         .unwrap();
-    assert!(status.success());
-    let logs = logs.join().unwrap();
     assert!(
         logs.contains("config not reloaded"),
         "the refused reload was not logged"
@@ -218,5 +187,56 @@ async fn sighup_reloads_and_sigterm_finishes_in_flight_requests() {
     assert!(
         logs.contains("percnt"),
         "the log does not say what was wrong"
+    );
+}
+
+#[tokio::test]
+async fn an_upstream_removed_by_a_reload_leaves_no_stale_metrics() {
+    let env = Env::start(Options {
+        extra: "config_poll: 0s\n",
+        ..Options::default()
+    })
+    .await;
+    let key = env.client("ann", "10", "default").await;
+    env.call(&key, &[("action", "services")]).await;
+    let scrape = || async {
+        env.http
+            .get(&format!("http://{}/metrics", env.gw().addr))
+            .await
+            .text()
+    };
+    assert!(
+        scrape()
+            .await
+            .contains(r#"panelgate_catalog_services{upstream="beta"}"#)
+    );
+    // Drop beta: its upstream entry, its import rule and the fallback that names it.
+    let text = std::fs::read_to_string(&env.config_path).unwrap();
+    let start = text.find("  - name: beta\n").unwrap();
+    let end = start + text[start..].find("services:").unwrap();
+    let text = format!("{}{}", &text[..start], &text[end..])
+        .replace("    fallback: [{ upstream: beta, service: 202 }]\n", "")
+        .replace("  - import: beta\n    id_offset: 2000\n    markup: { multiplier: 1.5, round_up_to: 0.01 }\n", "");
+    std::fs::write(&env.config_path, text).unwrap();
+    env.gw().reload().await.unwrap();
+    let after = scrape().await;
+    // Counters keep their history; the gauges that would keep alerts alive are gone.
+    for gauge in [
+        "panelgate_upstream_healthy",
+        "panelgate_upstream_breaker_state",
+        "panelgate_upstream_balance",
+        "panelgate_catalog_services",
+        "panelgate_catalog_list_age_seconds",
+    ] {
+        let stale = after
+            .lines()
+            .any(|l| l.starts_with(gauge) && l.contains(r#"upstream="beta""#));
+        assert!(!stale, "{gauge} still reports beta");
+    }
+    assert!(after.contains(r#"panelgate_catalog_services{upstream="alpha"}"#));
+    assert_eq!(
+        rate_of(&env, &key, 2201).await,
+        Value::Null,
+        "beta's services are gone"
     );
 }

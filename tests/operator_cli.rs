@@ -3,10 +3,8 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Output};
 
 use common::Http;
 use common::gw::Scratch;
@@ -53,47 +51,15 @@ fn free_port() -> u16 {
         .port()
 }
 
-/// Starts `panelgate serve` and returns it with its API URL.
-fn serve(config: &Path) -> (Child, String) {
-    // `--config` before the subcommand works too.
-    let mut child = Command::new(env!("CARGO_BIN_EXE_panelgate"))
+/// Starts `panelgate serve` (with `--config` before the subcommand, which works too).
+fn serve(config: &Path) -> common::Spawned {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_panelgate"));
+    command
         .env("DEMO_UPSTREAM_KEY", UPSTREAM_KEY)
         .arg("--config")
         .arg(config)
-        .arg("serve")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let url = line
-        .trim()
-        .strip_prefix("listening on ")
-        .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
-        .to_owned();
-    (child, url)
-}
-
-fn stop(mut child: Child) {
-    assert!(
-        Command::new("kill")
-            .args(["-TERM", &child.id().to_string()])
-            .status()
-            .unwrap()
-            .success()
-    );
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        if let Some(exit) = child.try_wait().unwrap() {
-            assert!(exit.success(), "{exit:?}");
-            return;
-        }
-        assert!(Instant::now() < deadline, "did not stop on SIGTERM");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+        .arg("serve");
+    common::Spawned::start(command)
 }
 
 fn write_config(dir: &Scratch) -> std::path::PathBuf {
@@ -131,7 +97,8 @@ async fn an_operator_runs_the_gateway_from_the_command_line() {
     let dir = Scratch::new("cli");
     let config = write_config(&dir);
 
-    let (server, url) = serve(&config);
+    let server = serve(&config);
+    let url = server.url.clone();
     let out = stdout(&panelgate(
         &config,
         &["client", "add", "ann", "--balance", "10"],
@@ -237,7 +204,7 @@ async fn an_operator_runs_the_gateway_from_the_command_line() {
         "{summary}"
     );
     assert!(summary.contains("rates 0.028 to 16.8"), "{summary}");
-    stop(server);
+    server.terminate();
 }
 
 #[test]

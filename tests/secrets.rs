@@ -4,8 +4,7 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Read};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use common::Http;
@@ -53,31 +52,14 @@ async fn drive_every_action(format: &str) {
     let (out, add_log) = cli(&["client", "add", "ann", "--balance", "50"]);
     let key = out.lines().last().unwrap().to_owned();
 
-    let mut server = Command::new(env!("CARGO_BIN_EXE_panelgate"))
+    let mut command = Command::new(env!("CARGO_BIN_EXE_panelgate"));
+    command
         .args(["serve", "--log-format", format, "--config"])
         .arg(&config)
         .env("UPSTREAM_KEY", UPSTREAM_KEY)
-        .env("RUST_LOG", "trace")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(server.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let url = line
-        .trim()
-        .strip_prefix("listening on ")
-        .unwrap()
-        .to_owned();
-    let mut stderr = server.stderr.take().unwrap();
-    let logs = std::thread::spawn(move || {
-        let mut all = String::new();
-        let _ = stderr.read_to_string(&mut all);
-        all
-    });
-
+        .env("RUST_LOG", "trace");
+    let server = common::Spawned::start(command);
+    let url = server.url.clone();
     let http = Http::default();
     let call = |pairs: Vec<(&'static str, String)>| {
         let http = http.clone();
@@ -172,15 +154,9 @@ async fn drive_every_action(format: &str) {
     .await;
     tokio::time::sleep(Duration::from_millis(200)).await;
 
-    assert!(
-        Command::new("kill")
-            .args(["-TERM", &server.id().to_string()])
-            .status()
-            .unwrap()
-            .success()
-    );
-    assert!(server.wait().unwrap().success());
-    let logs = logs.join().unwrap();
+    let logs = tokio::task::spawn_blocking(move || server.terminate())
+        .await
+        .unwrap();
     assert!(
         logs.contains("TRACE") || logs.contains("\"TRACE\""),
         "logging was not at trace level"

@@ -159,3 +159,71 @@ pub async fn raw(addr: SocketAddr, request: &[u8], wait: Duration) -> Vec<u8> {
     out
 }
 pub mod gw;
+
+/// A `panelgate` process a test started: its API URL (read from the `listening on URL` line it
+/// prints first) and everything it logs to stderr.
+pub struct Spawned {
+    pub child: std::process::Child,
+    pub url: String,
+    logs: std::thread::JoinHandle<String>,
+}
+
+impl Spawned {
+    /// Starts `command` (a `panelgate` command line that prints its address first).
+    pub fn start(mut command: std::process::Command) -> Spawned {
+        use std::io::{BufRead, Read};
+        let mut child = command
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("panelgate starts");
+        let mut line = String::new();
+        std::io::BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let url = line
+            .trim()
+            .strip_prefix("listening on ")
+            .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
+            .to_owned();
+        let mut stderr = child.stderr.take().unwrap();
+        let logs = std::thread::spawn(move || {
+            let mut all = String::new();
+            let _ = stderr.read_to_string(&mut all);
+            all
+        });
+        Spawned { child, url, logs }
+    }
+
+    /// Sends a signal (`-HUP`, `-TERM`, …).
+    pub fn signal(&self, name: &str) {
+        let status = std::process::Command::new("kill")
+            .args([name, &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success(), "kill {name}");
+    }
+
+    /// SIGTERM; the process must exit 0 within 20 s. Returns what it logged.
+    pub fn terminate(self) -> String {
+        self.signal("-TERM");
+        self.wait()
+    }
+
+    /// Waits (20 s at most) for the process to exit, which it must do with 0. Returns what it
+    /// logged.
+    pub fn wait(mut self) -> String {
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(exit) = self.child.try_wait().unwrap() {
+                assert!(exit.success(), "exit on SIGTERM: {exit:?}");
+                return self.logs.join().unwrap();
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "did not stop on SIGTERM"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
