@@ -482,10 +482,27 @@ impl Handler for Routes {
             %peer,
             "request"
         );
-        match result {
-            Ok(body) => server::ok(body).into(),
-            Err(e) => server::protocol_error(&e).into(),
+        let mut reply = match result {
+            Ok(body) => {
+                let mut reply = server::ok(body.bytes);
+                if body.gzip {
+                    reply.headers_mut().insert(
+                        http::header::CONTENT_ENCODING,
+                        http::HeaderValue::from_static("gzip"),
+                    );
+                }
+                reply
+            }
+            Err(e) => server::protocol_error(&e),
+        };
+        if action == "services" {
+            // The body depends on Accept-Encoding: caches between us and the panel must know.
+            reply.headers_mut().insert(
+                http::header::VARY,
+                http::HeaderValue::from_static("accept-encoding"),
+            );
         }
+        reply.into()
     }
 }
 

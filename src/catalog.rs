@@ -5,6 +5,7 @@
 //! upstream share one call (`try_get_with`), and when a refresh fails the last good list keeps
 //! serving. The built catalog (and its `services` reply for each price group, serialized once)
 //! is swapped in atomically whenever a list changes, so a `services` request costs a lookup.
+//! Each reply is also kept gzip-compressed, for the panels that accept it.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -59,12 +60,35 @@ pub struct UpstreamList {
     pub fetched_at: Instant,
 }
 
+/// A `services` reply, serialized and compressed once per catalog build.
+#[derive(Debug, Clone, Default)]
+pub struct Listing {
+    pub json: Bytes,
+    pub gzip: Bytes,
+}
+
+impl Listing {
+    fn new(json: Bytes) -> Listing {
+        use std::io::Write;
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+        // Writing to a Vec cannot fail.
+        let gzip = gz
+            .write_all(&json)
+            .and_then(|()| gz.finish())
+            .unwrap_or_default();
+        Listing {
+            json,
+            gzip: gzip.into(),
+        }
+    }
+}
+
 /// A built catalog: immutable, shared.
 #[derive(Debug, Default)]
 pub struct LocalCatalog {
     services: BTreeMap<u64, Arc<LocalService>>,
     /// Pre-serialized `services` reply per price group.
-    replies: HashMap<String, Bytes>,
+    replies: HashMap<String, Listing>,
     /// Local services per upstream (their primary target).
     pub per_upstream: HashMap<String, usize>,
     /// The lists it was built from, to notice when one changes (held, so that a pointer
@@ -92,12 +116,12 @@ impl LocalCatalog {
     }
 
     /// The `services` reply for a customer of `group`.
-    pub fn reply(&self, group: &str) -> Bytes {
+    pub fn reply(&self, group: &str) -> Listing {
         self.replies
             .get(group)
             .or_else(|| self.replies.get(DEFAULT_GROUP))
             .cloned()
-            .unwrap_or_else(|| Bytes::from_static(b"[]"))
+            .unwrap_or_else(|| Listing::new(Bytes::from_static(b"[]")))
     }
 
     /// Builds the catalog from the rules of `cfg` and whatever upstream lists are known.
@@ -244,7 +268,7 @@ impl LocalCatalog {
                         ..s.listing.clone()
                     })
                     .collect();
-                (g.clone(), reply::to_bytes(&listing))
+                (g.clone(), Listing::new(reply::to_bytes(&listing)))
             })
             .collect();
         let mut sources: Vec<(String, Arc<UpstreamList>)> = lists
@@ -276,6 +300,7 @@ pub struct Catalog {
     last_good: DashMap<String, Arc<UpstreamList>>,
     current: ArcSwap<LocalCatalog>,
     rebuild: tokio::sync::Mutex<()>,
+    hits: prometheus::IntCounter,
 }
 
 impl Catalog {
@@ -286,18 +311,31 @@ impl Catalog {
             .build();
         Catalog {
             cfg,
-            metrics,
             upstreams,
             cache,
             last_good: DashMap::new(),
             current: ArcSwap::from_pointee(LocalCatalog::default()),
             rebuild: tokio::sync::Mutex::new(()),
+            hits: metrics.catalog_lookups.with_label_values(&["hit"]),
+            metrics,
         }
     }
 
     /// The current catalog, refreshing upstream lists whose TTL ran out first. Upstreams that
     /// fail keep their last good list; one that never answered contributes nothing.
     pub async fn get(&self) -> Arc<LocalCatalog> {
+        // The common case, without touching the list cache: every list is within its TTL.
+        let current = self.current.load();
+        if current.sources.len() == self.cfg.upstreams.len()
+            && current
+                .sources
+                .iter()
+                .all(|(_, l)| l.fetched_at.elapsed() < self.cfg.catalog_ttl)
+        {
+            self.hits.inc();
+            return Arc::clone(&current);
+        }
+        drop(current);
         let mut lists = HashMap::with_capacity(self.cfg.upstreams.len());
         for u in &self.cfg.upstreams {
             if let Some(list) = self.list(&u.name).await {
@@ -306,10 +344,7 @@ impl Catalog {
         }
         let current = self.current.load_full();
         if same_sources(&current.sources, &lists) {
-            self.metrics
-                .catalog_lookups
-                .with_label_values(&["hit"])
-                .inc();
+            self.hits.inc();
             return current;
         }
         self.metrics

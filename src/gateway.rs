@@ -10,22 +10,23 @@ use std::sync::Arc;
 use bytes::Bytes;
 use rust_decimal::Decimal;
 
+use crate::auth::{Authenticator, Caller};
 use crate::catalog::{Catalog, LocalService};
 use crate::config::Config;
 use crate::guard::{self, Guard};
-use crate::keys;
 use crate::metrics::{self, Metrics};
 use crate::money::{self, Billing};
 use crate::protocol::lenient::Refusal;
 use crate::protocol::order::OrderFields;
 use crate::protocol::reply::{
-    self, Added, Balance, Canceled, Item, MultiRefill, MultiRefillStatus, MultiStatus, OrderStatus,
-    RefillCreated, RefillState, Remains,
+    self, Added, Balance, Canceled, Item, MultiRefill, MultiRefillStatus, RefillCreated,
+    RefillState,
 };
-use crate::protocol::{Action, Ids, MAX_IDS, Params, ProtocolError, Status};
+use crate::protocol::{Action, Ids, MAX_IDS, Params, ProtocolError};
 use crate::server::ApiRequest;
-use crate::store::{Customer, NewOrder, Order, OrderState, Store, StoreError};
-use crate::sync::{Syncer, now_ms};
+use crate::status_cache::{self, Entry, StatusCache};
+use crate::store::{NewOrder, Order, OrderState, Store, StoreError};
+use crate::sync::{Syncer, Tracked, now_ms};
 use crate::upstream::{AddOutcome, Upstreams};
 
 #[derive(Debug, thiserror::Error)]
@@ -37,6 +38,19 @@ pub enum GatewayError {
 }
 
 type Result<T, E = GatewayError> = std::result::Result<T, E>;
+
+/// A reply body; `gzip` says it is compressed (only ever when the request allowed it).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Body {
+    pub bytes: Bytes,
+    pub gzip: bool,
+}
+
+impl From<Bytes> for Body {
+    fn from(bytes: Bytes) -> Body {
+        Body { bytes, gzip: false }
+    }
+}
 
 /// What one request did, for the request log line.
 #[derive(Debug, Default)]
@@ -56,6 +70,8 @@ pub struct Gateway {
     pub upstreams: Arc<Upstreams>,
     pub syncer: Syncer,
     guard: Guard,
+    auth: Authenticator,
+    statuses: Arc<StatusCache>,
 }
 
 impl Gateway {
@@ -65,6 +81,7 @@ impl Gateway {
         upstreams: Arc<Upstreams>,
         metrics: Arc<Metrics>,
     ) -> Gateway {
+        let statuses = Arc::new(StatusCache::new(&cfg.currency));
         Gateway {
             catalog: Arc::new(Catalog::new(
                 cfg.clone(),
@@ -76,9 +93,12 @@ impl Gateway {
                 store: store.clone(),
                 upstreams: upstreams.clone(),
                 metrics: metrics.clone(),
+                statuses: statuses.clone(),
             },
             metrics,
             guard: Guard::new(&cfg),
+            auth: Authenticator::new(),
+            statuses,
             cfg,
             store,
             upstreams,
@@ -116,7 +136,7 @@ impl Gateway {
         api: &ApiRequest,
         peer: IpAddr,
         trace: &mut Trace,
-    ) -> Result<Bytes, ProtocolError> {
+    ) -> Result<Body, ProtocolError> {
         match self.act(api, peer, trace).await {
             Ok(body) => Ok(body),
             Err(GatewayError::Protocol(e)) => Err(e),
@@ -127,17 +147,18 @@ impl Gateway {
         }
     }
 
-    async fn act(&self, api: &ApiRequest, peer: IpAddr, trace: &mut Trace) -> Result<Bytes> {
+    async fn act(&self, api: &ApiRequest, peer: IpAddr, trace: &mut Trace) -> Result<Body> {
         self.guard.sweep();
         let wait = |d| guard::retry_after_secs(d);
         self.guard
             .admit_address(peer)
             .map_err(|d| ProtocolError::TooManyKeyAttempts(wait(d)))?;
-        let customer = match api.key() {
-            Some(key) => self.authenticate(key).await?,
+        let key = api.key();
+        let customer = match key {
+            Some(key) => self.auth.caller(self.store.as_ref(), key).await?,
             None => None,
         };
-        let Some(customer) = customer else {
+        let (Some(key), Some(customer)) = (key, customer) else {
             self.guard.failed_key(peer);
             return Err(ProtocolError::InvalidKey.into());
         };
@@ -147,32 +168,38 @@ impl Gateway {
         trace.customer = Some(customer.name.clone());
         let action = Action::parse(&api.params)?;
         trace.action = action.name();
-        match action {
-            Action::Services => Ok(self.catalog.get().await.reply(&customer.group)),
-            Action::Balance => Ok(reply::to_bytes(&Balance {
-                balance: money::from_units(customer.balance),
-                currency: self.cfg.currency.clone(),
-            })),
-            Action::Add { service } => self.add(&customer, service, &api.params, trace).await,
-            Action::Status(ids) => self.status(&customer, &ids).await,
-            Action::Refill(ids) => self.refill(&customer, &ids).await,
-            Action::RefillStatus(ids) => self.refill_status(&customer, &ids).await,
-            Action::Cancel(ids) => self.cancel(&customer, &ids).await,
-        }
-    }
-
-    /// The enabled customer whose key this is, if any.
-    async fn authenticate(&self, key: &str) -> Result<Option<Customer>> {
-        let hash = keys::hash(key);
-        Ok(match self.store.customer_by_key(&hash).await? {
-            Some((c, stored)) if keys::matches(&stored, &hash) && c.enabled => Some(c),
-            _ => None,
-        })
+        let body = match action {
+            Action::Services => {
+                let listing = self.catalog.get().await.reply(&customer.group);
+                return Ok(match api.accepts_gzip {
+                    true => Body {
+                        bytes: listing.gzip,
+                        gzip: true,
+                    },
+                    false => listing.json.into(),
+                });
+            }
+            Action::Balance => {
+                // Read now, not remembered: it is the customer's money.
+                let fresh = self.auth.fresh(self.store.as_ref(), key).await?;
+                let customer = fresh.ok_or(ProtocolError::InvalidKey)?;
+                reply::to_bytes(&Balance {
+                    balance: money::from_units(customer.balance),
+                    currency: self.cfg.currency.clone(),
+                })
+            }
+            Action::Add { service } => self.add(&customer, service, &api.params, trace).await?,
+            Action::Status(ids) => self.status(&customer, &ids).await?,
+            Action::Refill(ids) => self.refill(&customer, &ids).await?,
+            Action::RefillStatus(ids) => self.refill_status(&customer, &ids).await?,
+            Action::Cancel(ids) => self.cancel(&customer, &ids).await?,
+        };
+        Ok(body.into())
     }
 
     async fn add(
         &self,
-        c: &Customer,
+        c: &Caller,
         service: u64,
         params: &Params,
         trace: &mut Trace,
@@ -220,6 +247,7 @@ impl Gateway {
             store: self.store.clone(),
             upstreams: self.upstreams.clone(),
             metrics: self.metrics.clone(),
+            statuses: self.statuses.clone(),
         };
         let (placed_at, result) = tokio::spawn(dispatch.run(order, svc, fields))
             .await
@@ -234,58 +262,97 @@ impl Gateway {
         result
     }
 
-    async fn status(&self, c: &Customer, ids: &Ids) -> Result<Bytes> {
-        let wanted = local_ids(ids.as_slice());
-        let mut orders = self.store.customer_orders(c.id, &wanted).await?;
-        let max_age = self.cfg.status_max_age.as_millis() as i64;
-        let now = now_ms();
-        let stale: Vec<&Order> = orders
+    /// Answered from the status cache where it can be; orders not confirmed by their
+    /// upstream within `status_max_age` are asked about first (one call per upstream), and
+    /// only an answer that changes something is written.
+    async fn status(&self, c: &Caller, ids: &Ids) -> Result<Bytes> {
+        let asked = ids.as_slice();
+        let started = std::time::Instant::now();
+        let mut found: Vec<Option<Arc<Entry>>> = asked
             .iter()
-            .filter(|o| {
-                o.state == OrderState::Placed && o.synced_at.is_none_or(|t| now - t > max_age)
-            })
+            .map(|&id| self.statuses.get(i64::try_from(id).ok()?, started))
             .collect();
-        if !stale.is_empty() {
-            self.syncer.refresh_orders(&stale).await;
-            orders = self.store.customer_orders(c.id, &wanted).await?;
+        let missing: Vec<i64> = asked
+            .iter()
+            .zip(&found)
+            .filter(|(_, e)| e.is_none())
+            .filter_map(|(&id, _)| i64::try_from(id).ok())
+            .collect();
+        if !missing.is_empty() {
+            self.read_statuses(c, &missing, asked, &mut found).await?;
         }
-        let by_id: HashMap<u64, &Order> = orders
-            .iter()
-            .filter(|o| o.state != OrderState::Rejected)
-            .map(|o| (o.id as u64, o))
-            .collect();
-        let status_of = |id: &u64| by_id.get(id).map(|o| self.order_status(o));
+
+        let now = now_ms();
+        let max_age = self.cfg.status_max_age.as_millis() as i64;
+        let mut stale: Vec<Tracked<'_>> = Vec::new();
+        for e in found.iter().flatten() {
+            if e.visible_to(c.id)
+                && e.is_stale(now, max_age)
+                && !stale.iter().any(|t| t.id == e.id)
+                && let Some(upstream_order) = e.upstream_order
+            {
+                stale.push(Tracked {
+                    id: e.id,
+                    upstream: &e.upstream,
+                    upstream_order,
+                });
+            }
+        }
+        if !stale.is_empty() {
+            let mut changed = Vec::new();
+            let mut confirmed = Vec::new();
+            for (t, update) in self.syncer.ask(&stale).await {
+                let held = found.iter().flatten().find(|e| e.id == t.id);
+                match held {
+                    Some(e) if e.unchanged_by(&update) => {
+                        confirmed.push(self.statuses.confirm(e, now));
+                    }
+                    _ => {
+                        self.syncer.apply(t.upstream, t.id, &update).await;
+                        changed.push(t.id);
+                    }
+                }
+            }
+            drop(stale);
+            for e in confirmed {
+                place(asked, &mut found, e);
+            }
+            if !changed.is_empty() {
+                self.read_statuses(c, &changed, asked, &mut found).await?;
+            }
+        }
+
+        for slot in &mut found {
+            if slot.as_ref().is_some_and(|e| !e.visible_to(c.id)) {
+                *slot = None;
+            }
+        }
         Ok(match ids {
-            Ids::One(id) => reply::to_bytes(&status_of(id).ok_or(ProtocolError::IncorrectOrderId)?),
-            Ids::Many(list) => reply::to_bytes(&MultiStatus(
-                list.iter()
-                    .map(|id| {
-                        (
-                            *id,
-                            status_of(id)
-                                .ok_or_else(|| ProtocolError::IncorrectOrderId.to_string()),
-                        )
-                    })
-                    .collect(),
-            )),
+            Ids::One(_) => found[0]
+                .as_ref()
+                .ok_or(ProtocolError::IncorrectOrderId)?
+                .json
+                .clone(),
+            Ids::Many(_) => status_cache::multi_reply(asked, &found),
         })
     }
 
-    fn order_status(&self, o: &Order) -> OrderStatus {
-        OrderStatus {
-            charge: money::from_units(o.charge - o.refunded),
-            start_count: o.start_count.unwrap_or(0),
-            status: o.status,
-            remains: match (o.remains, o.status) {
-                (Some(n), _) => Remains::Count(n),
-                (None, Status::Completed) => Remains::Count(0),
-                (None, _) => Remains::Count(o.billed as i64),
-            },
-            currency: self.cfg.currency.clone(),
+    /// Reads the customer's orders `wanted` from the store into the cache and into the slots
+    /// of `asked` they answer.
+    async fn read_statuses(
+        &self,
+        c: &Caller,
+        wanted: &[i64],
+        asked: &[u64],
+        found: &mut [Option<Arc<Entry>>],
+    ) -> Result<()> {
+        for o in self.store.customer_orders(c.id, wanted).await? {
+            place(asked, found, self.statuses.put(&o));
         }
+        Ok(())
     }
 
-    async fn refill(&self, c: &Customer, ids: &Ids) -> Result<Bytes> {
+    async fn refill(&self, c: &Caller, ids: &Ids) -> Result<Bytes> {
         let orders = self
             .store
             .customer_orders(c.id, &local_ids(ids.as_slice()))
@@ -346,7 +413,7 @@ impl Gateway {
         })
     }
 
-    async fn refill_status(&self, c: &Customer, ids: &Ids) -> Result<Bytes> {
+    async fn refill_status(&self, c: &Caller, ids: &Ids) -> Result<Bytes> {
         let wanted = local_ids(ids.as_slice());
         let mut refills = self.store.customer_refills(c.id, &wanted).await?;
         let max_age = self.cfg.status_max_age.as_millis() as i64;
@@ -382,7 +449,7 @@ impl Gateway {
         })
     }
 
-    async fn cancel(&self, c: &Customer, ids: &[u64]) -> Result<Bytes> {
+    async fn cancel(&self, c: &Caller, ids: &[u64]) -> Result<Bytes> {
         let orders = self.store.customer_orders(c.id, &local_ids(ids)).await?;
         let catalog = self.catalog.get().await;
         let mut results: HashMap<u64, Item<()>> = HashMap::new();
@@ -432,6 +499,7 @@ struct Dispatch {
     store: Arc<dyn Store>,
     upstreams: Arc<Upstreams>,
     metrics: Arc<Metrics>,
+    statuses: Arc<StatusCache>,
 }
 
 /// Where the order went (upstream, and its order id there if known), and the reply.
@@ -439,6 +507,18 @@ type Dispatched = (Option<(String, Option<u64>)>, Result<Bytes>);
 
 impl Dispatch {
     async fn run(self, order: Order, svc: Arc<LocalService>, fields: OrderFields) -> Dispatched {
+        let dispatched = self.place(&order, svc, fields).await;
+        // A `status` poll during the dispatch may have cached the order as it was.
+        self.statuses.forget(order.id);
+        dispatched
+    }
+
+    async fn place(
+        &self,
+        order: &Order,
+        svc: Arc<LocalService>,
+        fields: OrderFields,
+    ) -> Dispatched {
         let added = || {
             Ok(reply::to_bytes(&Added {
                 order: order.id as u64,
@@ -577,6 +657,15 @@ fn scrub(text: &str, order: &Order) -> String {
     match order.upstream_order {
         Some(uid) => text.replace(&uid.to_string(), &order.id.to_string()),
         None => text.to_owned(),
+    }
+}
+
+/// Puts `entry` into every slot of `asked` that names its order.
+fn place(asked: &[u64], found: &mut [Option<Arc<Entry>>], entry: Arc<Entry>) {
+    for (id, slot) in asked.iter().zip(found.iter_mut()) {
+        if *id == entry.id as u64 {
+            *slot = Some(entry.clone());
+        }
     }
 }
 

@@ -7,6 +7,7 @@
 
 pub mod admin;
 pub mod app;
+pub mod auth;
 pub mod catalog;
 pub mod config;
 pub mod gateway;
@@ -18,6 +19,7 @@ pub mod pricing;
 pub mod protocol;
 pub mod server;
 pub mod sim;
+pub mod status_cache;
 pub mod store;
 pub mod sync;
 pub mod upstream;

@@ -190,16 +190,27 @@ enum LogFormat {
 }
 
 /// Logs to stderr; `RUST_LOG` overrides the level the config (or the default, `info`) sets.
-fn init_logs(format: LogFormat, level: &str) {
+///
+/// Lines are handed to a writer thread that writes whatever has queued up in one go, so a
+/// request's log line costs a copy, not a system call on the request's path. Nothing is
+/// dropped (a full queue waits); the returned guard flushes the rest at exit.
+fn init_logs(format: LogFormat, level: &str) -> tracing_appender::non_blocking::WorkerGuard {
+    use std::io::IsTerminal;
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
+    let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
+        .lossy(false)
+        .thread_name("panelgate-log")
+        .finish(std::io::BufWriter::new(std::io::stderr()));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_writer(writer);
     match format {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().init(),
     }
+    guard
 }
 
 fn main() -> anyhow::Result<()> {
@@ -225,7 +236,7 @@ fn main() -> anyhow::Result<()> {
 
 async fn serve(path: &Path, log_format: LogFormat) -> anyhow::Result<()> {
     let cfg = config::load(path)?;
-    init_logs(log_format, &cfg.log_level);
+    let _logs = init_logs(log_format, &cfg.log_level);
     let running = app::start(cfg).await?;
     // Tests and scripts read this line to learn the port; keep its shape.
     println!("listening on {}", running.url());
@@ -398,7 +409,7 @@ fn simulator_section(path: &Path) -> anyhow::Result<SimulatorSection> {
 }
 
 async fn simulate(config_path: &Path, args: SimulateArgs) -> anyhow::Result<()> {
-    init_logs(args.log_format, "info");
+    let _logs = init_logs(args.log_format, "info");
     let file = simulator_section(config_path)?;
     let key = args
         .key

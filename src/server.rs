@@ -176,6 +176,8 @@ pub fn is_api_path(path: &str) -> bool {
 pub struct ApiRequest {
     pub params: Params,
     pub key_header: Option<String>,
+    /// `Accept-Encoding` allows gzip.
+    pub accepts_gzip: bool,
 }
 
 impl std::fmt::Debug for ApiRequest {
@@ -256,6 +258,26 @@ pub async fn read_api_request(
     Ok(ApiRequest {
         params,
         key_header: header("x-api-key"),
+        accepts_gzip: parts
+            .headers
+            .get_all(http::header::ACCEPT_ENCODING)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .any(accepts_gzip),
+    })
+}
+
+/// Whether an `Accept-Encoding` value allows gzip: named (or `*`) without `q=0`.
+pub fn accepts_gzip(value: &str) -> bool {
+    value.split(',').any(|coding| {
+        let mut parts = coding.split(';').map(str::trim);
+        let name = parts.next().unwrap_or("");
+        let refused = parts.any(|p| {
+            p.strip_prefix("q=")
+                .and_then(|q| q.trim().parse::<f32>().ok())
+                .is_some_and(|q| q <= 0.0)
+        });
+        (name.eq_ignore_ascii_case("gzip") || name == "*") && !refused
     })
 }
 
@@ -326,4 +348,33 @@ pub fn tls_config(
 
 pub fn not_found() -> Reply {
     error_reply(StatusCode::NOT_FOUND, "Not found")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::accepts_gzip;
+
+    #[test]
+    fn gzip_is_sent_only_where_accept_encoding_allows_it() {
+        for yes in [
+            "gzip",
+            "GZIP",
+            "deflate, gzip",
+            "gzip;q=0.5",
+            "*",
+            "br, * ;q=1",
+        ] {
+            assert!(accepts_gzip(yes), "{yes}");
+        }
+        for no in [
+            "",
+            "identity",
+            "deflate, br",
+            "gzip;q=0",
+            "gzip; q=0.0",
+            "x-gzip2",
+        ] {
+            assert!(!accepts_gzip(no), "{no}");
+        }
+    }
 }

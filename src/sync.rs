@@ -14,6 +14,7 @@ use crate::money;
 use crate::pricing;
 use crate::protocol::reply::Remains;
 use crate::protocol::{MAX_IDS, Status};
+use crate::status_cache::StatusCache;
 use crate::store::{Claim, Millis, Order, Refill, StatusUpdate, Store, Units};
 use crate::upstream::Upstreams;
 
@@ -31,16 +32,45 @@ pub struct Syncer {
     pub store: Arc<dyn Store>,
     pub upstreams: Arc<Upstreams>,
     pub metrics: Arc<Metrics>,
+    /// Forgets what sync changes, so `status` answers show it at once.
+    pub statuses: Arc<StatusCache>,
+}
+
+/// What a status refresh needs of an order placed upstream.
+#[derive(Debug, Clone)]
+pub struct Tracked<'a> {
+    pub id: i64,
+    pub upstream: &'a str,
+    pub upstream_order: u64,
 }
 
 impl Syncer {
     /// Asks the upstreams for the status of `orders` (placed ones; others are skipped) and
     /// applies what they say. Failures are logged; the orders simply stay as they were.
     pub async fn refresh_orders(&self, orders: &[&Order]) {
-        let mut by_upstream: HashMap<&str, Vec<&Order>> = HashMap::new();
-        for o in orders.iter().filter(|o| o.upstream_order.is_some()) {
-            by_upstream.entry(o.upstream.as_str()).or_default().push(o);
+        let tracked: Vec<Tracked<'_>> = orders
+            .iter()
+            .filter_map(|o| {
+                Some(Tracked {
+                    id: o.id,
+                    upstream: &o.upstream,
+                    upstream_order: o.upstream_order?,
+                })
+            })
+            .collect();
+        for (t, update) in self.ask(&tracked).await {
+            self.apply(t.upstream, t.id, &update).await;
         }
+    }
+
+    /// What the upstreams say of `orders`: one multi-status call per upstream per ≤100 ids.
+    /// Orders an upstream does not report, or whose call failed, are left out (and logged).
+    pub async fn ask<'a>(&self, orders: &'a [Tracked<'a>]) -> Vec<(&'a Tracked<'a>, StatusUpdate)> {
+        let mut by_upstream: HashMap<&str, Vec<&Tracked<'a>>> = HashMap::new();
+        for t in orders {
+            by_upstream.entry(t.upstream).or_default().push(t);
+        }
+        let mut answers = Vec::with_capacity(orders.len());
         for (name, orders) in by_upstream {
             let Some(upstream) = self.upstreams.get(name) else {
                 continue;
@@ -50,7 +80,7 @@ impl Syncer {
                 .upstream(name)
                 .map_or(rust_decimal::Decimal::ONE, |u| u.fx);
             for chunk in orders.chunks(MAX_IDS) {
-                let ids: Vec<u64> = chunk.iter().filter_map(|o| o.upstream_order).collect();
+                let ids: Vec<u64> = chunk.iter().map(|t| t.upstream_order).collect();
                 let reply = match upstream.statuses(&ids).await {
                     Ok(r) => r,
                     Err(e) => {
@@ -58,18 +88,16 @@ impl Syncer {
                         continue;
                     }
                 };
-                let ours: HashMap<u64, i64> = chunk
-                    .iter()
-                    .filter_map(|o| Some((o.upstream_order?, o.id)))
-                    .collect();
+                let ours: HashMap<u64, &'a Tracked<'a>> =
+                    chunk.iter().map(|t| (t.upstream_order, *t)).collect();
                 for (upstream_order, item) in reply.0 {
-                    let Some(&id) = ours.get(&upstream_order) else {
+                    let Some(&t) = ours.get(&upstream_order) else {
                         continue;
                     };
                     let status = match item {
                         Ok(s) => s,
                         Err(text) => {
-                            tracing::warn!(upstream = name, order = id, upstream_order, error = %text, "upstream does not report this order");
+                            tracing::warn!(upstream = name, order = t.id, upstream_order, error = %text, "upstream does not report this order");
                             continue;
                         }
                     };
@@ -82,23 +110,30 @@ impl Syncer {
                         start_count: Some(status.start_count),
                         cost: money::to_units(money::round_up(pricing::convert(status.charge, fx))),
                     };
-                    match self.store.apply_status(id, &update, now_ms()).await {
-                        Ok(applied) if applied.finalized => {
-                            tracing::info!(
-                                order = id,
-                                status = update.status.as_str(),
-                                refund = %money::format(money::from_units(applied.refund)),
-                                "order final"
-                            );
-                            self.count_final(name, update.status, applied.refund, update.cost);
-                        }
-                        Ok(_) => {}
-                        Err(e) => {
-                            tracing::error!(order = id, error = %e, "applying a status failed")
-                        }
-                    }
+                    answers.push((t, update));
                 }
             }
+        }
+        answers
+    }
+
+    /// Writes what an upstream said of order `id` (refunding it if it became Partial or
+    /// Canceled); failures are logged.
+    pub async fn apply(&self, upstream: &str, id: i64, update: &StatusUpdate) {
+        let applied = self.store.apply_status(id, update, now_ms()).await;
+        self.statuses.forget(id);
+        match applied {
+            Ok(applied) if applied.finalized => {
+                tracing::info!(
+                    order = id,
+                    status = update.status.as_str(),
+                    refund = %money::format(money::from_units(applied.refund)),
+                    "order final"
+                );
+                self.count_final(upstream, update.status, applied.refund, update.cost);
+            }
+            Ok(_) => {}
+            Err(e) => tracing::error!(order = id, error = %e, "applying a status failed"),
         }
     }
 

@@ -52,6 +52,39 @@ async fn services_are_marked_up_exactly_per_price_group() {
 }
 
 #[tokio::test]
+async fn services_come_gzip_compressed_to_panels_that_accept_it() {
+    use std::io::Read;
+    let env = Env::start(Options::default()).await;
+    let key = env.client("ann", "10", "default").await;
+    let ask = |accept: Option<&'static str>| {
+        let mut req = http::Request::post(env.url())
+            .header("content-type", "application/x-www-form-urlencoded");
+        if let Some(accept) = accept {
+            req = req.header("accept-encoding", accept);
+        }
+        let body = common::encode(&[("key", &key), ("action", "services")]);
+        env.http.send(req.body(body.into()).unwrap())
+    };
+    let plain = ask(None).await;
+    assert_eq!(plain.headers.get("content-encoding"), None);
+    assert_eq!(plain.headers["vary"], "accept-encoding");
+    let gzipped = ask(Some("gzip, deflate, br")).await;
+    assert_eq!(gzipped.headers["content-encoding"], "gzip");
+    assert_eq!(gzipped.headers["vary"], "accept-encoding");
+    assert!(gzipped.body.len() < plain.body.len());
+    let mut inflated = Vec::new();
+    flate2::read::GzDecoder::new(&gzipped.body[..])
+        .read_to_end(&mut inflated)
+        .unwrap();
+    assert_eq!(inflated, plain.body);
+    // Refused with q=0: plain again. Other actions are never compressed.
+    let refused = ask(Some("gzip;q=0, identity")).await;
+    assert_eq!(refused.headers.get("content-encoding"), None);
+    assert_eq!(refused.body, plain.body);
+    env.assert_ledgers_balance().await;
+}
+
+#[tokio::test]
 async fn every_service_type_is_charged_exactly() {
     let env = Env::start(Options::default()).await;
     let key = env.client("ann", "1000", "default").await;

@@ -1,0 +1,97 @@
+//! Who is asking: the customer behind an API key, remembered for a moment.
+//!
+//! Every request carries a key, and a busy panel sends hundreds a second; reading the
+//! customers table for each would make the key the most expensive part of a `status` poll.
+//! A key's customer is remembered for [`TRUST`], so a `client disable` or `rotate-key` by the
+//! operator (another process) takes effect within that time. The balance is never taken from
+//! here: the `balance` action reads it fresh, and an order's funds are checked in the
+//! transaction that holds them.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use dashmap::DashMap;
+
+use crate::keys;
+use crate::store::{Customer, KeyHash, Store, StoreError};
+
+pub const TRUST: Duration = Duration::from_secs(1);
+
+/// Keys remembered at most; when full, the cache starts over.
+const CAPACITY: usize = 10_000;
+
+/// An authenticated customer, without the balance (which would be stale here).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Caller {
+    pub id: i64,
+    pub name: String,
+    pub group: String,
+}
+
+pub struct Authenticator {
+    known: DashMap<KeyHash, (Instant, Arc<Caller>)>,
+}
+
+impl Default for Authenticator {
+    fn default() -> Self {
+        Authenticator::new()
+    }
+}
+
+impl Authenticator {
+    pub fn new() -> Authenticator {
+        Authenticator {
+            known: DashMap::new(),
+        }
+    }
+
+    /// The enabled customer whose key this is, if any. Unknown keys are not remembered: the
+    /// failed-key cap deals with those.
+    pub async fn caller(
+        &self,
+        store: &dyn Store,
+        key: &str,
+    ) -> Result<Option<Arc<Caller>>, StoreError> {
+        let hash = keys::hash(key);
+        if let Some(known) = self.known.get(&hash)
+            && known.0.elapsed() < TRUST
+        {
+            return Ok(Some(known.1.clone()));
+        }
+        let Some(customer) = customer(store, &hash).await? else {
+            self.known.remove(&hash);
+            return Ok(None);
+        };
+        let caller = Arc::new(Caller {
+            id: customer.id,
+            name: customer.name,
+            group: customer.group,
+        });
+        if self.known.len() >= CAPACITY {
+            self.known.clear();
+        }
+        self.known.insert(hash, (Instant::now(), caller.clone()));
+        Ok(Some(caller))
+    }
+
+    /// The customer as the store has it now, balance included: for the `balance` action.
+    pub async fn fresh(
+        &self,
+        store: &dyn Store,
+        key: &str,
+    ) -> Result<Option<Customer>, StoreError> {
+        let hash = keys::hash(key);
+        let found = customer(store, &hash).await?;
+        if found.is_none() {
+            self.known.remove(&hash);
+        }
+        Ok(found)
+    }
+}
+
+async fn customer(store: &dyn Store, hash: &KeyHash) -> Result<Option<Customer>, StoreError> {
+    Ok(match store.customer_by_key(hash).await? {
+        Some((c, stored)) if keys::matches(&stored, hash) && c.enabled => Some(c),
+        _ => None,
+    })
+}

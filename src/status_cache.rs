@@ -1,0 +1,278 @@
+//! Order statuses answered from memory.
+//!
+//! Panels poll `status` for every open order, often a hundred at a time, and most answers have
+//! not changed since the last poll. Each entry keeps what a status reply needs, already
+//! serialized, so a poll of fresh orders costs map lookups and copies, not a database read.
+//!
+//! What this process writes to an order, it forgets here at once. What another process writes
+//! (another instance on PostgreSQL, `panelgate order resolve`) shows within [`TRUST`]: entries
+//! of unfinished orders are read again after that. Final and rejected orders never change, so
+//! their entries stay until the cache is full.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use dashmap::DashMap;
+
+use crate::money;
+use crate::protocol::reply::{self, OrderStatus, Remains};
+use crate::protocol::{ProtocolError, Status};
+use crate::store::{Millis, Order, OrderState, StatusUpdate};
+
+/// How long a row of an unfinished order, once read, is answered from memory.
+pub const TRUST: Duration = Duration::from_secs(1);
+
+/// Entries kept at most; a full cache starts over (statuses are cheap to read again, and a
+/// bound keeps the gateway's memory flat however many orders it has seen).
+const CAPACITY: usize = 50_000;
+
+/// What a status reply needs of one order.
+#[derive(Debug)]
+pub struct Entry {
+    pub id: i64,
+    pub customer_id: i64,
+    pub state: OrderState,
+    pub status: Status,
+    pub remains: Option<i64>,
+    pub start_count: Option<u64>,
+    pub upstream: Arc<str>,
+    pub upstream_order: Option<u64>,
+    /// When the upstream last confirmed this status: the store's `synced_at`, or later if an
+    /// upstream answer changed nothing (such answers are not written).
+    pub synced_at: Option<Millis>,
+    /// The single-order `status` reply, serialized.
+    pub json: Bytes,
+    read_at: Instant,
+}
+
+impl Entry {
+    fn new(o: &Order, currency: &str, read_at: Instant) -> Entry {
+        Entry {
+            id: o.id,
+            customer_id: o.customer_id,
+            state: o.state,
+            status: o.status,
+            remains: o.remains,
+            start_count: o.start_count,
+            upstream: o.upstream.as_str().into(),
+            upstream_order: o.upstream_order,
+            synced_at: o.synced_at,
+            json: reply::to_bytes(&order_status(o, currency)),
+            read_at,
+        }
+    }
+
+    /// Whether the customer may see this order's status.
+    pub fn visible_to(&self, customer_id: i64) -> bool {
+        self.customer_id == customer_id && self.state != OrderState::Rejected
+    }
+
+    /// Placed, and not confirmed by its upstream within `max_age`.
+    pub fn is_stale(&self, now: Millis, max_age: Millis) -> bool {
+        self.state == OrderState::Placed && self.synced_at.is_none_or(|t| now - t > max_age)
+    }
+
+    /// Whether applying `update` would change nothing a customer sees.
+    pub fn unchanged_by(&self, update: &StatusUpdate) -> bool {
+        self.status == update.status
+            && self.remains == update.remains
+            && (update.start_count.is_none() || update.start_count == self.start_count)
+    }
+
+    fn settled(&self) -> bool {
+        matches!(self.state, OrderState::Final | OrderState::Rejected)
+    }
+}
+
+/// A customer's view of an order: what they paid after refunds, and where it stands.
+pub fn order_status(o: &Order, currency: &str) -> OrderStatus {
+    OrderStatus {
+        charge: money::from_units(o.charge - o.refunded),
+        start_count: o.start_count.unwrap_or(0),
+        status: o.status,
+        remains: match (o.remains, o.status) {
+            (Some(n), _) => Remains::Count(n),
+            (None, Status::Completed) => Remains::Count(0),
+            (None, _) => Remains::Count(o.billed as i64),
+        },
+        currency: currency.to_owned(),
+    }
+}
+
+pub struct StatusCache {
+    currency: String,
+    entries: DashMap<i64, Arc<Entry>>,
+}
+
+impl StatusCache {
+    pub fn new(currency: &str) -> StatusCache {
+        StatusCache {
+            currency: currency.to_owned(),
+            entries: DashMap::new(),
+        }
+    }
+
+    /// The entry for order `id`, if one is held and still trusted at `now`.
+    pub fn get(&self, id: i64, now: Instant) -> Option<Arc<Entry>> {
+        let e = self.entries.get(&id)?;
+        (e.settled() || now.duration_since(e.read_at) < TRUST).then(|| e.clone())
+    }
+
+    /// Holds a row just read from the store.
+    pub fn put(&self, o: &Order) -> Arc<Entry> {
+        let mut entry = Entry::new(o, &self.currency, Instant::now());
+        // A confirmation held only in memory outlives the re-read of its row.
+        if let Some(old) = self.entries.get(&o.id) {
+            entry.synced_at = entry.synced_at.max(old.synced_at);
+        }
+        let entry = Arc::new(entry);
+        if self.entries.len() >= CAPACITY {
+            self.entries.clear();
+        }
+        self.entries.insert(o.id, entry.clone());
+        entry
+    }
+
+    /// The upstream confirmed `e`'s status at `now` without changing it.
+    pub fn confirm(&self, e: &Entry, now: Millis) -> Arc<Entry> {
+        let confirmed = Arc::new(Entry {
+            upstream: e.upstream.clone(),
+            json: e.json.clone(),
+            synced_at: Some(now),
+            ..*e
+        });
+        self.entries.insert(e.id, confirmed.clone());
+        confirmed
+    }
+
+    /// This process changed order `id`: the next read goes to the store.
+    pub fn forget(&self, id: i64) {
+        self.entries.remove(&id);
+    }
+}
+
+/// The multi-order `status` reply: `{"id": status or error, …}` in the order asked, written
+/// from the held entries' bytes.
+pub fn multi_reply(ids: &[u64], found: &[Option<Arc<Entry>>]) -> Bytes {
+    let missing = reply::error_bytes(&ProtocolError::IncorrectOrderId.to_string());
+    let len: usize = found
+        .iter()
+        .map(|e| e.as_ref().map_or(missing.len(), |e| e.json.len()) + 24)
+        .sum();
+    let mut out = Vec::with_capacity(len + 2);
+    out.push(b'{');
+    let mut digits = itoa::Buffer::new();
+    for (i, (id, entry)) in ids.iter().zip(found).enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        out.push(b'"');
+        out.extend_from_slice(digits.format(*id).as_bytes());
+        out.extend_from_slice(b"\":");
+        out.extend_from_slice(entry.as_ref().map_or(&missing[..], |e| &e.json[..]));
+    }
+    out.push(b'}');
+    Bytes::from(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::reply::MultiStatus;
+
+    fn order(id: i64, state: OrderState, status: Status) -> Order {
+        Order {
+            id,
+            customer_id: 7,
+            customer: "ann".into(),
+            service: 1,
+            upstream: "alpha".into(),
+            upstream_service: 101,
+            upstream_order: Some(900 + id as u64),
+            state,
+            status,
+            charge: 12_600,
+            refunded: 2_000,
+            billed: 100,
+            remains: Some(40),
+            start_count: Some(5),
+            cost: None,
+            link: None,
+            fields: "{}".into(),
+            note: None,
+            created_at: 0,
+            updated_at: 0,
+            synced_at: Some(1_000),
+        }
+    }
+
+    #[test]
+    fn the_multi_reply_is_byte_for_byte_what_serde_writes() {
+        let cache = StatusCache::new("USD");
+        let a = order(1, OrderState::Placed, Status::InProgress);
+        let b = order(2, OrderState::Final, Status::Partial);
+        let found = vec![Some(cache.put(&a)), None, Some(cache.put(&b))];
+        let ids = [1, 3, 2];
+        let expected = reply::to_bytes(&MultiStatus(vec![
+            (1, Ok(order_status(&a, "USD"))),
+            (3, Err("Incorrect order ID".into())),
+            (2, Ok(order_status(&b, "USD"))),
+        ]));
+        assert_eq!(multi_reply(&ids, &found), expected);
+    }
+
+    #[test]
+    fn unfinished_rows_are_trusted_briefly_and_settled_ones_for_good() {
+        let cache = StatusCache::new("USD");
+        cache.put(&order(1, OrderState::Placed, Status::Pending));
+        cache.put(&order(2, OrderState::Final, Status::Completed));
+        let now = Instant::now();
+        assert!(cache.get(1, now).is_some());
+        let later = now + TRUST + Duration::from_millis(1);
+        assert!(cache.get(1, later).is_none());
+        assert!(cache.get(2, later).is_some());
+        cache.forget(2);
+        assert!(cache.get(2, later).is_none());
+    }
+
+    #[test]
+    fn a_confirmation_outlives_a_reread_and_only_real_changes_count() {
+        let cache = StatusCache::new("USD");
+        let o = order(1, OrderState::Placed, Status::InProgress);
+        let e = cache.put(&o);
+        assert!(e.is_stale(100_000, 30_000));
+        let confirmed = cache.confirm(&e, 99_000);
+        assert!(!confirmed.is_stale(100_000, 30_000));
+        assert!(!cache.put(&o).is_stale(100_000, 30_000));
+
+        let same = StatusUpdate {
+            status: Status::InProgress,
+            remains: Some(40),
+            start_count: Some(5),
+            cost: Some(1),
+        };
+        assert!(e.unchanged_by(&same));
+        assert!(e.unchanged_by(&StatusUpdate {
+            start_count: None,
+            ..same.clone()
+        }));
+        assert!(!e.unchanged_by(&StatusUpdate {
+            remains: Some(39),
+            ..same.clone()
+        }));
+        assert!(!e.unchanged_by(&StatusUpdate {
+            status: Status::Completed,
+            ..same
+        }));
+    }
+
+    #[test]
+    fn others_orders_and_rejected_ones_are_not_shown() {
+        let cache = StatusCache::new("USD");
+        let e = cache.put(&order(1, OrderState::Placed, Status::Pending));
+        assert!(e.visible_to(7) && !e.visible_to(8));
+        let r = cache.put(&order(2, OrderState::Rejected, Status::Pending));
+        assert!(!r.visible_to(7));
+    }
+}
