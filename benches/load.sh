@@ -1,0 +1,594 @@
+#!/usr/bin/env bash
+# Load benchmark: panelgate against baselines run on the same machine in the same run.
+#
+#   bash benches/load.sh
+#
+# Builds release, starts the simulated upstream, the gateway, nginx and the baselines on
+# loopback, drives them with wrk (closed loop, throughput) and `loadkit latency` (open loop,
+# fixed rate), and prints one table: path, baseline, panelgate, ratio, target, PASS/FAIL.
+# A missed target is a FAIL row, not a failure of the script; the script fails (non-zero)
+# only when something is broken: a server that does not start, a reply that is wrong.
+#
+# Knobs (environment): DURATION (seconds per wrk run, 8), CONNECTIONS (wrk, 32), WARMUP
+# (seconds of unmeasured wrk before each, 2), LAT_RATE (requests/s, 1000), LAT_SECONDS (10),
+# LAT_CONNECTIONS (8), SEED_ORDERS (100000), ROUNDS (1: each row's baseline and panelgate runs
+# alternate this many times and the table shows medians; 3 on a noisy machine, about 5 minutes),
+# KEEP=1 (keep the work dir), RESULTS=FILE (also write the table there as markdown),
+# CARGO_TARGET_DIR.
+set -euo pipefail
+
+DURATION="${DURATION:-8}"
+CONNECTIONS="${CONNECTIONS:-32}"
+WARMUP="${WARMUP:-2}"
+LAT_RATE="${LAT_RATE:-1000}"
+LAT_SECONDS="${LAT_SECONDS:-10}"
+LAT_CONNECTIONS="${LAT_CONNECTIONS:-8}"
+SEED_ORDERS="${SEED_ORDERS:-100000}"
+ROUNDS="${ROUNDS:-1}"
+
+repo="$(cd "$(dirname "$0")/.." && pwd)"
+cd "$repo"
+
+say() { printf '== %s\n' "$*" >&2; }
+die() {
+  printf 'load.sh: %s\n' "$*" >&2
+  exit 1
+}
+as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
+
+# ---- tools ----
+
+missing=()
+command -v wrk >/dev/null 2>&1 || missing+=(wrk)
+command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || missing+=(nginx-light)
+command -v jq >/dev/null 2>&1 || missing+=(jq)
+command -v curl >/dev/null 2>&1 || missing+=(curl)
+if [ "${#missing[@]}" -gt 0 ]; then
+  say "installing ${missing[*]}"
+  as_root apt-get update -qq
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+NGINX="$(command -v nginx || echo /usr/sbin/nginx)"
+
+say "building release (panelgate, loadkit)"
+cargo build --release --locked --bin panelgate --example loadkit >&2
+target_dir="${CARGO_TARGET_DIR:-$repo/target}"
+PANELGATE="$target_dir/release/panelgate"
+LOADKIT="$target_dir/release/examples/loadkit"
+[ -x "$PANELGATE" ] && [ -x "$LOADKIT" ] || die "built binaries not found under $target_dir/release"
+
+started_at=$(date +%s)
+
+# ---- work dir and cleanup ----
+
+dir="$(mktemp -d "${TMPDIR:-/tmp}/panelgate-load.XXXXXX")"
+# nginx's workers run as an unprivileged user when started as root: they must read the dir.
+chmod 755 "$dir"
+pids=()
+cleanup() {
+  local status=$?
+  set +e
+  for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null; done
+  for _ in $(seq 1 50); do
+    local alive=0
+    for pid in "${pids[@]}"; do kill -0 "$pid" 2>/dev/null && alive=1; done
+    [ "$alive" = 0 ] && break
+    sleep 0.1
+  done
+  for pid in "${pids[@]}"; do kill -KILL "$pid" 2>/dev/null; done
+  if [ "${KEEP:-0}" = 1 ]; then
+    echo "work dir kept: $dir" >&2
+  else
+    rm -rf "$dir"
+  fi
+  exit "$status"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+# ---- cores ----
+
+cores=$(nproc)
+# Command prefixes rather than functions, so that a background start's $! is the process
+# itself (taskset execs it), which the cleanup can then signal.
+if [ "$cores" -ge 2 ]; then
+  ON_SERVER=(taskset -c 0)
+  ON_CLIENT=(taskset -c 1)
+  pinning="servers under test on core 0; load generators and the simulator on core 1"
+else
+  ON_SERVER=()
+  ON_CLIENT=()
+  pinning="unpinned: only $cores core"
+fi
+
+# ---- process helpers ----
+
+# start NAME CMD...: runs CMD in the background with its output in $dir/NAME.{out,err} and
+# remembers its pid for the cleanup; the pid is left in $started.
+start() {
+  local name=$1
+  shift
+  "$@" >"$dir/$name.out" 2>"$dir/$name.err" &
+  started=$!
+  pids+=("$started")
+}
+
+# listening_on NAME PID: waits (10 s at most) for the first stdout line `listening on X`, and
+# prints X.
+listening_on() {
+  local name=$1 pid=$2 line=""
+  for _ in $(seq 1 100); do
+    line=$(head -n 1 "$dir/$name.out" 2>/dev/null || true)
+    case "$line" in "listening on "*) break ;; esac
+    kill -0 "$pid" 2>/dev/null || { cat "$dir/$name.err" >&2; die "$name exited at start"; }
+    sleep 0.1
+  done
+  case "$line" in "listening on "*) ;; *) die "$name did not say where it listens within 10 s" ;; esac
+  echo "${line#listening on }"
+}
+
+# wait_ready BASE PID: polls BASE/readyz (30 s at most) until it answers 200.
+wait_ready() {
+  local base=$1 pid=$2
+  for _ in $(seq 1 300); do
+    if curl -sf -o /dev/null --max-time 1 "$base/readyz"; then return 0; fi
+    kill -0 "$pid" 2>/dev/null || { tail -n 20 "$dir/gateway.err" >&2; die "the gateway at $base exited"; }
+    sleep 0.1
+  done
+  curl -s --max-time 1 "$base/readyz" >&2 || true
+  die "the gateway at $base was not ready within 30 s"
+}
+
+# stop PID: SIGTERM and wait (15 s at most) for it to be gone.
+stop() {
+  local pid=$1
+  kill -TERM "$pid" 2>/dev/null || true
+  for _ in $(seq 1 150); do
+    # Braces around wait: bash's own "Terminated" job report goes to the null device too.
+    kill -0 "$pid" 2>/dev/null || { { wait "$pid" || true; } 2>/dev/null; return 0; }
+    sleep 0.1
+  done
+  die "process $pid did not stop within 15 s"
+}
+
+# A free loopback port for nginx (the only server here that cannot pick its own).
+free_port() {
+  local port
+  for _ in $(seq 1 50); do
+    port=$((20000 + RANDOM % 40000))
+    # Nothing accepts a connection there (bash's /dev/tcp, so no other tool is needed).
+    if ! (: >"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
+      echo "$port"
+      return 0
+    fi
+  done
+  die "no free port found"
+}
+
+# ---- measuring helpers ----
+
+# wrk_run NAME URL [wrk args...]: a warm-up, then the measured run; output in $dir/wrk-NAME.txt.
+wrk_run() {
+  local name=$1 url=$2
+  shift 2
+  if [ "$WARMUP" -gt 0 ]; then
+    "${ON_CLIENT[@]}" wrk -t1 -c"$CONNECTIONS" -d"${WARMUP}s" "$@" "$url" >/dev/null 2>&1 || true
+  fi
+  "${ON_CLIENT[@]}" wrk -t1 -c"$CONNECTIONS" -d"${DURATION}s" --latency "$@" "$url" >"$dir/wrk-$name.txt" 2>&1 ||
+    { cat "$dir/wrk-$name.txt" >&2; die "wrk failed ($name)"; }
+  if grep -q 'Non-2xx or 3xx responses' "$dir/wrk-$name.txt"; then
+    notes+=("$name: $(grep 'Non-2xx' "$dir/wrk-$name.txt" | sed 's/^ *//')")
+  fi
+  if grep -q 'Socket errors' "$dir/wrk-$name.txt"; then
+    notes+=("$name: $(grep 'Socket errors' "$dir/wrk-$name.txt" | sed 's/^ *//')")
+  fi
+}
+
+rps() { awk '/^Requests\/sec:/ {print $2}' "$dir/wrk-$1.txt"; }
+
+# wrk's p99 in microseconds.
+p99_us() {
+  awk '$1 == "99%" {
+    v = $2; n = v + 0
+    if (v ~ /us$/) print n; else if (v ~ /ms$/) print n * 1000; else if (v ~ /s$/) print n * 1000000
+  }' "$dir/wrk-$1.txt"
+}
+
+# A wrk script POSTing a form body.
+post_script() {
+  local file=$1 body=$2
+  shift 2
+  {
+    echo 'wrk.method = "POST"'
+    printf 'wrk.body = "%s"\n' "$body"
+    echo 'wrk.headers["Content-Type"] = "application/x-www-form-urlencoded"'
+    for h in "$@"; do printf 'wrk.headers["%s"] = "%s"\n' "${h%%: *}" "${h#*: }"; done
+  } >"$file"
+}
+
+# median_of FN NAME: the median over the rounds of `FN NAME-r` (r = 1..ROUNDS).
+median_of() {
+  local fn=$1
+  shift
+  local name=${*: -1} args=("${@:1:$#-1}")
+  for r in $(seq 1 "$ROUNDS"); do "$fn" "${args[@]}" "$name-$r"; done |
+    sort -g | awk '{ v[NR] = $1 } END { if (NR % 2) print v[(NR + 1) / 2]; else print (v[NR / 2] + v[NR / 2 + 1]) / 2 }'
+}
+json_field() { jq -r ".$1" "$dir/$2.json"; }
+plain() { cat "$dir/$1.txt"; }
+signed() { if [ "$1" -ge 0 ]; then echo "+$1"; else echo "$1"; fi; }
+
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "n/a" }'; }
+at_least() { awk -v a="$1" -v b="$2" 'BEGIN { exit !(a >= b) }'; }
+verdict() { if "$@"; then echo PASS; else echo FAIL; fi; }
+fmt0() { awk -v a="$1" 'BEGIN { printf "%.0f", a }'; }
+
+post() { curl -sS --max-time 30 "$@"; }
+
+rows=()
+notes=()
+row() { rows+=("$1|$2|$3|$4|$5|$6"); }
+
+# ---- the simulated upstream ----
+
+SIM_KEY=sim-key
+say "starting the simulator (3000 services)"
+# A config path that does not exist: the simulator runs from its flags alone.
+start simulator "${ON_CLIENT[@]}" "$PANELGATE" --config "$dir/no-simulator.yaml" simulate \
+  --listen 127.0.0.1:0 --key "$SIM_KEY" --services 3000 --speed 1 --balance 1000000000000
+sim_pid=$started
+SIM_URL=$(listening_on simulator "$sim_pid")
+SIM_BASE=${SIM_URL%/api/v2}
+post "$SIM_URL" -d "key=$SIM_KEY&action=balance" | grep -q '"balance"' || die "the simulator does not answer"
+
+# ---- the gateway ----
+
+KEY=load-bench-customer-key-0000000001
+OFFSET=1000
+write_config() {
+  local file=$1 db=$2 max_age=$3
+  cat >"$file" <<EOF
+listen: "127.0.0.1:0"
+database: "sqlite://$db"
+log_level: warn
+status_max_age: $max_age
+config_poll: 0s
+upstreams:
+  - name: sim
+    url: "$SIM_URL"
+    key: "$SIM_KEY"
+    max_concurrency: 256
+services:
+  - import: sim
+    id_offset: $OFFSET
+    markup: { percent: 40 }
+clients:
+  - name: bench
+    key: "$KEY"
+    balance: "1000000000"
+limits:
+  per_client: { per_second: 1000000, burst: 1000000 }
+  failed_keys_per_minute: 1000000
+# The rows measure request paths; background sync stays out of them.
+sync:
+  interval: 10m
+EOF
+}
+write_config "$dir/config.yaml" "$dir/panelgate.db" 1h
+
+start_gateway() {
+  local name=$1 config=$2
+  # --config before the subcommand: a command line without "panelgate serve" in it is not
+  # caught by a `pkill -f "panelgate serve"` someone else runs on a shared machine.
+  start "$name" "${ON_SERVER[@]}" "$PANELGATE" --config "$config" serve
+  gw_pid=$started
+  GW_URL=$(listening_on "$name" "$gw_pid")
+  GW_BASE=${GW_URL%/api/v2}
+  wait_ready "$GW_BASE" "$gw_pid"
+}
+
+say "starting the gateway (creates the database and the client)"
+start_gateway gateway "$dir/config.yaml"
+post "$GW_URL" -d "key=$KEY&action=services" -o "$dir/services.json"
+jq -e 'type == "array" and length > 1000' "$dir/services.json" >/dev/null ||
+  die "the services reply is not the catalog: $(head -c 200 "$dir/services.json")"
+# A simple service for the add and status rows: Default type, quantity its minimum.
+read -r SERVICE QTY < <(jq -r '[.[] | select(.type == "Default")][0] | "\(.service) \(.min)"' "$dir/services.json")
+[ -n "$SERVICE" ] && [ "$SERVICE" != null ] || die "no Default service in the catalog"
+UP_SERVICE=$((SERVICE - OFFSET))
+RATE_UNITS=$(jq -r --argjson s "$SERVICE" '.[] | select(.service == $s) | .rate' "$dir/services.json" |
+  awk '{ printf "%.0f", $1 * 100000 }')
+
+say "seeding $SEED_ORDERS finished orders into the ledger"
+stop "$gw_pid"
+"$LOADKIT" seed --db "$dir/panelgate.db" --client bench --orders "$SEED_ORDERS" --upstream sim \
+  --service "$SERVICE" --upstream-service "$UP_SERVICE" --rate-units "$RATE_UNITS" >"$dir/seed.json" ||
+  die "seeding failed"
+start_gateway gateway "$dir/config.yaml"
+main_pid=$gw_pid
+MAIN_URL=$GW_URL
+
+# ---- row 1: services, plain ----
+
+say "row 1: services (keep-alive)"
+mkdir -p "$dir/www" "$dir/nginx-temp"
+chmod 755 "$dir/www"
+post "$MAIN_URL" -d "key=$KEY&action=services" -o "$dir/www/services.json"
+cmp -s "$dir/services.json" "$dir/www/services.json" || die "two services replies differ"
+plain_bytes=$(stat -c %s "$dir/www/services.json")
+
+# Gzip: panelgate's own bytes if it compresses, else gzip -9 of the JSON (and the row says so).
+gz_note=""
+curl -sS --max-time 30 -D "$dir/gzip-headers.txt" -o "$dir/gzip-reply" -H 'Accept-Encoding: gzip' \
+  "$MAIN_URL" -d "key=$KEY&action=services"
+if grep -qi '^content-encoding: *gzip' "$dir/gzip-headers.txt"; then
+  gzip -dc "$dir/gzip-reply" | cmp -s - "$dir/www/services.json" ||
+    die "panelgate's gzip reply does not decompress to its JSON reply"
+  cp "$dir/gzip-reply" "$dir/www/services.json.gz"
+else
+  cmp -s "$dir/gzip-reply" "$dir/www/services.json" || die "the services reply differs with Accept-Encoding"
+  gzip -9 -n -c "$dir/www/services.json" >"$dir/www/services.json.gz"
+  gz_note="*"
+  notes+=("* panelgate does not gzip yet: it answers the plain JSON; nginx serves gzip -9 of it")
+fi
+gzip_bytes=$(stat -c %s "$dir/www/services.json.gz")
+chmod 644 "$dir/www/"*
+
+NGINX_PORT=$(free_port)
+cat >"$dir/nginx.conf" <<EOF
+# Debian's defaults, one worker, no access log, keep-alive without a request cap.
+worker_processes 1;
+pid $dir/nginx.pid;
+error_log $dir/nginx-error.log;
+events { worker_connections 1024; }
+http {
+  sendfile on;
+  tcp_nopush on;
+  types_hash_max_size 2048;
+  include /etc/nginx/mime.types;
+  default_type application/octet-stream;
+  access_log off;
+  keepalive_requests 1000000;
+  client_body_temp_path $dir/nginx-temp/body;
+  proxy_temp_path $dir/nginx-temp/proxy;
+  fastcgi_temp_path $dir/nginx-temp/fastcgi;
+  uwsgi_temp_path $dir/nginx-temp/uwsgi;
+  scgi_temp_path $dir/nginx-temp/scgi;
+  server {
+    listen 127.0.0.1:$NGINX_PORT;
+    root $dir/www;
+    location = /services.json { gzip_static on; }
+  }
+}
+EOF
+start nginx "${ON_SERVER[@]}" "$NGINX" -p "$dir" -c "$dir/nginx.conf" -g 'daemon off;'
+nginx_pid=$started
+NGINX_URL="http://127.0.0.1:$NGINX_PORT/services.json"
+for _ in $(seq 1 100); do
+  curl -sf -o /dev/null --max-time 1 "$NGINX_URL" && break
+  kill -0 "$nginx_pid" 2>/dev/null || { cat "$dir/nginx.err" "$dir/nginx-error.log" >&2 2>/dev/null; die "nginx exited at start"; }
+  sleep 0.1
+done
+curl -sS --max-time 5 -o "$dir/nginx-plain" "$NGINX_URL" || die "nginx does not answer"
+cmp -s "$dir/nginx-plain" "$dir/www/services.json" || die "nginx does not serve the same JSON bytes"
+curl -sS --max-time 5 -D "$dir/nginx-gzip-headers.txt" -o "$dir/nginx-gzip" -H 'Accept-Encoding: gzip' "$NGINX_URL"
+grep -qi '^content-encoding: *gzip' "$dir/nginx-gzip-headers.txt" || die "nginx does not send the .gz file"
+cmp -s "$dir/nginx-gzip" "$dir/www/services.json.gz" || die "nginx does not serve the same gzip bytes"
+
+post_script "$dir/services.lua" "key=$KEY&action=services"
+for r in $(seq 1 "$ROUNDS"); do
+  wrk_run "nginx-services-$r" "$NGINX_URL"
+  wrk_run "panelgate-services-$r" "$MAIN_URL" -s "$dir/services.lua"
+done
+a=$(median_of rps panelgate-services) b=$(median_of rps nginx-services)
+row "services, $(fmt0 "$plain_bytes") B, keep-alive" "nginx static: $(fmt0 "$b") req/s" \
+  "$(fmt0 "$a") req/s" "$(ratio "$a" "$b")x" ">= 1.0x" "$(verdict at_least "$(ratio "$a" "$b")" 1.0)"
+
+# ---- row 2: services, gzip ----
+
+say "row 2: services with Accept-Encoding: gzip"
+post_script "$dir/services-gzip.lua" "key=$KEY&action=services" "Accept-Encoding: gzip"
+for r in $(seq 1 "$ROUNDS"); do
+  wrk_run "nginx-services-gzip-$r" "$NGINX_URL" -H 'Accept-Encoding: gzip'
+  wrk_run "panelgate-services-gzip-$r" "$MAIN_URL" -s "$dir/services-gzip.lua"
+done
+a=$(median_of rps panelgate-services-gzip) b=$(median_of rps nginx-services-gzip)
+row "services, gzip$gz_note" "nginx gzip_static: $(fmt0 "$b") req/s" \
+  "$(fmt0 "$a") req/s" "$(ratio "$a" "$b")x" ">= 1.0x" "$(verdict at_least "$(ratio "$a" "$b")" 1.0)"
+stop "$nginx_pid"
+
+# ---- row 3: multi-status of 100 fresh orders ----
+
+say "row 3: status of 100 orders, answered from the ledger"
+ids=()
+for i in $(seq 1 100); do
+  reply=$(post "$MAIN_URL" -d "key=$KEY&action=add&service=$SERVICE&link=https://example.com/s$i&quantity=$QTY")
+  id=$(jq -r '.order // empty' <<<"$reply")
+  [ -n "$id" ] || die "add through the gateway failed: $reply"
+  ids+=("$id")
+done
+ORDERS=$(
+  IFS=,
+  echo "${ids[*]}"
+)
+STATUS_BODY="key=$KEY&action=status&orders=$ORDERS"
+# The first status may still refresh from upstream; the measured ones must not need to.
+post "$MAIN_URL" -d "$STATUS_BODY" >/dev/null
+sim_status_before=$(curl -sS --max-time 5 "$SIM_BASE/_sim/state?key=$SIM_KEY" | jq '.requests.status // 0')
+post "$MAIN_URL" -d "$STATUS_BODY" -o "$dir/status.json"
+jq -e 'length == 100 and ([.[] | select(has("error"))] | length == 0)' "$dir/status.json" >/dev/null ||
+  die "the multi-status reply is wrong: $(head -c 300 "$dir/status.json")"
+start hello "${ON_SERVER[@]}" "$LOADKIT" hello --listen 127.0.0.1:0
+hello_pid=$started
+HELLO_URL="http://$(listening_on hello "$hello_pid")/api/v2"
+post_script "$dir/status.lua" "$STATUS_BODY"
+for r in $(seq 1 "$ROUNDS"); do
+  wrk_run "hello-$r" "$HELLO_URL" -s "$dir/status.lua"
+  wrk_run "panelgate-status-$r" "$MAIN_URL" -s "$dir/status.lua"
+done
+sim_status_after=$(curl -sS --max-time 5 "$SIM_BASE/_sim/state?key=$SIM_KEY" | jq '.requests.status // 0')
+if [ "$sim_status_after" != "$sim_status_before" ]; then
+  notes+=("status row: $((sim_status_after - sim_status_before)) status calls reached the upstream during it")
+fi
+stop "$hello_pid"
+a=$(median_of rps panelgate-status) b=$(median_of rps hello)
+row "status, 100 fresh orders" "hyper hello: $(fmt0 "$b") req/s" \
+  "$(fmt0 "$a") req/s" "$(ratio "$a" "$b")x" ">= 0.5x" "$(verdict at_least "$(ratio "$a" "$b")" 0.5)"
+
+# ---- row 4: add through to the upstream ----
+
+say "row 4: add, durable ledger, simulated upstream"
+cat >"$dir/add.lua" <<EOF
+wrk.method = "POST"
+wrk.body = "key=$KEY&action=add&service=$SERVICE&link=https://example.com/p&quantity=$QTY"
+wrk.headers["Content-Type"] = "application/x-www-form-urlencoded"
+local threads = {}
+function setup(thread) table.insert(threads, thread) end
+function init(args) placed = 0; refused = 0 end
+function response(status, headers, body)
+  if status == 200 and body:find('"order"', 1, true) then placed = placed + 1 else refused = refused + 1 end
+end
+function done(summary, latency, requests)
+  local p, r = 0, 0
+  for _, t in ipairs(threads) do p = p + t:get("placed"); r = r + t:get("refused") end
+  io.write(string.format("ADD_PLACED %d\nADD_REFUSED %d\n", p, r))
+end
+EOF
+for r in $(seq 1 "$ROUNDS"); do
+  # Pinned like the server side it stands for.
+  "${ON_SERVER[@]}" "$LOADKIT" sqlite-baseline --db "$dir/bare.db" --seconds "$DURATION" \
+    >"$dir/sqlite-baseline-$r.json" || die "sqlite-baseline failed"
+  # No warm-up here: every request is an order.
+  WARMUP=0 wrk_run "panelgate-add-$r" "$MAIN_URL" -s "$dir/add.lua"
+  placed=$(awk '/^ADD_PLACED/ {print $2}' "$dir/wrk-panelgate-add-$r.txt")
+  refused=$(awk '/^ADD_REFUSED/ {print $2}' "$dir/wrk-panelgate-add-$r.txt")
+  [ -n "$placed" ] || die "wrk did not report the add counts"
+  [ "$placed" -gt 0 ] || die "no add succeeded under load"
+  if [ "$refused" -gt 0 ]; then notes+=("add row: $refused requests were not placed (not 200 with an order id)"); fi
+  # Orders per second: wrk's rate of the replies that placed an order.
+  awk -v r="$(rps "panelgate-add-$r")" -v p="$placed" -v f="$refused" 'BEGIN { print r * p / (p + f) }' \
+    >"$dir/orders-per-sec-$r.txt"
+done
+bare=$(median_of json_field per_sec sqlite-baseline)
+bare_p99=$(median_of json_field p99_us sqlite-baseline)
+orders_per_sec=$(median_of plain orders-per-sec)
+add_p99=$(median_of p99_us panelgate-add)
+row "add, to upstream, durable" "bare SQLite: $(fmt0 "$bare") orders/s (p99 $(fmt0 "$bare_p99") us)" \
+  "$(fmt0 "$orders_per_sec") orders/s (p99 $(fmt0 "$add_p99") us)" "$(ratio "$orders_per_sec" "$bare")x" \
+  ">= 0.5x" "$(verdict at_least "$(ratio "$orders_per_sec" "$bare")" 0.5)"
+
+# ---- row 6 (measured now, after rows 1-4): memory ----
+
+hwm_kib=$(awk '/^VmHWM:/ {print $2}' "/proc/$main_pid/status")
+rss_kib=$(awk '/^VmRSS:/ {print $2}' "/proc/$main_pid/status")
+"$LOADKIT" check --db "$dir/panelgate.db" >"$dir/check.json" || die "the ledger check failed"
+orders_in_ledger=$(jq -r .orders "$dir/check.json")
+stop "$main_pid"
+
+# ---- row 5: forwarded status ----
+
+say "row 5: forwarded status at $LAT_RATE req/s (second gateway, every status refreshed upstream)"
+write_config "$dir/config-forward.yaml" "$dir/forward.db" 0ms
+start_gateway gateway-forward "$dir/config-forward.yaml"
+# sim-fate=hold: the simulator never finishes it, so the gateway has to ask upstream every time.
+reply=$(post "$GW_URL" -d "key=$KEY&action=add&service=$SERVICE&quantity=$QTY" \
+  --data-urlencode "link=https://example.com/f?sim-fate=hold")
+fwd_id=$(jq -r '.order // empty' <<<"$reply")
+[ -n "$fwd_id" ] || die "add through the second gateway failed: $reply"
+up_id=$("$PANELGATE" order show "$fwd_id" --config "$dir/config-forward.yaml" | jq -r '.upstream_order // empty')
+[ -n "$up_id" ] || die "order $fwd_id has no upstream order id"
+sim_statuses() { curl -sS --max-time 5 "$SIM_BASE/_sim/state?key=$SIM_KEY" | jq '.requests.status // 0'; }
+forwarded=0
+asked=0
+for r in $(seq 1 "$ROUNDS"); do
+  before=$(sim_statuses)
+  "${ON_CLIENT[@]}" "$LOADKIT" latency --url "$GW_URL" --body "key=$KEY&action=status&order=$fwd_id" \
+    --rate "$LAT_RATE" --seconds "$LAT_SECONDS" --connections "$LAT_CONNECTIONS" >"$dir/latency-gateway-$r.json" ||
+    die "latency run against the gateway failed"
+  forwarded=$((forwarded + $(sim_statuses) - before))
+  asked=$((asked + $(jq -r .sent "$dir/latency-gateway-$r.json") + LAT_CONNECTIONS))
+  "${ON_CLIENT[@]}" "$LOADKIT" latency --url "$SIM_URL" --body "key=$SIM_KEY&action=status&order=$up_id" \
+    --rate "$LAT_RATE" --seconds "$LAT_SECONDS" --connections "$LAT_CONNECTIONS" >"$dir/latency-direct-$r.json" ||
+    die "latency run against the simulator failed"
+  for side in gateway direct; do
+    errs=$(jq -r .errors "$dir/latency-$side-$r.json")
+    if [ "$errs" != 0 ]; then notes+=("forwarded row, $side: $errs errors"); fi
+  done
+done
+stop "$gw_pid"
+g50=$(median_of json_field p50_us latency-gateway) g99=$(median_of json_field p99_us latency-gateway)
+d50=$(median_of json_field p50_us latency-direct) d99=$(median_of json_field p99_us latency-direct)
+add50=$(fmt0 "$(awk -v a="$g50" -v b="$d50" 'BEGIN { print a - b }')")
+add99=$(fmt0 "$(awk -v a="$g99" -v b="$d99" 'BEGIN { print a - b }')")
+row "forwarded status, $LAT_RATE req/s" "direct: p50 $(fmt0 "$d50") us, p99 $(fmt0 "$d99") us" \
+  "p50 $(fmt0 "$g50") us, p99 $(fmt0 "$g99") us" "$(signed "$add50") us / $(signed "$add99") us" \
+  "<= +100 us / +1000 us" "$(verdict test "$add50" -le 100 -a "$add99" -le 1000)"
+notes+=("forwarded row: $forwarded of $asked gateway statuses (warm-ups included) were refreshed upstream")
+# A status in the same millisecond as the last refresh is still fresh at 0ms; most must not be.
+if [ $((forwarded * 2)) -lt "$asked" ]; then
+  notes+=("forwarded row: WARNING, under half of the statuses were forwarded: the row mostly measures the ledger path")
+fi
+
+hwm_mib=$(awk -v k="$hwm_kib" 'BEGIN { printf "%.1f", k / 1024 }')
+row "memory (peak RSS after rows 1-4)" "-" "VmHWM $hwm_mib MiB (VmRSS $(awk -v k="$rss_kib" 'BEGIN { printf "%.1f", k / 1024 }') MiB)" \
+  "-" "<= 64 MiB" "$(verdict test "$hwm_kib" -le $((64 * 1024)))"
+
+# ---- the table ----
+
+elapsed=$(($(date +%s) - started_at))
+header=(
+  "date: $(date -u '+%Y-%m-%d %H:%M:%S UTC')"
+  "cpu: $(awk -F': ' '/^model name/ {print $2; exit}' /proc/cpuinfo), nproc $cores ($pinning)"
+  "kernel: $(uname -sr)"
+  "catalog: $(jq length "$dir/services.json") services, $plain_bytes bytes plain, $gzip_bytes bytes gzip"
+  "orders in the ledger: $orders_in_ledger (seeded $SEED_ORDERS; balance = sum of entries for every client)"
+  "wrk: -t1 -c$CONNECTIONS -d${DURATION}s, median of $ROUNDS round(s); latency: $LAT_RATE req/s for ${LAT_SECONDS}s on $LAT_CONNECTIONS connections, from the scheduled instant"
+  "time: ${elapsed}s after the build"
+)
+table_rows=("path|baseline|panelgate|ratio|target|result" "${rows[@]}")
+widths=(0 0 0 0 0 0)
+for r in "${table_rows[@]}"; do
+  IFS='|' read -r -a cells <<<"$r"
+  for i in "${!cells[@]}"; do
+    [ "${#cells[$i]}" -gt "${widths[$i]}" ] && widths[i]=${#cells[$i]}
+  done
+done
+print_table() {
+  local first=1
+  for r in "${table_rows[@]}"; do
+    IFS='|' read -r -a cells <<<"$r"
+    local line="|"
+    for i in "${!cells[@]}"; do line+=" $(printf "%-${widths[$i]}s" "${cells[$i]}") |"; done
+    echo "$line"
+    if [ "$first" = 1 ]; then
+      line="|"
+      for i in "${!cells[@]}"; do line+="$(printf '%*s' $((widths[i] + 2)) '' | tr ' ' -)|"; done
+      echo "$line"
+      first=0
+    fi
+  done
+}
+{
+  for h in "${header[@]}"; do echo "$h"; done
+  echo
+  print_table
+  if [ "${#notes[@]}" -gt 0 ]; then
+    echo
+    for n in "${notes[@]}"; do echo "note: $n"; done
+  fi
+} >"$dir/table.txt"
+cat "$dir/table.txt"
+if [ -n "${RESULTS:-}" ]; then
+  {
+    echo "# panelgate load benchmark"
+    echo
+    for h in "${header[@]}"; do echo "- $h"; done
+    echo
+    print_table
+    if [ "${#notes[@]}" -gt 0 ]; then
+      echo
+      for n in "${notes[@]}"; do echo "- note: $n"; done
+    fi
+  } >"$RESULTS"
+fi

@@ -1,0 +1,823 @@
+//! The load benchmark's helper (`benches/load.sh` runs it): the baselines panelgate is measured
+//! against, an open-loop load generator, and a seeder for a realistically full ledger.
+//!
+//! - `hello`: the smallest hyper 1 server that answers JSON, the ceiling of the HTTP stack.
+//! - `sqlite-baseline`: the durable writes of one `add`, done by a bare SQLite program.
+//! - `latency`: fixed-rate requests with latency taken from the scheduled instant, so that a
+//!   slow server cannot hide its stalls by slowing the generator down (coordinated omission).
+//! - `seed`: finished orders, with their ledger entries, into an existing panelgate database.
+//! - `check`: the ledger invariant over a whole database, after a run.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::{Context, Result, bail, ensure};
+use bytes::Bytes;
+use clap::{Parser, Subcommand};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::client::conn::http1::SendRequest;
+use hyper::header::{CONTENT_TYPE, HOST, HeaderName, HeaderValue};
+use hyper::{Request, Response, StatusCode, Uri};
+use hyper_util::rt::TokioIo;
+use rusqlite::{Connection, OpenFlags, OptionalExtension, TransactionBehavior, params};
+use serde_json::json;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Mutex;
+use tokio::sync::mpsc::{UnboundedReceiver, unbounded_channel};
+
+/// panelgate's own schema, so the baseline writes into exactly the tables, indexes, checks
+/// and triggers the gateway writes into.
+const MIGRATIONS: [&str; 2] = [
+    include_str!("../migrations/sqlite/0001_init.sql"),
+    include_str!("../migrations/sqlite/0002_sync_leases.sql"),
+];
+
+#[derive(Parser)]
+#[command(about = "Helpers of the load benchmark (benches/load.sh)")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// A minimal keep-alive HTTP/1.1 server answering {"status":"ok"} to every request.
+    Hello {
+        #[arg(long)]
+        listen: SocketAddr,
+    },
+    /// The durable work of one panelgate `add`, in a loop, on a fresh database file.
+    SqliteBaseline {
+        #[arg(long)]
+        db: PathBuf,
+        #[arg(long, default_value_t = 8.0)]
+        seconds: f64,
+    },
+    /// Open-loop, fixed-rate POSTs with coordinated-omission-corrected latency.
+    Latency {
+        #[arg(long)]
+        url: String,
+        /// The form-urlencoded body of every request.
+        #[arg(long)]
+        body: String,
+        /// An extra request header, `Name: value`; repeatable.
+        #[arg(long = "header")]
+        headers: Vec<String>,
+        /// Requests per second.
+        #[arg(long)]
+        rate: f64,
+        #[arg(long)]
+        seconds: f64,
+        #[arg(long, default_value_t = 8)]
+        connections: usize,
+    },
+    /// Adds finished orders (and their charge and refund entries) to a panelgate database.
+    Seed {
+        #[arg(long)]
+        db: PathBuf,
+        /// The customer (by name) who placed them.
+        #[arg(long)]
+        client: String,
+        #[arg(long)]
+        orders: u64,
+        /// The upstream the orders were placed at.
+        #[arg(long, default_value = "sim")]
+        upstream: String,
+        /// The local service id of the orders.
+        #[arg(long, default_value_t = 1001)]
+        service: u64,
+        /// The upstream's id of that service.
+        #[arg(long, default_value_t = 1)]
+        upstream_service: u64,
+        /// The service's rate per 1000, in 0.00001 units.
+        #[arg(long, default_value_t = 126_000)]
+        rate_units: i64,
+    },
+    /// Counts orders and ledger entries, and checks that every client's balance is the sum
+    /// of its ledger entries (read-only; fine while panelgate runs).
+    Check {
+        #[arg(long)]
+        db: PathBuf,
+    },
+}
+
+fn main() -> Result<()> {
+    match Cli::parse().command {
+        Command::Hello { listen } => tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()?
+            .block_on(hello(listen)),
+        Command::SqliteBaseline { db, seconds } => sqlite_baseline(&db, seconds),
+        Command::Latency {
+            url,
+            body,
+            headers,
+            rate,
+            seconds,
+            connections,
+        } => {
+            ensure!(
+                rate > 0.0 && seconds > 0.0,
+                "rate and seconds must be above 0"
+            );
+            ensure!(connections > 0, "at least one connection");
+            let target = Target::new(&url, body, &headers)?;
+            // One thread is plenty for the rates measured here, and keeps the generator on
+            // the single core it is pinned to without work-stealing hand-offs.
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?
+                .block_on(latency(Arc::new(target), rate, seconds, connections))
+        }
+        Command::Seed {
+            db,
+            client,
+            orders,
+            upstream,
+            service,
+            upstream_service,
+            rate_units,
+        } => seed(
+            &db,
+            &client,
+            orders,
+            &upstream,
+            service,
+            upstream_service,
+            rate_units,
+        ),
+        Command::Check { db } => check(&db),
+    }
+}
+
+// ---- hello ----
+
+const HELLO: &[u8] = br#"{"status":"ok"}"#;
+
+async fn hello(listen: SocketAddr) -> Result<()> {
+    let listener = TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("binding {listen}"))?;
+    println!("listening on {}", listener.local_addr()?);
+    loop {
+        let stream = match listener.accept().await {
+            Ok((stream, _)) => stream,
+            Err(e) => {
+                // Out of descriptors and the like pass; a baseline that exits mid-run would
+                // turn into a broken row.
+                eprintln!("accept: {e}");
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                continue;
+            }
+        };
+        // The gateway sets it too; without it small replies wait on Nagle.
+        let _ = stream.set_nodelay(true);
+        tokio::spawn(async move {
+            let service = hyper::service::service_fn(|req: Request<Incoming>| async move {
+                // Receiving the body is part of every request the gateway serves, so the
+                // baseline pays for it too.
+                let _ = req.into_body().collect().await;
+                Ok::<_, Infallible>(
+                    Response::builder()
+                        .header(CONTENT_TYPE, "application/json")
+                        .body(Full::new(Bytes::from_static(HELLO)))
+                        .expect("a static response is valid"),
+                )
+            });
+            let _ = hyper::server::conn::http1::Builder::new()
+                .keep_alive(true)
+                .serve_connection(TokioIo::new(stream), service)
+                .await;
+        });
+    }
+}
+
+// ---- sqlite-baseline ----
+
+fn remove_database(db: &Path) {
+    for suffix in ["", "-wal", "-shm", "-journal"] {
+        let mut name = db.as_os_str().to_owned();
+        name.push(suffix);
+        let _ = std::fs::remove_file(PathBuf::from(name));
+    }
+}
+
+/// Opens a connection with the settings panelgate's store uses (`src/store/sqlite.rs`), and
+/// checks that SQLite took them: a baseline on weaker durability would flatter itself.
+fn open_like_panelgate(db: &Path, flags: OpenFlags) -> Result<Connection> {
+    let conn = Connection::open_with_flags(db, flags)
+        .with_context(|| format!("opening {}", db.display()))?;
+    conn.busy_timeout(Duration::from_secs(10))?;
+    let mode: String = conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))?;
+    ensure!(mode == "wal", "journal_mode is {mode}, not wal");
+    conn.pragma_update(None, "synchronous", "FULL")?;
+    conn.pragma_update(None, "foreign_keys", "ON")?;
+    let synchronous: i64 = conn.query_row("PRAGMA synchronous", [], |r| r.get(0))?;
+    ensure!(
+        synchronous == 2,
+        "synchronous is {synchronous}, not 2 (FULL)"
+    );
+    Ok(conn)
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+/// The statement of panelgate's `fetch_order`, which `create_order` runs before it commits.
+const ORDER_SELECT: &str = "SELECT o.id AS id, o.customer_id AS customer_id, c.name AS customer, \
+     o.service AS service, o.upstream AS upstream, o.upstream_service AS upstream_service, \
+     o.upstream_order AS upstream_order, o.state AS state, o.status AS status, \
+     o.charge AS charge, o.refunded AS refunded, o.billed AS billed, o.remains AS remains, \
+     o.start_count AS start_count, o.cost AS cost, o.link AS link, o.fields AS fields, \
+     o.note AS note, o.created_at AS created_at, o.updated_at AS updated_at, \
+     o.synced_at AS synced_at \
+     FROM orders o JOIN customers c ON c.id = o.customer_id WHERE o.id = ?";
+
+fn sqlite_baseline(db: &Path, seconds: f64) -> Result<()> {
+    remove_database(db);
+    let conn = open_like_panelgate(db, OpenFlags::default())?;
+    for sql in MIGRATIONS {
+        conn.execute_batch(sql)
+            .context("applying panelgate's migrations")?;
+    }
+    let now = now_ms();
+    conn.execute(
+        "INSERT INTO customers (name, key_hash, grp, credit_limit, balance, enabled, created_at) \
+         VALUES ('bench', zeroblob(32), 'default', 0, 0, 1, ?)",
+        [now],
+    )?;
+    let customer = conn.last_insert_rowid();
+    let opening: i64 = 1 << 60;
+    conn.execute(
+        "UPDATE customers SET balance = balance + ?1 WHERE id = ?2",
+        params![opening, customer],
+    )?;
+    conn.execute(
+        "INSERT INTO ledger (customer_id, amount, kind, order_id, note, created_at) \
+         VALUES (?, ?, 'credit', NULL, 'opening balance', ?)",
+        params![customer, opening, now],
+    )?;
+
+    // What the gateway stores for `add` of a Default service with link and quantity.
+    let (service, upstream, upstream_service, billed) = (1001_i64, "sim", 1_i64, 1000_i64);
+    let charge = 126_000_i64;
+    let link = "https://example.com/p";
+    let fields = r#"{"link":"https://example.com/p","quantity":"1000"}"#;
+
+    let mut begin = conn.prepare_cached("BEGIN IMMEDIATE")?;
+    let mut commit = conn.prepare_cached("COMMIT")?;
+    let mut balance_of =
+        conn.prepare_cached("SELECT balance, credit_limit FROM customers WHERE id = ?")?;
+    let mut insert_order = conn.prepare_cached(
+        "INSERT INTO orders (customer_id, service, upstream, upstream_service, state, status, \
+         charge, refunded, billed, link, fields, created_at, updated_at) \
+         VALUES (?, ?, ?, ?, ?, ?, ?, 0, ?, ?, ?, ?, ?)",
+    )?;
+    let mut debit = conn.prepare_cached(
+        "UPDATE customers SET balance = balance + ?1 \
+         WHERE id = ?2 AND balance + ?1 >= -credit_limit",
+    )?;
+    let mut insert_entry = conn.prepare_cached(
+        "INSERT INTO ledger (customer_id, amount, kind, order_id, note, created_at) \
+         VALUES (?, ?, ?, ?, ?, ?)",
+    )?;
+    let mut fetch_order = conn.prepare_cached(ORDER_SELECT)?;
+    let mut mark_placed = conn.prepare_cached(
+        "UPDATE orders SET state = 'placed', upstream_order = ?, status = ?, updated_at = ? \
+         WHERE id = ? AND state = 'dispatching'",
+    )?;
+
+    let mut latencies = Vec::new();
+    let started = Instant::now();
+    let until = started + Duration::from_secs_f64(seconds);
+    let mut upstream_order = 1_i64;
+    while Instant::now() < until {
+        let t = Instant::now();
+        let now = now_ms();
+
+        // create_order: the funds check, the order, `post` (check again, guarded debit,
+        // ledger entry), and the order read back, in one immediate transaction.
+        begin.execute([])?;
+        let (balance, limit): (i64, i64) =
+            balance_of.query_row([customer], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        ensure!(
+            balance - charge >= -limit,
+            "the baseline customer ran out of funds"
+        );
+        insert_order.execute(params![
+            customer,
+            service,
+            upstream,
+            upstream_service,
+            "dispatching",
+            "Pending",
+            charge,
+            billed,
+            link,
+            fields,
+            now,
+            now
+        ])?;
+        let id = conn.last_insert_rowid();
+        let (balance, limit): (i64, i64) =
+            balance_of.query_row([customer], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        ensure!(
+            balance - charge >= -limit,
+            "the baseline customer ran out of funds"
+        );
+        ensure!(
+            debit.execute(params![-charge, customer])? == 1,
+            "debit refused"
+        );
+        insert_entry.execute(params![customer, -charge, "charge", id, None::<&str>, now])?;
+        fetch_order.query_row([id], |r| {
+            // Decode every column, as the gateway's row mapping does.
+            for i in 0..r.as_ref().column_count() {
+                std::hint::black_box(r.get_ref(i)?);
+            }
+            Ok(())
+        })?;
+        commit.execute([])?;
+
+        // mark_placed, after the upstream said yes.
+        begin.execute([])?;
+        ensure!(
+            mark_placed.execute(params![upstream_order, "Pending", now_ms(), id])? == 1,
+            "order {id} was not dispatching"
+        );
+        commit.execute([])?;
+
+        upstream_order += 1;
+        latencies.push(t.elapsed().as_micros() as u64);
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    let orders = latencies.len();
+    latencies.sort_unstable();
+    println!(
+        "{}",
+        json!({
+            "orders": orders,
+            "seconds": round3(elapsed),
+            "per_sec": round3(orders as f64 / elapsed),
+            "p50_us": percentile(&latencies, 0.50),
+            "p99_us": percentile(&latencies, 0.99),
+            "journal_mode": "wal",
+            "synchronous": "FULL",
+        })
+    );
+    Ok(())
+}
+
+fn round3(x: f64) -> f64 {
+    (x * 1000.0).round() / 1000.0
+}
+
+/// The nearest-rank percentile of sorted values (0 when there are none).
+fn percentile(sorted: &[u64], p: f64) -> u64 {
+    if sorted.is_empty() {
+        return 0;
+    }
+    let rank = (p * sorted.len() as f64).ceil() as usize;
+    sorted[rank.clamp(1, sorted.len()) - 1]
+}
+
+// ---- latency ----
+
+struct Target {
+    /// `host:port`, to connect to and to send as `Host`.
+    authority: String,
+    path: String,
+    body: Bytes,
+    headers: Vec<(HeaderName, HeaderValue)>,
+}
+
+impl Target {
+    fn new(url: &str, body: String, headers: &[String]) -> Result<Target> {
+        let uri: Uri = url.parse().with_context(|| format!("URL {url}"))?;
+        ensure!(
+            uri.scheme_str() == Some("http"),
+            "only http:// URLs are supported"
+        );
+        let authority = uri
+            .authority()
+            .context("the URL has no host")?
+            .as_str()
+            .to_owned();
+        ensure!(
+            uri.port_u16().is_some(),
+            "the URL needs an explicit port: {url}"
+        );
+        let path = uri
+            .path_and_query()
+            .map_or("/".to_owned(), |p| p.as_str().to_owned());
+        let headers = headers
+            .iter()
+            .map(|h| {
+                let (name, value) = h
+                    .split_once(':')
+                    .with_context(|| format!("header {h:?} is not `Name: value`"))?;
+                Ok((
+                    HeaderName::from_bytes(name.trim().as_bytes())?,
+                    HeaderValue::from_str(value.trim())?,
+                ))
+            })
+            .collect::<Result<_>>()?;
+        Ok(Target {
+            authority,
+            path,
+            body: Bytes::from(body),
+            headers,
+        })
+    }
+
+    fn request(&self) -> Request<Full<Bytes>> {
+        let mut builder = Request::post(self.path.as_str())
+            .header(HOST, self.authority.as_str())
+            .header(CONTENT_TYPE, "application/x-www-form-urlencoded");
+        for (name, value) in &self.headers {
+            builder = builder.header(name, value);
+        }
+        builder
+            .body(Full::new(self.body.clone()))
+            .expect("the parts were validated")
+    }
+}
+
+type Conn = SendRequest<Full<Bytes>>;
+
+async fn connect(t: &Target) -> Result<Conn> {
+    let stream = TcpStream::connect(t.authority.as_str())
+        .await
+        .with_context(|| format!("connecting to {}", t.authority))?;
+    stream.set_nodelay(true)?;
+    let (send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    Ok(send)
+}
+
+/// One request and its whole reply; `Ok(false)` for a reply that is not a success.
+async fn exchange(conn: &mut Conn, t: &Target) -> Result<bool> {
+    conn.ready().await?;
+    let reply = conn.send_request(t.request()).await?;
+    let status = reply.status();
+    let body = reply.into_body().collect().await?.to_bytes();
+    Ok(status == StatusCode::OK && !body.starts_with(br#"{"error""#))
+}
+
+#[derive(Default)]
+struct Tally {
+    sent: u64,
+    ok: u64,
+    errors: u64,
+    /// Microseconds from each request's scheduled instant to the end of its reply.
+    latencies: Vec<u64>,
+}
+
+/// How long in-flight requests may still finish after the last one was scheduled.
+const DRAIN: Duration = Duration::from_secs(5);
+
+/// Bounds each connection's set-up and warm-up request, so a stalled server ends the run.
+const WARM_UP_LIMIT: Duration = Duration::from_secs(10);
+
+async fn latency(t: Arc<Target>, rate: f64, seconds: f64, connections: usize) -> Result<()> {
+    let mut conns = Vec::with_capacity(connections);
+    for _ in 0..connections {
+        let mut conn = tokio::time::timeout(WARM_UP_LIMIT, connect(&t))
+            .await
+            .context("connecting took too long")??;
+        // Warm-up, not counted: a connection's first request pays for its setup, and a
+        // wrong reply here means the run would measure nothing but errors.
+        let ok = tokio::time::timeout(WARM_UP_LIMIT, exchange(&mut conn, &t))
+            .await
+            .context("the warm-up request got no reply in time")??;
+        ensure!(
+            ok,
+            "the warm-up request to {}{} got an error reply",
+            t.authority,
+            t.path
+        );
+        conns.push(conn);
+    }
+
+    let scheduled = (rate * seconds).round() as u64;
+    let t0 = Instant::now() + Duration::from_millis(10);
+    let deadline = t0 + Duration::from_secs_f64(seconds) + DRAIN;
+    let (tx, rx) = unbounded_channel::<Instant>();
+    // A plain thread keeps the schedule: its sleeps are precise to tens of microseconds,
+    // where the runtime's timer rounds to milliseconds. Whatever it oversleeps is in the
+    // latency of both sides of a comparison alike.
+    let scheduler = std::thread::spawn(move || {
+        for i in 0..scheduled {
+            let at = t0 + Duration::from_secs_f64(i as f64 / rate);
+            let now = Instant::now();
+            if at > now {
+                std::thread::sleep(at - now);
+            }
+            if tx.send(at).is_err() {
+                break;
+            }
+        }
+    });
+    let queue = Arc::new(Mutex::new(rx));
+    let workers: Vec<_> = conns
+        .into_iter()
+        .map(|conn| tokio::spawn(worker(t.clone(), conn, queue.clone(), deadline)))
+        .collect();
+    let mut total = Tally::default();
+    for w in workers {
+        let tally = w.await?;
+        total.sent += tally.sent;
+        total.ok += tally.ok;
+        total.errors += tally.errors;
+        total.latencies.extend(tally.latencies);
+    }
+    // Whatever was scheduled but never sent (the drain ran out) is dropped with the queue.
+    drop(queue);
+    scheduler
+        .join()
+        .map_err(|_| anyhow::anyhow!("the scheduler thread panicked"))?;
+    let l = &mut total.latencies;
+    l.sort_unstable();
+    println!(
+        "{}",
+        json!({
+            "scheduled": scheduled,
+            "sent": total.sent,
+            "ok": total.ok,
+            "errors": total.errors + (scheduled - total.sent),
+            "p50_us": percentile(l, 0.50),
+            "p90_us": percentile(l, 0.90),
+            "p99_us": percentile(l, 0.99),
+            "p999_us": percentile(l, 0.999),
+            "max_us": l.last().copied().unwrap_or(0),
+        })
+    );
+    Ok(())
+}
+
+async fn worker(
+    t: Arc<Target>,
+    mut conn: Conn,
+    queue: Arc<Mutex<UnboundedReceiver<Instant>>>,
+    deadline: Instant,
+) -> Tally {
+    let deadline = tokio::time::Instant::from_std(deadline);
+    let mut tally = Tally::default();
+    loop {
+        let next = {
+            let mut queue = queue.lock().await;
+            tokio::time::timeout_at(deadline, queue.recv()).await
+        };
+        let Ok(Some(scheduled)) = next else {
+            break;
+        };
+        tally.sent += 1;
+        match tokio::time::timeout_at(deadline, exchange(&mut conn, &t)).await {
+            Ok(Ok(ok)) => {
+                tally.latencies.push(scheduled.elapsed().as_micros() as u64);
+                if ok {
+                    tally.ok += 1;
+                } else {
+                    tally.errors += 1;
+                }
+            }
+            Ok(Err(_)) => {
+                tally.errors += 1;
+                // The connection is gone: a fresh one, or this worker is done.
+                match connect(&t).await {
+                    Ok(fresh) => conn = fresh,
+                    Err(_) => break,
+                }
+            }
+            Err(_) => {
+                tally.errors += 1;
+                break;
+            }
+        }
+    }
+    tally
+}
+
+// ---- seed ----
+
+/// A small deterministic generator (splitmix64): the same seeded ledger on every run.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}
+
+fn seed(
+    db: &Path,
+    client: &str,
+    orders: u64,
+    upstream: &str,
+    service: u64,
+    upstream_service: u64,
+    rate_units: i64,
+) -> Result<()> {
+    ensure!(rate_units > 0, "the rate must be above 0");
+    // Never create: seeding only makes sense in a database panelgate made.
+    let mut conn = open_like_panelgate(db, OpenFlags::SQLITE_OPEN_READ_WRITE)?;
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let Some((customer, balance, credit_limit)) = tx
+        .query_row(
+            "SELECT id, balance, credit_limit FROM customers WHERE name = ?",
+            [client],
+            |r| {
+                Ok((
+                    r.get::<_, i64>(0)?,
+                    r.get::<_, i64>(1)?,
+                    r.get::<_, i64>(2)?,
+                ))
+            },
+        )
+        .optional()?
+    else {
+        bail!("no client named {client:?} in {}", db.display());
+    };
+    let service = i64::try_from(service)?;
+    let upstream_service = i64::try_from(upstream_service)?;
+
+    let now = now_ms();
+    // Spread over the last 30 days, oldest first, as a real history would be.
+    let span: i64 = 30 * 24 * 3_600_000;
+    let step = span / i64::try_from(orders.max(1))?;
+    let mut rng = Rng(0x5EED);
+    let (mut charged, mut refunded_total) = (0_i64, 0_i64);
+    let (mut completed, mut partial, mut canceled) = (0_u64, 0_u64, 0_u64);
+    {
+        let mut insert_order = tx.prepare_cached(
+            "INSERT INTO orders (customer_id, service, upstream, upstream_service, \
+             upstream_order, state, status, charge, refunded, billed, remains, start_count, \
+             cost, link, fields, note, created_at, updated_at, synced_at, lease_until) \
+             VALUES (?, ?, ?, ?, ?, 'final', ?, ?, ?, ?, ?, ?, ?, ?, ?, NULL, ?, ?, ?, NULL)",
+        )?;
+        let mut insert_entry = tx.prepare_cached(
+            "INSERT INTO ledger (customer_id, amount, kind, order_id, note, created_at) \
+             VALUES (?, ?, ?, ?, ?, ?)",
+        )?;
+        // Upstream ids far from anything the simulator hands out in a benchmark run.
+        let first_upstream_order = 50_000_000_i64;
+        for i in 0..orders {
+            let i = i64::try_from(i)?;
+            let quantity = 100 * (1 + rng.below(50) as i64);
+            // A charge is rounded up to the unit, as money::charge does.
+            let charge = (rate_units * quantity + 999) / 1000;
+            let created = now - span + i * step;
+            let updated = created + 60_000 + rng.below(6 * 3_600_000) as i64;
+            let (status, remains, refund) = match rng.below(100) {
+                0..=83 => {
+                    completed += 1;
+                    ("Completed", 0, 0)
+                }
+                84..=95 => {
+                    partial += 1;
+                    let remains = quantity * (5 + rng.below(60) as i64) / 100;
+                    // Pro rata and rounded down, as refunds are.
+                    ("Partial", remains, charge * remains / quantity)
+                }
+                _ => {
+                    canceled += 1;
+                    ("Canceled", quantity, charge)
+                }
+            };
+            let link = format!("https://instagram.com/seed_{i}");
+            let fields = format!(r#"{{"link":"{link}","quantity":"{quantity}"}}"#);
+            insert_order.execute(params![
+                customer,
+                service,
+                upstream,
+                upstream_service,
+                first_upstream_order + i,
+                status,
+                charge,
+                refund,
+                quantity,
+                remains,
+                rng.below(100_000) as i64,
+                charge * 70 / 100,
+                link,
+                fields,
+                created,
+                updated,
+                updated
+            ])?;
+            let id = tx.last_insert_rowid();
+            insert_entry.execute(params![
+                customer,
+                -charge,
+                "charge",
+                id,
+                None::<&str>,
+                created
+            ])?;
+            if refund > 0 {
+                insert_entry.execute(params![customer, refund, "refund", id, status, updated])?;
+            }
+            charged += charge;
+            refunded_total += refund;
+        }
+        let net = charged - refunded_total;
+        // Money for the history comes in through the ledger as well, when the client's
+        // balance would not cover it.
+        let short = net - (balance + credit_limit);
+        let credit = if short > 0 { short } else { 0 };
+        if credit > 0 {
+            insert_entry.execute(params![
+                customer,
+                credit,
+                "credit",
+                None::<i64>,
+                "load benchmark seed",
+                now
+            ])?;
+        }
+        let changed = tx.execute(
+            "UPDATE customers SET balance = balance + ?1 - ?2 WHERE id = ?3",
+            params![credit, net, customer],
+        )?;
+        ensure!(changed == 1, "customer {client:?} vanished");
+    }
+    let (balance, ledger_sum): (i64, i64) = tx.query_row(
+        "SELECT balance, (SELECT COALESCE(SUM(amount), 0) FROM ledger WHERE customer_id = ?1) \
+         FROM customers WHERE id = ?1",
+        [customer],
+        |r| Ok((r.get(0)?, r.get(1)?)),
+    )?;
+    ensure!(
+        balance == ledger_sum,
+        "balance {balance} != sum of ledger entries {ledger_sum}; not committed"
+    );
+    tx.commit()?;
+    let total: i64 = conn.query_row("SELECT COUNT(*) FROM orders", [], |r| r.get(0))?;
+    println!(
+        "{}",
+        json!({
+            "seeded": orders,
+            "completed": completed,
+            "partial": partial,
+            "canceled": canceled,
+            "orders_in_db": total,
+            "balance_units": balance,
+            "ledger_sum_units": ledger_sum,
+        })
+    );
+    Ok(())
+}
+
+// ---- check ----
+
+fn check(db: &Path) -> Result<()> {
+    let conn = Connection::open_with_flags(db, OpenFlags::SQLITE_OPEN_READ_ONLY)
+        .with_context(|| format!("opening {}", db.display()))?;
+    conn.busy_timeout(Duration::from_secs(10))?;
+    // One read transaction, so the counts and sums are of one instant.
+    conn.execute_batch("BEGIN")?;
+    let orders: i64 = conn.query_row("SELECT COUNT(*) FROM orders", [], |r| r.get(0))?;
+    let entries: i64 = conn.query_row("SELECT COUNT(*) FROM ledger", [], |r| r.get(0))?;
+    let mut off = conn.prepare(
+        "SELECT c.name, c.balance, COALESCE(SUM(l.amount), 0) FROM customers c \
+         LEFT JOIN ledger l ON l.customer_id = c.id GROUP BY c.id \
+         HAVING c.balance <> COALESCE(SUM(l.amount), 0)",
+    )?;
+    let broken: Vec<String> = off
+        .query_map([], |r| {
+            Ok(format!(
+                "{}: balance {} != entries {}",
+                r.get::<_, String>(0)?,
+                r.get::<_, i64>(1)?,
+                r.get::<_, i64>(2)?
+            ))
+        })?
+        .collect::<rusqlite::Result<_>>()?;
+    ensure!(
+        broken.is_empty(),
+        "ledger invariant broken: {}",
+        broken.join("; ")
+    );
+    println!(
+        "{}",
+        json!({"orders": orders, "ledger_entries": entries, "balances_match_ledger": true})
+    );
+    Ok(())
+}
