@@ -489,6 +489,15 @@ stop "$main_pid"
 # ---- row 5: forwarded status ----
 
 say "row 5: forwarded status at $LAT_RATE req/s (second gateway, every status refreshed upstream)"
+# This row's upstream runs beside the server under test (core 0) and the client stays on core 1,
+# for both sides alike: each path then crosses between cores twice (client -> server -> client)
+# and the difference is the gateway's own work. With the upstream on the client's core, the
+# gateway's path would cross four times to the direct path's none, and this VM's cross-core
+# wake-ups (tens of microseconds each) would be counted as the gateway's.
+start simulator-forward "${ON_SERVER[@]}" "$PANELGATE" --config "$dir/no-simulator.yaml" simulate \
+  --listen 127.0.0.1:0 --key "$SIM_KEY" --services 3000 --speed 1 --balance 1000000000000
+SIM_URL=$(listening_on simulator-forward "$started")
+SIM_BASE=${SIM_URL%/api/v2}
 write_config "$dir/config-forward.yaml" "$dir/forward.db" 0ms
 start_gateway gateway-forward "$dir/config-forward.yaml"
 # sim-fate=hold: the simulator never finishes it, so the gateway has to ask upstream every time.

@@ -472,7 +472,7 @@ impl Handler for Routes {
             .observe(elapsed.as_secs_f64());
         tracing::info!(
             action,
-            client = trace.customer.as_deref().unwrap_or("-"),
+            client = trace.customer.as_ref().map_or("-", |c| c.name.as_str()),
             outcome,
             error = result.as_ref().err().map(|e| e.to_string()).unwrap_or_default(),
             latency_us = elapsed.as_micros() as u64,

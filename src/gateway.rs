@@ -55,7 +55,7 @@ impl From<Bytes> for Body {
 /// What one request did, for the request log line.
 #[derive(Debug, Default)]
 pub struct Trace {
-    pub customer: Option<String>,
+    pub customer: Option<Arc<Caller>>,
     pub action: &'static str,
     pub upstream: Option<String>,
     pub order: Option<i64>,
@@ -165,7 +165,7 @@ impl Gateway {
         self.guard
             .admit_client(&customer.group, customer.id)
             .map_err(|d| ProtocolError::TooManyRequests(wait(d)))?;
-        trace.customer = Some(customer.name.clone());
+        trace.customer = Some(customer.clone());
         let action = Action::parse(&api.params)?;
         trace.action = action.name();
         let body = match action {
@@ -268,6 +268,15 @@ impl Gateway {
     async fn status(&self, c: &Caller, ids: &Ids) -> Result<Bytes> {
         let asked = ids.as_slice();
         let started = std::time::Instant::now();
+        let now = now_ms();
+        let max_age = self.cfg.status_max_age.as_millis() as i64;
+        let many = matches!(ids, Ids::Many(_));
+        if let Some(reply) = self
+            .statuses
+            .answer(c.id, asked, many, started, now, max_age)
+        {
+            return Ok(reply);
+        }
         let mut found: Vec<Option<Arc<Entry>>> = asked
             .iter()
             .map(|&id| self.statuses.get(i64::try_from(id).ok()?, started))
@@ -282,8 +291,6 @@ impl Gateway {
             self.read_statuses(c, &missing, asked, &mut found).await?;
         }
 
-        let now = now_ms();
-        let max_age = self.cfg.status_max_age.as_millis() as i64;
         let mut stale: Vec<Tracked<'_>> = Vec::new();
         for e in found.iter().flatten() {
             if e.visible_to(c.id)

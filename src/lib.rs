@@ -13,6 +13,7 @@ pub mod config;
 pub mod gateway;
 pub mod guard;
 pub mod keys;
+pub mod logs;
 pub mod metrics;
 pub mod money;
 pub mod pricing;

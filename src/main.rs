@@ -190,18 +190,14 @@ enum LogFormat {
 }
 
 /// Logs to stderr; `RUST_LOG` overrides the level the config (or the default, `info`) sets.
-///
-/// Lines are handed to a writer thread that writes whatever has queued up in one go, so a
-/// request's log line costs a copy, not a system call on the request's path. Nothing is
-/// dropped (a full queue waits); the returned guard flushes the rest at exit.
-fn init_logs(format: LogFormat, level: &str) -> tracing_appender::non_blocking::WorkerGuard {
+/// Lines are written in batches ([`panelgate::logs`]); the returned guard writes the rest
+/// at exit.
+fn init_logs(format: LogFormat, level: &str) -> anyhow::Result<panelgate::logs::Flusher> {
     use std::io::IsTerminal;
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
-    let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
-        .lossy(false)
-        .thread_name("panelgate-log")
-        .finish(std::io::BufWriter::new(std::io::stderr()));
+    let (writer, guard) =
+        panelgate::logs::batched_stderr().context("starting the log writer thread")?;
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(std::io::stderr().is_terminal())
@@ -210,7 +206,7 @@ fn init_logs(format: LogFormat, level: &str) -> tracing_appender::non_blocking::
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().init(),
     }
-    guard
+    Ok(guard)
 }
 
 fn main() -> anyhow::Result<()> {
@@ -236,7 +232,7 @@ fn main() -> anyhow::Result<()> {
 
 async fn serve(path: &Path, log_format: LogFormat) -> anyhow::Result<()> {
     let cfg = config::load(path)?;
-    let _logs = init_logs(log_format, &cfg.log_level);
+    let _logs = init_logs(log_format, &cfg.log_level)?;
     let running = app::start(cfg).await?;
     // Tests and scripts read this line to learn the port; keep its shape.
     println!("listening on {}", running.url());
@@ -409,7 +405,7 @@ fn simulator_section(path: &Path) -> anyhow::Result<SimulatorSection> {
 }
 
 async fn simulate(config_path: &Path, args: SimulateArgs) -> anyhow::Result<()> {
-    let _logs = init_logs(args.log_format, "info");
+    let _logs = init_logs(args.log_format, "info")?;
     let file = simulator_section(config_path)?;
     let key = args
         .key

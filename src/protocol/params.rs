@@ -223,6 +223,10 @@ fn json_scalar(value: serde_json::Value) -> Result<Option<String>, ProtocolError
 /// Strict percent-decoding: `+` is a space, `%XX` a byte, a stray `%` stays literal (as PHP
 /// leaves it), and the result must be UTF-8.
 fn percent_decode(input: &[u8]) -> Result<String, ProtocolError> {
+    if !input.iter().any(|&b| b == b'%' || b == b'+') {
+        // Most values (keys, actions, ids) need no decoding.
+        return String::from_utf8(input.to_vec()).map_err(|_| ProtocolError::IncorrectRequest);
+    }
     let mut out = Vec::with_capacity(input.len());
     let mut i = 0;
     while i < input.len() {

@@ -139,17 +139,22 @@ fn ids(
 /// 1–100 positive integers, comma-separated and/or as array elements, duplicates dropped
 /// (a reply keyed by id cannot hold one twice).
 fn id_list(value: &Value, bad: ProtocolError) -> Result<Vec<u64>, ProtocolError> {
-    let pieces: Vec<&str> = match value {
-        Value::One(text) => text.split(',').collect(),
-        Value::List(items) => items.iter().flat_map(|i| i.split(',')).collect(),
+    let texts = match value {
+        Value::One(text) => std::slice::from_ref(text),
+        Value::List(items) => items.as_slice(),
     };
-    let mut ids = Vec::new();
-    for piece in pieces.iter().map(|p| p.trim()).filter(|p| !p.is_empty()) {
+    let pieces = texts.iter().flat_map(|t| t.split(','));
+    let mut ids = Vec::with_capacity(MAX_IDS);
+    let mut highest = 0;
+    let blank = |p: &str| p.trim_ascii().is_empty() || (!p.is_ascii() && p.trim().is_empty());
+    for piece in pieces.filter(|p| !blank(p)) {
         let id = positive_id(piece).ok_or_else(|| bad.clone())?;
-        if !ids.contains(&id) {
+        // Panels list ids in ascending order: only one below the highest yet can repeat.
+        if id > highest || !ids.contains(&id) {
             if ids.len() == MAX_IDS {
                 return Err(ProtocolError::TooManyIds);
             }
+            highest = highest.max(id);
             ids.push(id);
         }
     }
@@ -165,11 +170,22 @@ pub fn positive_id(text: &str) -> Option<u64> {
 }
 
 pub(crate) fn positive_int(text: &str) -> Option<u64> {
-    let text = text.trim();
-    if text.is_empty() || !text.bytes().all(|b| b.is_ascii_digit()) {
+    // ASCII trimming first: generic `trim` was a tenth of a 100-id `status` poll.
+    let text = match text.trim_ascii() {
+        t if t.is_ascii() => t,
+        t => t.trim(),
+    };
+    if text.is_empty() {
         return None;
     }
-    text.parse::<u64>().ok().filter(|&n| n > 0)
+    let mut n: u64 = 0;
+    for b in text.bytes() {
+        if !b.is_ascii_digit() {
+            return None;
+        }
+        n = n.checked_mul(10)?.checked_add(u64::from(b - b'0'))?;
+    }
+    (n > 0).then_some(n)
 }
 
 #[cfg(test)]
