@@ -95,7 +95,7 @@ cores=$(nproc)
 if [ "$cores" -ge 2 ]; then
   ON_SERVER=(taskset -c 0)
   ON_CLIENT=(taskset -c 1)
-  pinning="servers under test on core 0; load generators and the simulator on core 1"
+  pinning="servers under test on core 0; load generators and the simulator on core 1 (the forwarded row's simulator on core 0)"
 else
   ON_SERVER=()
   ON_CLIENT=()
