@@ -3,7 +3,8 @@
 //! Every request carries a key, and a busy panel sends hundreds a second; reading the
 //! customers table for each would make the key the most expensive part of a `status` poll.
 //! A key's customer is remembered for [`TRUST`], so a `client disable` or `rotate-key` by the
-//! operator (another process) takes effect within that time. The balance is never taken from
+//! operator (another process) takes effect within that time (orders of a disabled customer are
+//! refused at once: the store checks where it holds the funds). The balance is never taken from
 //! here: the `balance` action reads it fresh, and an order's funds are checked in the
 //! transaction that holds them.
 

@@ -237,6 +237,7 @@ impl Gateway {
         let order = match self.store.create_order(&new, now_ms()).await {
             Ok(o) => o,
             Err(StoreError::InsufficientFunds) => return Err(ProtocolError::NotEnoughFunds.into()),
+            Err(StoreError::Disabled) => return Err(ProtocolError::InvalidKey.into()),
             Err(e) => return Err(e.into()),
         };
         trace.order = Some(order.id);

@@ -179,7 +179,17 @@ async fn an_operator_runs_the_gateway_from_the_command_line() {
     ));
     assert!(err.contains("not unknown"), "{err}");
 
+    // The server may still remember the key for a moment; the order is refused all the same.
+    call(vec![("action", "services".into())]).await;
     stdout(&panelgate(&config, &["client", "disable", "ann"]));
+    let refused = call(vec![
+        ("action", "add".into()),
+        ("service", "1".into()),
+        ("link", "https://instagram.com/disabled".into()),
+        ("quantity", "1000".into()),
+    ])
+    .await;
+    assert_eq!(refused["error"], "Invalid API key");
     assert_eq!(
         call(vec![("action", "balance".into())]).await["error"],
         "Invalid API key"

@@ -75,6 +75,7 @@ macro_rules! conformance_tests {
             a_customer_sees_only_their_own_orders_and_refills,
             names_and_keys_are_unique,
             keys_find_customers_and_can_be_changed,
+            a_disabled_customer_places_no_order,
             a_debit_stops_at_the_credit_limit,
             a_failed_write_leaves_no_transaction_open,
             claimed_work_is_leased_to_one_claimer,
@@ -814,6 +815,26 @@ pub(crate) async fn names_and_keys_are_unique<B: Backend>() {
     assert!(store.customer_by_name("cid").await.unwrap().is_none());
     assert_eq!(store.ledger(ana.id).await.unwrap().len(), 1);
     assert_eq!(db.scalar("SELECT COUNT(*) FROM ledger").await, 1);
+}
+
+pub(crate) async fn a_disabled_customer_places_no_order<B: Backend>() {
+    let Some(db) = B::open().await else {
+        return;
+    };
+    let store = db.store();
+    let ana = customer(&*store, "ana", 5 * ONE, 0).await;
+    store.set_enabled("ana", false).await.unwrap();
+    assert!(matches!(
+        store.create_order(&new_order(ana.id, ONE, 1000), NOW).await,
+        Err(StoreError::Disabled)
+    ));
+    assert_eq!(books(&db, ana.id).await, 5 * ONE);
+    store.set_enabled("ana", true).await.unwrap();
+    store
+        .create_order(&new_order(ana.id, ONE, 1000), NOW)
+        .await
+        .unwrap();
+    assert_eq!(books(&db, ana.id).await, 4 * ONE);
 }
 
 pub(crate) async fn keys_find_customers_and_can_be_changed<B: Backend>() {

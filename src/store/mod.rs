@@ -25,6 +25,10 @@ pub enum StoreError {
     /// The change would take the balance below `-credit_limit`.
     #[error("not enough funds")]
     InsufficientFunds,
+    /// The customer is disabled: no new orders (checked where the funds are held, so a
+    /// gateway that still remembers the key cannot place one).
+    #[error("customer disabled")]
+    Disabled,
     #[error("{0} already exists")]
     Duplicate(String),
     /// The row is not in the state the change needs (e.g. resolving an order that is not

@@ -484,12 +484,16 @@ async fn create_order_in(
     // instance's orders for this customer wait here, then read the balance as it is after
     // the ones before them. An order that does not fit is refused before anything is
     // inserted; `post` checks again (exactly, on the locked row) when it moves the money.
-    let row =
-        sqlx::query("SELECT balance, credit_limit FROM customers WHERE id = $1 FOR NO KEY UPDATE")
-            .bind(order.customer_id)
-            .fetch_optional(&mut *conn)
-            .await?
-            .ok_or(StoreError::NotFound)?;
+    let row = sqlx::query(
+        "SELECT balance, credit_limit, enabled FROM customers WHERE id = $1 FOR NO KEY UPDATE",
+    )
+    .bind(order.customer_id)
+    .fetch_optional(&mut *conn)
+    .await?
+    .ok_or(StoreError::NotFound)?;
+    if !row.try_get::<bool, _>("enabled")? {
+        return Err(StoreError::Disabled);
+    }
     let balance: Units = row.try_get("balance")?;
     let credit_limit: Units = row.try_get("credit_limit")?;
     match balance.checked_sub(order.charge) {

@@ -720,11 +720,14 @@ impl Store for SqliteStore {
         let mut w = self.write().await?;
         // Refuse early, before inserting anything, when the funds are not there; `post` checks
         // again (exactly, under the same lock) when it moves the money.
-        let row = sqlx::query("SELECT balance, credit_limit FROM customers WHERE id = ?")
+        let row = sqlx::query("SELECT balance, credit_limit, enabled FROM customers WHERE id = ?")
             .bind(order.customer_id)
             .fetch_optional(w.conn())
             .await?
             .ok_or(StoreError::NotFound)?;
+        if !row.try_get::<bool, _>("enabled")? {
+            return Err(StoreError::Disabled);
+        }
         let balance: Units = row.try_get("balance")?;
         let credit_limit: Units = row.try_get("credit_limit")?;
         match balance.checked_sub(order.charge) {
