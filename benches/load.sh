@@ -578,26 +578,18 @@ print_table() {
     fi
   done
 }
-{
-  for h in "${header[@]}"; do echo "$h"; done
+# report PREFIX: the header lines, the table and the notes, each line of prose after PREFIX.
+report() {
+  local prefix=$1
+  for h in "${header[@]}"; do echo "$prefix$h"; done
   echo
   print_table
   if [ "${#notes[@]}" -gt 0 ]; then
     echo
-    for n in "${notes[@]}"; do echo "note: $n"; done
+    for n in "${notes[@]}"; do echo "${prefix}note: $n"; done
   fi
-} >"$dir/table.txt"
-cat "$dir/table.txt"
+}
+report "" | tee "$dir/table.txt"
 if [ -n "${RESULTS:-}" ]; then
-  {
-    echo "# panelgate load benchmark"
-    echo
-    for h in "${header[@]}"; do echo "- $h"; done
-    echo
-    print_table
-    if [ "${#notes[@]}" -gt 0 ]; then
-      echo
-      for n in "${notes[@]}"; do echo "- note: $n"; done
-    fi
-  } >"$RESULTS"
+  { echo "# panelgate load benchmark"; echo; report "- "; } >"$RESULTS"
 fi
