@@ -234,28 +234,22 @@ impl Gateway {
             link: fields.link.clone(),
             fields: serde_json::Value::Object(form).to_string(),
         };
-        let order = match self.store.create_order(&new, now_ms()).await {
-            Ok(o) => o,
-            Err(StoreError::InsufficientFunds) => return Err(ProtocolError::NotEnoughFunds.into()),
-            Err(StoreError::Disabled) => return Err(ProtocolError::InvalidKey.into()),
-            Err(e) => return Err(e.into()),
-        };
-        trace.order = Some(order.id);
-        // Funds are held and the order is on disk: only now does anything go upstream. The
-        // dispatch runs as its own task, so a client hanging up mid-request cannot leave the
-        // order half-dispatched.
+        // From the hold on, the order's life runs as a task of its own: a client hanging up
+        // drops this request's future, and funds held for an order that then never went
+        // upstream would stay held until an operator found them.
         let dispatch = Dispatch {
             store: self.store.clone(),
             upstreams: self.upstreams.clone(),
             metrics: self.metrics.clone(),
             statuses: self.statuses.clone(),
         };
-        let (placed_at, result) = tokio::spawn(dispatch.run(order, svc, fields))
+        let (order, placed_at, result) = tokio::spawn(dispatch.run(new, svc, fields))
             .await
             .map_err(|e| {
                 tracing::error!(error = %e, "dispatch task failed");
                 ProtocolError::Internal
             })?;
+        trace.order = order;
         if let Some((upstream, upstream_order)) = placed_at {
             trace.upstream = Some(upstream);
             trace.upstream_order = upstream_order;
@@ -514,11 +508,29 @@ struct Dispatch {
 type Dispatched = (Option<(String, Option<u64>)>, Result<Bytes>);
 
 impl Dispatch {
-    async fn run(self, order: Order, svc: Arc<LocalService>, fields: OrderFields) -> Dispatched {
-        let dispatched = self.place(&order, svc, fields).await;
+    /// Holds the funds, then places the order. Returns the order's id once it has one.
+    async fn run(
+        self,
+        new: NewOrder,
+        svc: Arc<LocalService>,
+        fields: OrderFields,
+    ) -> (Option<i64>, Option<(String, Option<u64>)>, Result<Bytes>) {
+        let order = match self.store.create_order(&new, now_ms()).await {
+            Ok(o) => o,
+            Err(e) => {
+                let refusal = match e {
+                    StoreError::InsufficientFunds => ProtocolError::NotEnoughFunds.into(),
+                    StoreError::Disabled => ProtocolError::InvalidKey.into(),
+                    e => e.into(),
+                };
+                return (None, None, Err(refusal));
+            }
+        };
+        // Funds are held and the order is on disk: only now does anything go upstream.
+        let (placed_at, reply) = self.place(&order, svc, fields).await;
         // A `status` poll during the dispatch may have cached the order as it was.
         self.statuses.forget(order.id);
-        dispatched
+        (Some(order.id), placed_at, reply)
     }
 
     async fn place(

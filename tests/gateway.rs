@@ -1203,6 +1203,21 @@ async fn orders_caught_mid_dispatch_by_a_crash_become_unknown() {
     env.assert_ledgers_balance().await;
 }
 
+/// An `add` of 100 of service 1, as the bytes a client writes.
+fn raw_add(key: &str) -> String {
+    let body = common::encode(&[
+        ("key", key),
+        ("action", "add"),
+        ("service", "1"),
+        ("link", "https://i.com/a"),
+        ("quantity", "100"),
+    ]);
+    format!(
+        "POST /api/v2 HTTP/1.1\r\nhost: x\r\ncontent-type: application/x-www-form-urlencoded\r\ncontent-length: {}\r\n\r\n{body}",
+        body.len()
+    )
+}
+
 #[tokio::test]
 async fn a_client_hanging_up_mid_order_does_not_strand_it() {
     let env = Env::start(Options::default()).await;
@@ -1213,17 +1228,7 @@ async fn a_client_hanging_up_mid_order_does_not_strand_it() {
         json!({"slow": 1, "slow_ms": 300, "actions": ["add"]}),
     )
     .await;
-    let body = common::encode(&[
-        ("key", &key),
-        ("action", "add"),
-        ("service", "1"),
-        ("link", "https://i.com/a"),
-        ("quantity", "100"),
-    ]);
-    let request = format!(
-        "POST /api/v2 HTTP/1.1\r\nhost: x\r\ncontent-type: application/x-www-form-urlencoded\r\ncontent-length: {}\r\n\r\n{body}",
-        body.len()
-    );
+    let request = raw_add(&key);
     // Send the order and hang up long before the upstream answers.
     common::raw(
         env.gw().addr,
@@ -1240,4 +1245,66 @@ async fn a_client_hanging_up_mid_order_does_not_strand_it() {
         o.state
     );
     env.assert_ledgers_balance().await;
+}
+
+/// Clients that hang up at any instant of their `add`, also while its funds are being held:
+/// every order still ends placed, the ledger adds up, and the next order goes through at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_hanging_up_at_any_instant_leave_every_order_whole() {
+    use tokio::io::AsyncWriteExt;
+    let env = Env::start(Options::default()).await;
+    let key = env.client("ann", "1000", "default").await;
+    let request = raw_add(&key);
+    let addr = env.gw().addr;
+    // Eight at a time, each dropped 0–2 ms after its request is written.
+    for batch in 0..20u64 {
+        let hangups: Vec<_> = (0..8u64)
+            .map(|i| {
+                let request = request.clone();
+                tokio::spawn(async move {
+                    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+                    stream.write_all(request.as_bytes()).await.unwrap();
+                    let until = std::time::Instant::now()
+                        + std::time::Duration::from_micros((batch * 8 + i) * 13 % 2000);
+                    while std::time::Instant::now() < until {
+                        tokio::task::yield_now().await;
+                    }
+                })
+            })
+            .collect();
+        for hangup in hangups {
+            hangup.await.unwrap();
+        }
+    }
+    // Whatever reached the ledger leaves `dispatching`: placed upstream, or refused and
+    // released.
+    let mut orders = Vec::new();
+    for _ in 0..500 {
+        orders = env.store().list_orders(&Default::default()).await.unwrap();
+        if orders.iter().all(|o| o.state != OrderState::Dispatching) {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert!(!orders.is_empty(), "no hung-up order reached the ledger");
+    for o in &orders {
+        assert!(
+            matches!(o.state, OrderState::Placed | OrderState::Final),
+            "order {} was left {:?}",
+            o.id,
+            o.state
+        );
+    }
+    env.assert_ledgers_balance().await;
+    let next = tokio::time::timeout(
+        std::time::Duration::from_secs(5),
+        env.add(
+            &key,
+            "1",
+            &[("link", "https://i.com/b"), ("quantity", "100")],
+        ),
+    )
+    .await
+    .expect("the next order waited on a lock");
+    assert!(next > 0);
 }

@@ -210,7 +210,17 @@ impl SqliteStore {
     /// Starts a write transaction, holding the write lock from its first statement on.
     async fn write(&self) -> Result<Write<'_>> {
         let turn = self.writer.lock().await;
-        let tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        // Opened in a task of its own, so that it cannot be dropped halfway. sqlx runs the
+        // BEGIN on the connection's thread and sends back the answer; a caller dropped after
+        // the BEGIN ran but before the answer was read (a client hanging up) loses the only
+        // handle that could roll it back, and the connection goes back to the pool inside a
+        // transaction that holds SQLite's write lock for good. The task keeps the handle
+        // until it is owned: a transaction nobody receives is dropped, and so rolled back.
+        let pool = self.pool.clone();
+        let tx = tokio::spawn(async move { pool.begin_with("BEGIN IMMEDIATE").await })
+            .await
+            // Only a panic or a runtime shutting down ends the task early.
+            .map_err(|_| sqlx::Error::WorkerCrashed)??;
         Ok(Write {
             tx,
             turn,
@@ -1421,6 +1431,46 @@ mod tests {
         let c = again.customer_by_name("sam").await.unwrap().unwrap();
         assert_eq!(c.balance, 936 * ONE);
         assert_eq!(again.ledger(c.id).await.unwrap().len(), 65);
+    }
+
+    /// A request whose client hangs up is dropped wherever it is, also halfway through opening
+    /// a transaction. No such drop may leave a connection inside a transaction: it would hold
+    /// SQLite's write lock, and every later write would wait out the busy timeout and fail.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn writes_dropped_at_any_point_leave_no_transaction_open() {
+        let db = TempDb::new();
+        let store = Arc::new(SqliteStore::open(&db.url()).await.unwrap());
+        customer(store.as_ref(), "sam", 0, 0).await;
+        for round in 0..600u64 {
+            let writer = store.clone();
+            let write = tokio::spawn(async move {
+                writer.adjust_balance("sam", ONE, None, NOW).await.unwrap();
+            });
+            // Dropped after 0–600 µs: at some of these instants the BEGIN has run on the
+            // connection's thread and its answer is on the way back.
+            let until = std::time::Instant::now() + Duration::from_micros(round);
+            while std::time::Instant::now() < until {
+                tokio::task::yield_now().await;
+            }
+            write.abort();
+            if let Err(e) = write.await {
+                assert!(e.is_cancelled(), "a write failed: {e}");
+            }
+        }
+        // Every pooled connection takes a write in turn; none may find SQLite locked.
+        for _ in 0..2 * POOL_SIZE {
+            let write = store.adjust_balance("sam", ONE, None, NOW);
+            tokio::time::timeout(Duration::from_secs(5), write)
+                .await
+                .expect("a write waited on a lock no one holds")
+                .expect("a write failed after dropped ones");
+        }
+        let c = store.customer_by_name("sam").await.unwrap().unwrap();
+        assert_eq!(
+            c.balance,
+            ONE * store.ledger(c.id).await.unwrap().len() as Units,
+            "the balance is the sum of the entries"
+        );
     }
 
     #[tokio::test]
