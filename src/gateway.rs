@@ -243,7 +243,7 @@ impl Gateway {
             metrics: self.metrics.clone(),
             statuses: self.statuses.clone(),
         };
-        let (order, placed_at, result) = tokio::spawn(dispatch.run(new, svc, fields))
+        let (order, (placed_at, result)) = tokio::spawn(dispatch.run(new, svc, fields))
             .await
             .map_err(|e| {
                 tracing::error!(error = %e, "dispatch task failed");
@@ -514,7 +514,7 @@ impl Dispatch {
         new: NewOrder,
         svc: Arc<LocalService>,
         fields: OrderFields,
-    ) -> (Option<i64>, Option<(String, Option<u64>)>, Result<Bytes>) {
+    ) -> (Option<i64>, Dispatched) {
         let order = match self.store.create_order(&new, now_ms()).await {
             Ok(o) => o,
             Err(e) => {
@@ -523,14 +523,14 @@ impl Dispatch {
                     StoreError::Disabled => ProtocolError::InvalidKey.into(),
                     e => e.into(),
                 };
-                return (None, None, Err(refusal));
+                return (None, (None, Err(refusal)));
             }
         };
         // Funds are held and the order is on disk: only now does anything go upstream.
-        let (placed_at, reply) = self.place(&order, svc, fields).await;
+        let dispatched = self.place(&order, svc, fields).await;
         // A `status` poll during the dispatch may have cached the order as it was.
         self.statuses.forget(order.id);
-        (Some(order.id), placed_at, reply)
+        (Some(order.id), dispatched)
     }
 
     async fn place(

@@ -1276,8 +1276,7 @@ async fn clients_hanging_up_at_any_instant_leave_every_order_whole() {
             hangup.await.unwrap();
         }
     }
-    // Whatever reached the ledger leaves `dispatching`: placed upstream, or refused and
-    // released.
+    // Whatever reached the ledger leaves `dispatching`, placed upstream.
     let mut orders = Vec::new();
     for _ in 0..500 {
         orders = env.store().list_orders(&Default::default()).await.unwrap();
