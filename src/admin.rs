@@ -121,7 +121,7 @@ pub fn order_json(o: &Order) -> serde_json::Value {
         "refunded": money::format(money::from_units(o.refunded)),
         "upstream": o.upstream,
         "upstream_service": o.upstream_service,
-        "upstream_order": o.upstream_order,
+        "upstream_order": o.upstream_order.as_deref().map(upstream_order_json),
         "remains": o.remains,
         "start_count": o.start_count,
         "cost": o.cost.map(|c| money::format(money::from_units(c))),
@@ -160,7 +160,7 @@ pub async fn show_order(store: &dyn Store, id: i64) -> Result<Order> {
 
 /// Resolves an order of unknown outcome: placed as `upstream_order`, or not placed (Canceled,
 /// the whole charge refunded).
-pub async fn resolve(store: &dyn Store, id: i64, upstream_order: Option<u64>) -> Result<String> {
+pub async fn resolve(store: &dyn Store, id: i64, upstream_order: Option<&str>) -> Result<String> {
     let order = show_order(store, id).await?;
     if order.state != OrderState::Unknown {
         return Err(AdminError::Invalid(format!(
@@ -253,4 +253,11 @@ fn list_of(services: Vec<crate::protocol::Service>) -> UpstreamList {
         services: services.into_iter().map(|s| (s.service, s)).collect(),
         fetched_at: std::time::Instant::now(),
     }
+}
+
+/// An upstream order id in `--json` output: a number, as before ids became text, while it is
+/// one; an opaque id (`"ord_01HG…"`) as a string.
+fn upstream_order_json(id: &str) -> serde_json::Value {
+    id.parse::<u64>()
+        .map_or_else(|_| id.into(), serde_json::Value::from)
 }

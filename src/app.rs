@@ -19,8 +19,8 @@ use crate::money;
 use crate::protocol::ProtocolError;
 use crate::server::{self, Answer, Handler};
 use crate::sim::{self, SimConfig, SimHandle, catalog as sim_catalog};
-use crate::store::{self, Store, StoreError};
-use crate::sync::now_ms;
+use crate::store::{self, Millis, Store, StoreError};
+use crate::sync::{self, now_ms};
 use crate::upstream::Upstreams;
 
 #[derive(Debug, thiserror::Error)]
@@ -174,13 +174,13 @@ pub async fn start(cfg: Config) -> Result<Running, StartError> {
     // run. A shared database may have other instances dispatching right now; theirs are only
     // abandoned once past the dispatch deadline (the sync loop checks that periodically).
     let now = now_ms();
-    let cutoff = if cfg.database.starts_with("sqlite:") {
-        now + 1
+    let (deadline_before, updated_before) = if cfg.database.starts_with("sqlite:") {
+        (Millis::MAX, now + 1)
     } else {
-        now - cfg.dispatch_deadline().as_millis() as i64
+        sync::abandoned_before(&cfg, now)
     };
     let recovered = store
-        .recover_dispatching(cutoff, now)
+        .recover_dispatching(deadline_before, updated_before, now)
         .await
         .map_err(|source| StartError::Store {
             url: redact_url(&cfg.database),
@@ -478,7 +478,7 @@ impl Handler for Routes {
             latency_us = elapsed.as_micros() as u64,
             upstream = trace.upstream.as_deref().unwrap_or("-"),
             order = trace.order.unwrap_or(0),
-            upstream_order = trace.upstream_order.unwrap_or(0),
+            upstream_order = trace.upstream_order.as_deref().unwrap_or("-"),
             %peer,
             "request"
         );

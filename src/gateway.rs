@@ -6,6 +6,7 @@
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use rust_decimal::Decimal;
@@ -59,7 +60,7 @@ pub struct Trace {
     pub action: &'static str,
     pub upstream: Option<String>,
     pub order: Option<i64>,
-    pub upstream_order: Option<u64>,
+    pub upstream_order: Option<String>,
 }
 
 pub struct Gateway {
@@ -103,6 +104,17 @@ impl Gateway {
             store,
             upstreams,
         }
+    }
+
+    /// The longest the `add` for `svc` can take: each target's call is bounded by its
+    /// upstream's timeout three times over (a connection slot, our pace, the exchange).
+    /// Recorded on the order when it starts, so a reload cannot shorten it.
+    fn dispatch_budget(&self, svc: &LocalService) -> Duration {
+        std::iter::once(&svc.target)
+            .chain(&svc.fallback)
+            .filter_map(|t| self.cfg.upstream(&t.upstream))
+            .map(|u| u.timeout * 3)
+            .sum()
     }
 
     /// A gateway for a new config that carries over what must survive a reload: the store,
@@ -219,6 +231,10 @@ impl Gateway {
         };
         let charge = money::charge(svc.rate_for(&c.group), fields.billing(svc.kind()));
         let charge = money::to_units(charge).ok_or(ProtocolError::Internal)?;
+        let list_cost = money::to_units(money::round_up(money::charge(
+            svc.cost_rate,
+            fields.billing(svc.kind()),
+        )));
         let form: serde_json::Map<String, serde_json::Value> = fields
             .to_form()
             .into_iter()
@@ -233,6 +249,10 @@ impl Gateway {
             billed,
             link: fields.link.clone(),
             fields: serde_json::Value::Object(form).to_string(),
+            list_cost,
+            can_refill: svc.listing.refill,
+            can_cancel: svc.listing.cancel,
+            dispatch_deadline: now_ms() + self.dispatch_budget(&svc).as_millis() as i64,
         };
         // From the hold on, the order's life runs as a task of its own: a client hanging up
         // drops this request's future, and funds held for an order that then never went
@@ -291,7 +311,7 @@ impl Gateway {
             if e.visible_to(c.id)
                 && e.is_stale(now, max_age)
                 && !stale.iter().any(|t| t.id == e.id)
-                && let Some(upstream_order) = e.upstream_order
+                && let Some(upstream_order) = e.upstream_order.as_deref()
             {
                 stale.push(Tracked {
                     id: e.id,
@@ -505,7 +525,7 @@ struct Dispatch {
 }
 
 /// Where the order went (upstream, and its order id there if known), and the reply.
-type Dispatched = (Option<(String, Option<u64>)>, Result<Bytes>);
+type Dispatched = (Option<(String, Option<String>)>, Result<Bytes>);
 
 impl Dispatch {
     /// Holds the funds, then places the order. Returns the order's id once it has one.
@@ -554,7 +574,7 @@ impl Dispatch {
             if i > 0
                 && let Err(e) = self
                     .store
-                    .retarget_order(order.id, &target.upstream, target.service)
+                    .retarget_order(order.id, &target.upstream, target.service, None)
                     .await
             {
                 return (last, Err(e.into()));
@@ -569,13 +589,13 @@ impl Dispatch {
                         .inc_by(metrics::as_metric(money::from_units(order.charge)));
                     if let Err(e) = self
                         .store
-                        .mark_placed(order.id, upstream_order, now_ms())
+                        .mark_placed(order.id, &upstream_order, now_ms())
                         .await
                     {
                         // Placed upstream but not recorded: the order stays `dispatching`,
                         // becomes `unknown` at the next start, and this line tells the operator
                         // which upstream order it is.
-                        tracing::error!(order = order.id, upstream = %target.upstream, upstream_order, error = %e, "placed upstream but not recorded; resolve with `panelgate order resolve`");
+                        tracing::error!(order = order.id, upstream = %target.upstream, %upstream_order, error = %e, "placed upstream but not recorded; resolve with `panelgate order resolve`");
                     }
                     return (
                         Some((target.upstream.clone(), Some(upstream_order))),
@@ -626,8 +646,8 @@ async fn forward<'a, T, F, Fut>(
     call: F,
 ) -> Vec<(&'a Order, Item<T>)>
 where
-    F: Fn(Arc<crate::upstream::Upstream>, Vec<u64>) -> Fut,
-    Fut: std::future::Future<Output = Result<Vec<(u64, Item<T>)>, crate::upstream::CallError>>,
+    F: Fn(Arc<crate::upstream::Upstream>, Vec<String>) -> Fut,
+    Fut: std::future::Future<Output = Result<Vec<(String, Item<T>)>, crate::upstream::CallError>>,
 {
     let mut out = Vec::new();
     for (name, orders) in eligible {
@@ -635,7 +655,10 @@ where
             continue;
         };
         for chunk in orders.chunks(MAX_IDS) {
-            let ids: Vec<u64> = chunk.iter().filter_map(|o| o.upstream_order).collect();
+            let ids: Vec<String> = chunk
+                .iter()
+                .filter_map(|o| o.upstream_order.clone())
+                .collect();
             let mut answered = match call(upstream.clone(), ids).await {
                 Ok(items) => items,
                 Err(e) => {
@@ -646,7 +669,7 @@ where
             for &o in chunk {
                 let item = answered
                     .iter()
-                    .position(|(uid, _)| Some(*uid) == o.upstream_order)
+                    .position(|(uid, _)| Some(uid) == o.upstream_order.as_ref())
                     .map(|i| answered.swap_remove(i).1);
                 let answer = match item {
                     Some(Ok(value)) => Ok(value),
@@ -674,8 +697,8 @@ fn customer_error(kind: Refusal, text: &str) -> ProtocolError {
 
 /// An upstream's refusal text, with its order id replaced by ours: upstream ids never leak.
 fn scrub(text: &str, order: &Order) -> String {
-    match order.upstream_order {
-        Some(uid) => text.replace(&uid.to_string(), &order.id.to_string()),
+    match &order.upstream_order {
+        Some(uid) => text.replace(uid.as_str(), &order.id.to_string()),
         None => text.to_owned(),
     }
 }

@@ -111,7 +111,7 @@ enum OrderCommand {
             conflicts_with = "not_placed",
             required_unless_present = "not_placed"
         )]
-        upstream_order: Option<u64>,
+        upstream_order: Option<String>,
         #[arg(long)]
         not_placed: bool,
     },
@@ -371,7 +371,7 @@ async fn order(path: &Path, cmd: OrderCommand) -> anyhow::Result<()> {
                         o.status.as_str(),
                         money::format(money::from_units(o.charge - o.refunded)),
                         o.upstream,
-                        o.upstream_order.map_or("-".to_owned(), |u| u.to_string())
+                        o.upstream_order.as_deref().unwrap_or("-")
                     );
                 }
             }
@@ -389,7 +389,10 @@ async fn order(path: &Path, cmd: OrderCommand) -> anyhow::Result<()> {
             upstream_order,
             not_placed: _,
         } => {
-            println!("{}", admin::resolve(store, id, upstream_order).await?);
+            println!(
+                "{}",
+                admin::resolve(store, id, upstream_order.as_deref()).await?
+            );
         }
     }
     Ok(())

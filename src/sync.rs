@@ -41,7 +41,7 @@ pub struct Syncer {
 pub struct Tracked<'a> {
     pub id: i64,
     pub upstream: &'a str,
-    pub upstream_order: u64,
+    pub upstream_order: &'a str,
 }
 
 impl Syncer {
@@ -54,7 +54,7 @@ impl Syncer {
                 Some(Tracked {
                     id: o.id,
                     upstream: &o.upstream,
-                    upstream_order: o.upstream_order?,
+                    upstream_order: o.upstream_order.as_deref()?,
                 })
             })
             .collect();
@@ -90,7 +90,7 @@ impl Syncer {
                 .upstream(name)
                 .map_or(rust_decimal::Decimal::ONE, |u| u.fx);
             for chunk in orders.chunks(MAX_IDS) {
-                let ids: Vec<u64> = chunk.iter().map(|t| t.upstream_order).collect();
+                let ids: Vec<&str> = chunk.iter().map(|t| t.upstream_order).collect();
                 let reply = match upstream.statuses(&ids).await {
                     Ok(r) => r,
                     Err(e) => {
@@ -98,16 +98,16 @@ impl Syncer {
                         continue;
                     }
                 };
-                let ours: HashMap<u64, &'a Tracked<'a>> =
+                let ours: HashMap<&str, &'a Tracked<'a>> =
                     chunk.iter().map(|t| (t.upstream_order, *t)).collect();
                 for (upstream_order, item) in reply.0 {
-                    let Some(&t) = ours.get(&upstream_order) else {
+                    let Some(&t) = ours.get(upstream_order.as_str()) else {
                         continue;
                     };
                     let status = match item {
                         Ok(s) => s,
                         Err(text) => {
-                            tracing::warn!(upstream = name, order = t.id, upstream_order, error = %text, "upstream does not report this order");
+                            tracing::warn!(upstream = name, order = t.id, %upstream_order, error = %text, "upstream does not report this order");
                             continue;
                         }
                     };
@@ -252,8 +252,12 @@ impl Syncer {
     /// `unknown` for the operator, once no dispatch could still be running.
     pub async fn recover_abandoned(&self) {
         let now = now_ms();
-        let cutoff = now - self.cfg.dispatch_deadline().as_millis() as Millis;
-        match self.store.recover_dispatching(cutoff, now).await {
+        let (deadline_before, updated_before) = abandoned_before(&self.cfg, now);
+        match self
+            .store
+            .recover_dispatching(deadline_before, updated_before, now)
+            .await
+        {
             Ok(0) => {}
             Ok(n) => tracing::error!(
                 orders = n,
@@ -262,4 +266,15 @@ impl Syncer {
             Err(e) => tracing::error!(error = %e, "recovering abandoned dispatches failed"),
         }
     }
+}
+
+/// How far in the past a dispatch's recorded deadline (and, for orders placed before
+/// deadlines were recorded, its last change) must be for no process to be still running it.
+/// The margin covers clock differences between instances sharing a database.
+pub fn abandoned_before(cfg: &Config, now: Millis) -> (Millis, Millis) {
+    const CLOCK_MARGIN: Millis = 5_000;
+    (
+        now - CLOCK_MARGIN,
+        now - cfg.dispatch_deadline().as_millis() as Millis,
+    )
 }

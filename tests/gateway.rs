@@ -385,7 +385,7 @@ async fn our_order_ids_not_theirs_and_each_customer_sees_only_their_own() {
     let o = env.store().order(b1 as i64).await.unwrap().unwrap();
     assert_eq!(
         (o.upstream.as_str(), o.upstream_order),
-        ("beta", Some(5001))
+        ("beta", Some("5001".to_owned()))
     );
     let multi = env
         .call(
@@ -1182,6 +1182,11 @@ async fn orders_caught_mid_dispatch_by_a_crash_become_unknown() {
                 billed: 1000,
                 link: Some("https://i.com/a".into()),
                 fields: "{}".into(),
+                list_cost: None,
+                can_refill: true,
+                can_cancel: true,
+                // Far ahead: one SQLite instance knows no dispatch of its outlived a restart.
+                dispatch_deadline: panelgate::sync::now_ms() + 3_600_000,
             },
             0,
         )

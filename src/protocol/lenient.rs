@@ -136,11 +136,28 @@ fn service(o: &Map<String, Value>) -> Option<Service> {
 
 /// The new order's id from an `add` reply (`{"order": 23501}`, `{"order":"23501"}`,
 /// `{"status":"success","order":151}`).
-pub fn added(body: &[u8]) -> Result<u64, ReadError> {
+pub fn added(body: &[u8]) -> Result<String, ReadError> {
     object(body)?
         .get("order")
-        .and_then(uint)
+        .and_then(upstream_id)
         .ok_or(ReadError::Garbage("add: no order id"))
+}
+
+/// Longest upstream order id we keep; longer is not an id.
+const MAX_UPSTREAM_ID: usize = 64;
+
+/// An upstream's order id: a whole number, or opaque printable text (`"ord_01HG…"`). Ours
+/// are numbers; theirs are kept as text, exactly as they would ask for them back.
+pub fn upstream_id(v: &Value) -> Option<String> {
+    match v {
+        Value::Number(_) => uint(v).map(|n| n.to_string()),
+        Value::String(s) => {
+            let s = s.trim();
+            let printable = s.chars().all(|c| c.is_ascii_graphic());
+            (printable && !s.is_empty() && s.len() <= MAX_UPSTREAM_ID).then(|| s.to_owned())
+        }
+        _ => None,
+    }
 }
 
 pub fn status(body: &[u8]) -> Result<OrderStatus, ReadError> {
@@ -160,11 +177,11 @@ fn order_status(o: &Map<String, Value>) -> Option<OrderStatus> {
     })
 }
 
-pub fn multi_status(body: &[u8]) -> Result<MultiStatus, ReadError> {
+pub fn multi_status(body: &[u8]) -> Result<MultiStatus<String>, ReadError> {
     let o = object(body)?;
     let mut out = Vec::with_capacity(o.len());
     for (key, value) in &o {
-        let Some(id) = key.trim().parse::<u64>().ok() else {
+        let Some(id) = upstream_id(&Value::String(key.clone())) else {
             continue;
         };
         let item = match value.as_object() {
@@ -191,8 +208,8 @@ pub fn refill_created(body: &[u8]) -> Result<u64, ReadError> {
     }
 }
 
-pub fn multi_refill(body: &[u8]) -> Result<MultiRefill, ReadError> {
-    pairs(body, "order", "refill", uint).map(MultiRefill)
+pub fn multi_refill(body: &[u8]) -> Result<MultiRefill<String>, ReadError> {
+    pairs(body, "order", upstream_id, "refill", uint).map(MultiRefill)
 }
 
 pub fn refill_status(body: &[u8]) -> Result<RefillStatus, ReadError> {
@@ -202,14 +219,17 @@ pub fn refill_status(body: &[u8]) -> Result<RefillStatus, ReadError> {
 }
 
 pub fn multi_refill_status(body: &[u8]) -> Result<MultiRefillStatus, ReadError> {
-    pairs(body, "refill", "status", |v| {
+    pairs(body, "refill", uint, "status", |v| {
         v.as_str().and_then(RefillStatus::parse)
     })
     .map(MultiRefillStatus)
 }
 
-pub fn canceled(body: &[u8]) -> Result<Canceled, ReadError> {
-    pairs(body, "order", "cancel", |v| flag(Some(v)).then_some(())).map(Canceled)
+pub fn canceled(body: &[u8]) -> Result<Canceled<String>, ReadError> {
+    pairs(body, "order", upstream_id, "cancel", |v| {
+        flag(Some(v)).then_some(())
+    })
+    .map(Canceled)
 }
 
 pub fn balance(body: &[u8]) -> Result<Balance, ReadError> {
@@ -224,12 +244,13 @@ pub fn balance(body: &[u8]) -> Result<Balance, ReadError> {
 }
 
 /// The element list of a multi reply: `[{id_name: id, value_name: value | {"error": …}}]`.
-fn pairs<T>(
+fn pairs<I, T>(
     body: &[u8],
     id_name: &str,
+    read_id: impl Fn(&Value) -> Option<I>,
     value_name: &str,
     read: impl Fn(&Value) -> Option<T>,
-) -> Result<Vec<(u64, Item<T>)>, ReadError> {
+) -> Result<Vec<(I, Item<T>)>, ReadError> {
     let items = match parse(body)? {
         Value::Array(items) => items,
         // A single-element reply sent as a bare object.
@@ -239,7 +260,7 @@ fn pairs<T>(
     let mut out = Vec::with_capacity(items.len());
     for item in &items {
         let Some(o) = item.as_object() else { continue };
-        let Some(id) = o.get(id_name).and_then(uint) else {
+        let Some(id) = o.get(id_name).and_then(&read_id) else {
             continue;
         };
         let value = match o.get(value_name) {
@@ -471,20 +492,30 @@ mod tests {
 
     #[test]
     fn added_in_upstream_dialects() {
-        assert_eq!(added(br#"{"order":23501}"#), Ok(23501));
-        assert_eq!(added(br#"{"order":"23501"}"#), Ok(23501));
-        assert_eq!(added(br#"{"order":" 23501 "}"#), Ok(23501));
-        assert_eq!(added(br#"{"order":23501.0}"#), Ok(23501));
-        assert_eq!(added(br#"{"status":"success","order":151}"#), Ok(151));
-        assert_eq!(added(br#"{"order":151,"error":null}"#), Ok(151));
-        assert_eq!(added(br#"{"order":151,"error":""}"#), Ok(151));
-        assert_eq!(added(br#"{"order":151,"error":false}"#), Ok(151));
+        assert_eq!(added(br#"{"order":23501}"#), Ok("23501".to_owned()));
+        assert_eq!(added(br#"{"order":"23501"}"#), Ok("23501".to_owned()));
+        assert_eq!(added(br#"{"order":" 23501 "}"#), Ok("23501".to_owned()));
+        assert_eq!(added(br#"{"order":23501.0}"#), Ok("23501".to_owned()));
+        assert_eq!(
+            added(br#"{"status":"success","order":151}"#),
+            Ok("151".to_owned())
+        );
+        assert_eq!(
+            added(br#"{"order":151,"error":null}"#),
+            Ok("151".to_owned())
+        );
+        assert_eq!(added(br#"{"order":151,"error":""}"#), Ok("151".to_owned()));
+        assert_eq!(
+            added(br#"{"order":151,"error":false}"#),
+            Ok("151".to_owned())
+        );
         for body in [
             r#"{"status":"success"}"#,
             r#"{"order":null}"#,
             r#"{"order":-1}"#,
             r#"{"order":1.5}"#,
-            r#"{"order":"abc"}"#,
+            r#"{"order":""}"#,
+            r#"{"order":"two words"}"#,
             r#"{"order":{"id":1}}"#,
             r#"[{"order":1}]"#,
             "23501",
@@ -693,12 +724,12 @@ mod tests {
     fn multi_status_with_per_item_errors() {
         let body = br#"{"1":{"charge":"0.27819","start_count":"3572","status":"Partial","remains":"157","currency":"USD"},"10":{"error":"Incorrect order ID"},"11":{"status":"Shipped"},"12":"junk","13":{"charge":"1","status":"Cancelled","remains":"Unknown"},"total":3}"#;
         let MultiStatus(mut items) = multi_status(body).unwrap();
-        items.sort_by_key(|(id, _)| *id);
+        items.sort_by(|a, b| a.0.cmp(&b.0));
         assert_eq!(
             items,
             [
                 (
-                    1,
+                    "1".to_owned(),
                     Ok(OrderStatus {
                         charge: d("0.27819"),
                         start_count: 3572,
@@ -707,11 +738,11 @@ mod tests {
                         currency: "USD".into(),
                     })
                 ),
-                (10, Err("Incorrect order ID".into())),
-                (11, Err("Unreadable status".into())),
-                (12, Err("Unreadable status".into())),
+                ("10".to_owned(), Err("Incorrect order ID".into())),
+                ("11".to_owned(), Err("Unreadable status".into())),
+                ("12".to_owned(), Err("Unreadable status".into())),
                 (
-                    13,
+                    "13".to_owned(),
                     Ok(OrderStatus {
                         charge: d("1"),
                         start_count: 0,
@@ -720,6 +751,8 @@ mod tests {
                         currency: String::new(),
                     })
                 ),
+                // Opaque ids are ids too: a key that is no order of ours is simply not used.
+                ("total".to_owned(), Err("Unreadable status".into())),
             ]
         );
         assert_eq!(multi_status(b"{}"), Ok(MultiStatus(vec![])));
@@ -774,18 +807,18 @@ mod tests {
         assert_eq!(
             multi_refill(body),
             Ok(MultiRefill(vec![
-                (1, Ok(1)),
-                (2, Ok(5)),
-                (3, Err("Incorrect order ID".into())),
-                (4, Err("neworder.error.refill_disabled".into())),
-                (5, bad()),
-                (6, bad()),
+                ("1".into(), Ok(1)),
+                ("2".into(), Ok(5)),
+                ("3".into(), Err("Incorrect order ID".into())),
+                ("4".into(), Err("neworder.error.refill_disabled".into())),
+                ("5".into(), bad()),
+                ("6".into(), bad()),
             ]))
         );
         // A single element sent as a bare object.
         assert_eq!(
             multi_refill(br#"{"order":1,"refill":"9"}"#),
-            Ok(MultiRefill(vec![(1, Ok(9))]))
+            Ok(MultiRefill(vec![("1".into(), Ok(9))]))
         );
         assert_eq!(multi_refill(b"[]"), Ok(MultiRefill(vec![])));
         assert!(matches!(multi_refill(b"5"), Err(ReadError::Garbage(_))));
@@ -856,12 +889,12 @@ mod tests {
         assert_eq!(
             canceled(body),
             Ok(Canceled(vec![
-                (9, Err("Incorrect order ID".into())),
-                (2, Ok(())),
-                (3, Ok(())),
-                (4, Ok(())),
-                (5, bad()),
-                (6, Err("error.cancel_not_allowed".into())),
+                ("9".into(), Err("Incorrect order ID".into())),
+                ("2".into(), Ok(())),
+                ("3".into(), Ok(())),
+                ("4".into(), Ok(())),
+                ("5".into(), bad()),
+                ("6".into(), Err("error.cancel_not_allowed".into())),
             ]))
         );
         for g in GARBAGE {

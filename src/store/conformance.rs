@@ -140,6 +140,10 @@ pub(crate) fn new_order(customer_id: i64, charge: Units, billed: u64) -> NewOrde
         billed,
         link: Some("https://example.com/p/1".into()),
         fields: r#"{"quantity":"1000"}"#.into(),
+        list_cost: None,
+        can_refill: true,
+        can_cancel: true,
+        dispatch_deadline: NOW + 60_000,
     }
 }
 
@@ -163,7 +167,10 @@ pub(crate) async fn placed(
     upstream_order: u64,
 ) -> Order {
     let o = order(store, customer_id, charge, billed).await;
-    store.mark_placed(o.id, upstream_order, NOW).await.unwrap();
+    store
+        .mark_placed(o.id, &upstream_order.to_string(), NOW)
+        .await
+        .unwrap();
     store.order(o.id).await.unwrap().unwrap()
 }
 
@@ -243,7 +250,7 @@ pub(crate) async fn the_ledger_sums_to_the_balance_after_every_kind_of_change<B:
     let a = order(&*store, c.id, 17_663, 157).await;
     expected -= 17_663;
     assert_eq!(books(&db, c.id).await, expected);
-    store.mark_placed(a.id, 9001, NOW).await.unwrap();
+    store.mark_placed(a.id, "9001", NOW).await.unwrap();
     store
         .apply_status(a.id, &update(Status::InProgress, Some(100)), NOW)
         .await
@@ -623,7 +630,7 @@ pub(crate) async fn an_unknown_order_declared_not_placed_is_canceled_and_refunde
         Err(StoreError::Conflict(_))
     ));
     assert!(matches!(
-        store.resolve_placed(o.id, 5, NOW).await,
+        store.resolve_placed(o.id, "5", NOW).await,
         Err(StoreError::Conflict(_))
     ));
     let p = placed(&*store, c.id, ONE, 1000, 82).await;
@@ -646,22 +653,27 @@ pub(crate) async fn an_unknown_order_found_upstream_is_placed_and_synced<B: Back
     let c = customer(&*store, "kim", 5 * ONE, 0).await;
     let o = order(&*store, c.id, ONE, 1000).await;
     store.mark_unknown(o.id, "timeout", NOW).await.unwrap();
-    store.resolve_placed(o.id, 555, NOW + 2).await.unwrap();
+    store.resolve_placed(o.id, "555", NOW + 2).await.unwrap();
     let o = get(&*store, o.id).await;
     assert_eq!(
         (o.state, o.status, o.upstream_order, o.updated_at),
-        (OrderState::Placed, Status::Pending, Some(555), NOW + 2)
+        (
+            OrderState::Placed,
+            Status::Pending,
+            Some("555".to_owned()),
+            NOW + 2
+        )
     );
     let due = store.orders_to_sync("alpha", &peek(NOW, 10)).await.unwrap();
     assert_eq!(due.iter().map(|o| o.id).collect::<Vec<_>>(), [o.id]);
     assert_eq!(books(&db, c.id).await, 4 * ONE, "the charge stands");
 
     assert!(matches!(
-        store.resolve_placed(o.id, 556, NOW).await,
+        store.resolve_placed(o.id, "556", NOW).await,
         Err(StoreError::Conflict(_))
     ));
     assert!(matches!(
-        store.resolve_placed(4242, 1, NOW).await,
+        store.resolve_placed(4242, "1", NOW).await,
         Err(StoreError::NotFound)
     ));
 }
@@ -673,25 +685,25 @@ pub(crate) async fn only_a_dispatching_order_is_retargeted_placed_or_marked_unkn
     let store = db.store();
     let c = customer(&*store, "lea", 5 * ONE, 0).await;
     let o = order(&*store, c.id, ONE, 1000).await;
-    store.retarget_order(o.id, "beta", 202).await.unwrap();
+    store.retarget_order(o.id, "beta", 202, None).await.unwrap();
     let moved = get(&*store, o.id).await;
     assert_eq!(
         (moved.upstream.as_str(), moved.upstream_service),
         ("beta", 202)
     );
-    store.mark_placed(o.id, 1234, NOW + 1).await.unwrap();
+    store.mark_placed(o.id, "1234", NOW + 1).await.unwrap();
     let p = get(&*store, o.id).await;
     assert_eq!(
-        (p.state, p.upstream_order, p.status),
-        (OrderState::Placed, Some(1234), Status::Pending)
+        (p.state, p.upstream_order.clone(), p.status),
+        (OrderState::Placed, Some("1234".to_owned()), Status::Pending)
     );
 
     assert!(matches!(
-        store.retarget_order(o.id, "gamma", 303).await,
+        store.retarget_order(o.id, "gamma", 303, None).await,
         Err(StoreError::Conflict(_))
     ));
     assert!(matches!(
-        store.mark_placed(o.id, 1, NOW).await,
+        store.mark_placed(o.id, "1", NOW).await,
         Err(StoreError::Conflict(_))
     ));
     assert!(matches!(
@@ -699,11 +711,11 @@ pub(crate) async fn only_a_dispatching_order_is_retargeted_placed_or_marked_unkn
         Err(StoreError::Conflict(_))
     ));
     assert!(matches!(
-        store.retarget_order(4242, "gamma", 303).await,
+        store.retarget_order(4242, "gamma", 303, None).await,
         Err(StoreError::NotFound)
     ));
     assert!(matches!(
-        store.mark_placed(4242, 1, NOW).await,
+        store.mark_placed(4242, "1", NOW).await,
         Err(StoreError::NotFound)
     ));
     assert!(matches!(
@@ -722,9 +734,24 @@ pub(crate) async fn recovery_marks_interrupted_orders_unknown_with_funds_held<B:
     let a = order(&*store, c.id, ONE, 1000).await;
     let b = order(&*store, c.id, ONE, 1000).await;
     let p = placed(&*store, c.id, ONE, 1000, 83).await;
+    // Each order's own deadline (NOW + 60 s here) decides, not how long ago it changed.
     assert_eq!(
-        store.recover_dispatching(NOW + 7, NOW + 7).await.unwrap(),
+        store
+            .recover_dispatching(NOW + 7, NOW + 7, NOW + 7)
+            .await
+            .unwrap(),
+        0
+    );
+    assert_eq!(
+        store
+            .recover_dispatching(NOW + 60_001, NOW + 7, NOW + 7)
+            .await
+            .unwrap(),
         2
+    );
+    assert_eq!(
+        get(&*store, a.id).await.attention,
+        Some(Attention::UnknownOutcome)
     );
     for id in [a.id, b.id] {
         let o = get(&*store, id).await;
@@ -735,7 +762,10 @@ pub(crate) async fn recovery_marks_interrupted_orders_unknown_with_funds_held<B:
     assert_eq!(get(&*store, p.id).await.state, OrderState::Placed);
     assert_eq!(books(&db, c.id).await, 2 * ONE);
     assert_eq!(
-        store.recover_dispatching(NOW + 8, NOW + 8).await.unwrap(),
+        store
+            .recover_dispatching(NOW + 60_002, NOW + 8, NOW + 8)
+            .await
+            .unwrap(),
         0
     );
 }
@@ -983,8 +1013,8 @@ pub(crate) async fn a_failed_write_leaves_no_transaction_open<B: Backend>() {
         Err(StoreError::NotFound)
     ));
     assert!(matches!(
-        store.mark_placed(4242, u64::MAX, NOW).await,
-        Err(StoreError::Db(_))
+        store.mark_placed(4242, "18446744073709551615", NOW).await,
+        Err(StoreError::NotFound)
     ));
     store.adjust_balance("oli", ONE, None, NOW).await.unwrap();
     let o = order(&*store, c.id, ONE, 1000).await;
@@ -1068,7 +1098,7 @@ pub(crate) async fn orders_to_sync_takes_the_least_recently_synced_first<B: Back
     let mut elsewhere = new_order(c.id, ONE, 1000);
     elsewhere.upstream = "beta".into();
     let elsewhere = store.create_order(&elsewhere, NOW).await.unwrap();
-    store.mark_placed(elsewhere.id, 6, NOW).await.unwrap();
+    store.mark_placed(elsewhere.id, "6", NOW).await.unwrap();
     order(&*store, c.id, ONE, 1000).await;
     let done = placed(&*store, c.id, ONE, 1000, 7).await;
     store

@@ -159,6 +159,15 @@ pub struct NewOrder {
     pub link: Option<String>,
     /// The forwarded order fields as a JSON object, for the operator.
     pub fields: String,
+    /// The first target's list price for this order, in our units (see [`Order::list_cost`]).
+    pub list_cost: Option<Units>,
+    /// The local service's refill and cancel flags as the order is placed: what the order
+    /// may ask for later, whatever the catalog says by then.
+    pub can_refill: bool,
+    pub can_cancel: bool,
+    /// When the `add` for it must have ended, every target and retry included; fixed now, so
+    /// that a reload shortening timeouts cannot cut a dispatch already running.
+    pub dispatch_deadline: Millis,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -169,7 +178,8 @@ pub struct Order {
     pub service: u64,
     pub upstream: String,
     pub upstream_service: u64,
-    pub upstream_order: Option<u64>,
+    /// The upstream's id for it: text, since some panels answer opaque ids ("ord_01HG…").
+    pub upstream_order: Option<String>,
     pub state: OrderState,
     /// What the customer sees; `Pending` until the upstream says otherwise.
     pub status: Status,
@@ -187,6 +197,54 @@ pub struct Order {
     pub updated_at: Millis,
     /// When the upstream's status was last applied.
     pub synced_at: Option<Millis>,
+    /// Why a person must look at it, if they must.
+    pub attention: Option<Attention>,
+    /// The target's list price for the order in our units when it was placed.
+    pub list_cost: Option<Units>,
+    /// The first charge the upstream reported (in our units) while the order was not final.
+    pub first_cost: Option<Units>,
+    /// The service's flags when the order was placed (`None`: placed before they were kept).
+    pub can_refill: Option<bool>,
+    pub can_cancel: Option<bool>,
+    /// When its dispatch must have ended (`None`: placed before it was kept).
+    pub dispatch_deadline: Option<Millis>,
+    /// When the upstream last reported a change (status, remains, start count).
+    pub progress_at: Option<Millis>,
+}
+
+/// Why an order needs a person (one mark, one listing, one gauge).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Attention {
+    /// The upstream `add` may or may not have happened (state `unknown`).
+    UnknownOutcome,
+    /// A package-billed Partial whose refund the upstream's figures cannot tell.
+    RefundUnknown,
+    /// Partial without `remains`: nothing was refunded automatically.
+    PartialWithoutRemains,
+    /// Placed and not final after `sync.stuck_after`.
+    Stuck,
+}
+
+impl Attention {
+    pub const ALL: [Attention; 4] = [
+        Attention::UnknownOutcome,
+        Attention::RefundUnknown,
+        Attention::PartialWithoutRemains,
+        Attention::Stuck,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Attention::UnknownOutcome => "unknown_outcome",
+            Attention::RefundUnknown => "refund_unknown",
+            Attention::PartialWithoutRemains => "partial_without_remains",
+            Attention::Stuck => "stuck",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Attention> {
+        Attention::ALL.into_iter().find(|a| a.as_str() == s)
+    }
 }
 
 /// What an upstream reported about one order.
@@ -284,21 +342,33 @@ pub trait Store: Send + Sync + 'static {
     async fn create_order(&self, order: &NewOrder, now: Millis) -> Result<Order>;
 
     /// Moves a `Dispatching` order to its next target (fallback) before it is sent there.
-    async fn retarget_order(&self, id: i64, upstream: &str, upstream_service: u64) -> Result<()>;
+    async fn retarget_order(
+        &self,
+        id: i64,
+        upstream: &str,
+        upstream_service: u64,
+        list_cost: Option<Units>,
+    ) -> Result<()>;
 
     /// `Dispatching` → `Placed` with the upstream's order id; status `Pending`.
-    async fn mark_placed(&self, id: i64, upstream_order: u64, now: Millis) -> Result<()>;
+    async fn mark_placed(&self, id: i64, upstream_order: &str, now: Millis) -> Result<()>;
 
     /// `Dispatching` → `Rejected`; a `Release` entry gives the charge back.
     async fn mark_rejected(&self, id: i64, note: &str, now: Millis) -> Result<()>;
 
-    /// `Dispatching` → `Unknown`; funds stay held.
+    /// `Dispatching` → `Unknown`, marked for the operator; funds stay held.
     async fn mark_unknown(&self, id: i64, note: &str, now: Millis) -> Result<()>;
 
-    /// Every order still `Dispatching` whose last change is older than `updated_before` becomes
-    /// `Unknown`: its dispatch cannot still be running (the process that ran it died). Returns
-    /// how many.
-    async fn recover_dispatching(&self, updated_before: Millis, now: Millis) -> Result<u64>;
+    /// Every order still `Dispatching` whose own dispatch deadline is before `deadline_before`
+    /// (or, for orders created before deadlines were recorded, whose last change is before
+    /// `updated_before`) becomes `Unknown`, marked for the operator: its dispatch cannot still
+    /// be running (the process that ran it died). Returns how many.
+    async fn recover_dispatching(
+        &self,
+        deadline_before: Millis,
+        updated_before: Millis,
+        now: Millis,
+    ) -> Result<u64>;
 
     async fn order(&self, id: i64) -> Result<Option<Order>>;
 
@@ -321,7 +391,7 @@ pub trait Store: Send + Sync + 'static {
     async fn apply_status(&self, id: i64, update: &StatusUpdate, now: Millis) -> Result<Applied>;
 
     /// Operator: an `Unknown` order was placed after all, as `upstream_order`.
-    async fn resolve_placed(&self, id: i64, upstream_order: u64, now: Millis) -> Result<()>;
+    async fn resolve_placed(&self, id: i64, upstream_order: &str, now: Millis) -> Result<()>;
 
     /// Operator: an `Unknown` order was not placed: `Final`, status `Canceled`, the whole
     /// charge refunded. Returns the refund.

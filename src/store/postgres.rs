@@ -52,7 +52,7 @@ use super::sqlite::{
     INTERRUPTED_NOTE, open_refill_statuses, opt_to_db, refund_due, to_db, undecodable,
 };
 use super::{
-    Applied, Claim, Customer, EntryKind, KeyHash, LedgerEntry, Millis, NewOrder, Order,
+    Applied, Attention, Claim, Customer, EntryKind, KeyHash, LedgerEntry, Millis, NewOrder, Order,
     OrderFilter, OrderState, Refill, Result, StatusUpdate, Store, StoreError, Units,
 };
 use crate::protocol::{RefillStatus, Status};
@@ -235,7 +235,9 @@ macro_rules! order_columns {
          o.charge AS charge, o.refunded AS refunded, o.billed AS billed, o.remains AS remains, \
          o.start_count AS start_count, o.cost AS cost, o.link AS link, o.fields AS fields, \
          o.note AS note, o.created_at AS created_at, o.updated_at AS updated_at, \
-         o.synced_at AS synced_at"
+         o.synced_at AS synced_at, o.attention AS attention, o.list_cost AS list_cost, \
+         o.first_cost AS first_cost, o.can_refill AS can_refill, o.can_cancel AS can_cancel, \
+         o.dispatch_deadline AS dispatch_deadline, o.progress_at AS progress_at"
     };
 }
 
@@ -253,7 +255,7 @@ fn order_from_row(row: &PgRow) -> Result<Order> {
         service: get_u64(row, "service")?,
         upstream: row.try_get("upstream")?,
         upstream_service: get_u64(row, "upstream_service")?,
-        upstream_order: get_opt_u64(row, "upstream_order")?,
+        upstream_order: row.try_get("upstream_order")?,
         state: get_state(row)?,
         status: get_status(row)?,
         charge: row.try_get("charge")?,
@@ -268,7 +270,23 @@ fn order_from_row(row: &PgRow) -> Result<Order> {
         created_at: row.try_get("created_at")?,
         updated_at: row.try_get("updated_at")?,
         synced_at: row.try_get("synced_at")?,
+        attention: get_attention(row)?,
+        list_cost: row.try_get("list_cost")?,
+        first_cost: row.try_get("first_cost")?,
+        can_refill: row.try_get("can_refill")?,
+        can_cancel: row.try_get("can_cancel")?,
+        dispatch_deadline: row.try_get("dispatch_deadline")?,
+        progress_at: row.try_get("progress_at")?,
     })
+}
+
+fn get_attention(row: &PgRow) -> Result<Option<Attention>> {
+    let text: Option<String> = row.try_get("attention")?;
+    text.map(|t| {
+        Attention::parse(&t)
+            .ok_or_else(|| undecodable("attention", format!("unknown reason {t:?}")))
+    })
+    .transpose()
 }
 
 const REFILL_COLUMNS: &str = "id, order_id, customer_id, upstream, upstream_refill, status, \
@@ -503,8 +521,10 @@ async fn create_order_in(
 
     let id: i64 = sqlx::query_scalar(
         "INSERT INTO orders (customer_id, service, upstream, upstream_service, state, status, \
-         charge, refunded, billed, link, fields, created_at, updated_at) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, 0, $8, $9, $10, $11, $11) RETURNING id",
+         charge, refunded, billed, link, fields, created_at, updated_at, list_cost, \
+         can_refill, can_cancel, dispatch_deadline) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, 0, $8, $9, $10, $11, $11, $12, $13, $14, $15) \
+         RETURNING id",
     )
     .bind(order.customer_id)
     .bind(new.service)
@@ -517,6 +537,10 @@ async fn create_order_in(
     .bind(&order.link)
     .bind(&order.fields)
     .bind(now)
+    .bind(order.list_cost)
+    .bind(order.can_refill)
+    .bind(order.can_cancel)
+    .bind(order.dispatch_deadline)
     .fetch_one(&mut *conn)
     .await?;
     // The charge entry is written even for a zero charge (per-post billing): it is the
@@ -554,13 +578,15 @@ async fn retarget_order_in(
     id: i64,
     upstream: &str,
     upstream_service: i64,
+    list_cost: Option<Units>,
 ) -> Result<()> {
     let query = sqlx::query(
-        "UPDATE orders SET upstream = $1, upstream_service = $2 \
-         WHERE id = $3 AND state = 'dispatching'",
+        "UPDATE orders SET upstream = $1, upstream_service = $2, list_cost = $3 \
+         WHERE id = $4 AND state = 'dispatching'",
     )
     .bind(upstream)
     .bind(upstream_service)
+    .bind(list_cost)
     .bind(id);
     transition(conn, id, OrderState::Dispatching, query).await
 }
@@ -568,7 +594,7 @@ async fn retarget_order_in(
 async fn mark_placed_in(
     conn: &mut PgConnection,
     id: i64,
-    upstream_order: i64,
+    upstream_order: &str,
     now: Millis,
 ) -> Result<()> {
     let query = sqlx::query(
@@ -612,8 +638,8 @@ async fn mark_rejected_in(conn: &mut PgConnection, id: i64, note: &str, now: Mil
 
 async fn mark_unknown_in(conn: &mut PgConnection, id: i64, note: &str, now: Millis) -> Result<()> {
     let query = sqlx::query(
-        "UPDATE orders SET state = 'unknown', note = $1, updated_at = $2 \
-         WHERE id = $3 AND state = 'dispatching'",
+        "UPDATE orders SET state = 'unknown', attention = 'unknown_outcome', note = $1, \
+         updated_at = $2 WHERE id = $3 AND state = 'dispatching'",
     )
     .bind(note)
     .bind(now)
@@ -745,12 +771,12 @@ async fn apply_status_in(
 async fn resolve_placed_in(
     conn: &mut PgConnection,
     id: i64,
-    upstream_order: i64,
+    upstream_order: &str,
     now: Millis,
 ) -> Result<()> {
     let query = sqlx::query(
         "UPDATE orders SET state = 'placed', upstream_order = $1, status = $2, \
-         synced_at = NULL, updated_at = $3 \
+         synced_at = NULL, attention = NULL, updated_at = $3 \
          WHERE id = $4 AND state = 'unknown'",
     )
     .bind(upstream_order)
@@ -782,7 +808,7 @@ async fn resolve_not_placed_in(conn: &mut PgConnection, id: i64, now: Millis) ->
     let refund = refund_due(Status::Canceled, charge, refunded, 0, None)?;
     let query = sqlx::query(
         "UPDATE orders SET state = 'final', status = $1, refunded = refunded + $2, \
-         updated_at = $3 WHERE id = $4 AND state = 'unknown'",
+         attention = NULL, updated_at = $3 WHERE id = $4 AND state = 'unknown'",
     )
     .bind(Status::Canceled.as_str())
     .bind(refund)
@@ -1025,18 +1051,24 @@ impl Store for PostgresStore {
         transaction!(self, |conn| create_order_in(conn, &new, now))
     }
 
-    async fn retarget_order(&self, id: i64, upstream: &str, upstream_service: u64) -> Result<()> {
+    async fn retarget_order(
+        &self,
+        id: i64,
+        upstream: &str,
+        upstream_service: u64,
+        list_cost: Option<Units>,
+    ) -> Result<()> {
         let upstream_service = to_db(upstream_service, "upstream service")?;
         transaction!(self, |conn| retarget_order_in(
             conn,
             id,
             upstream,
-            upstream_service
+            upstream_service,
+            list_cost
         ))
     }
 
-    async fn mark_placed(&self, id: i64, upstream_order: u64, now: Millis) -> Result<()> {
-        let upstream_order = to_db(upstream_order, "upstream order id")?;
+    async fn mark_placed(&self, id: i64, upstream_order: &str, now: Millis) -> Result<()> {
         transaction!(self, |conn| mark_placed_in(conn, id, upstream_order, now))
     }
 
@@ -1048,16 +1080,23 @@ impl Store for PostgresStore {
         transaction!(self, |conn| mark_unknown_in(conn, id, note, now))
     }
 
-    async fn recover_dispatching(&self, updated_before: Millis, now: Millis) -> Result<u64> {
+    async fn recover_dispatching(
+        &self,
+        deadline_before: Millis,
+        updated_before: Millis,
+        now: Millis,
+    ) -> Result<u64> {
         // Several instances may run this at once: each order is moved by whichever gets its
         // row first; the others, re-checking `state` after waiting, skip it.
         transaction!(self, |conn| async {
             let changed = sqlx::query(
-                "UPDATE orders SET state = 'unknown', note = $1, updated_at = $2 \
-                 WHERE state = 'dispatching' AND updated_at < $3",
+                "UPDATE orders SET state = 'unknown', attention = 'unknown_outcome', note = $1, \
+                 updated_at = $2 WHERE state = 'dispatching' \
+                 AND COALESCE(dispatch_deadline < $3, updated_at < $4)",
             )
             .bind(INTERRUPTED_NOTE)
             .bind(now)
+            .bind(deadline_before)
             .bind(updated_before)
             .execute(&mut *conn)
             .await?;
@@ -1122,8 +1161,7 @@ impl Store for PostgresStore {
         ))
     }
 
-    async fn resolve_placed(&self, id: i64, upstream_order: u64, now: Millis) -> Result<()> {
-        let upstream_order = to_db(upstream_order, "upstream order id")?;
+    async fn resolve_placed(&self, id: i64, upstream_order: &str, now: Millis) -> Result<()> {
         transaction!(self, |conn| resolve_placed_in(
             conn,
             id,
@@ -1773,7 +1811,7 @@ mod tests {
             assert_eq!(books_via(&db, &*a, c.id).await, 0);
 
             let o = &created[0];
-            a.mark_placed(o.id, 1, NOW).await.unwrap();
+            a.mark_placed(o.id, "1", NOW).await.unwrap();
             let mut tasks = JoinSet::new();
             for i in 0..4 {
                 let store = if i % 2 == 0 { a.clone() } else { b.clone() };

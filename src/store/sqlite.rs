@@ -51,7 +51,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use tokio::sync::{Mutex, MutexGuard};
 
 use super::{
-    Applied, Claim, Customer, EntryKind, KeyHash, LedgerEntry, Millis, NewOrder, Order,
+    Applied, Attention, Claim, Customer, EntryKind, KeyHash, LedgerEntry, Millis, NewOrder, Order,
     OrderFilter, OrderState, Refill, Result, StatusUpdate, Store, StoreError, Units,
 };
 use crate::money;
@@ -194,7 +194,7 @@ impl SqliteStore {
                 .connect_with(options)
                 .await?
         };
-        MIGRATOR.run(&pool).await?;
+        migrate(&pool).await?;
         Ok(SqliteStore {
             pool,
             writer: Mutex::new(()),
@@ -227,6 +227,30 @@ impl SqliteStore {
             wal: &self.wal,
         })
     }
+}
+
+/// Applies the migrations with foreign keys off, as SQLite's procedure for rebuilding a table
+/// requires (a parent table dropped and recreated), then checks that every reference holds.
+async fn migrate(pool: &SqlitePool) -> Result<()> {
+    let mut conn = pool.acquire().await?;
+    sqlx::query("PRAGMA foreign_keys = OFF")
+        .execute(&mut *conn)
+        .await?;
+    let migrated = MIGRATOR.run(&mut *conn).await;
+    sqlx::query("PRAGMA foreign_keys = ON")
+        .execute(&mut *conn)
+        .await?;
+    migrated?;
+    let broken: Vec<SqliteRow> = sqlx::query("PRAGMA foreign_key_check")
+        .fetch_all(&mut *conn)
+        .await?;
+    if !broken.is_empty() {
+        return Err(StoreError::Conflict(format!(
+            "{} rows reference rows that do not exist after migrating",
+            broken.len()
+        )));
+    }
+    Ok(())
 }
 
 fn create_parent_dir(file: &Path) -> Result<()> {
@@ -341,7 +365,9 @@ const ORDER_SELECT: &str = "SELECT o.id AS id, o.customer_id AS customer_id, c.n
      o.charge AS charge, o.refunded AS refunded, o.billed AS billed, o.remains AS remains, \
      o.start_count AS start_count, o.cost AS cost, o.link AS link, o.fields AS fields, \
      o.note AS note, o.created_at AS created_at, o.updated_at AS updated_at, \
-     o.synced_at AS synced_at \
+     o.synced_at AS synced_at, o.attention AS attention, o.list_cost AS list_cost, \
+     o.first_cost AS first_cost, o.can_refill AS can_refill, o.can_cancel AS can_cancel, \
+     o.dispatch_deadline AS dispatch_deadline, o.progress_at AS progress_at \
      FROM orders o JOIN customers c ON c.id = o.customer_id";
 
 fn order_from_row(row: &SqliteRow) -> Result<Order> {
@@ -352,7 +378,7 @@ fn order_from_row(row: &SqliteRow) -> Result<Order> {
         service: get_u64(row, "service")?,
         upstream: row.try_get("upstream")?,
         upstream_service: get_u64(row, "upstream_service")?,
-        upstream_order: get_opt_u64(row, "upstream_order")?,
+        upstream_order: row.try_get("upstream_order")?,
         state: get_state(row)?,
         status: get_status(row)?,
         charge: row.try_get("charge")?,
@@ -367,7 +393,23 @@ fn order_from_row(row: &SqliteRow) -> Result<Order> {
         created_at: row.try_get("created_at")?,
         updated_at: row.try_get("updated_at")?,
         synced_at: row.try_get("synced_at")?,
+        attention: get_attention(row)?,
+        list_cost: row.try_get("list_cost")?,
+        first_cost: row.try_get("first_cost")?,
+        can_refill: row.try_get("can_refill")?,
+        can_cancel: row.try_get("can_cancel")?,
+        dispatch_deadline: row.try_get("dispatch_deadline")?,
+        progress_at: row.try_get("progress_at")?,
     })
+}
+
+fn get_attention(row: &SqliteRow) -> Result<Option<Attention>> {
+    let text: Option<String> = row.try_get("attention")?;
+    text.map(|t| {
+        Attention::parse(&t)
+            .ok_or_else(|| undecodable("attention", format!("unknown reason {t:?}")))
+    })
+    .transpose()
 }
 
 const REFILL_COLUMNS: &str = "id, order_id, customer_id, upstream, upstream_refill, status, \
@@ -747,8 +789,9 @@ impl Store for SqliteStore {
 
         let id = sqlx::query(
             "INSERT INTO orders (customer_id, service, upstream, upstream_service, state, status, \
-             charge, refunded, billed, link, fields, created_at, updated_at) \
-             VALUES (?, ?, ?, ?, ?, ?, ?, 0, ?, ?, ?, ?, ?)",
+             charge, refunded, billed, link, fields, created_at, updated_at, list_cost, \
+             can_refill, can_cancel, dispatch_deadline) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, 0, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         )
         .bind(order.customer_id)
         .bind(service)
@@ -762,6 +805,10 @@ impl Store for SqliteStore {
         .bind(&order.fields)
         .bind(now)
         .bind(now)
+        .bind(order.list_cost)
+        .bind(order.can_refill)
+        .bind(order.can_cancel)
+        .bind(order.dispatch_deadline)
         .execute(w.conn())
         .await?
         .last_insert_rowid();
@@ -784,15 +831,22 @@ impl Store for SqliteStore {
         Ok(created)
     }
 
-    async fn retarget_order(&self, id: i64, upstream: &str, upstream_service: u64) -> Result<()> {
+    async fn retarget_order(
+        &self,
+        id: i64,
+        upstream: &str,
+        upstream_service: u64,
+        list_cost: Option<Units>,
+    ) -> Result<()> {
         let upstream_service = to_db(upstream_service, "upstream service")?;
         let mut w = self.write().await?;
         let changed = sqlx::query(
-            "UPDATE orders SET upstream = ?, upstream_service = ? \
+            "UPDATE orders SET upstream = ?, upstream_service = ?, list_cost = ? \
              WHERE id = ? AND state = 'dispatching'",
         )
         .bind(upstream)
         .bind(upstream_service)
+        .bind(list_cost)
         .bind(id)
         .execute(w.conn())
         .await?;
@@ -802,8 +856,7 @@ impl Store for SqliteStore {
         w.commit().await
     }
 
-    async fn mark_placed(&self, id: i64, upstream_order: u64, now: Millis) -> Result<()> {
-        let upstream_order = to_db(upstream_order, "upstream order id")?;
+    async fn mark_placed(&self, id: i64, upstream_order: &str, now: Millis) -> Result<()> {
         let mut w = self.write().await?;
         let changed = sqlx::query(
             "UPDATE orders SET state = 'placed', upstream_order = ?, status = ?, updated_at = ? \
@@ -854,8 +907,8 @@ impl Store for SqliteStore {
     async fn mark_unknown(&self, id: i64, note: &str, now: Millis) -> Result<()> {
         let mut w = self.write().await?;
         let changed = sqlx::query(
-            "UPDATE orders SET state = 'unknown', note = ?, updated_at = ? \
-             WHERE id = ? AND state = 'dispatching'",
+            "UPDATE orders SET state = 'unknown', attention = 'unknown_outcome', note = ?, \
+             updated_at = ? WHERE id = ? AND state = 'dispatching'",
         )
         .bind(note)
         .bind(now)
@@ -868,14 +921,21 @@ impl Store for SqliteStore {
         w.commit().await
     }
 
-    async fn recover_dispatching(&self, updated_before: Millis, now: Millis) -> Result<u64> {
+    async fn recover_dispatching(
+        &self,
+        deadline_before: Millis,
+        updated_before: Millis,
+        now: Millis,
+    ) -> Result<u64> {
         let mut w = self.write().await?;
         let changed = sqlx::query(
-            "UPDATE orders SET state = 'unknown', note = ?, updated_at = ? \
-             WHERE state = 'dispatching' AND updated_at < ?",
+            "UPDATE orders SET state = 'unknown', attention = 'unknown_outcome', note = ?1, \
+             updated_at = ?2 WHERE state = 'dispatching' \
+             AND COALESCE(dispatch_deadline < ?3, updated_at < ?4)",
         )
         .bind(INTERRUPTED_NOTE)
         .bind(now)
+        .bind(deadline_before)
         .bind(updated_before)
         .execute(w.conn())
         .await?;
@@ -1038,12 +1098,11 @@ impl Store for SqliteStore {
         })
     }
 
-    async fn resolve_placed(&self, id: i64, upstream_order: u64, now: Millis) -> Result<()> {
-        let upstream_order = to_db(upstream_order, "upstream order id")?;
+    async fn resolve_placed(&self, id: i64, upstream_order: &str, now: Millis) -> Result<()> {
         let mut w = self.write().await?;
         let changed = sqlx::query(
             "UPDATE orders SET state = 'placed', upstream_order = ?, status = ?, \
-             synced_at = NULL, updated_at = ? \
+             synced_at = NULL, attention = NULL, updated_at = ? \
              WHERE id = ? AND state = 'unknown'",
         )
         .bind(upstream_order)
@@ -1079,7 +1138,7 @@ impl Store for SqliteStore {
         let refund = refund_due(Status::Canceled, charge, refunded, 0, None)?;
         let changed = sqlx::query(
             "UPDATE orders SET state = 'final', status = ?, refunded = refunded + ?, \
-             updated_at = ? WHERE id = ? AND state = 'unknown'",
+             attention = NULL, updated_at = ? WHERE id = ? AND state = 'unknown'",
         )
         .bind(Status::Canceled.as_str())
         .bind(refund)
@@ -1405,7 +1464,10 @@ mod tests {
                 let store = store.clone();
                 tokio::spawn(async move {
                     let o = order(store.as_ref(), c.id, ONE, 1000).await;
-                    store.mark_placed(o.id, 7000 + i, NOW).await.unwrap();
+                    store
+                        .mark_placed(o.id, &(7000 + i).to_string(), NOW)
+                        .await
+                        .unwrap();
                     // Returned: its commit must be covered by a finished fsync.
                     let wal = &store.wal;
                     assert!(
@@ -1471,6 +1533,60 @@ mod tests {
             ONE * store.ledger(c.id).await.unwrap().len() as Units,
             "the balance is the sum of the entries"
         );
+    }
+
+    /// A database written by the previous release (migrations 1 and 2) keeps every order,
+    /// entry and reference when its orders table is rebuilt for text upstream ids.
+    #[tokio::test]
+    async fn upgrading_keeps_orders_and_their_ledger_references() {
+        let file = TempDb::new();
+        std::fs::create_dir_all(file.dir.join("data")).unwrap();
+        let options = SqliteConnectOptions::from_str(&file.url())
+            .unwrap()
+            .create_if_missing(true);
+        let pool = SqlitePool::connect_with(options).await.unwrap();
+        let old = Migrator {
+            migrations: MIGRATOR
+                .migrations
+                .iter()
+                .filter(|m| m.version <= 2)
+                .cloned()
+                .collect::<Vec<_>>()
+                .into(),
+            ..Migrator::DEFAULT
+        };
+        old.run(&pool).await.unwrap();
+        for sql in [
+            "INSERT INTO customers (id, name, key_hash, grp, balance, created_at) \
+             VALUES (1, 'ann', zeroblob(32), 'default', 800, 0)",
+            "INSERT INTO orders (id, customer_id, service, upstream, upstream_service, \
+             upstream_order, state, status, charge, billed, fields, created_at, updated_at) \
+             VALUES (7, 1, 1, 'main', 101, 123456, 'placed', 'Pending', 100, 1000, '{}', 0, 0), \
+             (8, 1, 1, 'main', 101, NULL, 'unknown', 'Pending', 100, 1000, '{}', 0, 0)",
+            "INSERT INTO ledger (customer_id, amount, kind, order_id, created_at) \
+             VALUES (1, 1000, 'credit', NULL, 0), (1, -100, 'charge', 7, 0), \
+             (1, -100, 'charge', 8, 0)",
+        ] {
+            sqlx::query(sql).execute(&pool).await.unwrap();
+        }
+        pool.close().await;
+
+        let store = SqliteStore::open(&file.url()).await.unwrap();
+        let placed = store.order(7).await.unwrap().unwrap();
+        assert_eq!(placed.upstream_order.as_deref(), Some("123456"));
+        assert_eq!(placed.attention, None);
+        let unknown = store.order(8).await.unwrap().unwrap();
+        assert_eq!(unknown.attention, Some(Attention::UnknownOutcome));
+        assert_eq!(store.ledger(1).await.unwrap().len(), 3);
+        // Foreign keys are on again: an entry for an order that does not exist is refused.
+        let orphan = sqlx::query(
+            "INSERT INTO ledger (customer_id, amount, kind, order_id, created_at) \
+             VALUES (1, 5, 'refund', 99, 0)",
+        )
+        .execute(&store.pool)
+        .await;
+        assert!(orphan.is_err(), "{orphan:?}");
+        store.close().await;
     }
 
     #[tokio::test]

@@ -88,8 +88,12 @@ impl From<ReadError> for CallError {
 /// What became of an `add`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum AddOutcome {
-    Placed(u64),
-    Rejected { text: String, refusal: Refusal },
+    /// Placed, under the upstream's own id (text: some panels' ids are not numbers).
+    Placed(String),
+    Rejected {
+        text: String,
+        refusal: Refusal,
+    },
     NotSent(String),
     Unknown(String),
 }
@@ -332,7 +336,10 @@ impl Upstream {
     }
 
     /// Multi-status of up to 100 upstream order ids.
-    pub async fn statuses(&self, ids: &[u64]) -> Result<MultiStatus, CallError> {
+    pub async fn statuses(
+        &self,
+        ids: &[impl std::fmt::Display + Sync],
+    ) -> Result<MultiStatus<String>, CallError> {
         Ok(lenient::multi_status(
             &self
                 .call_idempotent("status", &[("orders", join(ids))])
@@ -340,7 +347,10 @@ impl Upstream {
         )?)
     }
 
-    pub async fn refill(&self, ids: &[u64]) -> Result<MultiRefill, CallError> {
+    pub async fn refill(
+        &self,
+        ids: &[impl std::fmt::Display + Sync],
+    ) -> Result<MultiRefill<String>, CallError> {
         Ok(lenient::multi_refill(
             &self.call("refill", &[("orders", join(ids))]).await?,
         )?)
@@ -354,7 +364,10 @@ impl Upstream {
         )?)
     }
 
-    pub async fn cancel(&self, ids: &[u64]) -> Result<Canceled, CallError> {
+    pub async fn cancel(
+        &self,
+        ids: &[impl std::fmt::Display + Sync],
+    ) -> Result<Canceled<String>, CallError> {
         Ok(lenient::canceled(
             &self.call("cancel", &[("orders", join(ids))]).await?,
         )?)
@@ -379,8 +392,11 @@ impl Upstreams {
     }
 }
 
-fn join(ids: &[u64]) -> String {
-    ids.iter().map(u64::to_string).collect::<Vec<_>>().join(",")
+fn join(ids: &[impl std::fmt::Display]) -> String {
+    ids.iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 fn status_text(s: StatusCode) -> String {
