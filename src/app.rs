@@ -349,6 +349,7 @@ async fn start_simulator(
     cfg.first_order_id = s.first_order_id.unwrap_or(1);
     cfg.journal = s.journal.clone();
     cfg.faults = s.faults.clone().unwrap_or_default();
+    cfg.api_path = s.api_path.clone();
     let handle = sim::start(cfg, addr)
         .await
         .map_err(|e| err(format!("listening on {addr}: {e}")))?;

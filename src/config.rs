@@ -260,6 +260,8 @@ pub struct SimulatorSection {
     pub partial_share: Option<Chance>,
     pub cancel_share: Option<Chance>,
     pub faults: Option<Faults>,
+    /// Serve the API at this path (e.g. `/api/v1`); other paths answer an HTML 404 page.
+    pub api_path: Option<String>,
 }
 
 // ---------------------------------------------------------------------------------------
