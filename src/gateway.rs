@@ -210,6 +210,11 @@ impl Gateway {
             .ok_or(ProtocolError::IncorrectServiceId)?
             .clone();
         let fields = OrderFields::parse(svc.kind(), params)?;
+        // An upstream's currency is known before it takes its first order (fallbacks' are
+        // read at start and every `balance_poll`; one not known yet is skipped).
+        if let Some(primary) = self.upstreams.get(&svc.target.upstream) {
+            let _ = primary.learn_currency().await;
+        }
         let l = &svc.listing;
         fields.check_limits(svc.kind(), l.min, l.max, l.dripfeed)?;
         let billed = match fields.billing(svc.kind()) {
@@ -243,7 +248,8 @@ impl Gateway {
             metrics: self.metrics.clone(),
             statuses: self.statuses.clone(),
         };
-        let (order, (placed_at, result)) = tokio::spawn(dispatch.run(new, svc, fields))
+        let group = c.group.clone();
+        let (order, (placed_at, result)) = tokio::spawn(dispatch.run(new, svc, fields, group))
             .await
             .map_err(|e| {
                 tracing::error!(error = %e, "dispatch task failed");
@@ -514,6 +520,7 @@ impl Dispatch {
         new: NewOrder,
         svc: Arc<LocalService>,
         fields: OrderFields,
+        group: String,
     ) -> (Option<i64>, Dispatched) {
         let order = match self.store.create_order(&new, now_ms()).await {
             Ok(o) => o,
@@ -527,7 +534,7 @@ impl Dispatch {
             }
         };
         // Funds are held and the order is on disk: only now does anything go upstream.
-        let dispatched = self.place(&order, svc, fields).await;
+        let dispatched = self.place(&order, svc, fields, &group).await;
         // A `status` poll during the dispatch may have cached the order as it was.
         self.statuses.forget(order.id);
         (Some(order.id), dispatched)
@@ -538,6 +545,7 @@ impl Dispatch {
         order: &Order,
         svc: Arc<LocalService>,
         fields: OrderFields,
+        group: &str,
     ) -> Dispatched {
         let added = || {
             Ok(reply::to_bytes(&Added {
@@ -546,11 +554,13 @@ impl Dispatch {
         };
         let mut refusal = ProtocolError::Unavailable;
         let mut last = None;
-        let targets = std::iter::once(&svc.target).chain(&svc.fallback);
-        for (i, target) in targets.enumerate() {
+        for (i, (target, cost)) in svc.targets().enumerate() {
             let Some(upstream) = self.upstreams.get(&target.upstream) else {
                 continue;
             };
+            if !self.may_take(order, &svc, group, target, cost, upstream) {
+                continue;
+            }
             if i > 0
                 && let Err(e) = self
                     .store
@@ -612,6 +622,38 @@ impl Dispatch {
                 .map_err(Into::into)
                 .and_then(|()| Err(refusal.into())),
         )
+    }
+}
+
+impl Dispatch {
+    /// Whether `target` may take the order: its stated currency is the one the config
+    /// expects, and the customer's rate covers what it costs us (DESIGN.md, "Margins").
+    fn may_take(
+        &self,
+        order: &Order,
+        svc: &LocalService,
+        group: &str,
+        target: &crate::config::Target,
+        cost: Option<Decimal>,
+        upstream: &crate::upstream::Upstream,
+    ) -> bool {
+        let skipped = |reason: &str| {
+            self.metrics
+                .targets_skipped
+                .with_label_values(&[target.upstream.as_str(), reason])
+                .inc();
+            false
+        };
+        if let Err(e) = upstream.currency_check() {
+            tracing::warn!(order = order.id, upstream = %target.upstream, problem = %e, "target skipped: its currency does not fit the config");
+            return skipped("currency");
+        }
+        if !svc.covers(group, cost) {
+            let floor = svc.floor(group, cost).map(|f| f.to_string());
+            tracing::warn!(order = order.id, upstream = %target.upstream, service = target.service, rate = %svc.rate_for(group), floor = floor.as_deref().unwrap_or("unknown (not in its list)"), "target skipped: the sell price does not cover its cost");
+            return skipped("below_cost");
+        }
+        true
     }
 }
 

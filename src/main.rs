@@ -266,6 +266,9 @@ async fn check_config(path: &Path) -> anyhow::Result<()> {
     for line in &summary.lines {
         println!("  {line}");
     }
+    for w in &summary.warnings {
+        println!("  warning: {w}");
+    }
     for p in &summary.problems {
         println!("  problem: {p}");
     }
