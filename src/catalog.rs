@@ -613,3 +613,102 @@ fn same_sources(
             .iter()
             .all(|(name, held)| lists.get(name).is_some_and(|l| Arc::ptr_eq(l, held)))
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+    use crate::sim::catalog::builtin;
+
+    /// Upstream `a` (ours) lists the simulator's catalog (101: 0.90, 50..10000; 119: a 3.00
+    /// package); `b` (fx 2) lists 101 at 0.55, so 1.1 of ours.
+    fn build(services: &str) -> LocalCatalog {
+        let text = format!(
+            "upstreams:\n  - name: a\n    url: \"http://127.0.0.1:1/api/v2\"\n    key: k\n  - name: b\n    url: \"http://127.0.0.1:2/api/v2\"\n    key: k\n    currency: EUR\n    fx: 2\nservices:\n{services}"
+        );
+        let cfg = crate::config::parse(&text, Path::new("/etc/pg/config.yaml")).unwrap();
+        let list = |services: Vec<Service>| {
+            Arc::new(UpstreamList {
+                services: services.into_iter().map(|s| (s.service, s)).collect(),
+                fetched_at: Instant::now(),
+            })
+        };
+        let mut cheap = builtin()[0].clone();
+        cheap.rate = "0.55".parse().unwrap();
+        let lists = HashMap::from([
+            ("a".to_owned(), list(builtin())),
+            ("b".to_owned(), list(vec![cheap])),
+        ]);
+        LocalCatalog::build(&cfg, &lists)
+    }
+
+    #[test]
+    fn each_fallback_is_priced_from_its_own_list_and_fx() {
+        let c = build(
+            "  - id: 1\n    upstream: a\n    service: 101\n    markup: { percent: 10 }\n    fallback: [{ upstream: b, service: 101 }, { upstream: b, service: 7 }]\n",
+        );
+        let s = c.get(1).unwrap();
+        let d = |t: &str| t.parse::<Decimal>().unwrap();
+        assert_eq!(s.rate_for(DEFAULT_GROUP), d("0.99"));
+        assert_eq!(s.fallback_costs, [Some(d("1.1")), None]);
+        // 0.99 does not cover 1.1; an unlisted fallback is never used.
+        assert!(s.covers(DEFAULT_GROUP, Some(d("0.9"))));
+        assert!(!s.covers(DEFAULT_GROUP, Some(d("1.1"))));
+        assert!(!s.covers(DEFAULT_GROUP, None));
+        // min_profit raises the floor of every target.
+        let c = build(
+            "  - id: 1\n    upstream: a\n    service: 101\n    markup: { percent: 40, min_profit: 0.2 }\n    fallback: [{ upstream: b, service: 101 }]\n",
+        );
+        let s = c.get(1).unwrap();
+        assert_eq!(s.rate_for(DEFAULT_GROUP), d("1.26"));
+        assert_eq!(s.floor(DEFAULT_GROUP, Some(d("1.1"))), Some(d("1.3")));
+        assert!(!s.covers(DEFAULT_GROUP, Some(d("1.1"))));
+    }
+
+    #[test]
+    fn limits_stay_inside_the_upstreams_range() {
+        let explicit = |limits: &str| {
+            build(&format!(
+                "  - id: 1\n    upstream: a\n    service: 101\n    markup: {{ percent: 10 }}\n{limits}"
+            ))
+        };
+        let ok = explicit("    min: 100\n    max: 5000\n");
+        assert_eq!(
+            (
+                ok.get(1).unwrap().listing.min,
+                ok.get(1).unwrap().listing.max
+            ),
+            (100, 5000)
+        );
+        for (limits, reason) in [
+            (
+                "    max: 20000\n",
+                "max 20000 is outside the upstream's range 50..10000",
+            ),
+            (
+                "    min: 10\n",
+                "min 10 is outside the upstream's range 50..10000",
+            ),
+            ("    min: 20000\n", "min 20000 is outside"),
+        ] {
+            let c = explicit(limits);
+            assert!(c.get(1).is_none());
+            assert_eq!(c.refused.len(), 1);
+            assert_eq!(c.refused[0].service, 1);
+            assert!(c.refused[0].reason.starts_with(reason), "{:?}", c.refused);
+        }
+        // An import rule's limits narrow each service to its own range; a range they leave
+        // empty is refused.
+        let c = build(
+            "  - import: a\n    id_offset: 1000\n    types: [Default, package]\n    max: 5000\n    markup: { percent: 10 }\n",
+        );
+        assert_eq!(c.get(1101).unwrap().listing.max, 5000);
+        assert_eq!(c.get(1119).unwrap().listing.max, 1);
+        let c = build(
+            "  - import: a\n    id_offset: 1000\n    types: [package]\n    min: 2\n    markup: { percent: 10 }\n",
+        );
+        assert!(c.get(1119).is_none());
+        assert_eq!(c.refused[0].service, 1119);
+    }
+}
