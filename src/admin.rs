@@ -351,7 +351,8 @@ fn margins(s: &mut Summary, cfg: &Config, catalog: &LocalCatalog) {
                     ));
                     continue;
                 };
-                parts.push(format!("{at} cost {cost} margin {}", rate - cost));
+                let margin = (rate - cost).normalize();
+                parts.push(format!("{at} cost {cost} margin {margin}"));
                 if !svc.covers(&g, Some(cost)) {
                     s.warnings.push(format!(
                         "service {} [{g}]: {at} costs {cost} {}, more than the sell price {rate} allows: orders will not go there",
@@ -383,7 +384,8 @@ fn worst_case_add(s: &mut Summary, cfg: &Config, catalog: &LocalCatalog) {
             let targets: Vec<_> = svc.targets().map(|(t, _)| t).collect();
             (cfg.worst_case_add(&targets), svc.id())
         })
-        .max();
+        // The longest; of equals, the lowest id.
+        .max_by(|a, b| a.0.cmp(&b.0).then(b.1.cmp(&a.1)));
     if let Some((time, id)) = worst {
         s.lines.push(format!(
             "worst-case add: {}s (service {id}: per target, its timeout for a connection slot, again for our rate limit towards it, again for the reply; plus reading the primary's currency before its first order); set proxy read timeouts above it",
