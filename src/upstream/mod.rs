@@ -89,7 +89,7 @@ impl From<ReadError> for CallError {
 /// would be converted at a rate meant for another currency.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum CurrencyError {
-    #[error("its currency is not known yet: its balance could not be read ({0})")]
+    #[error("its currency is not known yet ({0})")]
     Unknown(String),
     #[error(
         "its balance reply states no currency and the config declares none for it (set its currency, and fx if it is not ours)"
