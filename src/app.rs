@@ -59,6 +59,17 @@ impl Live {
         self.current.load_full()
     }
 
+    /// Counts a reload by its outcome (`ok`, `refused`), so that a refused one is seen
+    /// without reading the logs.
+    fn count_reload(&self, result: &Result<(), String>) {
+        let outcome = if result.is_ok() { "ok" } else { "refused" };
+        self.gateway()
+            .metrics
+            .config_reloads
+            .with_label_values(&[outcome])
+            .inc();
+    }
+
     /// Switches to `cfg`. Keys that only take effect at start (listeners, database, TLS,
     /// ingress limits) are reported and left as they are; changing the currency under existing
     /// balances is refused.
@@ -159,6 +170,7 @@ impl Running {
             Ok(cfg) => self.live.reload(cfg).await,
             Err(e) => Err(e.to_string()),
         };
+        self.live.count_reload(&result);
         if let Err(e) = &result {
             tracing::error!(error = %e, "config not reloaded; the running config stays");
         }
@@ -421,11 +433,14 @@ async fn watch_config(live: Arc<Live>, every: Duration, mut stop: watch::Receive
         last = now;
         match crate::config::load(&path) {
             Ok(cfg) => {
-                if let Err(e) = live.reload(cfg).await {
+                let result = live.reload(cfg).await;
+                live.count_reload(&result);
+                if let Err(e) = result {
                     tracing::error!(error = %e, "config not reloaded; the running config stays");
                 }
             }
             Err(e) => {
+                live.count_reload(&Err(String::new()));
                 tracing::error!(error = %e, "config file changed but is invalid; the running config stays")
             }
         }

@@ -35,6 +35,7 @@ pub struct Metrics {
     pub upstream_services_listed: IntGaugeVec,
     pub upstream_currency_mismatch: IntGaugeVec,
     pub targets_skipped: IntCounterVec,
+    pub config_reloads: IntCounterVec,
     pub orders_placed: IntCounterVec,
     pub orders: IntGaugeVec,
     pub refunds: IntCounterVec,
@@ -180,6 +181,12 @@ impl Metrics {
                 "panelgate_order_targets_skipped_total",
                 "Targets an order was not sent to: below_cost (the sell price does not cover it) or currency (its stated currency is wrong or unknown).",
                 &["upstream", "reason"],
+            ),
+            config_reloads: counter(
+                &r,
+                "panelgate_config_reloads_total",
+                "Config reloads by outcome: ok, or refused (invalid file, or rules the upstreams' lists break; the running config stays).",
+                &["outcome"],
             ),
             orders_placed: counter(
                 &r,
