@@ -90,6 +90,18 @@ pub enum CheckError {
     Store(#[from] StoreError),
 }
 
+impl CheckError {
+    fn at_start(self, database: &str) -> StartError {
+        match self {
+            CheckError::Stranded(s) => StartError::Stranded(s),
+            CheckError::Store(source) => StartError::Store {
+                url: redact_url(database),
+                source,
+            },
+        }
+    }
+}
+
 /// Opens the store a config names and brings its schema up to date.
 pub async fn open_store(url: &str) -> Result<Arc<dyn Store>, StartError> {
     store::open(url).await.map_err(|source| StartError::Store {
@@ -254,13 +266,7 @@ pub async fn start(cfg: Config) -> Result<Running, StartError> {
     // Before anything is written: a refused start leaves the database as it was.
     check_open_orders(&cfg, store.as_ref())
         .await
-        .map_err(|e| match e {
-            CheckError::Stranded(s) => StartError::Stranded(s),
-            CheckError::Store(source) => StartError::Store {
-                url: redact_url(&cfg.database),
-                source,
-            },
-        })?;
+        .map_err(|e| e.at_start(&cfg.database))?;
     // One SQLite file has one gateway: whatever is still dispatching was left by its previous
     // run. A shared database may have other instances dispatching right now; theirs are only
     // abandoned once past the dispatch deadline (the sync loop checks that periodically).
