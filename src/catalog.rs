@@ -33,6 +33,8 @@ pub struct LocalService {
     pub cost_rate: Decimal,
     /// Selling rate per price group.
     pub rates: HashMap<String, Decimal>,
+    /// The rule's `stuck_after`, if it overrides `sync.stuck_after`.
+    pub stuck_after: Option<std::time::Duration>,
 }
 
 impl LocalService {
@@ -180,6 +182,7 @@ impl LocalCatalog {
                 fallback,
                 cost_rate: cost,
                 rates,
+                stuck_after: o.stuck_after,
             })
         };
         let lookup = |t: &Target| {

@@ -147,6 +147,7 @@ struct RawCatalog {
 struct RawSync {
     interval: Option<Span>,
     lease: Option<Span>,
+    stuck_after: Option<Span>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -202,6 +203,7 @@ struct RawRule {
     cancel: Option<bool>,
     dripfeed: Option<bool>,
     desc: Option<String>,
+    stuck_after: Option<Span>,
     #[serde(default)]
     fallback: Vec<RawTarget>,
 }
@@ -268,6 +270,9 @@ pub struct SimulatorSection {
 
 pub const DEFAULT_GROUP: &str = "default";
 
+/// `sync.stuck_after` unless the config says otherwise.
+pub const DEFAULT_STUCK_AFTER: Duration = Duration::from_secs(24 * 3600);
+
 #[derive(Debug, Clone)]
 pub struct Config {
     pub path: PathBuf,
@@ -290,6 +295,10 @@ pub struct Config {
     pub sync_interval: Duration,
     /// How long a claimed batch of sync work is left to the instance that claimed it.
     pub sync_lease: Duration,
+    /// A placed order the upstream has reported nothing new of for this long (since its last
+    /// change, or its creation) is marked stuck for the operator; `None` (`0s`): never.
+    /// Services may say otherwise ([`Overrides::stuck_after`]).
+    pub stuck_after: Option<Duration>,
     pub upstreams: Vec<UpstreamConfig>,
     pub explicit: Vec<ExplicitService>,
     pub imports: Vec<ImportRule>,
@@ -344,6 +353,9 @@ pub struct Overrides {
     pub cancel: Option<bool>,
     pub dripfeed: Option<bool>,
     pub desc: Option<String>,
+    /// This service's `sync.stuck_after` (slow drip-feeds, long-running services);
+    /// `Some(ZERO)`: its orders are never marked stuck.
+    pub stuck_after: Option<Duration>,
 }
 
 #[derive(Debug, Clone)]
@@ -595,6 +607,7 @@ fn validate(raw: RawConfig, path: &Path, base: &Path) -> Result<Config, String> 
             cancel: r.cancel,
             dripfeed: r.dripfeed,
             desc: r.desc,
+            stuck_after: r.stuck_after.map(|s| s.0),
         };
         if let (Some(min), Some(max)) = (overrides.min, overrides.max)
             && (min == 0 || min > max)
@@ -753,6 +766,8 @@ fn validate(raw: RawConfig, path: &Path, base: &Path) -> Result<Config, String> 
         catalog_ttl: raw.catalog.ttl.map_or(Duration::from_secs(300), |s| s.0),
         sync_interval: raw.sync.interval.map_or(Duration::from_secs(30), |s| s.0),
         sync_lease: raw.sync.lease.map_or(Duration::from_secs(60), |s| s.0),
+        stuck_after: Some(raw.sync.stuck_after.map_or(DEFAULT_STUCK_AFTER, |s| s.0))
+            .filter(|d| !d.is_zero()),
         upstreams,
         explicit,
         imports,

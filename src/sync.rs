@@ -8,6 +8,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::catalog::LocalCatalog;
 use crate::config::Config;
 use crate::metrics::{self, Metrics};
 use crate::money;
@@ -15,7 +16,7 @@ use crate::pricing;
 use crate::protocol::reply::Remains;
 use crate::protocol::{MAX_IDS, Status};
 use crate::status_cache::StatusCache;
-use crate::store::{Claim, Millis, Order, Refill, StatusUpdate, Store, Units};
+use crate::store::{Claim, Millis, Order, Refill, StatusUpdate, Store, StuckCutoffs, Units};
 use crate::upstream::Upstreams;
 
 /// Unix time in milliseconds.
@@ -265,6 +266,50 @@ impl Syncer {
             ),
             Err(e) => tracing::error!(error = %e, "recovering abandoned dispatches failed"),
         }
+    }
+}
+
+impl Syncer {
+    /// Marks placed orders the upstream has said nothing new of for `sync.stuck_after` (or
+    /// their service's own) as stuck, for the operator. Panel scripts show their failed orders
+    /// as Pending for ever, with the customer's money held.
+    pub async fn mark_stuck(&self, catalog: &LocalCatalog) {
+        let now = now_ms();
+        let cutoffs = stuck_cutoffs(&self.cfg, catalog, now);
+        match self.store.mark_stuck(&cutoffs, now).await {
+            Ok(0) => {}
+            Ok(n) => tracing::warn!(
+                orders = n,
+                "placed orders have not moved upstream for `sync.stuck_after`: see `panelgate order list --stuck`"
+            ),
+            Err(e) => tracing::error!(error = %e, "marking stuck orders failed"),
+        }
+    }
+}
+
+/// Each service's stuck cutoff: `sync.stuck_after` before `now`, or the service's own.
+/// Explicit services are taken from the config too, so that an upstream whose list is not
+/// loaded does not fall back to the default for them. Off (zero) is a cutoff nothing is
+/// older than.
+pub fn stuck_cutoffs(cfg: &Config, catalog: &LocalCatalog, now: Millis) -> StuckCutoffs {
+    let before = |d: Option<Duration>| {
+        d.filter(|d| !d.is_zero())
+            .map_or(Millis::MIN, |d| now - d.as_millis() as Millis)
+    };
+    let mut services: Vec<(u64, Millis)> = catalog
+        .services()
+        .filter_map(|s| Some((s.id(), before(Some(s.stuck_after?)))))
+        .collect();
+    for e in &cfg.explicit {
+        if let Some(d) = e.overrides.stuck_after
+            && !services.iter().any(|(id, _)| *id == e.id)
+        {
+            services.push((e.id, before(Some(d))));
+        }
+    }
+    StuckCutoffs {
+        before: before(cfg.stuck_after),
+        services,
     }
 }
 
