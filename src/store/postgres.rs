@@ -1962,7 +1962,7 @@ mod tests {
             assert_eq!(books_via(&db, &*a, c.id).await, 0);
 
             let o = &created[0];
-            a.mark_placed(o.id, "1", NOW).await.unwrap();
+            a.mark_placed(o.id, &round.to_string(), NOW).await.unwrap();
             let mut tasks = JoinSet::new();
             for i in 0..4 {
                 let store = if i % 2 == 0 { a.clone() } else { b.clone() };
