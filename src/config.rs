@@ -829,6 +829,24 @@ mod tests {
     }
 
     #[test]
+    fn stuck_after_defaults_to_a_day_and_services_may_override_it() {
+        let c = parse_ok(&format!(
+            "{BASE}services:\n  - id: 1\n    upstream: alpha\n    service: 102\n    markup: {{ percent: 25 }}\n    stuck_after: 72h\n  - import: alpha\n    id_offset: 1000\n    markup: {{ percent: 40 }}\n    stuck_after: 0s\n"
+        ));
+        assert_eq!(c.stuck_after, Some(Duration::from_secs(24 * 3600)));
+        assert_eq!(
+            c.explicit[0].overrides.stuck_after,
+            Some(Duration::from_secs(72 * 3600))
+        );
+        assert_eq!(c.imports[0].overrides.stuck_after, Some(Duration::ZERO));
+        let off = parse_ok(&format!("{BASE}sync:\n  stuck_after: 0s\n"));
+        assert_eq!(off.stuck_after, None);
+        let short = parse_ok(&format!("{BASE}sync:\n  stuck_after: 90m\n"));
+        assert_eq!(short.stuck_after, Some(Duration::from_secs(5400)));
+        assert!(parse_err(&format!("{BASE}sync:\n  stuck_after: soon\n")).contains("duration"));
+    }
+
+    #[test]
     fn the_documented_shape_parses_with_defaults() {
         let c = parse_ok(&format!(
             "{BASE}services:\n  - id: 1\n    upstream: alpha\n    service: 102\n    markup: {{ percent: 25 }}\n    fallback: [{{upstream: alpha, service: 103}}]\n  - import: alpha\n    id_offset: 1000\n    categories: [\"^Insta\"]\n    markup: {{ percent: 40 }}\nsync:\n  interval: 2s\n"

@@ -323,3 +323,32 @@ pub fn abandoned_before(cfg: &Config, now: Millis) -> (Millis, Millis) {
         now - cfg.dispatch_deadline().as_millis() as Millis,
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Each service's cutoff: the default, its own, or none (0s); an explicit service keeps its
+    /// own while its upstream's list is not loaded (it is not in the catalog then).
+    #[test]
+    fn stuck_cutoffs_follow_the_config_and_the_services() {
+        let text = "upstreams:\n  - name: alpha\n    url: \"http://127.0.0.1:9/api/v2\"\n    key: k\n\
+            services:\n  - id: 1\n    upstream: alpha\n    service: 102\n    markup: { percent: 25 }\n    stuck_after: 2h\n\
+            \x20 - id: 2\n    upstream: alpha\n    service: 103\n    markup: { percent: 25 }\n    stuck_after: 0s\n\
+            sync:\n  stuck_after: 1h\n";
+        let cfg = crate::config::parse(text, std::path::Path::new("/tmp/c.yaml")).unwrap();
+        let catalog = LocalCatalog::build(&cfg, &HashMap::new());
+        let now = 10_000_000;
+        let mut c = stuck_cutoffs(&cfg, &catalog, now);
+        c.services.sort();
+        assert_eq!(c.before, now - 3_600_000);
+        assert_eq!(c.services, [(1, now - 7_200_000), (2, Millis::MIN)]);
+
+        let off = crate::config::parse(
+            &text.replace("sync:\n  stuck_after: 1h\n", "sync:\n  stuck_after: 0s\n"),
+            std::path::Path::new("/tmp/c.yaml"),
+        )
+        .unwrap();
+        assert_eq!(stuck_cutoffs(&off, &catalog, now).before, Millis::MIN);
+    }
+}

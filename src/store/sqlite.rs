@@ -1308,17 +1308,15 @@ impl Store for SqliteStore {
     }
 
     async fn unique_upstream_orders(&self) -> Result<()> {
-        // Under the write lock, so that no order takes a shared id between check and index.
-        let mut w = self.write().await?;
-        let indexed: i64 = sqlx::query_scalar(
-            "SELECT COUNT(*) FROM sqlite_master WHERE type = 'index' \
-             AND name = 'orders_upstream_order_unique'",
-        )
-        .fetch_one(w.conn())
-        .await?;
+        const INDEXED: &str = "SELECT COUNT(*) FROM sqlite_master WHERE type = 'index' \
+             AND name = 'orders_upstream_order_unique'";
+        // Every open asks: a read, so that the CLI beside a busy server takes no write lock.
+        let indexed: i64 = sqlx::query_scalar(INDEXED).fetch_one(&self.pool).await?;
         if indexed > 0 {
             return Ok(());
         }
+        // Under the write lock, so that no order takes a shared id between check and index.
+        let mut w = self.write().await?;
         let rows: Vec<(String, String, i64)> = sqlx::query_as(super::SHARED_UPSTREAM_ORDERS)
             .fetch_all(w.conn())
             .await?;
