@@ -1382,6 +1382,13 @@ pub(crate) async fn a_placed_order_that_does_not_move_is_stuck_until_it_moves<B:
         .await
         .unwrap();
 
+    // Nothing is old enough yet, with or without services of their own.
+    let none = StuckCutoffs {
+        before: NOW - 1,
+        services: Vec::new(),
+    };
+    assert_eq!(store.mark_stuck(&none, NOW + 5).await.unwrap(), 0);
+
     // A first report of remains and start count is not progress (a panel script reports
     // those for the orders it failed too); a change of remains is.
     let pending = update(Status::Pending, Some(1000));
