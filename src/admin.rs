@@ -12,7 +12,11 @@ use crate::catalog::{LocalCatalog, UpstreamList};
 use crate::config::{Config, DEFAULT_GROUP};
 use crate::keys;
 use crate::money;
-use crate::store::{Customer, Order, OrderFilter, OrderState, Store, StoreError, Units};
+use crate::protocol::Status;
+use crate::store::{
+    Attention, AttentionFilter, Customer, Millis, Order, OrderFilter, OrderState, StatusUpdate,
+    Store, StoreError, Units,
+};
 use crate::sync::now_ms;
 use crate::upstream::Upstreams;
 
@@ -131,14 +135,68 @@ pub fn order_json(o: &Order) -> serde_json::Value {
         "created_at": o.created_at,
         "updated_at": o.updated_at,
         "synced_at": o.synced_at,
+        "attention": o.attention.map(Attention::as_str),
+        "progress_at": o.progress_at,
+        "age_seconds": age(o.created_at, now_ms()),
+        "quiet_seconds": age(quiet_since(o), now_ms()),
     })
+}
+
+/// Whole seconds from `since` to `now` (never negative: clocks of instances differ).
+fn age(since: Millis, now: Millis) -> i64 {
+    (now - since).max(0) / 1000
+}
+
+/// Since when the upstream has reported nothing new of `o` (what `sync.stuck_after` counts).
+fn quiet_since(o: &Order) -> Millis {
+    o.progress_at.unwrap_or(o.created_at)
+}
+
+/// An age for people: `45s`, `12m`, `3h05m`, `2d04h`.
+pub fn human_age(seconds: i64) -> String {
+    let (d, h, m) = (seconds / 86_400, seconds / 3600 % 24, seconds / 60 % 60);
+    match seconds {
+        s if s < 60 => format!("{s}s"),
+        s if s < 3600 => format!("{m}m"),
+        s if s < 86_400 => format!("{h}h{m:02}m"),
+        _ => format!("{d}d{h:02}h"),
+    }
+}
+
+/// One row of `order list --attention`: why it needs the operator, how old it is and how
+/// long the upstream has said nothing new of it.
+pub fn attention_row(o: &Order) -> (String, String, String) {
+    let now = now_ms();
+    (
+        o.attention.map_or("-", Attention::as_str).to_owned(),
+        human_age(age(o.created_at, now)),
+        human_age(age(quiet_since(o), now)),
+    )
+}
+
+/// `--attention` with no reason (or `any`) lists every order that needs the operator.
+pub fn attention_filter(reason: &str) -> Result<AttentionFilter> {
+    if reason.is_empty() || reason == "any" {
+        return Ok(AttentionFilter::Any);
+    }
+    Attention::parse(reason)
+        .map(AttentionFilter::Only)
+        .ok_or_else(|| {
+            let all: Vec<_> = Attention::ALL.iter().map(|a| a.as_str()).collect();
+            AdminError::Invalid(format!(
+                "unknown attention reason {reason:?}; one of {}",
+                all.join(", ")
+            ))
+        })
 }
 
 pub async fn list_orders(
     store: &dyn Store,
     client: Option<String>,
     state: Option<&str>,
+    attention: Option<&str>,
 ) -> Result<Vec<Order>> {
+    let attention = attention.map(attention_filter).transpose()?;
     let state = match state {
         None => None,
         Some(s) => Some(OrderState::parse(s).ok_or_else(|| {
@@ -150,6 +208,7 @@ pub async fn list_orders(
         .list_orders(&OrderFilter {
             customer: client,
             state,
+            attention,
         })
         .await?)
 }
@@ -164,7 +223,9 @@ pub async fn resolve(store: &dyn Store, id: i64, upstream_order: Option<&str>) -
     let order = show_order(store, id).await?;
     if order.state != OrderState::Unknown {
         return Err(AdminError::Invalid(format!(
-            "order {id} is {}, not unknown: only orders of unknown outcome are resolved",
+            "order {id} is {}, not unknown: only orders of unknown outcome are resolved as \
+             placed or not placed (a placed order its upstream never finishes is settled with \
+             --status Canceled, Partial --remains N, or Completed)",
             order.state.as_str()
         )));
     }
@@ -187,6 +248,91 @@ pub async fn resolve(store: &dyn Store, id: i64, upstream_order: Option<&str>) -
     }
 }
 
+/// Settles a placed order by hand with the final status the operator found at the upstream
+/// (a panel script that shows its failed orders as Pending never reports one): the same
+/// refund rules as a synced status, applied once, and a note saying the operator did it.
+pub async fn resolve_ended(
+    store: &dyn Store,
+    id: i64,
+    status: Status,
+    remains: Option<i64>,
+) -> Result<String> {
+    let order = show_order(store, id).await?;
+    if order.state != OrderState::Placed {
+        return Err(AdminError::Invalid(format!(
+            "order {id} is {}, not placed: --status settles placed orders (stuck ones); \
+             an unknown one takes --upstream-order or --not-placed",
+            order.state.as_str()
+        )));
+    }
+    if !status.is_final() {
+        return Err(AdminError::Invalid(
+            "--status takes a final status: Completed, Partial or Canceled".into(),
+        ));
+    }
+    if status == Status::Partial && remains.is_none() {
+        return Err(AdminError::Invalid(
+            "a Partial needs --remains (what the upstream did not deliver)".into(),
+        ));
+    }
+    let update = StatusUpdate {
+        status,
+        remains: remains.or(order.remains),
+        start_count: None,
+        cost: None,
+    };
+    let now = now_ms();
+    let applied = store.apply_status(id, &update, now).await?;
+    if !applied.finalized {
+        return Err(AdminError::Invalid(format!(
+            "order {id} changed meanwhile (sync got there first): see `panelgate order show {id}`"
+        )));
+    }
+    let note = format!(
+        "resolved by the operator as {}{}",
+        status.as_str(),
+        order
+            .note
+            .map_or_else(String::new, |n| format!(" (was: {n})"))
+    );
+    store.note_order(id, &note, now).await?;
+    Ok(format!(
+        "order {id} is {}; {} refunded to {}",
+        status.as_str(),
+        money::format(money::from_units(applied.refund)),
+        order.customer
+    ))
+}
+
+/// Detaches an order from its upstream order (one upstream order must follow one local
+/// order): a placed one becomes `unknown` for `order resolve`.
+pub async fn unlink(store: &dyn Store, id: i64) -> Result<String> {
+    let order = show_order(store, id).await?;
+    let Some(upstream_order) = order.upstream_order.as_deref() else {
+        return Err(AdminError::Invalid(format!(
+            "order {id} holds no upstream order"
+        )));
+    };
+    let note = format!(
+        "unlinked by the operator from {} order {upstream_order}",
+        order.upstream
+    );
+    let state = store.unlink_order(id, &note, now_ms()).await?;
+    let next = if state == OrderState::Unknown {
+        format!(
+            "; it is unknown now: `panelgate order resolve {id} --upstream-order N` or \
+             `--not-placed`"
+        )
+    } else {
+        String::new()
+    };
+    Ok(format!(
+        "order {id} no longer follows {} order {upstream_order}{next}",
+        order.upstream
+    ))
+}
+
+/// What `check-config` reports.
 /// What `check-config` reports: what it found, what would go wrong (the command fails), and
 /// what the operator should know (it does not).
 pub struct Summary {

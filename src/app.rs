@@ -267,6 +267,15 @@ pub async fn start(cfg: Config) -> Result<Running, StartError> {
     check_open_orders(&cfg, store.as_ref())
         .await
         .map_err(|e| e.at_start(&cfg.database))?;
+    // Two local orders following one upstream order would both be refunded for it: the
+    // operator unlinks the extras (the error names them and the command) before serving.
+    store
+        .unique_upstream_orders()
+        .await
+        .map_err(|source| StartError::Store {
+            url: redact_url(&cfg.database),
+            source,
+        })?;
     // One SQLite file has one gateway: whatever is still dispatching was left by its previous
     // run. A shared database may have other instances dispatching right now; theirs are only
     // abandoned once past the dispatch deadline (the sync loop checks that periodically).
@@ -473,6 +482,7 @@ async fn run_sync(live: Arc<Live>, mut stop: watch::Receiver<bool>) {
             warn_unfollowed(&gateway).await;
         }
         last = current;
+        gateway.syncer.mark_stuck(&gateway.catalog.snapshot()).await;
         drop(gateway);
         tokio::select! {
             () = tokio::time::sleep(interval) => {}
@@ -712,6 +722,7 @@ async fn metrics_reply(gw: &Gateway) -> server::Reply {
         }
         Err(e) => tracing::warn!(error = %e, "counting orders for the metrics failed"),
     }
+    attention_gauge(gw).await;
     for (upstream, age) in gw.catalog.list_ages() {
         m.catalog_age_seconds
             .with_label_values(&[&upstream])
@@ -723,6 +734,30 @@ async fn metrics_reply(gw: &Gateway) -> server::Reply {
         http::HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
     );
     reply
+}
+
+/// `panelgate_orders_attention{reason, upstream}`: every reason at every configured upstream,
+/// zeros included, so that a count drops back to 0 and an alert resolves; an upstream no longer
+/// configured keeps a series only while it has such orders.
+async fn attention_gauge(gw: &Gateway) {
+    let counts = match gw.store.count_attention().await {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::warn!(error = %e, "counting orders that need the operator failed");
+            return;
+        }
+    };
+    let g = &gw.metrics.orders_attention;
+    g.reset();
+    for reason in crate::store::Attention::ALL {
+        for u in &gw.cfg.upstreams {
+            g.with_label_values(&[reason.as_str(), &u.name]).set(0);
+        }
+    }
+    for (reason, upstream, n) in counts {
+        g.with_label_values(&[reason.as_str(), &upstream])
+            .set(n as i64);
+    }
 }
 
 /// Polls each upstream's balance for the metrics, so operators hear of an account running dry

@@ -40,6 +40,8 @@ pub struct LocalService {
     pub min_profits: HashMap<String, Decimal>,
     /// The config lets this service sell below cost.
     pub allow_loss: bool,
+    /// The rule's `stuck_after`, if it overrides `sync.stuck_after`.
+    pub stuck_after: Option<std::time::Duration>,
 }
 
 impl LocalService {
@@ -390,6 +392,7 @@ impl Pricer<'_> {
             rates,
             min_profits,
             allow_loss: rule.allow_loss,
+            stuck_after: rule.overrides.stuck_after,
         }))
     }
 }

@@ -148,6 +148,7 @@ struct RawCatalog {
 struct RawSync {
     interval: Option<Span>,
     lease: Option<Span>,
+    stuck_after: Option<Span>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -208,6 +209,7 @@ struct RawRule {
     cancel: Option<bool>,
     dripfeed: Option<bool>,
     desc: Option<String>,
+    stuck_after: Option<Span>,
     #[serde(default)]
     fallback: Vec<RawTarget>,
 }
@@ -276,6 +278,9 @@ pub struct SimulatorSection {
 
 pub const DEFAULT_GROUP: &str = "default";
 
+/// `sync.stuck_after` unless the config says otherwise.
+pub const DEFAULT_STUCK_AFTER: Duration = Duration::from_secs(24 * 3600);
+
 #[derive(Debug, Clone)]
 pub struct Config {
     pub path: PathBuf,
@@ -298,6 +303,10 @@ pub struct Config {
     pub sync_interval: Duration,
     /// How long a claimed batch of sync work is left to the instance that claimed it.
     pub sync_lease: Duration,
+    /// A placed order the upstream has reported nothing new of for this long (since its last
+    /// change, or its creation) is marked stuck for the operator; `None` (`0s`): never.
+    /// Services may say otherwise ([`Overrides::stuck_after`]).
+    pub stuck_after: Option<Duration>,
     pub upstreams: Vec<UpstreamConfig>,
     pub explicit: Vec<ExplicitService>,
     pub imports: Vec<ImportRule>,
@@ -358,6 +367,9 @@ pub struct Overrides {
     pub cancel: Option<bool>,
     pub dripfeed: Option<bool>,
     pub desc: Option<String>,
+    /// This service's `sync.stuck_after` (slow drip-feeds, long-running services);
+    /// `Some(ZERO)`: its orders are never marked stuck.
+    pub stuck_after: Option<Duration>,
 }
 
 #[derive(Debug, Clone)]
@@ -699,6 +711,7 @@ fn validate(raw: RawConfig, path: &Path, base: &Path) -> Result<Config, String> 
             cancel: r.cancel,
             dripfeed: r.dripfeed,
             desc: r.desc,
+            stuck_after: r.stuck_after.map(|s| s.0),
         };
         if let (Some(min), Some(max)) = (overrides.min, overrides.max)
             && (min == 0 || min > max)
@@ -865,6 +878,8 @@ fn validate(raw: RawConfig, path: &Path, base: &Path) -> Result<Config, String> 
         catalog_ttl: raw.catalog.ttl.map_or(Duration::from_secs(300), |s| s.0),
         sync_interval: raw.sync.interval.map_or(Duration::from_secs(30), |s| s.0),
         sync_lease: raw.sync.lease.map_or(Duration::from_secs(60), |s| s.0),
+        stuck_after: Some(raw.sync.stuck_after.map_or(DEFAULT_STUCK_AFTER, |s| s.0))
+            .filter(|d| !d.is_zero()),
         upstreams,
         explicit,
         imports,
@@ -923,6 +938,24 @@ mod tests {
         );
         let err = parse_err(&format!("{BASE}    timeuot: 5s\n"));
         assert!(err.contains("timeuot"), "{err}");
+    }
+
+    #[test]
+    fn stuck_after_defaults_to_a_day_and_services_may_override_it() {
+        let c = parse_ok(&format!(
+            "{BASE}services:\n  - id: 1\n    upstream: alpha\n    service: 102\n    markup: {{ percent: 25 }}\n    stuck_after: 72h\n  - import: alpha\n    id_offset: 1000\n    markup: {{ percent: 40 }}\n    stuck_after: 0s\n"
+        ));
+        assert_eq!(c.stuck_after, Some(Duration::from_secs(24 * 3600)));
+        assert_eq!(
+            c.explicit[0].overrides.stuck_after,
+            Some(Duration::from_secs(72 * 3600))
+        );
+        assert_eq!(c.imports[0].overrides.stuck_after, Some(Duration::ZERO));
+        let off = parse_ok(&format!("{BASE}sync:\n  stuck_after: 0s\n"));
+        assert_eq!(off.stuck_after, None);
+        let short = parse_ok(&format!("{BASE}sync:\n  stuck_after: 90m\n"));
+        assert_eq!(short.stuck_after, Some(Duration::from_secs(5400)));
+        assert!(parse_err(&format!("{BASE}sync:\n  stuck_after: soon\n")).contains("duration"));
     }
 
     #[test]

@@ -96,6 +96,13 @@ enum OrderCommand {
         /// dispatching, placed, rejected, unknown or final.
         #[arg(long)]
         state: Option<String>,
+        /// Only orders that need the operator: for any reason, or for REASON (unknown_outcome,
+        /// refund_unknown, partial_without_remains, stuck). Adds their age to the table.
+        #[arg(long, value_name = "REASON", num_args = 0..=1, default_missing_value = "any")]
+        attention: Option<String>,
+        /// Short for `--attention stuck`: placed orders not final after `sync.stuck_after`.
+        #[arg(long, conflicts_with = "attention")]
+        stuck: bool,
         /// A JSON array instead of a table.
         #[arg(long)]
         json: bool,
@@ -103,18 +110,28 @@ enum OrderCommand {
     /// One order in full, as JSON.
     Show { id: i64 },
     /// Resolve an order of unknown outcome: it was placed upstream as N, or it was not placed
-    /// (Canceled, full refund).
+    /// (Canceled, full refund). Or settle a placed (stuck) order with the final status its
+    /// upstream shows: --status Canceled (full refund), Partial --remains N, Completed.
     Resolve {
         id: i64,
         #[arg(
             long,
-            conflicts_with = "not_placed",
-            required_unless_present = "not_placed"
+            conflicts_with_all = ["not_placed", "status"],
+            required_unless_present_any = ["not_placed", "status"]
         )]
         upstream_order: Option<String>,
-        #[arg(long)]
+        #[arg(long, conflicts_with = "status")]
         not_placed: bool,
+        /// Completed, Partial or Canceled (case does not matter).
+        #[arg(long, value_parser = parse_status)]
+        status: Option<panelgate::protocol::Status>,
+        /// With --status Partial: what the upstream did not deliver.
+        #[arg(long, requires = "status")]
+        remains: Option<i64>,
     },
+    /// Detach an order from its upstream order (when two local orders hold one): a placed one
+    /// becomes unknown, for `order resolve`.
+    Unlink { id: i64 },
 }
 
 #[derive(clap::Args)]
@@ -224,8 +241,10 @@ fn main() -> anyhow::Result<()> {
         Command::CheckConfig => runtime.block_on(check_config(&cli.config)),
         Command::Migrate => runtime.block_on(async {
             let cfg = config::load(&cli.config)?;
-            app::open_store(&cfg.database).await?;
+            let store = app::open_store(&cfg.database).await?;
             println!("{}: migrations applied", app::redact_url(&cfg.database));
+            // Applied all the same; what is left for the operator is said, and fails the run.
+            store.unique_upstream_orders().await?;
             Ok(())
         }),
         Command::Client(cmd) => runtime.block_on(client(&cli.config, cmd)),
@@ -356,12 +375,22 @@ async fn order(path: &Path, cmd: OrderCommand) -> anyhow::Result<()> {
         OrderCommand::List {
             client,
             state,
+            attention,
+            stuck,
             json,
         } => {
-            let orders = admin::list_orders(store, client, state.as_deref()).await?;
+            let attention = if stuck {
+                Some("stuck".into())
+            } else {
+                attention
+            };
+            let orders =
+                admin::list_orders(store, client, state.as_deref(), attention.as_deref()).await?;
             if json {
                 let list: Vec<_> = orders.iter().map(admin::order_json).collect();
                 println!("{}", serde_json::to_string_pretty(&list)?);
+            } else if attention.is_some() {
+                print_attention(&orders);
             } else {
                 println!(
                     "{:>8} {:<16} {:>7} {:<11} {:<11} {:>12} {:<10} UPSTREAM ORDER",
@@ -394,14 +423,50 @@ async fn order(path: &Path, cmd: OrderCommand) -> anyhow::Result<()> {
             id,
             upstream_order,
             not_placed: _,
+            status,
+            remains,
         } => {
-            println!(
-                "{}",
-                admin::resolve(store, id, upstream_order.as_deref()).await?
-            );
+            let done = match status {
+                Some(status) => admin::resolve_ended(store, id, status, remains).await?,
+                None => admin::resolve(store, id, upstream_order.as_deref()).await?,
+            };
+            println!("{done}");
         }
+        OrderCommand::Unlink { id } => println!("{}", admin::unlink(store, id).await?),
     }
     Ok(())
+}
+
+/// `order list --attention`: the orders that need the operator, why, and how long they waited.
+fn print_attention(orders: &[panelgate::store::Order]) {
+    println!(
+        "{:>8} {:<16} {:<24} {:<11} {:<11} {:>12} {:>7} {:>7} {:<10} UPSTREAM ORDER",
+        "ID", "CLIENT", "REASON", "STATE", "STATUS", "CHARGE", "AGE", "QUIET", "UPSTREAM"
+    );
+    for o in orders {
+        let (reason, age, quiet) = admin::attention_row(o);
+        println!(
+            "{:>8} {:<16} {:<24} {:<11} {:<11} {:>12} {:>7} {:>7} {:<10} {}",
+            o.id,
+            o.customer,
+            reason,
+            o.state.as_str(),
+            o.status.as_str(),
+            money::format(money::from_units(o.charge - o.refunded)),
+            age,
+            quiet,
+            o.upstream,
+            o.upstream_order.as_deref().unwrap_or("-")
+        );
+    }
+}
+
+fn parse_status(text: &str) -> Result<panelgate::protocol::Status, String> {
+    let all = ["Completed", "Partial", "Canceled"];
+    all.iter()
+        .find(|s| s.eq_ignore_ascii_case(text.trim()))
+        .and_then(|s| panelgate::protocol::Status::parse(s))
+        .ok_or_else(|| format!("one of {}", all.join(", ")))
 }
 
 /// The config file's `simulator:` section, or nothing if the file does not exist (the

@@ -1,7 +1,7 @@
 //! Every Prometheus metric panelgate exports, in one registry per running gateway.
 //!
 //! Names follow Prometheus conventions: `panelgate_` prefix, `_total` counters, `_seconds`
-//! histograms, base units. Labels are bounded: action, outcome, upstream, state — never a key,
+//! histograms, base units. Labels are bounded: action, outcome, upstream, state, reason — never a key,
 //! an order id or a link. Money counters are in the gateway's currency (exact amounts live in
 //! the ledger; these are for graphs and alerts).
 
@@ -38,6 +38,7 @@ pub struct Metrics {
     pub config_reloads: IntCounterVec,
     pub orders_placed: IntCounterVec,
     pub orders: IntGaugeVec,
+    pub orders_attention: IntGaugeVec,
     pub refunds: IntCounterVec,
     pub refunded: prometheus::CounterVec,
     pub revenue: prometheus::CounterVec,
@@ -199,6 +200,13 @@ impl Metrics {
                 "panelgate_orders",
                 "Orders by state (unknown: the operator must resolve them).",
                 &["state"],
+            ),
+            orders_attention: gauge(
+                &r,
+                "panelgate_orders_attention",
+                "Orders that need the operator, by reason (unknown_outcome, refund_unknown, \
+                 partial_without_remains, stuck) and upstream: `panelgate order list --attention`.",
+                &["reason", "upstream"],
             ),
             refunds: counter(
                 &r,

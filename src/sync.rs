@@ -8,6 +8,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::catalog::LocalCatalog;
 use crate::config::Config;
 use crate::metrics::{self, Metrics};
 use crate::money;
@@ -15,7 +16,7 @@ use crate::pricing;
 use crate::protocol::reply::Remains;
 use crate::protocol::{MAX_IDS, Status};
 use crate::status_cache::StatusCache;
-use crate::store::{Claim, Millis, Order, Refill, StatusUpdate, Store, Units};
+use crate::store::{Claim, Millis, Order, Refill, StatusUpdate, Store, StuckCutoffs, Units};
 use crate::upstream::Upstreams;
 
 /// Unix time in milliseconds.
@@ -268,6 +269,50 @@ impl Syncer {
     }
 }
 
+impl Syncer {
+    /// Marks placed orders the upstream has said nothing new of for `sync.stuck_after` (or
+    /// their service's own) as stuck, for the operator. Panel scripts show their failed orders
+    /// as Pending for ever, with the customer's money held.
+    pub async fn mark_stuck(&self, catalog: &LocalCatalog) {
+        let now = now_ms();
+        let cutoffs = stuck_cutoffs(&self.cfg, catalog, now);
+        match self.store.mark_stuck(&cutoffs, now).await {
+            Ok(0) => {}
+            Ok(n) => tracing::warn!(
+                orders = n,
+                "placed orders have not moved upstream for `sync.stuck_after`: see `panelgate order list --stuck`"
+            ),
+            Err(e) => tracing::error!(error = %e, "marking stuck orders failed"),
+        }
+    }
+}
+
+/// Each service's stuck cutoff: `sync.stuck_after` before `now`, or the service's own.
+/// Explicit services are taken from the config too, so that an upstream whose list is not
+/// loaded does not fall back to the default for them. Off (zero) is a cutoff nothing is
+/// older than.
+pub fn stuck_cutoffs(cfg: &Config, catalog: &LocalCatalog, now: Millis) -> StuckCutoffs {
+    let before = |d: Option<Duration>| {
+        d.filter(|d| !d.is_zero())
+            .map_or(Millis::MIN, |d| now - d.as_millis() as Millis)
+    };
+    let mut services: Vec<(u64, Millis)> = catalog
+        .services()
+        .filter_map(|s| Some((s.id(), before(Some(s.stuck_after?)))))
+        .collect();
+    for e in &cfg.explicit {
+        if let Some(d) = e.overrides.stuck_after
+            && !services.iter().any(|(id, _)| *id == e.id)
+        {
+            services.push((e.id, before(Some(d))));
+        }
+    }
+    StuckCutoffs {
+        before: before(cfg.stuck_after),
+        services,
+    }
+}
+
 /// How far in the past a dispatch's recorded deadline (and, for orders placed before
 /// deadlines were recorded, its last change) must be for no process to be still running it.
 /// The margin covers clock differences between instances sharing a database.
@@ -277,4 +322,33 @@ pub fn abandoned_before(cfg: &Config, now: Millis) -> (Millis, Millis) {
         now - CLOCK_MARGIN,
         now - cfg.dispatch_deadline().as_millis() as Millis,
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Each service's cutoff: the default, its own, or none (0s); an explicit service keeps its
+    /// own while its upstream's list is not loaded (it is not in the catalog then).
+    #[test]
+    fn stuck_cutoffs_follow_the_config_and_the_services() {
+        let text = "upstreams:\n  - name: alpha\n    url: \"http://127.0.0.1:9/api/v2\"\n    key: k\n\
+            services:\n  - id: 1\n    upstream: alpha\n    service: 102\n    markup: { percent: 25 }\n    stuck_after: 2h\n\
+            \x20 - id: 2\n    upstream: alpha\n    service: 103\n    markup: { percent: 25 }\n    stuck_after: 0s\n\
+            sync:\n  stuck_after: 1h\n";
+        let cfg = crate::config::parse(text, std::path::Path::new("/tmp/c.yaml")).unwrap();
+        let catalog = LocalCatalog::build(&cfg, &HashMap::new());
+        let now = 10_000_000;
+        let mut c = stuck_cutoffs(&cfg, &catalog, now);
+        c.services.sort();
+        assert_eq!(c.before, now - 3_600_000);
+        assert_eq!(c.services, [(1, now - 7_200_000), (2, Millis::MIN)]);
+
+        let off = crate::config::parse(
+            &text.replace("sync:\n  stuck_after: 1h\n", "sync:\n  stuck_after: 0s\n"),
+            std::path::Path::new("/tmp/c.yaml"),
+        )
+        .unwrap();
+        assert_eq!(stuck_cutoffs(&off, &catalog, now).before, Millis::MIN);
+    }
 }

@@ -84,6 +84,8 @@ macro_rules! conformance_tests {
             listings_and_counts,
             open_orders_are_counted_by_upstream,
             the_schema_guards_the_money_rules,
+            a_placed_order_that_does_not_move_is_stuck_until_it_moves,
+            one_upstream_order_follows_one_local_order,
         );
     };
     (@cases $backend:ty; $($case:ident),* $(,)?) => {
@@ -1301,16 +1303,19 @@ pub(crate) async fn listings_and_counts<B: Backend>() {
     let anas = OrderFilter {
         customer: Some("ana".into()),
         state: None,
+        ..OrderFilter::default()
     };
     assert_eq!(ids(store.list_orders(&anas).await.unwrap()), [a2.id, a1.id]);
     let unknown = OrderFilter {
         customer: None,
         state: Some(OrderState::Unknown),
+        ..OrderFilter::default()
     };
     assert_eq!(ids(store.list_orders(&unknown).await.unwrap()), [a2.id]);
     let none = OrderFilter {
         customer: Some("bob".into()),
         state: Some(OrderState::Placed),
+        ..OrderFilter::default()
     };
     assert!(store.list_orders(&none).await.unwrap().is_empty());
 
@@ -1389,4 +1394,215 @@ pub(crate) async fn the_schema_guards_the_money_rules<B: Backend>() {
     assert!(matches!(err, Err(StoreError::Duplicate(_))), "{err:?}");
     assert_eq!(books(&db, c.id).await, ONE);
     assert_eq!(store.ledger(c.id).await.unwrap().len(), 3);
+}
+
+/// `sync.stuck_after`: a placed order whose upstream reports nothing new is marked stuck after
+/// its cutoff (counted from its last progress, or its creation), listed and counted by reason;
+/// the mark goes when it moves again or becomes final, and a service may have its own cutoff.
+pub(crate) async fn a_placed_order_that_does_not_move_is_stuck_until_it_moves<B: Backend>() {
+    let Some(db) = B::open().await else {
+        return;
+    };
+    let store = db.store();
+    let c = customer(&*store, "sam", 10 * ONE, 0).await;
+    let quiet = placed(&*store, c.id, ONE, 1000, 1).await;
+    let moving = placed(&*store, c.id, ONE, 1000, 2).await;
+    let mut slow = new_order(c.id, ONE, 1000);
+    slow.service = 7;
+    let slow = store.create_order(&slow, NOW).await.unwrap();
+    store.mark_placed(slow.id, "3", NOW).await.unwrap();
+    let unknown = order(&*store, c.id, ONE, 1000).await;
+    store
+        .mark_unknown(unknown.id, "timeout", NOW)
+        .await
+        .unwrap();
+
+    // Nothing is old enough yet, with or without services of their own.
+    let none = StuckCutoffs {
+        before: NOW - 1,
+        services: Vec::new(),
+    };
+    assert_eq!(store.mark_stuck(&none, NOW + 5).await.unwrap(), 0);
+
+    // A first report of remains and start count is not progress (a panel script reports
+    // those for the orders it failed too); a change of remains is.
+    let pending = update(Status::Pending, Some(1000));
+    for o in [&quiet, &moving] {
+        store.apply_status(o.id, &pending, NOW + 10).await.unwrap();
+    }
+    assert_eq!(get(&*store, quiet.id).await.progress_at, None);
+    let running = update(Status::InProgress, Some(400));
+    store
+        .apply_status(moving.id, &running, NOW + 50)
+        .await
+        .unwrap();
+    assert_eq!(get(&*store, moving.id).await.progress_at, Some(NOW + 50));
+
+    let cutoffs = StuckCutoffs {
+        before: NOW + 40,
+        services: vec![(7, NOW - 1)],
+    };
+    assert_eq!(store.mark_stuck(&cutoffs, NOW + 100).await.unwrap(), 1);
+    assert_eq!(store.mark_stuck(&cutoffs, NOW + 101).await.unwrap(), 0);
+    assert_eq!(
+        get(&*store, quiet.id).await.attention,
+        Some(Attention::Stuck)
+    );
+    assert_eq!(
+        get(&*store, moving.id).await.attention,
+        None,
+        "it moved after the cutoff"
+    );
+    assert_eq!(
+        get(&*store, slow.id).await.attention,
+        None,
+        "its service waits longer"
+    );
+    assert_eq!(
+        get(&*store, unknown.id).await.attention,
+        Some(Attention::UnknownOutcome)
+    );
+
+    let ids = |orders: Vec<Order>| orders.into_iter().map(|o| o.id).collect::<Vec<_>>();
+    let only = |a| OrderFilter {
+        attention: Some(AttentionFilter::Only(a)),
+        ..OrderFilter::default()
+    };
+    let listed = store.list_orders(&only(Attention::Stuck)).await.unwrap();
+    assert_eq!(ids(listed), [quiet.id]);
+    let any = OrderFilter {
+        attention: Some(AttentionFilter::Any),
+        ..OrderFilter::default()
+    };
+    assert_eq!(
+        ids(store.list_orders(&any).await.unwrap()),
+        [unknown.id, quiet.id]
+    );
+    let mut counts = store.count_attention().await.unwrap();
+    counts.sort_by_key(|(a, _, _)| a.as_str());
+    assert_eq!(
+        counts,
+        [
+            (Attention::Stuck, "alpha".to_owned(), 1),
+            (Attention::UnknownOutcome, "alpha".to_owned(), 1),
+        ]
+    );
+
+    // The same report again is not progress; a new status is, and lifts the mark.
+    store
+        .apply_status(quiet.id, &pending, NOW + 200)
+        .await
+        .unwrap();
+    assert_eq!(
+        get(&*store, quiet.id).await.attention,
+        Some(Attention::Stuck)
+    );
+    store
+        .apply_status(quiet.id, &running, NOW + 300)
+        .await
+        .unwrap();
+    let o = get(&*store, quiet.id).await;
+    assert_eq!((o.attention, o.progress_at), (None, Some(NOW + 300)));
+
+    // Its own cutoff passed: stuck; final: the mark goes, the refund is as ever.
+    let later = StuckCutoffs {
+        before: NOW + 40,
+        services: vec![(7, NOW + 1)],
+    };
+    assert_eq!(store.mark_stuck(&later, NOW + 400).await.unwrap(), 1);
+    assert_eq!(
+        get(&*store, slow.id).await.attention,
+        Some(Attention::Stuck)
+    );
+    let canceled = update(Status::Canceled, None);
+    let applied = store
+        .apply_status(slow.id, &canceled, NOW + 500)
+        .await
+        .unwrap();
+    assert_eq!((applied.refund, applied.finalized), (ONE, true));
+    let o = get(&*store, slow.id).await;
+    assert_eq!((o.attention, o.state), (None, OrderState::Final));
+    assert_eq!(books(&db, c.id).await, 10 * ONE - 3 * ONE);
+}
+
+/// One upstream order, one local order: `resolve_placed` names the order already holding the
+/// id; a database holding shared ids (from before the index) gets no index and an error naming
+/// them, until the extras are unlinked.
+pub(crate) async fn one_upstream_order_follows_one_local_order<B: Backend>() {
+    let Some(db) = B::open_shared().await else {
+        return;
+    };
+    let store = db.store();
+    let c = customer(&*store, "ida", 10 * ONE, 0).await;
+    let first = placed(&*store, c.id, ONE, 1000, 77).await;
+    let resend = order(&*store, c.id, ONE, 1000).await;
+    store.mark_unknown(resend.id, "timeout", NOW).await.unwrap();
+    let refused = store.resolve_placed(resend.id, "77", NOW).await;
+    let Err(StoreError::Conflict(text)) = refused else {
+        panic!("{refused:?}");
+    };
+    assert!(text.contains(&format!("order {}", first.id)), "{text}");
+    assert_eq!(get(&*store, resend.id).await.state, OrderState::Unknown);
+    // The database refuses it too, whatever the code.
+    let twin = order(&*store, c.id, ONE, 1000).await;
+    assert!(store.mark_placed(twin.id, "77", NOW).await.is_err());
+    store.mark_rejected(twin.id, "test", NOW).await.unwrap();
+
+    // A database from before the index: two local orders hold upstream order 77.
+    db.execute("DROP INDEX orders_upstream_order_unique")
+        .await
+        .unwrap();
+    store.resolve_placed(resend.id, "78", NOW).await.unwrap();
+    db.execute(&format!(
+        "UPDATE orders SET upstream_order = '77' WHERE id = {}",
+        resend.id
+    ))
+    .await
+    .unwrap();
+    let shared = store.unique_upstream_orders().await;
+    let Err(StoreError::SharedUpstreamOrders(shared)) = shared else {
+        panic!("{shared:?}");
+    };
+    assert_eq!(
+        shared,
+        [SharedUpstreamOrder {
+            upstream: "alpha".into(),
+            upstream_order: "77".into(),
+            orders: vec![first.id, resend.id],
+        }]
+    );
+    let text = StoreError::SharedUpstreamOrders(shared).to_string();
+    assert!(
+        text.contains(&format!("local orders {}, {}", first.id, resend.id))
+            && text.contains("panelgate order unlink"),
+        "{text}"
+    );
+    // Another store opening the database still opens (the CLI must, to fix it).
+    let other = db.another().await;
+
+    let state = other.unlink_order(resend.id, "resend", NOW + 1).await;
+    assert_eq!(state.unwrap(), OrderState::Unknown);
+    let o = get(&*store, resend.id).await;
+    assert_eq!(
+        (o.upstream_order, o.attention, o.note.as_deref()),
+        (None, Some(Attention::UnknownOutcome), Some("resend"))
+    );
+    assert!(matches!(
+        store.unlink_order(resend.id, "again", NOW).await,
+        Err(StoreError::Conflict(_))
+    ));
+    assert!(matches!(
+        store.unlink_order(4242, "none", NOW).await,
+        Err(StoreError::NotFound)
+    ));
+    store.unique_upstream_orders().await.unwrap();
+    assert!(
+        store
+            .mark_placed(order(&*store, c.id, ONE, 1000).await.id, "77", NOW)
+            .await
+            .is_err()
+    );
+    // Unlinked, the funds are still held: the operator resolves it as ever.
+    store.resolve_not_placed(resend.id, NOW + 2).await.unwrap();
+    assert_eq!(books(&db, c.id).await, 10 * ONE - 2 * ONE);
 }

@@ -39,6 +39,44 @@ pub enum StoreError {
     Db(#[from] sqlx::Error),
     #[error("database migration: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
+    /// Upstream orders held by more than one local order: the unique index on
+    /// `(upstream, upstream_order)` cannot be created until the operator unlinks the extras.
+    #[error("{}", shared_message(.0))]
+    SharedUpstreamOrders(Vec<SharedUpstreamOrder>),
+}
+
+/// One upstream order that several local orders claim (each would be refunded for it).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SharedUpstreamOrder {
+    pub upstream: String,
+    pub upstream_order: String,
+    /// The local orders holding it, oldest first.
+    pub orders: Vec<i64>,
+}
+
+/// Names every shared upstream order, its local orders and the command that fixes it.
+fn shared_message(shared: &[SharedUpstreamOrder]) -> String {
+    let mut text = format!(
+        "{} upstream order(s) are each held by more than one local order, so each would be \
+         refunded more than once; panelgate will not start until one local order holds each:",
+        shared.len()
+    );
+    for s in shared {
+        let ids: Vec<String> = s.orders.iter().map(i64::to_string).collect();
+        text.push_str(&format!(
+            "\n  upstream {} order {}: local orders {}",
+            s.upstream,
+            s.upstream_order,
+            ids.join(", ")
+        ));
+    }
+    text.push_str(
+        "\nFind which local order really is that upstream order (`panelgate order show ID`; \
+         the customer's resends share service, link and quantity), then run \
+         `panelgate order unlink ID` for each of the others (a placed one becomes `unknown` \
+         for `panelgate order resolve`), and start again.",
+    );
+    text
 }
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
@@ -292,6 +330,95 @@ pub struct Claim {
 pub struct OrderFilter {
     pub customer: Option<String>,
     pub state: Option<OrderState>,
+    /// Only orders that need the operator (for any reason, or for this one).
+    pub attention: Option<AttentionFilter>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AttentionFilter {
+    Any,
+    Only(Attention),
+}
+
+/// When a placed order that has not moved counts as stuck: `sync.stuck_after`, and the
+/// services that override it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StuckCutoffs {
+    /// Orders whose last progress (or creation) is before this are stuck.
+    pub before: Millis,
+    /// Local services with a cutoff of their own.
+    pub services: Vec<(u64, Millis)>,
+}
+
+/// Whether a status report moves an order on: its status, or a `remains` or start count it
+/// had reported before, changed. A first report of `remains` or start count is not
+/// progress: a panel showing a failed order as Pending reports them too.
+pub(crate) fn moved(
+    status: Status,
+    remains: Option<i64>,
+    start_count: Option<u64>,
+    update: &StatusUpdate,
+) -> bool {
+    status != update.status
+        || remains.is_some_and(|r| update.remains.is_some_and(|u| u != r))
+        || start_count.is_some_and(|s| update.start_count.is_some_and(|u| u != s))
+}
+
+/// The SQL (both dialects) that lists every local order sharing its upstream order.
+pub(crate) const SHARED_UPSTREAM_ORDERS: &str = "SELECT upstream, upstream_order, id FROM orders \
+     WHERE upstream_order IS NOT NULL AND (upstream, upstream_order) IN \
+     (SELECT upstream, upstream_order FROM orders WHERE upstream_order IS NOT NULL \
+      GROUP BY upstream, upstream_order HAVING COUNT(*) > 1) \
+     ORDER BY upstream, upstream_order, id";
+
+/// One upstream order, one local order: created once no upstream order is shared.
+pub(crate) const UNIQUE_UPSTREAM_ORDER_INDEX: &str = "CREATE UNIQUE INDEX IF NOT EXISTS \
+     orders_upstream_order_unique ON orders (upstream, upstream_order) \
+     WHERE upstream_order IS NOT NULL";
+
+/// Groups the rows of [`SHARED_UPSTREAM_ORDERS`].
+pub(crate) fn group_shared(rows: Vec<(String, String, i64)>) -> Vec<SharedUpstreamOrder> {
+    let mut shared: Vec<SharedUpstreamOrder> = Vec::new();
+    for (upstream, upstream_order, id) in rows {
+        match shared.last_mut() {
+            Some(s) if s.upstream == upstream && s.upstream_order == upstream_order => {
+                s.orders.push(id)
+            }
+            _ => shared.push(SharedUpstreamOrder {
+                upstream,
+                upstream_order,
+                orders: vec![id],
+            }),
+        }
+    }
+    shared
+}
+
+/// Orders needing the operator by reason and upstream (both dialects).
+pub(crate) const COUNT_ATTENTION: &str = "SELECT attention, upstream, COUNT(*) AS n FROM orders \
+     WHERE attention IS NOT NULL GROUP BY attention, upstream";
+
+/// Why `unlink_order` changed nothing on `order` (as it is now).
+pub(crate) fn cannot_unlink(order: Option<Order>, id: i64) -> StoreError {
+    match order {
+        None => StoreError::NotFound,
+        Some(o) if o.upstream_order.is_none() => {
+            StoreError::Conflict(format!("order {id} holds no upstream order"))
+        }
+        Some(o) => StoreError::Conflict(format!(
+            "order {id} is {}: wait until its dispatch ends",
+            o.state.as_str()
+        )),
+    }
+}
+
+/// The refusal naming the order that already holds an upstream order.
+pub(crate) fn already_held(upstream: &str, upstream_order: &str, holder: i64) -> StoreError {
+    StoreError::Conflict(format!(
+        "upstream order {upstream_order} at {upstream} is already order {holder}'s: one \
+         upstream order follows one local order (check that this is not the customer's resend \
+         of order {holder})"
+    ))
 }
 
 #[async_trait]
@@ -390,7 +517,8 @@ pub trait Store: Send + Sync + 'static {
     /// order's sync lease: it is fresh now, and due again after the next interval.
     async fn apply_status(&self, id: i64, update: &StatusUpdate, now: Millis) -> Result<Applied>;
 
-    /// Operator: an `Unknown` order was placed after all, as `upstream_order`.
+    /// Operator: an `Unknown` order was placed after all, as `upstream_order`. Refused (a
+    /// conflict naming it) when another local order already holds that upstream order.
     async fn resolve_placed(&self, id: i64, upstream_order: &str, now: Millis) -> Result<()>;
 
     /// Operator: an `Unknown` order was not placed: `Final`, status `Canceled`, the whole
@@ -404,6 +532,27 @@ pub trait Store: Send + Sync + 'static {
     /// they are at, by name: a config must keep every upstream named here, or they would never
     /// be synced (nor refunded).
     async fn open_orders_by_upstream(&self) -> Result<Vec<(String, u64)>>;
+    /// Orders that need the operator, counted by reason and upstream (non-zero counts only).
+    async fn count_attention(&self) -> Result<Vec<(Attention, String, u64)>>;
+
+    /// Marks `stuck` every placed order without another mark whose last progress (or, if it
+    /// never moved, its creation) is before its cutoff. Returns how many were marked. The
+    /// mark goes when the order moves again or becomes final ([`Store::apply_status`]).
+    async fn mark_stuck(&self, cutoffs: &StuckCutoffs, now: Millis) -> Result<u64>;
+
+    /// Detaches order `id` from its upstream order: a placed one becomes `unknown`
+    /// (`unknown_outcome`, funds held) for the operator to resolve; a final or unknown one
+    /// only loses the id. `note` says why. Works while upstream orders are shared.
+    async fn unlink_order(&self, id: i64, note: &str, now: Millis) -> Result<OrderState>;
+
+    /// Replaces an order's operator note (what a person decided about it, and why).
+    async fn note_order(&self, id: i64, note: &str, now: Millis) -> Result<()>;
+
+    /// Creates the unique index on `(upstream, upstream_order)` once no upstream order is
+    /// held by two local orders; if some are, creates nothing and fails with
+    /// [`StoreError::SharedUpstreamOrders`] naming them. Opening a store calls it (the CLI
+    /// works while it fails, so that `order unlink` can fix it); `serve` refuses to start.
+    async fn unique_upstream_orders(&self) -> Result<()>;
 
     // ---- refills ----
 
@@ -450,4 +599,17 @@ pub async fn open(url: &str) -> Result<std::sync::Arc<dyn Store>> {
         "unsupported database URL (expected sqlite://FILE or postgres://…): {}",
         url.split("://").next().unwrap_or("")
     )))
+}
+
+/// After migrating: the unique index on upstream orders, unless some are shared. Those do not
+/// stop the store opening (they are logged): the CLI must open it to unlink them; `serve`
+/// checks again and refuses to start.
+pub(crate) async fn index_unless_shared(store: &dyn Store) -> Result<()> {
+    match store.unique_upstream_orders().await {
+        Err(e @ StoreError::SharedUpstreamOrders(_)) => {
+            tracing::warn!("{e}");
+            Ok(())
+        }
+        other => other,
+    }
 }

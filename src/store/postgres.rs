@@ -52,8 +52,9 @@ use super::sqlite::{
     INTERRUPTED_NOTE, open_refill_statuses, opt_to_db, refund_due, to_db, undecodable,
 };
 use super::{
-    Applied, Attention, Claim, Customer, EntryKind, KeyHash, LedgerEntry, Millis, NewOrder, Order,
-    OrderFilter, OrderState, Refill, Result, StatusUpdate, Store, StoreError, Units,
+    Applied, Attention, AttentionFilter, Claim, Customer, EntryKind, KeyHash, LedgerEntry, Millis,
+    NewOrder, Order, OrderFilter, OrderState, Refill, Result, StatusUpdate, Store, StoreError,
+    StuckCutoffs, Units,
 };
 use crate::protocol::{RefillStatus, Status};
 
@@ -101,7 +102,9 @@ impl PostgresStore {
             .connect_with(options)
             .await?;
         MIGRATOR.run(&pool).await?;
-        Ok(PostgresStore { pool })
+        let store = PostgresStore { pool };
+        super::index_unless_shared(&store).await?;
+        Ok(store)
     }
 
     /// Closes every connection.
@@ -691,8 +694,8 @@ async fn apply_status_in(
     // Locked until commit: another instance applying a status to this order waits here and
     // then reads the state this transaction leaves.
     let row = sqlx::query(
-        "SELECT customer_id, state, charge, refunded, billed FROM orders WHERE id = $1 \
-         FOR NO KEY UPDATE",
+        "SELECT customer_id, state, status, charge, refunded, billed, remains, start_count \
+         FROM orders WHERE id = $1 FOR NO KEY UPDATE",
     )
     .bind(id)
     .fetch_optional(&mut *conn)
@@ -703,6 +706,13 @@ async fn apply_status_in(
         // nothing to do.
         return Ok(Applied::default());
     }
+    // Progress restarts the stuck clock and lifts a stuck mark.
+    let moved = super::moved(
+        get_status(&row)?,
+        row.try_get("remains")?,
+        get_opt_u64(&row, "start_count")?,
+        update,
+    );
 
     // `remains` is stored as reported, since a refund is computed from it; `start_count`
     // and `cost` are informational and keep their last known value if the upstream
@@ -711,7 +721,9 @@ async fn apply_status_in(
         sqlx::query(
             "UPDATE orders SET status = $1, remains = $2, \
              start_count = COALESCE($3, start_count), cost = COALESCE($4, cost), \
-             synced_at = $5, updated_at = $5, lease_until = NULL \
+             synced_at = $5, updated_at = $5, lease_until = NULL, \
+             progress_at = CASE WHEN $7 THEN $5 ELSE progress_at END, \
+             attention = CASE WHEN $7 AND attention = 'stuck' THEN NULL ELSE attention END \
              WHERE id = $6 AND state = 'placed'",
         )
         .bind(update.status.as_str())
@@ -720,6 +732,7 @@ async fn apply_status_in(
         .bind(update.cost)
         .bind(now)
         .bind(id)
+        .bind(moved)
         .execute(&mut *conn)
         .await?;
         return Ok(Applied::default());
@@ -734,7 +747,9 @@ async fn apply_status_in(
     let changed = sqlx::query(
         "UPDATE orders SET state = 'final', status = $1, remains = $2, \
          start_count = COALESCE($3, start_count), cost = COALESCE($4, cost), \
-         refunded = refunded + $5, synced_at = $6, updated_at = $6, lease_until = NULL \
+         refunded = refunded + $5, synced_at = $6, updated_at = $6, lease_until = NULL, \
+         progress_at = $6, \
+         attention = CASE WHEN attention = 'stuck' THEN NULL ELSE attention END \
          WHERE id = $7 AND state = 'placed'",
     )
     .bind(update.status.as_str())
@@ -774,6 +789,23 @@ async fn resolve_placed_in(
     upstream_order: &str,
     now: Millis,
 ) -> Result<()> {
+    let holder = sqlx::query(
+        "SELECT h.id AS id, h.upstream AS upstream FROM orders o JOIN orders h \
+         ON h.upstream = o.upstream AND h.upstream_order = $1 AND h.id <> o.id \
+         WHERE o.id = $2 ORDER BY h.id LIMIT 1",
+    )
+    .bind(upstream_order)
+    .bind(id)
+    .fetch_optional(&mut *conn)
+    .await?;
+    if let Some(h) = holder {
+        let upstream: String = h.try_get("upstream")?;
+        return Err(super::already_held(
+            &upstream,
+            upstream_order,
+            h.try_get("id")?,
+        ));
+    }
     let query = sqlx::query(
         "UPDATE orders SET state = 'placed', upstream_order = $1, status = $2, \
          synced_at = NULL, attention = NULL, updated_at = $3 \
@@ -1134,6 +1166,14 @@ impl Store for PostgresStore {
             n += 1;
             sql.push_str(&format!(" AND o.state = ${n}"));
         }
+        match filter.attention {
+            None => {}
+            Some(AttentionFilter::Any) => sql.push_str(" AND o.attention IS NOT NULL"),
+            Some(AttentionFilter::Only(_)) => {
+                n += 1;
+                sql.push_str(&format!(" AND o.attention = ${n}"));
+            }
+        }
         sql.push_str(" ORDER BY o.id DESC");
         let mut query = sqlx::query(&sql);
         if let Some(customer) = &filter.customer {
@@ -1141,6 +1181,9 @@ impl Store for PostgresStore {
         }
         if let Some(state) = filter.state {
             query = query.bind(state.as_str());
+        }
+        if let Some(AttentionFilter::Only(reason)) = filter.attention {
+            query = query.bind(reason.as_str());
         }
         let rows = query.fetch_all(&self.pool).await?;
         rows.iter().map(order_from_row).collect()
@@ -1198,6 +1241,114 @@ impl Store for PostgresStore {
         rows.iter()
             .map(|row| Ok((row.try_get("upstream")?, get_u64(row, "n")?)))
             .collect()
+    }
+
+    async fn count_attention(&self) -> Result<Vec<(Attention, String, u64)>> {
+        let rows = sqlx::query(super::COUNT_ATTENTION)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|row| {
+                let reason = get_attention(row)?
+                    .ok_or_else(|| undecodable("attention", "NULL in a count".into()))?;
+                Ok((reason, row.try_get("upstream")?, get_u64(row, "n")?))
+            })
+            .collect()
+    }
+
+    async fn mark_stuck(&self, cutoffs: &StuckCutoffs, now: Millis) -> Result<u64> {
+        let services: Vec<i64> = cutoffs
+            .services
+            .iter()
+            .map(|(s, _)| to_db(*s, "service"))
+            .collect::<Result<_>>()?;
+        let befores: Vec<Millis> = cutoffs.services.iter().map(|(_, b)| *b).collect();
+        // One statement: each overriding service's cutoff, the default for the rest.
+        transaction!(self, |conn| async {
+            let done = sqlx::query(
+                "UPDATE orders o SET attention = 'stuck', updated_at = $1 \
+                 WHERE o.state = 'placed' AND o.attention IS NULL \
+                 AND COALESCE(o.progress_at, o.created_at) < COALESCE( \
+                   (SELECT c.cutoff FROM UNNEST($3::BIGINT[], $4::BIGINT[]) AS c(service, cutoff) \
+                    WHERE c.service = o.service), $2)",
+            )
+            .bind(now)
+            .bind(cutoffs.before)
+            .bind(&services)
+            .bind(&befores)
+            .execute(&mut *conn)
+            .await?;
+            Ok::<_, StoreError>(done.rows_affected())
+        })
+    }
+
+    async fn unlink_order(&self, id: i64, note: &str, now: Millis) -> Result<OrderState> {
+        transaction!(self, |conn| async {
+            // A placed order's outcome is the operator's again; the others keep their state.
+            // SET reads the row as it was, so `state` in each CASE is the old one.
+            let changed = sqlx::query(
+                "UPDATE orders SET upstream_order = NULL, note = $1, updated_at = $2, \
+                 synced_at = NULL, lease_until = NULL, \
+                 attention = CASE WHEN state = 'placed' THEN 'unknown_outcome' ELSE attention END, \
+                 state = CASE WHEN state = 'placed' THEN 'unknown' ELSE state END \
+                 WHERE id = $3 AND upstream_order IS NOT NULL AND state <> 'dispatching'",
+            )
+            .bind(note)
+            .bind(now)
+            .bind(id)
+            .execute(&mut *conn)
+            .await?;
+            if changed.rows_affected() != 1 {
+                return Err(super::cannot_unlink(fetch_order(conn, id).await?, id));
+            }
+            let order = fetch_order(conn, id).await?.ok_or(StoreError::NotFound)?;
+            Ok::<_, StoreError>(order.state)
+        })
+    }
+
+    async fn note_order(&self, id: i64, note: &str, now: Millis) -> Result<()> {
+        let changed = sqlx::query("UPDATE orders SET note = $1, updated_at = $2 WHERE id = $3")
+            .bind(note)
+            .bind(now)
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        if changed.rows_affected() != 1 {
+            return Err(StoreError::NotFound);
+        }
+        Ok(())
+    }
+
+    async fn unique_upstream_orders(&self) -> Result<()> {
+        transaction!(self, |conn| async {
+            let indexed: bool = sqlx::query_scalar(
+                "SELECT to_regclass('orders_upstream_order_unique') IS NOT NULL",
+            )
+            .fetch_one(&mut *conn)
+            .await?;
+            if indexed {
+                return Ok(());
+            }
+            // Instances starting together: one checks and creates, the others wait here and
+            // then find the index. The table lock keeps orders from taking a shared id between
+            // the check and the index.
+            sqlx::query("SELECT pg_advisory_xact_lock(7419260413)")
+                .execute(&mut *conn)
+                .await?;
+            sqlx::query("LOCK TABLE orders IN SHARE MODE")
+                .execute(&mut *conn)
+                .await?;
+            let rows: Vec<(String, String, i64)> = sqlx::query_as(super::SHARED_UPSTREAM_ORDERS)
+                .fetch_all(&mut *conn)
+                .await?;
+            if !rows.is_empty() {
+                return Err(StoreError::SharedUpstreamOrders(super::group_shared(rows)));
+            }
+            sqlx::query(super::UNIQUE_UPSTREAM_ORDER_INDEX)
+                .execute(&mut *conn)
+                .await?;
+            Ok::<_, StoreError>(())
+        })
     }
 
     // ---- refills ----
@@ -1820,7 +1971,7 @@ mod tests {
             assert_eq!(books_via(&db, &*a, c.id).await, 0);
 
             let o = &created[0];
-            a.mark_placed(o.id, "1", NOW).await.unwrap();
+            a.mark_placed(o.id, &round.to_string(), NOW).await.unwrap();
             let mut tasks = JoinSet::new();
             for i in 0..4 {
                 let store = if i % 2 == 0 { a.clone() } else { b.clone() };

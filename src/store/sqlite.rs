@@ -51,8 +51,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use tokio::sync::{Mutex, MutexGuard};
 
 use super::{
-    Applied, Attention, Claim, Customer, EntryKind, KeyHash, LedgerEntry, Millis, NewOrder, Order,
-    OrderFilter, OrderState, Refill, Result, StatusUpdate, Store, StoreError, Units,
+    Applied, Attention, AttentionFilter, Claim, Customer, EntryKind, KeyHash, LedgerEntry, Millis,
+    NewOrder, Order, OrderFilter, OrderState, Refill, Result, StatusUpdate, Store, StoreError,
+    StuckCutoffs, Units,
 };
 use crate::money;
 use crate::protocol::{RefillStatus, Status};
@@ -195,11 +196,13 @@ impl SqliteStore {
                 .await?
         };
         migrate(&pool).await?;
-        Ok(SqliteStore {
+        let store = SqliteStore {
             pool,
             writer: Mutex::new(()),
             wal: WalSync::new(wal),
-        })
+        };
+        super::index_unless_shared(&store).await?;
+        Ok(store)
     }
 
     /// Closes every connection (checkpointing the WAL when the last one goes).
@@ -974,6 +977,11 @@ impl Store for SqliteStore {
         if filter.state.is_some() {
             sql.push_str(" AND o.state = ?");
         }
+        match filter.attention {
+            None => {}
+            Some(AttentionFilter::Any) => sql.push_str(" AND o.attention IS NOT NULL"),
+            Some(AttentionFilter::Only(_)) => sql.push_str(" AND o.attention = ?"),
+        }
         sql.push_str(" ORDER BY o.id DESC");
         let mut query = sqlx::query(&sql);
         if let Some(customer) = &filter.customer {
@@ -981,6 +989,9 @@ impl Store for SqliteStore {
         }
         if let Some(state) = filter.state {
             query = query.bind(state.as_str());
+        }
+        if let Some(AttentionFilter::Only(reason)) = filter.attention {
+            query = query.bind(reason.as_str());
         }
         let rows = query.fetch_all(&self.pool).await?;
         rows.iter().map(order_from_row).collect()
@@ -1018,7 +1029,8 @@ impl Store for SqliteStore {
         let start_count = opt_to_db(update.start_count, "start count")?;
         let mut w = self.write().await?;
         let row = sqlx::query(
-            "SELECT customer_id, state, charge, refunded, billed FROM orders WHERE id = ?",
+            "SELECT customer_id, state, status, charge, refunded, billed, remains, start_count \
+             FROM orders WHERE id = ?",
         )
         .bind(id)
         .fetch_optional(w.conn())
@@ -1029,6 +1041,13 @@ impl Store for SqliteStore {
             // nothing to do. Dropping `w` rolls back the empty transaction.
             return Ok(Applied::default());
         }
+        // Progress restarts the stuck clock and lifts a stuck mark.
+        let moved = super::moved(
+            get_status(&row)?,
+            row.try_get("remains")?,
+            get_opt_u64(&row, "start_count")?,
+            update,
+        );
 
         // `remains` is stored as reported, since a refund is computed from it; `start_count`
         // and `cost` are informational and keep their last known value if the upstream
@@ -1037,7 +1056,9 @@ impl Store for SqliteStore {
             sqlx::query(
                 "UPDATE orders SET status = ?, remains = ?, \
                  start_count = COALESCE(?, start_count), cost = COALESCE(?, cost), \
-                 synced_at = ?, updated_at = ?, lease_until = NULL \
+                 synced_at = ?, updated_at = ?, lease_until = NULL, \
+                 progress_at = CASE WHEN ? THEN ? ELSE progress_at END, \
+                 attention = CASE WHEN ? AND attention = 'stuck' THEN NULL ELSE attention END \
                  WHERE id = ? AND state = 'placed'",
             )
             .bind(update.status.as_str())
@@ -1046,6 +1067,9 @@ impl Store for SqliteStore {
             .bind(update.cost)
             .bind(now)
             .bind(now)
+            .bind(moved)
+            .bind(now)
+            .bind(moved)
             .bind(id)
             .execute(w.conn())
             .await?;
@@ -1062,7 +1086,9 @@ impl Store for SqliteStore {
         let changed = sqlx::query(
             "UPDATE orders SET state = 'final', status = ?, remains = ?, \
              start_count = COALESCE(?, start_count), cost = COALESCE(?, cost), \
-             refunded = refunded + ?, synced_at = ?, updated_at = ?, lease_until = NULL \
+             refunded = refunded + ?, synced_at = ?, updated_at = ?, lease_until = NULL, \
+             progress_at = ?, \
+             attention = CASE WHEN attention = 'stuck' THEN NULL ELSE attention END \
              WHERE id = ? AND state = 'placed'",
         )
         .bind(update.status.as_str())
@@ -1070,6 +1096,7 @@ impl Store for SqliteStore {
         .bind(start_count)
         .bind(update.cost)
         .bind(refund)
+        .bind(now)
         .bind(now)
         .bind(now)
         .bind(id)
@@ -1100,6 +1127,23 @@ impl Store for SqliteStore {
 
     async fn resolve_placed(&self, id: i64, upstream_order: &str, now: Millis) -> Result<()> {
         let mut w = self.write().await?;
+        let holder = sqlx::query(
+            "SELECT h.id AS id, h.upstream AS upstream FROM orders o JOIN orders h \
+             ON h.upstream = o.upstream AND h.upstream_order = ? AND h.id <> o.id \
+             WHERE o.id = ? ORDER BY h.id LIMIT 1",
+        )
+        .bind(upstream_order)
+        .bind(id)
+        .fetch_optional(w.conn())
+        .await?;
+        if let Some(h) = holder {
+            let upstream: String = h.try_get("upstream")?;
+            return Err(super::already_held(
+                &upstream,
+                upstream_order,
+                h.try_get("id")?,
+            ));
+        }
         let changed = sqlx::query(
             "UPDATE orders SET state = 'placed', upstream_order = ?, status = ?, \
              synced_at = NULL, attention = NULL, updated_at = ? \
@@ -1189,6 +1233,109 @@ impl Store for SqliteStore {
         rows.iter()
             .map(|row| Ok((row.try_get("upstream")?, get_u64(row, "n")?)))
             .collect()
+    }
+
+    async fn count_attention(&self) -> Result<Vec<(Attention, String, u64)>> {
+        let rows = sqlx::query(super::COUNT_ATTENTION)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|row| {
+                let reason = get_attention(row)?
+                    .ok_or_else(|| undecodable("attention", "NULL in a count".into()))?;
+                Ok((reason, row.try_get("upstream")?, get_u64(row, "n")?))
+            })
+            .collect()
+    }
+
+    async fn mark_stuck(&self, cutoffs: &StuckCutoffs, now: Millis) -> Result<u64> {
+        const STUCK: &str = "UPDATE orders SET attention = 'stuck', updated_at = ? \
+             WHERE state = 'placed' AND attention IS NULL \
+             AND COALESCE(progress_at, created_at) < ?";
+        let mut w = self.write().await?;
+        let mut marked = 0;
+        for (service, before) in &cutoffs.services {
+            let done = sqlx::query(&format!("{STUCK} AND service = ?"))
+                .bind(now)
+                .bind(before)
+                .bind(to_db(*service, "service")?)
+                .execute(w.conn())
+                .await?;
+            marked += done.rows_affected();
+        }
+        let sql = format!(
+            "{STUCK} AND service NOT IN ({})",
+            placeholders(cutoffs.services.len())
+        );
+        let mut query = sqlx::query(&sql).bind(now).bind(cutoffs.before);
+        for (service, _) in &cutoffs.services {
+            query = query.bind(to_db(*service, "service")?);
+        }
+        marked += query.execute(w.conn()).await?.rows_affected();
+        w.commit().await?;
+        Ok(marked)
+    }
+
+    async fn unlink_order(&self, id: i64, note: &str, now: Millis) -> Result<OrderState> {
+        let mut w = self.write().await?;
+        // A placed order's outcome is the operator's again; the others keep their state. SET
+        // reads the row as it was, so `state` in each CASE is the old one.
+        let changed = sqlx::query(
+            "UPDATE orders SET upstream_order = NULL, note = ?, updated_at = ?, \
+             synced_at = NULL, lease_until = NULL, \
+             attention = CASE WHEN state = 'placed' THEN 'unknown_outcome' ELSE attention END, \
+             state = CASE WHEN state = 'placed' THEN 'unknown' ELSE state END \
+             WHERE id = ? AND upstream_order IS NOT NULL AND state <> 'dispatching'",
+        )
+        .bind(note)
+        .bind(now)
+        .bind(id)
+        .execute(w.conn())
+        .await?;
+        if changed.rows_affected() != 1 {
+            return Err(super::cannot_unlink(fetch_order(w.conn(), id).await?, id));
+        }
+        let state = fetch_order(w.conn(), id)
+            .await?
+            .ok_or(StoreError::NotFound)?;
+        w.commit().await?;
+        Ok(state.state)
+    }
+
+    async fn note_order(&self, id: i64, note: &str, now: Millis) -> Result<()> {
+        let mut w = self.write().await?;
+        let changed = sqlx::query("UPDATE orders SET note = ?, updated_at = ? WHERE id = ?")
+            .bind(note)
+            .bind(now)
+            .bind(id)
+            .execute(w.conn())
+            .await?;
+        if changed.rows_affected() != 1 {
+            return Err(StoreError::NotFound);
+        }
+        w.commit().await
+    }
+
+    async fn unique_upstream_orders(&self) -> Result<()> {
+        const INDEXED: &str = "SELECT COUNT(*) FROM sqlite_master WHERE type = 'index' \
+             AND name = 'orders_upstream_order_unique'";
+        // Every open asks: a read, so that the CLI beside a busy server takes no write lock.
+        let indexed: i64 = sqlx::query_scalar(INDEXED).fetch_one(&self.pool).await?;
+        if indexed > 0 {
+            return Ok(());
+        }
+        // Under the write lock, so that no order takes a shared id between check and index.
+        let mut w = self.write().await?;
+        let rows: Vec<(String, String, i64)> = sqlx::query_as(super::SHARED_UPSTREAM_ORDERS)
+            .fetch_all(w.conn())
+            .await?;
+        if !rows.is_empty() {
+            return Err(StoreError::SharedUpstreamOrders(super::group_shared(rows)));
+        }
+        sqlx::query(super::UNIQUE_UPSTREAM_ORDER_INDEX)
+            .execute(w.conn())
+            .await?;
+        w.commit().await
     }
 
     // ---- refills ----
