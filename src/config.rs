@@ -260,6 +260,8 @@ pub struct SimulatorSection {
     pub partial_share: Option<Chance>,
     pub cancel_share: Option<Chance>,
     pub faults: Option<Faults>,
+    /// How the simulated panel words its replies.
+    pub dialect: Option<crate::sim::Dialect>,
 }
 
 // ---------------------------------------------------------------------------------------
