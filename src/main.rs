@@ -187,6 +187,9 @@ struct SimulateArgs {
     dialect: Option<sim::Dialect>,
     #[arg(long)]
     error_text: Option<String>,
+    /// Serve the API at this path instead of /api/v2; other paths answer an HTML 404 page.
+    #[arg(long)]
+    api_path: Option<String>,
     /// Fault only these actions (comma-separated); all when not given.
     #[arg(long, value_delimiter = ',')]
     fault_actions: Option<Vec<String>>,
@@ -274,6 +277,9 @@ async fn check_config(path: &Path) -> anyhow::Result<()> {
     let summary = admin::check_config(&cfg).await;
     for line in &summary.lines {
         println!("  {line}");
+    }
+    for w in &summary.warnings {
+        println!("  warning: {w}");
     }
     for p in &summary.problems {
         println!("  problem: {p}");
@@ -454,6 +460,7 @@ async fn simulate(config_path: &Path, args: SimulateArgs) -> anyhow::Result<()> 
     cfg.first_order_id = args.first_order_id.or(file.first_order_id).unwrap_or(1);
     cfg.journal = args.journal.or(file.journal);
     cfg.dialect = args.dialect.or(file.dialect).unwrap_or_default();
+    cfg.api_path = args.api_path.or(file.api_path);
     let base = file.faults.unwrap_or_default();
     cfg.faults = Faults {
         slow: args.slow.unwrap_or(base.slow),
