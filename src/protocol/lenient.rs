@@ -846,6 +846,18 @@ mod tests {
         assert_eq!(ReadError::Garbage("x").refusal(), None);
         assert_eq!(refusal_text(br#"{"order":1}"#), None);
         assert_eq!(refusal_text(br#"[{"error":"x"}]"#), None);
+        // The failure markers count in any reply whose status is read as a refusal.
+        assert_eq!(
+            refusal_text(br#"{"status":"error","message":"Invalid Interval in minutes"}"#)
+                .as_deref(),
+            Some("Invalid Interval in minutes")
+        );
+        assert_eq!(
+            refusal_text(br#"{"success":false}"#).as_deref(),
+            Some("Refused without a reason")
+        );
+        assert_eq!(refusal_text(br#"{"message":"Hello"}"#), None);
+        assert_eq!(refusal_text(br#"{"status":"success","order":1}"#), None);
         assert_eq!(refusal_text(b"<html>"), None);
     }
 
