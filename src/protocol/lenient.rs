@@ -4,7 +4,9 @@
 //!
 //! Every reader first looks for a top-level `{"error": …}`, which is an explicit refusal
 //! ([`ReadError::Refused`]); anything that is neither that nor the expected shape is
-//! [`ReadError::Garbage`].
+//! [`ReadError::Garbage`]. [`added`] and [`refusal_text`] also take the panel scripts' failure
+//! markers (`status: "error"`, `success: false`, with the text in `message`) as refusals; the
+//! other readers do not, since `"status":"Error"` is a refill status.
 
 use rust_decimal::Decimal;
 use serde_json::{Map, Value};
