@@ -482,6 +482,7 @@ async fn simulate(config_path: &Path, args: SimulateArgs) -> anyhow::Result<()> 
         .or(file.listen)
         .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 9001)));
     let count = cfg.services.len();
+    let stop = shutdown_signal();
     let handle = sim::start(cfg, listen)
         .await
         .with_context(|| format!("listening on {listen}"))?;
@@ -489,7 +490,7 @@ async fn simulate(config_path: &Path, args: SimulateArgs) -> anyhow::Result<()> 
     println!("listening on {}", handle.url());
     std::io::stdout().flush()?;
     tracing::info!(addr = %handle.addr, services = count, speed, "simulated panel ready");
-    shutdown_signal().await;
+    stop.await;
     tracing::info!("shutting down");
     tokio::time::timeout(Duration::from_secs(15), handle.stop())
         .await
@@ -498,23 +499,21 @@ async fn simulate(config_path: &Path, args: SimulateArgs) -> anyhow::Result<()> 
 }
 
 /// Resolves on SIGINT or SIGTERM.
-async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
+/// Resolves on SIGTERM or Ctrl-C. The SIGTERM handler is installed when this is called, not
+/// when first polled: a signal sent right after the "ready" line must not kill the process.
+fn shutdown_signal() -> impl std::future::Future<Output = ()> {
     #[cfg(unix)]
-    {
-        let mut term =
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(s) => s,
-                Err(_) => {
-                    let _ = ctrl_c.await;
-                    return;
-                }
-            };
-        tokio::select! {
-            _ = ctrl_c => {}
-            _ = term.recv() => {}
+    let term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+    async move {
+        let ctrl_c = tokio::signal::ctrl_c();
+        #[cfg(unix)]
+        if let Some(mut term) = term {
+            tokio::select! {
+                _ = ctrl_c => {}
+                _ = term.recv() => {}
+            }
+            return;
         }
+        let _ = ctrl_c.await;
     }
-    #[cfg(not(unix))]
-    let _ = ctrl_c.await;
 }
