@@ -461,6 +461,7 @@ async fn start_simulator(
     cfg.first_order_id = s.first_order_id.unwrap_or(1);
     cfg.journal = s.journal.clone();
     cfg.faults = s.faults.clone().unwrap_or_default();
+    cfg.dialect = s.dialect.unwrap_or_default();
     cfg.api_path = s.api_path.clone();
     let handle = sim::start(cfg, addr)
         .await
@@ -591,6 +592,9 @@ impl Handler for Routes {
             Ok(_) => "ok",
             Err(e) => e.label(),
         };
+        // The log line says what an `add` came to upstream (placed, refused, unknown,
+        // not_sent); the metric keeps `ok` / the error class the customer got.
+        let logged = trace.add_outcome.unwrap_or(outcome);
         match &result {
             Err(ProtocolError::InvalidKey) => metrics.rejected_keys.inc(),
             Err(ProtocolError::TooManyRequests(_) | ProtocolError::TooManyKeyAttempts(_)) => {
@@ -607,7 +611,7 @@ impl Handler for Routes {
         tracing::info!(
             action,
             client = trace.customer.as_ref().map_or("-", |c| c.name.as_str()),
-            outcome,
+            outcome = logged,
             error = result.as_ref().err().map(|e| e.to_string()).unwrap_or_default(),
             latency_us = elapsed.as_micros() as u64,
             upstream = trace.upstream.as_deref().unwrap_or("-"),

@@ -268,6 +268,8 @@ pub struct SimulatorSection {
     pub partial_share: Option<Chance>,
     pub cancel_share: Option<Chance>,
     pub faults: Option<Faults>,
+    /// How the simulated panel words its replies.
+    pub dialect: Option<crate::sim::Dialect>,
     /// Serve the API at this path (e.g. `/api/v1`); other paths answer an HTML 404 page.
     pub api_path: Option<String>,
 }

@@ -61,6 +61,9 @@ pub struct Trace {
     pub upstream: Option<String>,
     pub order: Option<i64>,
     pub upstream_order: Option<String>,
+    /// For an `add` that reached an upstream: what its reply meant (placed, refused, unknown,
+    /// not_sent), for the request log.
+    pub add_outcome: Option<&'static str>,
 }
 
 pub struct Gateway {
@@ -266,13 +269,15 @@ impl Gateway {
             statuses: self.statuses.clone(),
         };
         let group = c.group.clone();
-        let (order, (placed_at, result)) = tokio::spawn(dispatch.run(new, svc, fields, group))
-            .await
-            .map_err(|e| {
-                tracing::error!(error = %e, "dispatch task failed");
-                ProtocolError::Internal
-            })?;
+        let (order, (placed_at, outcome, result)) =
+            tokio::spawn(dispatch.run(new, svc, fields, group))
+                .await
+                .map_err(|e| {
+                    tracing::error!(error = %e, "dispatch task failed");
+                    ProtocolError::Internal
+                })?;
         trace.order = order;
+        trace.add_outcome = outcome;
         if let Some((upstream, upstream_order)) = placed_at {
             trace.upstream = Some(upstream);
             trace.upstream_order = upstream_order;
@@ -527,8 +532,13 @@ struct Dispatch {
     statuses: Arc<StatusCache>,
 }
 
-/// Where the order went (upstream, and its order id there if known), and the reply.
-type Dispatched = (Option<(String, Option<String>)>, Result<Bytes>);
+/// Where the order went (upstream, and its order id there if known), what the upstreams'
+/// replies came to (an [`AddOutcome::label`], none if no upstream was tried), and the reply.
+type Dispatched = (
+    Option<(String, Option<String>)>,
+    Option<&'static str>,
+    Result<Bytes>,
+);
 
 impl Dispatch {
     /// Holds the funds, then places the order. Returns the order's id once it has one.
@@ -547,7 +557,7 @@ impl Dispatch {
                     StoreError::Disabled => ProtocolError::InvalidKey.into(),
                     e => e.into(),
                 };
-                return (None, (None, Err(refusal)));
+                return (None, (None, None, Err(refusal)));
             }
         };
         // Funds are held and the order is on disk: only now does anything go upstream.
@@ -571,6 +581,9 @@ impl Dispatch {
         };
         let mut refusal = ProtocolError::Unavailable;
         let mut last = None;
+        // The upstreams' own words, for the operator: the customer gets `refusal`.
+        let mut refused: Vec<String> = Vec::new();
+        let mut outcome = None;
         for (i, (target, cost)) in svc.targets().enumerate() {
             let Some(upstream) = self.upstreams.get(&target.upstream) else {
                 continue;
@@ -589,10 +602,15 @@ impl Dispatch {
                     )
                     .await
             {
-                return (last, Err(e.into()));
+                return (last, outcome, Err(e.into()));
             }
             last = Some((target.upstream.clone(), None));
-            match upstream.add(target.service, &fields).await {
+            let answer = upstream.add(target.service, &fields).await;
+            // A refusal anywhere outranks "not sent" in what the attempts came to.
+            if outcome != Some("refused") {
+                outcome = Some(answer.label());
+            }
+            match answer {
                 AddOutcome::Placed(upstream_order) => {
                     let m = &self.metrics;
                     m.orders_placed.with_label_values(&[&target.upstream]).inc();
@@ -611,13 +629,18 @@ impl Dispatch {
                     }
                     return (
                         Some((target.upstream.clone(), Some(upstream_order))),
+                        Some("placed"),
                         added(),
                     );
                 }
                 AddOutcome::Unknown(why) => {
                     tracing::error!(order = order.id, upstream = %target.upstream, reason = %why, "upstream add outcome unknown: funds held, never resent; resolve with `panelgate order resolve`");
                     let marked = self.store.mark_unknown(order.id, &why, now_ms()).await;
-                    return (last, marked.map_err(Into::into).and_then(|()| added()));
+                    return (
+                        last,
+                        Some("unknown"),
+                        marked.map_err(Into::into).and_then(|()| added()),
+                    );
                 }
                 AddOutcome::NotSent(why) => {
                     tracing::warn!(order = order.id, upstream = %target.upstream, reason = %why, "upstream add not sent");
@@ -631,20 +654,31 @@ impl Dispatch {
                         tracing::error!(upstream = %target.upstream, "our account at the upstream is out of funds");
                     }
                     refusal = customer_error(kind, &text);
+                    // Bounded: a refusal is a sentence, whatever an upstream sends.
+                    let text: String = text.chars().take(300).collect();
+                    refused.push(format!("{} refused: {text}", target.upstream));
                 }
             }
         }
-        let rejected = self
-            .store
-            .mark_rejected(order.id, &refusal.to_string(), now_ms())
-            .await;
+        let note = rejection_note(&refused, &refusal);
+        let rejected = self.store.mark_rejected(order.id, &note, now_ms()).await;
         (
             last,
+            outcome,
             rejected
                 .map_err(Into::into)
                 .and_then(|()| Err(refusal.into())),
         )
     }
+}
+
+/// The note on a rejected order: each upstream's refusal in its own words, then what the
+/// customer was told (the operator sees both in `order show` / `order list --json`).
+fn rejection_note(refused: &[String], told: &ProtocolError) -> String {
+    if refused.is_empty() {
+        return told.to_string();
+    }
+    format!("{}; customer told: {told}", refused.join("; "))
 }
 
 impl Dispatch {

@@ -190,6 +190,18 @@ struct SimulateArgs {
     /// Chance of an {"error": …} reply instead of acting.
     #[arg(long)]
     error: Option<Chance>,
+    /// Chance of an HTML 403 page instead of acting.
+    #[arg(long)]
+    http403: Option<Chance>,
+    /// Chance of acting (an add creates its order) and then answering 504 with a JSON error.
+    #[arg(long)]
+    http504: Option<Chance>,
+    /// Chance of acting (an add creates its order) and then answering 200 with an empty body.
+    #[arg(long)]
+    empty: Option<Chance>,
+    /// How replies are worded: standard, panel_script, list or opaque [default: standard].
+    #[arg(long)]
+    dialect: Option<sim::Dialect>,
     #[arg(long)]
     error_text: Option<String>,
     /// Serve the API at this path instead of /api/v2; other paths answer an HTML 404 page.
@@ -512,6 +524,7 @@ async fn simulate(config_path: &Path, args: SimulateArgs) -> anyhow::Result<()> 
         .unwrap_or(cfg.shares.cancel);
     cfg.first_order_id = args.first_order_id.or(file.first_order_id).unwrap_or(1);
     cfg.journal = args.journal.or(file.journal);
+    cfg.dialect = args.dialect.or(file.dialect).unwrap_or_default();
     cfg.api_path = args.api_path.or(file.api_path);
     let base = file.faults.unwrap_or_default();
     cfg.faults = Faults {
@@ -524,6 +537,9 @@ async fn simulate(config_path: &Path, args: SimulateArgs) -> anyhow::Result<()> 
         hangup: args.hangup.unwrap_or(base.hangup),
         error: args.error.unwrap_or(base.error),
         error_text: args.error_text.or(base.error_text),
+        http403: args.http403.unwrap_or(base.http403),
+        http504: args.http504.unwrap_or(base.http504),
+        empty: args.empty.unwrap_or(base.empty),
         actions: args.fault_actions.unwrap_or(base.actions),
     };
     let listen = args

@@ -114,7 +114,7 @@ impl Metrics {
             upstream_requests: counter(
                 &r,
                 "panelgate_upstream_requests_total",
-                "Calls to upstream panels by outcome: ok, rejected, unknown, not_sent, timeout, unreadable.",
+                "Calls to upstream panels by outcome. add: placed, refused, unknown, not_sent (what the reply meant). Other actions: ok, refused, unknown, not_sent, timeout, unreadable. rejected: deprecated alias counted beside refused.",
                 &["upstream", "action", "outcome"],
             ),
             upstream_seconds: histogram(
