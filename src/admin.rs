@@ -131,6 +131,9 @@ pub fn order_json(o: &Order) -> serde_json::Value {
         "created_at": o.created_at,
         "updated_at": o.updated_at,
         "synced_at": o.synced_at,
+        "attention": o.attention.map(|a| a.as_str()),
+        "first_cost": o.first_cost.map(|c| money::format(money::from_units(c))),
+        "list_cost": o.list_cost.map(|c| money::format(money::from_units(c))),
     })
 }
 
@@ -185,6 +188,33 @@ pub async fn resolve(store: &dyn Store, id: i64, upstream_order: Option<&str>) -
             ))
         }
     }
+}
+
+/// Settles an order a person had to look at for its refund (`refund_unknown`,
+/// `partial_without_remains`): refunds `refund` (0: nothing owed) with `note` on the ledger
+/// entry, and clears the mark. Never more than is still refundable.
+pub async fn settle(store: &dyn Store, id: i64, refund: Decimal, note: &str) -> Result<String> {
+    if refund.is_sign_negative() {
+        return Err(AdminError::Invalid(
+            "the refund must not be negative".into(),
+        ));
+    }
+    if note.trim().is_empty() {
+        return Err(AdminError::Invalid(
+            "a settlement needs a note: who decided, and why".into(),
+        ));
+    }
+    let order = show_order(store, id).await?;
+    let refund = units(refund, "refund")?;
+    let refunded = match store.settle(id, refund, note, now_ms()).await {
+        Err(StoreError::Conflict(why)) => return Err(AdminError::Invalid(why)),
+        other => other?,
+    };
+    Ok(format!(
+        "order {id} is settled; {} refunded to {}",
+        money::format(money::from_units(refunded)),
+        order.customer
+    ))
 }
 
 /// What `check-config` reports.

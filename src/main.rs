@@ -115,6 +115,16 @@ enum OrderCommand {
         #[arg(long)]
         not_placed: bool,
     },
+    /// Settle an order marked refund_unknown or partial_without_remains (no automatic refund
+    /// was made): refund X (0: nothing owed; never above what is still refundable), with a
+    /// note on the ledger saying who decided and why, and clear the mark.
+    Settle {
+        id: i64,
+        #[arg(long)]
+        refund: Decimal,
+        #[arg(long)]
+        note: String,
+    },
 }
 
 #[derive(clap::Args)]
@@ -393,6 +403,9 @@ async fn order(path: &Path, cmd: OrderCommand) -> anyhow::Result<()> {
                 "{}",
                 admin::resolve(store, id, upstream_order.as_deref()).await?
             );
+        }
+        OrderCommand::Settle { id, refund, note } => {
+            println!("{}", admin::settle(store, id, refund, &note).await?);
         }
     }
     Ok(())

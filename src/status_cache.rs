@@ -92,12 +92,35 @@ pub fn order_status(o: &Order, currency: &str) -> OrderStatus {
         start_count: o.start_count.unwrap_or(0),
         status: o.status,
         remains: match (o.remains, o.status) {
+            (_, Status::Partial) if o.state == OrderState::Final => partial_remains(o),
             (Some(n), _) => Remains::Count(n),
             (None, Status::Completed) => Remains::Count(0),
             (None, _) => Remains::Count(o.billed as i64),
         },
         currency: currency.to_owned(),
     }
+}
+
+/// What a final Partial shows as `remains`: what was refunded, in units, since panel
+/// software refunds its own user `remains / quantity` of the charge. The upstream's figure
+/// where its refund is exactly what we refunded; otherwise (a package, a refund capped by the
+/// upstream's share, no `remains` reported, a settlement) the units the refund pays for,
+/// rounded down: a package shows 0 unless refunded in full, an unsettled Partial without
+/// `remains` shows 0.
+fn partial_remains(o: &Order) -> Remains {
+    let charge = money::from_units(o.charge);
+    if let Some(n) = o.remains.filter(|_| o.billed != 1) {
+        let due = money::partial_refund(charge, o.billed, n.max(0).unsigned_abs());
+        if money::to_units(due) == Some(o.refunded) {
+            return Remains::Count(n);
+        }
+    }
+    if o.charge <= 0 {
+        return Remains::Count(0);
+    }
+    let units = money::from_units(o.refunded) * rust_decimal::Decimal::from(o.billed) / charge;
+    let units = rust_decimal::prelude::ToPrimitive::to_i64(&units.floor()).unwrap_or(0);
+    Remains::Count(units.clamp(0, i64::try_from(o.billed).unwrap_or(i64::MAX)))
 }
 
 pub struct StatusCache {
@@ -277,6 +300,34 @@ mod tests {
         assert_eq!(one, reply::to_bytes(&order_status(&b, "USD")));
         // Stale (confirmed more than max_age ago): the long way asks the upstream.
         assert_eq!(cache.answer(7, &[1], false, now, 100_000, 60_000), None);
+    }
+
+    #[test]
+    fn a_final_partial_shows_what_was_refunded() {
+        let remains = |o: &Order| order_status(o, "USD").remains;
+        // Per unit, refunded exactly by remains (40 of 100 for 0.126 → 0.0504): as reported.
+        let mut o = order(1, OrderState::Final, Status::Partial);
+        o.refunded = 5_040;
+        assert_eq!(remains(&o), Remains::Count(40));
+        // Capped below that by the upstream's share: the units the refund pays for.
+        o.refunded = 2_000;
+        assert_eq!(remains(&o), Remains::Count(15));
+        // No remains reported, nothing refunded yet: 0; settled: what the settlement paid for.
+        o.remains = None;
+        o.refunded = 0;
+        assert_eq!(remains(&o), Remains::Count(0));
+        o.refunded = 6_300;
+        assert_eq!(remains(&o), Remains::Count(50));
+        // A package: 0 unless refunded in full, whatever the upstream said.
+        let mut p = order(2, OrderState::Final, Status::Partial);
+        (p.billed, p.remains, p.refunded) = (1, Some(1), 9_000);
+        assert_eq!(remains(&p), Remains::Count(0));
+        p.refunded = p.charge;
+        assert_eq!(remains(&p), Remains::Count(1));
+        // Still running: the upstream's figure.
+        p.state = OrderState::Placed;
+        p.status = Status::InProgress;
+        assert_eq!(remains(&p), Remains::Count(1));
     }
 
     #[test]
