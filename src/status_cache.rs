@@ -5,9 +5,10 @@
 //! serialized, so a poll of fresh orders costs map lookups and copies, not a database read.
 //!
 //! What this process writes to an order, it forgets here at once. What another process writes
-//! (another instance on PostgreSQL, `panelgate order resolve`) shows within [`TRUST`]: entries
-//! of unfinished orders are read again after that. Final and rejected orders never change, so
-//! their entries stay until the cache is full.
+//! (another instance on PostgreSQL, `panelgate order resolve` or `settle`) shows within
+//! [`TRUST`]: entries of unfinished orders are read again after that. Final and rejected orders
+//! never change (unless they wait for an operator's settlement), so their entries stay until
+//! the cache is full.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -18,7 +19,7 @@ use dashmap::DashMap;
 use crate::money;
 use crate::protocol::reply::{self, OrderStatus, Remains};
 use crate::protocol::{ProtocolError, Status};
-use crate::store::{Millis, Order, OrderState, StatusUpdate};
+use crate::store::{Attention, Millis, Order, OrderState, StatusUpdate};
 
 /// How long a row of an unfinished order, once read, is answered from memory.
 pub const TRUST: Duration = Duration::from_secs(1);
@@ -41,6 +42,8 @@ pub struct Entry {
     /// When the upstream last confirmed this status: the store's `synced_at`, or later if an
     /// upstream answer changed nothing (such answers are not written).
     pub synced_at: Option<Millis>,
+    /// Why a person must look at it: a final order waiting for `order settle` may still change.
+    pub attention: Option<Attention>,
     /// The single-order `status` reply, serialized.
     pub json: Bytes,
     read_at: Instant,
@@ -58,6 +61,7 @@ impl Entry {
             upstream: o.upstream.as_str().into(),
             upstream_order: o.upstream_order.as_deref().map(Arc::from),
             synced_at: o.synced_at,
+            attention: o.attention,
             json: reply::to_bytes(&order_status(o, currency)),
             read_at,
         }
@@ -80,8 +84,14 @@ impl Entry {
             && (update.start_count.is_none() || update.start_count == self.start_count)
     }
 
+    /// Whether nothing can change it any more: final or rejected, and not waiting for an
+    /// operator's settlement (`panelgate order settle` writes from another process).
     fn settled(&self) -> bool {
-        matches!(self.state, OrderState::Final | OrderState::Rejected)
+        let waiting = matches!(
+            self.attention,
+            Some(Attention::RefundUnknown | Attention::PartialWithoutRemains)
+        );
+        matches!(self.state, OrderState::Final | OrderState::Rejected) && !waiting
     }
 }
 
@@ -342,6 +352,12 @@ mod tests {
         assert!(cache.get(2, later).is_some());
         cache.forget(2);
         assert!(cache.get(2, later).is_none());
+        // Final but waiting for an operator's settlement (from another process): re-read.
+        let mut waiting = order(3, OrderState::Final, Status::Partial);
+        waiting.attention = Some(Attention::RefundUnknown);
+        cache.put(&waiting);
+        assert!(cache.get(3, now).is_some());
+        assert!(cache.get(3, later).is_none());
     }
 
     #[test]
