@@ -217,22 +217,27 @@ pub async fn settle(store: &dyn Store, id: i64, refund: Decimal, note: &str) -> 
     ))
 }
 
-/// What `check-config` reports.
+/// What `check-config` reports: what it found, what would go wrong (the command fails), and
+/// what the operator should know (it does not).
 pub struct Summary {
     pub lines: Vec<String>,
     pub problems: Vec<String>,
+    pub warnings: Vec<String>,
 }
 
-/// Fetches every upstream's services list and builds the catalog the config describes.
+/// Fetches every upstream's services list and balance, builds the catalog the config
+/// describes, and reports prices, margins per target, currencies and the worst-case `add`.
 pub async fn check_config(cfg: &Config) -> Summary {
     let upstreams = Upstreams::new(&cfg.upstreams, Arc::new(crate::metrics::Metrics::new()));
-    let mut lines = Vec::new();
-    let mut problems = Vec::new();
+    let mut s = Summary {
+        lines: Vec::new(),
+        problems: Vec::new(),
+        warnings: Vec::new(),
+    };
     let mut lists = HashMap::new();
     for u in &cfg.upstreams {
-        let host = u.url.host().unwrap_or("?");
         if u.simulate.is_some() {
-            lines.push(format!(
+            s.lines.push(format!(
                 "upstream {}: simulated by `serve` at {}",
                 u.name, u.url
             ));
@@ -240,42 +245,183 @@ pub async fn check_config(cfg: &Config) -> Summary {
             lists.insert(u.name.clone(), Arc::new(list_of(services)));
             continue;
         }
-        match upstreams.get(&u.name).map(|c| c.services()) {
-            Some(fetch) => match fetch.await {
-                Ok(list) => {
-                    lines.push(format!(
-                        "upstream {}: {host}, {} services listed",
-                        u.name,
-                        list.services.len()
-                    ));
-                    lists.insert(u.name.clone(), Arc::new(list_of(list.services)));
-                }
-                Err(e) => problems.push(format!("upstream {}: {host}: {e}", u.name)),
-            },
-            None => problems.push(format!("upstream {}: no client", u.name)),
+        let Some(client) = upstreams.get(&u.name) else {
+            s.problems.push(format!("upstream {}: no client", u.name));
+            continue;
+        };
+        if let Some(list) = check_upstream(&mut s, u, client).await {
+            lists.insert(u.name.clone(), Arc::new(list));
         }
     }
     let catalog = LocalCatalog::build(cfg, &lists);
-    lines.push(format!("local services: {}", catalog.len()));
+    s.lines.push(format!("local services: {}", catalog.len()));
     for g in cfg.group_names() {
         let rates: Vec<Decimal> = catalog.services().map(|s| s.rate_for(&g)).collect();
         if let (Some(lo), Some(hi)) = (rates.iter().min(), rates.iter().max()) {
-            lines.push(format!(
+            s.lines.push(format!(
                 "price group {g}: rates {lo} to {hi} {} per 1000",
                 cfg.currency
             ));
         }
     }
     for e in &cfg.explicit {
-        if catalog.get(e.id).is_none() && lists.contains_key(&e.target.upstream) {
-            problems.push(format!(
+        if catalog.get(e.id).is_none()
+            && lists.contains_key(&e.target.upstream)
+            && !catalog.refused.iter().any(|r| r.service == e.id)
+        {
+            s.problems.push(format!(
                 "service {}: {} does not list service {} (or it is a type we do not sell)",
                 e.id, e.target.upstream, e.target.service
             ));
         }
     }
-    problems.extend(catalog.problems.iter().cloned());
-    Summary { lines, problems }
+    s.problems.extend(catalog.problems.iter().cloned());
+    s.problems
+        .extend(catalog.refused.iter().map(|r| r.to_string()));
+    margins(&mut s, cfg, &catalog);
+    worst_case_add(&mut s, cfg, &catalog);
+    s
+}
+
+/// One upstream: its services list (with a hint when its URL is not an API v2 endpoint),
+/// its balance and the currency it states.
+async fn check_upstream(
+    s: &mut Summary,
+    u: &crate::config::UpstreamConfig,
+    client: &crate::upstream::Upstream,
+) -> Option<UpstreamList> {
+    let host = u.url.host().unwrap_or("?");
+    let list = match client.services().await {
+        Ok(list) if list.services.is_empty() => {
+            s.warnings
+                .push(format!("upstream {}: {host} lists no services", u.name));
+            Some(list_of(list.services))
+        }
+        Ok(list) => {
+            s.lines.push(format!(
+                "upstream {}: {host}, {} services listed",
+                u.name,
+                list.services.len()
+            ));
+            Some(list_of(list.services))
+        }
+        Err(e) => {
+            let hint = match client.probe().await {
+                Ok((status, body)) => wrong_path_hint(status, &body),
+                Err(_) => None,
+            };
+            s.problems.push(format!(
+                "upstream {}: {host}: {e}{}",
+                u.name,
+                hint.unwrap_or_default()
+            ));
+            None
+        }
+    };
+    let fx = if u.fx == Decimal::ONE {
+        String::new()
+    } else {
+        format!(", fx {}", u.fx)
+    };
+    match client.balance().await {
+        Ok(b) => {
+            let stated = if b.currency.is_empty() {
+                "no currency stated"
+            } else {
+                b.currency.as_str()
+            };
+            s.lines.push(format!(
+                "upstream {}: balance {} {stated} (the config expects {}{fx})",
+                u.name,
+                money::format(b.balance),
+                u.expected_currency
+            ));
+            if let Err(e) = client.currency_check() {
+                s.problems
+                    .push(format!("upstream {}: takes no orders: {e}", u.name));
+            }
+        }
+        Err(e) => s
+            .problems
+            .push(format!("upstream {}: balance: {e}", u.name)),
+    }
+    list
+}
+
+/// What to tell the operator when a `services` call came back as a page rather than an API
+/// answer: a PHP panel script serves its API elsewhere (`/api/v1`) and answers `/api/v2` with
+/// its HTML 403/404 page.
+fn wrong_path_hint(status: http::StatusCode, body: &[u8]) -> Option<String> {
+    let json = serde_json::from_slice::<serde_json::Value>(body).is_ok();
+    let wrong = matches!(status.as_u16(), 404 | 405 | 410) || (status.as_u16() == 403 && !json);
+    wrong.then(|| {
+        let what = if json { "" } else { " with an HTML page" };
+        format!(
+            " — the URL does not look like an API v2 endpoint (HTTP {}{what}); check the path in its url (some panels serve their API at /api/v1)",
+            status.as_u16()
+        )
+    })
+}
+
+/// Per local service and price group: the sell rate, and each target's cost and margin;
+/// a warning for every target an order will not go to, or that sells at a loss.
+fn margins(s: &mut Summary, cfg: &Config, catalog: &LocalCatalog) {
+    for svc in catalog.services() {
+        for g in cfg.group_names() {
+            let rate = svc.rate_for(&g);
+            let mut parts = Vec::new();
+            for (i, (t, cost)) in svc.targets().enumerate() {
+                let role = if i == 0 { "" } else { "fallback " };
+                let at = format!("{role}{}/{}", t.upstream, t.service);
+                let Some(cost) = cost else {
+                    parts.push(format!("{at} not listed"));
+                    s.warnings.push(format!(
+                        "service {} [{g}]: {at} is not in its upstream's list: orders will not go there",
+                        svc.id()
+                    ));
+                    continue;
+                };
+                let margin = (rate - cost).normalize();
+                parts.push(format!("{at} cost {cost} margin {margin}"));
+                if !svc.covers(&g, Some(cost)) {
+                    s.warnings.push(format!(
+                        "service {} [{g}]: {at} costs {cost} {}, more than the sell price {rate} allows: orders will not go there",
+                        svc.id(),
+                        cfg.currency
+                    ));
+                } else if rate < cost {
+                    s.warnings.push(format!(
+                        "service {} [{g}]: {at} sells below cost ({rate} < {cost}; allow_loss)",
+                        svc.id()
+                    ));
+                }
+            }
+            s.lines.push(format!(
+                "service {} [{g}] sells at {rate} {}: {}",
+                svc.id(),
+                cfg.currency,
+                parts.join("; ")
+            ));
+        }
+    }
+}
+
+/// The longest an `add` can take over every local service, for proxy timeouts.
+fn worst_case_add(s: &mut Summary, cfg: &Config, catalog: &LocalCatalog) {
+    let worst = catalog
+        .services()
+        .map(|svc| {
+            let targets: Vec<_> = svc.targets().map(|(t, _)| t).collect();
+            (cfg.worst_case_add(&targets), svc.id())
+        })
+        // The longest; of equals, the lowest id.
+        .max_by(|a, b| a.0.cmp(&b.0).then(b.1.cmp(&a.1)));
+    if let Some((time, id)) = worst {
+        s.lines.push(format!(
+            "worst-case add: {}s (service {id}: per target, its timeout for a connection slot, again for our rate limit towards it, again for the reply; plus reading the primary's currency before its first order); set proxy read timeouts above it",
+            time.as_secs()
+        ));
+    }
 }
 
 fn list_of(services: Vec<crate::protocol::Service>) -> UpstreamList {

@@ -21,7 +21,7 @@ use crate::server::{self, Answer, Handler};
 use crate::sim::{self, SimConfig, SimHandle, catalog as sim_catalog};
 use crate::store::{self, Millis, Store, StoreError};
 use crate::sync::{self, now_ms};
-use crate::upstream::Upstreams;
+use crate::upstream::{CurrencyError, Upstreams};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -59,6 +59,17 @@ impl Live {
         self.current.load_full()
     }
 
+    /// Counts a reload by its outcome (`ok`, `refused`), so that a refused one is seen
+    /// without reading the logs.
+    fn count_reload(&self, result: &Result<(), String>) {
+        let outcome = if result.is_ok() { "ok" } else { "refused" };
+        self.gateway()
+            .metrics
+            .config_reloads
+            .with_label_values(&[outcome])
+            .inc();
+    }
+
     /// Switches to `cfg`. Keys that only take effect at start (listeners, database, TLS,
     /// ingress limits) are reported and left as they are; changing the currency under existing
     /// balances is refused.
@@ -90,6 +101,16 @@ impl Live {
         }
         let next = Arc::new(old.reconfigured(Arc::new(cfg)));
         let catalog = next.catalog.get().await;
+        // Rules that need the upstreams' lists are checked here, where the new catalog is
+        // built from them; a config that breaks one is refused whole.
+        if !catalog.refused.is_empty() {
+            let all: Vec<String> = catalog.refused.iter().map(|r| r.to_string()).collect();
+            return Err(format!("the upstreams' lists rule out: {}", all.join("; ")));
+        }
+        for u in &next.upstreams.0 {
+            // Logged inside when it stops an upstream from taking orders.
+            let _ = u.learn_currency().await;
+        }
         self.current.store(next.clone());
         // An upstream that is gone must not keep its last readings (and alerts) alive.
         let m = &next.metrics;
@@ -105,6 +126,8 @@ impl Live {
             let _ = m.upstream_breaker.remove_label_values(&[name]);
             let _ = m.catalog_services.remove_label_values(&[name]);
             let _ = m.catalog_age_seconds.remove_label_values(&[name]);
+            let _ = m.upstream_services_listed.remove_label_values(&[name]);
+            let _ = m.upstream_currency_mismatch.remove_label_values(&[name]);
         }
         if !gone.is_empty() {
             // Balances are labelled by currency too; the poll refills the ones that remain.
@@ -147,6 +170,7 @@ impl Running {
             Ok(cfg) => self.live.reload(cfg).await,
             Err(e) => Err(e.to_string()),
         };
+        self.live.count_reload(&result);
         if let Err(e) = &result {
             tracing::error!(error = %e, "config not reloaded; the running config stays");
         }
@@ -217,6 +241,11 @@ pub async fn start(cfg: Config) -> Result<Running, StartError> {
     let gateway = Arc::new(Gateway::new(cfg.clone(), store.clone(), upstreams, metrics));
     let catalog = gateway.catalog.get().await;
     tracing::info!(services = catalog.len(), "catalog loaded");
+    // Every upstream's currency is known before it takes an order; one that cannot be asked
+    // now is asked again before its first order as a primary, and skipped as a fallback.
+    for u in &gateway.upstreams.0 {
+        let _ = u.learn_currency().await;
+    }
     let live = Arc::new(Live {
         current: ArcSwap::new(gateway),
     });
@@ -349,6 +378,7 @@ async fn start_simulator(
     cfg.first_order_id = s.first_order_id.unwrap_or(1);
     cfg.journal = s.journal.clone();
     cfg.faults = s.faults.clone().unwrap_or_default();
+    cfg.api_path = s.api_path.clone();
     let handle = sim::start(cfg, addr)
         .await
         .map_err(|e| err(format!("listening on {addr}: {e}")))?;
@@ -403,11 +433,14 @@ async fn watch_config(live: Arc<Live>, every: Duration, mut stop: watch::Receive
         last = now;
         match crate::config::load(&path) {
             Ok(cfg) => {
-                if let Err(e) = live.reload(cfg).await {
+                let result = live.reload(cfg).await;
+                live.count_reload(&result);
+                if let Err(e) = result {
                     tracing::error!(error = %e, "config not reloaded; the running config stays");
                 }
             }
             Err(e) => {
+                live.count_reload(&Err(String::new()));
                 tracing::error!(error = %e, "config file changed but is invalid; the running config stays")
             }
         }
@@ -530,6 +563,19 @@ async fn readiness(gw: &Gateway) -> server::Reply {
             )
         })
         .collect();
+    // An upstream whose currency does not fit the config takes no orders.
+    let currency: serde_json::Map<String, serde_json::Value> = gw
+        .upstreams
+        .0
+        .iter()
+        .map(|u| {
+            let state = match u.currency_check() {
+                Ok(()) => "ok".to_owned(),
+                Err(e) => e.to_string(),
+            };
+            (u.name.clone(), state.into())
+        })
+        .collect();
     let mut problems = Vec::new();
     if database != "ok" {
         problems.push("database unreachable".to_owned());
@@ -539,6 +585,14 @@ async fn readiness(gw: &Gateway) -> server::Reply {
     }
     if !gw.upstreams.0.iter().any(|u| u.is_healthy()) {
         problems.push("no healthy upstream".to_owned());
+    } else if !gw.upstreams.0.iter().any(|u| {
+        u.is_healthy()
+            && !matches!(
+                u.currency_check(),
+                Err(CurrencyError::Mismatch { .. } | CurrencyError::NotStated)
+            )
+    }) {
+        problems.push("no healthy upstream may take orders: see currency".to_owned());
     }
     let body = serde_json::json!({
         "ready": problems.is_empty(),
@@ -546,6 +600,7 @@ async fn readiness(gw: &Gateway) -> server::Reply {
         "database": database,
         "catalog_services": services,
         "upstreams": upstreams,
+        "currency": currency,
     });
     let status = if problems.is_empty() {
         StatusCode::OK

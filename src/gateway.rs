@@ -222,6 +222,11 @@ impl Gateway {
             .ok_or(ProtocolError::IncorrectServiceId)?
             .clone();
         let fields = OrderFields::parse(svc.kind(), params)?;
+        // An upstream's currency is known before it takes its first order (fallbacks' are
+        // read at start and every `balance_poll`; one not known yet is skipped).
+        if let Some(primary) = self.upstreams.get(&svc.target.upstream) {
+            let _ = primary.learn_currency().await;
+        }
         let l = &svc.listing;
         fields.check_limits(svc.kind(), l.min, l.max, l.dripfeed)?;
         let billed = match fields.billing(svc.kind()) {
@@ -231,10 +236,7 @@ impl Gateway {
         };
         let charge = money::charge(svc.rate_for(&c.group), fields.billing(svc.kind()));
         let charge = money::to_units(charge).ok_or(ProtocolError::Internal)?;
-        let list_cost = money::to_units(money::round_up(money::charge(
-            svc.cost_rate,
-            fields.billing(svc.kind()),
-        )));
+        let list_cost = list_cost(svc.cost_rate, fields.billing(svc.kind()));
         let form: serde_json::Map<String, serde_json::Value> = fields
             .to_form()
             .into_iter()
@@ -263,7 +265,8 @@ impl Gateway {
             metrics: self.metrics.clone(),
             statuses: self.statuses.clone(),
         };
-        let (order, (placed_at, result)) = tokio::spawn(dispatch.run(new, svc, fields))
+        let group = c.group.clone();
+        let (order, (placed_at, result)) = tokio::spawn(dispatch.run(new, svc, fields, group))
             .await
             .map_err(|e| {
                 tracing::error!(error = %e, "dispatch task failed");
@@ -534,6 +537,7 @@ impl Dispatch {
         new: NewOrder,
         svc: Arc<LocalService>,
         fields: OrderFields,
+        group: String,
     ) -> (Option<i64>, Dispatched) {
         let order = match self.store.create_order(&new, now_ms()).await {
             Ok(o) => o,
@@ -547,7 +551,7 @@ impl Dispatch {
             }
         };
         // Funds are held and the order is on disk: only now does anything go upstream.
-        let dispatched = self.place(&order, svc, fields).await;
+        let dispatched = self.place(&order, svc, fields, &group).await;
         // A `status` poll during the dispatch may have cached the order as it was.
         self.statuses.forget(order.id);
         (Some(order.id), dispatched)
@@ -558,6 +562,7 @@ impl Dispatch {
         order: &Order,
         svc: Arc<LocalService>,
         fields: OrderFields,
+        group: &str,
     ) -> Dispatched {
         let added = || {
             Ok(reply::to_bytes(&Added {
@@ -566,15 +571,22 @@ impl Dispatch {
         };
         let mut refusal = ProtocolError::Unavailable;
         let mut last = None;
-        let targets = std::iter::once(&svc.target).chain(&svc.fallback);
-        for (i, target) in targets.enumerate() {
+        for (i, (target, cost)) in svc.targets().enumerate() {
             let Some(upstream) = self.upstreams.get(&target.upstream) else {
                 continue;
             };
+            if !self.may_take(order, &svc, group, target, cost, upstream) {
+                continue;
+            }
             if i > 0
                 && let Err(e) = self
                     .store
-                    .retarget_order(order.id, &target.upstream, target.service, None)
+                    .retarget_order(
+                        order.id,
+                        &target.upstream,
+                        target.service,
+                        cost.and_then(|rate| list_cost(rate, fields.billing(svc.kind()))),
+                    )
                     .await
             {
                 return (last, Err(e.into()));
@@ -635,6 +647,44 @@ impl Dispatch {
     }
 }
 
+impl Dispatch {
+    /// Whether `target` may take the order: its stated currency is the one the config
+    /// expects, and the customer's rate covers what it costs us (DESIGN.md, "Margins").
+    fn may_take(
+        &self,
+        order: &Order,
+        svc: &LocalService,
+        group: &str,
+        target: &crate::config::Target,
+        cost: Option<Decimal>,
+        upstream: &crate::upstream::Upstream,
+    ) -> bool {
+        let skipped = |reason: &str| {
+            self.metrics
+                .targets_skipped
+                .with_label_values(&[target.upstream.as_str(), reason])
+                .inc();
+            false
+        };
+        if let Err(e) = upstream.currency_check() {
+            tracing::warn!(order = order.id, upstream = %target.upstream, problem = %e, "target skipped: its currency does not fit the config");
+            return skipped("currency");
+        }
+        if !svc.covers(group, cost) {
+            let floor = svc.floor(group, cost).map(|f| f.to_string());
+            tracing::warn!(order = order.id, upstream = %target.upstream, service = target.service, rate = %svc.rate_for(group), floor = floor.as_deref().unwrap_or("unknown (not in its list)"), "target skipped: the sell price does not cover its cost");
+            return skipped("below_cost");
+        }
+        true
+    }
+}
+
+/// What an order billed as `billing` costs us at a target's list `rate`, in our units
+/// (rounded up, as the upstream would round its charge).
+fn list_cost(rate: Decimal, billing: Billing) -> Option<crate::store::Units> {
+    money::to_units(money::round_up(money::charge(rate, billing)))
+}
+
 /// Sends one multi action (refill, cancel) for `eligible` orders to their upstreams, one call
 /// per upstream per ≤100 ids, and returns each order's answer: the upstream's item, its refusal
 /// text (with our order id in place of theirs), or the neutral unavailability error when the
@@ -673,7 +723,10 @@ where
                     .map(|i| answered.swap_remove(i).1);
                 let answer = match item {
                     Some(Ok(value)) => Ok(value),
-                    Some(Err(text)) => Err(scrub(&text, o)),
+                    Some(Err(text)) => Err(match &o.upstream_order {
+                        Some(theirs) => scrub(&text, theirs, &o.id.to_string()),
+                        None => text,
+                    }),
                     None => Err(ProtocolError::Unavailable.to_string()),
                 };
                 out.push((o, answer));
@@ -695,12 +748,48 @@ fn customer_error(kind: Refusal, text: &str) -> ProtocolError {
     }
 }
 
-/// An upstream's refusal text, with its order id replaced by ours: upstream ids never leak.
-fn scrub(text: &str, order: &Order) -> String {
-    match &order.upstream_order {
-        Some(uid) => text.replace(uid.as_str(), &order.id.to_string()),
-        None => text.to_owned(),
+/// An upstream's refusal text about one order, with its order id replaced by ours so that
+/// upstream ids never leak. Only whole tokens that name the order are replaced (after
+/// "order", "ID", "#", or opening the text): "Refill is available 1 time in 10 days" keeps
+/// its numbers whatever the order's id.
+pub fn scrub(text: &str, theirs: &str, ours: &str) -> String {
+    let is_token = |c: char| c.is_alphanumeric() || c == '-' || c == '_';
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(start) = rest.find(|c: char| is_token(c)) {
+        let len = rest[start..]
+            .find(|c: char| !is_token(c))
+            .unwrap_or(rest.len() - start);
+        let token = &rest[start..start + len];
+        let before = &text[..text.len() - rest.len() + start];
+        out.push_str(&rest[..start]);
+        out.push_str(if token == theirs && names_an_order(before) {
+            ours
+        } else {
+            token
+        });
+        rest = &rest[start + len..];
     }
+    out.push_str(rest);
+    out
+}
+
+/// Whether the text just before a token introduces an order id: "order 5", "Order ID: 5",
+/// "orders #5", "#5", or nothing at all ("5: cannot be refilled").
+fn names_an_order(before: &str) -> bool {
+    let trimmed = before.trim_end_matches([' ', ':', '=', '\t']);
+    if trimmed.ends_with(['#', '№']) || trimmed.is_empty() {
+        return true;
+    }
+    let word: String = trimmed
+        .rsplit(|c: char| !c.is_alphanumeric() && c != '_')
+        .next()
+        .unwrap_or_default()
+        .to_lowercase();
+    matches!(
+        word.as_str(),
+        "order" | "orders" | "id" | "ids" | "order_id" | "orderid"
+    )
 }
 
 /// Puts `entry` into every slot of `asked` that names its order.
@@ -722,4 +811,49 @@ fn local_ids(ids: &[u64]) -> Vec<i64> {
 pub async fn ledger_sum(store: &dyn Store, customer_id: i64) -> Result<Decimal, StoreError> {
     let entries = store.ledger(customer_id).await?;
     Ok(money::from_units(entries.iter().map(|e| e.amount).sum()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::scrub;
+
+    #[test]
+    fn scrub_replaces_only_whole_tokens_that_name_the_order() {
+        let cases = [
+            // The example: the numbers are not the order.
+            (
+                "Refill is available 1 time in 10 days",
+                "1",
+                "7",
+                "Refill is available 1 time in 10 days",
+            ),
+            (
+                "Order 1 is not completed",
+                "1",
+                "7",
+                "Order 7 is not completed",
+            ),
+            (
+                "order #1: refill in 10 days",
+                "1",
+                "7",
+                "order #7: refill in 10 days",
+            ),
+            (
+                "Order ID: 23501 can't be refilled",
+                "23501",
+                "9",
+                "Order ID: 9 can't be refilled",
+            ),
+            ("23501: not completed", "23501", "9", "9: not completed"),
+            // Part of a longer token is another token.
+            ("Order 123501 unknown", "23501", "9", "Order 123501 unknown"),
+            // Text ids.
+            ("order ab-12 is done", "ab-12", "4", "order 4 is done"),
+            ("no id here", "5", "4", "no id here"),
+        ];
+        for (text, theirs, ours, want) in cases {
+            assert_eq!(scrub(text, theirs, ours), want, "{text}");
+        }
+    }
 }

@@ -185,6 +185,9 @@ struct SimulateArgs {
     error: Option<Chance>,
     #[arg(long)]
     error_text: Option<String>,
+    /// Serve the API at this path instead of /api/v2; other paths answer an HTML 404 page.
+    #[arg(long)]
+    api_path: Option<String>,
     /// Fault only these actions (comma-separated); all when not given.
     #[arg(long, value_delimiter = ',')]
     fault_actions: Option<Vec<String>>,
@@ -272,6 +275,9 @@ async fn check_config(path: &Path) -> anyhow::Result<()> {
     let summary = admin::check_config(&cfg).await;
     for line in &summary.lines {
         println!("  {line}");
+    }
+    for w in &summary.warnings {
+        println!("  warning: {w}");
     }
     for p in &summary.problems {
         println!("  problem: {p}");
@@ -454,6 +460,7 @@ async fn simulate(config_path: &Path, args: SimulateArgs) -> anyhow::Result<()> 
         .unwrap_or(cfg.shares.cancel);
     cfg.first_order_id = args.first_order_id.or(file.first_order_id).unwrap_or(1);
     cfg.journal = args.journal.or(file.journal);
+    cfg.api_path = args.api_path.or(file.api_path);
     let base = file.faults.unwrap_or_default();
     cfg.faults = Faults {
         slow: args.slow.unwrap_or(base.slow),
@@ -472,6 +479,7 @@ async fn simulate(config_path: &Path, args: SimulateArgs) -> anyhow::Result<()> 
         .or(file.listen)
         .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 9001)));
     let count = cfg.services.len();
+    let stop = shutdown_signal();
     let handle = sim::start(cfg, listen)
         .await
         .with_context(|| format!("listening on {listen}"))?;
@@ -479,7 +487,7 @@ async fn simulate(config_path: &Path, args: SimulateArgs) -> anyhow::Result<()> 
     println!("listening on {}", handle.url());
     std::io::stdout().flush()?;
     tracing::info!(addr = %handle.addr, services = count, speed, "simulated panel ready");
-    shutdown_signal().await;
+    stop.await;
     tracing::info!("shutting down");
     tokio::time::timeout(Duration::from_secs(15), handle.stop())
         .await
@@ -488,23 +496,21 @@ async fn simulate(config_path: &Path, args: SimulateArgs) -> anyhow::Result<()> 
 }
 
 /// Resolves on SIGINT or SIGTERM.
-async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
+/// Resolves on SIGTERM or Ctrl-C. The SIGTERM handler is installed when this is called, not
+/// when first polled: a signal sent right after the "ready" line must not kill the process.
+fn shutdown_signal() -> impl std::future::Future<Output = ()> {
     #[cfg(unix)]
-    {
-        let mut term =
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(s) => s,
-                Err(_) => {
-                    let _ = ctrl_c.await;
-                    return;
-                }
-            };
-        tokio::select! {
-            _ = ctrl_c => {}
-            _ = term.recv() => {}
+    let term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+    async move {
+        let ctrl_c = tokio::signal::ctrl_c();
+        #[cfg(unix)]
+        if let Some(mut term) = term {
+            tokio::select! {
+                _ = ctrl_c => {}
+                _ = term.recv() => {}
+            }
+            return;
         }
+        let _ = ctrl_c.await;
     }
-    #[cfg(not(unix))]
-    let _ = ctrl_c.await;
 }

@@ -99,6 +99,13 @@ pub fn services(body: &[u8]) -> Result<ServiceList, ReadError> {
         // Some panels wrap the list.
         Value::Object(o) => match o.get("services").or_else(|| o.get("data")) {
             Some(Value::Array(items)) => items,
+            // Panel scripts with nothing to list: `{"status":"success","data":"Empty Data"}`.
+            Some(Value::String(_) | Value::Null) | None if says_success(o) => {
+                return Ok(ServiceList {
+                    services: Vec::new(),
+                    skipped: 0,
+                });
+            }
             _ => return Err(ReadError::Garbage("services: not a list")),
         },
         _ => return Err(ReadError::Garbage("services: not a list")),
@@ -114,6 +121,10 @@ pub fn services(body: &[u8]) -> Result<ServiceList, ReadError> {
         }
     }
     Ok(list)
+}
+
+fn says_success(o: &Map<String, Value>) -> bool {
+    text(o.get("status")).is_some_and(|s| s.trim().eq_ignore_ascii_case("success"))
 }
 
 fn service(o: &Map<String, Value>) -> Option<Service> {
@@ -454,6 +465,25 @@ mod tests {
         assert_eq!(s[3].kind, ServiceType::Default);
         assert_eq!((s[3].min, s[3].max), (1, u64::MAX));
         assert_eq!(s[3].name, "No type");
+    }
+
+    #[test]
+    fn a_panel_script_with_nothing_to_list_lists_no_services() {
+        for body in [
+            &br#"{"status":"success","data":"Empty Data"}"#[..],
+            br#"{"status":"Success","data":null}"#,
+        ] {
+            assert_eq!(
+                services(body),
+                Ok(ServiceList {
+                    services: Vec::new(),
+                    skipped: 0
+                })
+            );
+        }
+        // Without the success marker it is still not a list.
+        assert!(services(br#"{"data":"Empty Data"}"#).is_err());
+        assert!(services(br#"{"status":"fail","data":"Empty Data"}"#).is_err());
     }
 
     #[test]

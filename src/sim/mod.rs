@@ -53,6 +53,13 @@ pub struct SimConfig {
     pub faults: Faults,
     pub journal: Option<PathBuf>,
     pub limits: Limits,
+    /// Serve the API at this path instead of `/api/v2`, and answer every other path with an
+    /// HTML 404 page, as PHP panel scripts that serve `/api/v1` do.
+    pub api_path: Option<String>,
+    /// The `services` reply, verbatim, instead of the catalog's (other panels' shapes).
+    pub services_body: Option<Bytes>,
+    /// Refuse every refill with this text, `{order}` replaced by the order's id.
+    pub refill_refusal: Option<String>,
 }
 
 impl SimConfig {
@@ -73,6 +80,9 @@ impl SimConfig {
             faults: Faults::default(),
             journal: None,
             limits: Limits::default(),
+            api_path: None,
+            services_body: None,
+            refill_refusal: None,
         }
     }
 }
@@ -101,6 +111,8 @@ pub struct Simulator {
     services_reply: Bytes,
     /// API requests received, by action, so tests can count what reached the upstream.
     requests: Mutex<std::collections::BTreeMap<String, u64>>,
+    api_path: Option<String>,
+    refill_refusal: Option<String>,
 }
 
 impl Simulator {
@@ -112,7 +124,12 @@ impl Simulator {
             None => None,
         };
         Ok(Simulator {
-            services_reply: reply::to_bytes(&cfg.services),
+            services_reply: cfg
+                .services_body
+                .clone()
+                .unwrap_or_else(|| reply::to_bytes(&cfg.services)),
+            api_path: cfg.api_path.clone(),
+            refill_refusal: cfg.refill_refusal.clone(),
             panel: Mutex::new(Panel::new(
                 cfg.seed,
                 &cfg.services,
@@ -176,11 +193,17 @@ impl Simulator {
                     .collect(),
             )),
             Action::Refill(Ids::One(id)) => reply::to_bytes(&RefillCreated {
-                refill: panel.refill(id, now)?,
+                refill: match self.refused_refill(id) {
+                    Some(text) => return Err(ProtocolError::Upstream(text)),
+                    None => panel.refill(id, now)?,
+                },
             }),
             Action::Refill(Ids::Many(ids)) => reply::to_bytes(&MultiRefill(
                 ids.iter()
-                    .map(|&id| (id, panel.refill(id, now).map_err(|e| e.to_string())))
+                    .map(|&id| match self.refused_refill(id) {
+                        Some(text) => (id, Err(text)),
+                        None => (id, panel.refill(id, now).map_err(|e| e.to_string())),
+                    })
                     .collect(),
             )),
             Action::RefillStatus(Ids::One(id)) => reply::to_bytes(&RefillState {
@@ -197,6 +220,35 @@ impl Simulator {
                     .collect(),
             )),
         })
+    }
+
+    fn refused_refill(&self, order: u64) -> Option<String> {
+        let text = self.refill_refusal.as_ref()?;
+        Some(text.replace("{order}", &order.to_string()))
+    }
+
+    fn is_api_path(&self, path: &str) -> bool {
+        match &self.api_path {
+            Some(p) => path.trim_end_matches('/') == p.trim_end_matches('/'),
+            None => server::is_api_path(path),
+        }
+    }
+
+    /// What a path that is not the API gets: a panel script's HTML page when the API has been
+    /// moved (`api_path`), else our JSON 404.
+    fn not_found(&self) -> Reply {
+        if self.api_path.is_none() {
+            return server::not_found();
+        }
+        let mut r = server::json_reply(
+            StatusCode::NOT_FOUND,
+            Bytes::from_static(b"<!DOCTYPE html><html><head><title>404 Not Found</title></head><body><h1>Page not found</h1></body></html>"),
+        );
+        r.headers_mut().insert(
+            http::header::CONTENT_TYPE,
+            http::HeaderValue::from_static("text/html; charset=utf-8"),
+        );
+        r
     }
 
     fn journal(&self, created: &panel::Created) {
@@ -258,8 +310,8 @@ impl Handler for Simulator {
         if path.starts_with("/_sim/") {
             return self.control(req, &path).await.into();
         }
-        if !server::is_api_path(&path) {
-            return server::not_found().into();
+        if !self.is_api_path(&path) {
+            return self.not_found().into();
         }
         let api = match server::read_api_request(req, &self.limits).await {
             Ok(api) => api,
@@ -329,9 +381,10 @@ pub struct SimHandle {
 }
 
 impl SimHandle {
-    /// The API URL, `http://ADDR/api/v2`.
+    /// The API URL, `http://ADDR/api/v2` (or its `api_path`).
     pub fn url(&self) -> String {
-        format!("http://{}/api/v2", self.addr)
+        let path = self.sim.api_path.as_deref().unwrap_or("/api/v2");
+        format!("http://{}{path}", self.addr)
     }
 
     /// Stops accepting, lets in-flight requests finish, and waits until it has stopped.

@@ -85,6 +85,20 @@ impl From<ReadError> for CallError {
     }
 }
 
+/// Why an upstream takes no orders because of its currency (DESIGN.md, "Margins"): its prices
+/// would be converted at a rate meant for another currency.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CurrencyError {
+    #[error("its currency is not known yet ({0})")]
+    Unknown(String),
+    #[error(
+        "its balance reply states no currency and the config declares none for it (set its currency, and fx if it is not ours)"
+    )]
+    NotStated,
+    #[error("it states {stated}; the config expects {expected} (set its currency and fx)")]
+    Mismatch { stated: String, expected: String },
+}
+
 /// What became of an `add`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum AddOutcome {
@@ -119,6 +133,11 @@ pub struct Upstream {
     /// Retries are capped per upstream (2 a second, bursts of 10), so that a struggling
     /// upstream is not hammered by our retries on top of our traffic.
     retry_budget: DefaultDirectRateLimiter,
+    /// The currency its `balance` must state, and whether the config declared it.
+    expected_currency: String,
+    declared_currency: bool,
+    /// The currency its last `balance` reply stated (`""`: none); `None` until one is read.
+    stated_currency: std::sync::Mutex<Option<String>>,
 }
 
 impl std::fmt::Debug for Upstream {
@@ -162,6 +181,79 @@ impl Upstream {
             retry_budget: RateLimiter::direct(
                 per_second(2).allow_burst(NonZeroU32::new(10).unwrap_or(NonZeroU32::MIN)),
             ),
+            expected_currency: cfg.expected_currency.clone(),
+            declared_currency: cfg.currency.is_some(),
+            stated_currency: std::sync::Mutex::new(None),
+        }
+    }
+
+    /// Whether its currency lets it take orders, from what its last `balance` stated (no
+    /// call is made: see [`Upstream::learn_currency`]).
+    pub fn currency_check(&self) -> Result<(), CurrencyError> {
+        let stated = self
+            .stated_currency
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone();
+        match stated {
+            None => Err(CurrencyError::Unknown("not asked yet".into())),
+            Some(s) => self.judge(&s),
+        }
+    }
+
+    /// Reads its balance if its currency is not known yet, so that an upstream's currency is
+    /// known before it takes its first order.
+    pub async fn learn_currency(&self) -> Result<(), CurrencyError> {
+        if let Err(CurrencyError::Unknown(_)) = self.currency_check() {
+            // One attempt, not retried: it may stand in front of a customer's `add`.
+            let unknown = |e: &dyn std::fmt::Display| CurrencyError::Unknown(e.to_string());
+            let body = self.call("balance", &[]).await.map_err(|e| unknown(&e))?;
+            let balance = lenient::balance(&body).map_err(|e| unknown(&e))?;
+            self.record_currency(&balance.currency);
+        }
+        self.currency_check()
+    }
+
+    fn judge(&self, stated: &str) -> Result<(), CurrencyError> {
+        let stated = stated.trim();
+        if stated.is_empty() {
+            // A panel that states nothing is taken at the config's word, if it gives one.
+            return match self.declared_currency {
+                true => Ok(()),
+                false => Err(CurrencyError::NotStated),
+            };
+        }
+        if stated.eq_ignore_ascii_case(&self.expected_currency) {
+            return Ok(());
+        }
+        Err(CurrencyError::Mismatch {
+            stated: stated.to_owned(),
+            expected: self.expected_currency.clone(),
+        })
+    }
+
+    /// Remembers the currency a `balance` reply stated; says so in the log and the metrics
+    /// when that stops (or starts) letting it take orders.
+    fn record_currency(&self, stated: &str) {
+        let before = self.currency_check();
+        *self
+            .stated_currency
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(stated.trim().to_owned());
+        let now = self.currency_check();
+        self.metrics
+            .upstream_currency_mismatch
+            .with_label_values(&[&self.name])
+            .set(i64::from(now.is_err()));
+        if before != now {
+            match &now {
+                Ok(()) => {
+                    tracing::info!(upstream = %self.name, currency = stated, "upstream currency confirmed")
+                }
+                Err(e) => {
+                    tracing::error!(upstream = %self.name, problem = %e, "upstream takes no orders until its currency matches the config")
+                }
+            }
         }
     }
 
@@ -239,6 +331,35 @@ impl Upstream {
     /// Sends one action and returns the reply body of a 2xx answer, or a JSON error body of
     /// any status (panels put refusals in bodies whatever the status).
     async fn exchange(&self, action: &str, fields: &[(&str, String)]) -> Result<Bytes, CallError> {
+        let (status, bytes) = self.send(action, fields).await?;
+        if status.is_success() {
+            return Ok(bytes);
+        }
+        // A refusal in the body counts whatever the status; anything else is unreadable.
+        match lenient::refusal_text(&bytes) {
+            Some(text) => Err(CallError::Refused(text)),
+            None if status.is_redirection() => Err(CallError::Unreadable(format!(
+                "HTTP {status}: redirects are not followed"
+            ))),
+            None => Err(CallError::Unreadable(format!(
+                "HTTP {}",
+                status_text(status)
+            ))),
+        }
+    }
+
+    /// One `services` call as it came back, status and body, outside the breaker and the
+    /// metrics: `check-config` reads it to tell a wrong URL path from a failing panel.
+    pub async fn probe(&self) -> Result<(StatusCode, Bytes), CallError> {
+        self.send("services", &[]).await
+    }
+
+    /// Writes one action and reads the reply, within the timeout.
+    async fn send(
+        &self,
+        action: &str,
+        fields: &[(&str, String)],
+    ) -> Result<(StatusCode, Bytes), CallError> {
         let mut body = form_urlencoded(&[("key", self.key.expose()), ("action", action)]);
         for (k, v) in fields {
             body.push('&');
@@ -278,23 +399,9 @@ impl Upstream {
                 .to_bytes();
             Ok::<_, CallError>((status, bytes))
         };
-        let (status, bytes) = tokio::time::timeout(self.timeout, exchange)
+        tokio::time::timeout(self.timeout, exchange)
             .await
-            .map_err(|_| CallError::Timeout(self.timeout))??;
-        if status.is_success() {
-            return Ok(bytes);
-        }
-        // A refusal in the body counts whatever the status; anything else is unreadable.
-        match lenient::refusal_text(&bytes) {
-            Some(text) => Err(CallError::Refused(text)),
-            None if status.is_redirection() => Err(CallError::Unreadable(format!(
-                "HTTP {status}: redirects are not followed"
-            ))),
-            None => Err(CallError::Unreadable(format!(
-                "HTTP {}",
-                status_text(status)
-            ))),
-        }
+            .map_err(|_| CallError::Timeout(self.timeout))?
     }
 
     pub async fn services(&self) -> Result<ServiceList, CallError> {
@@ -303,10 +410,12 @@ impl Upstream {
         )?)
     }
 
+    /// Our balance there; the currency it states is remembered (see
+    /// [`Upstream::currency_check`]).
     pub async fn balance(&self) -> Result<Balance, CallError> {
-        Ok(lenient::balance(
-            &self.call_idempotent("balance", &[]).await?,
-        )?)
+        let balance = lenient::balance(&self.call_idempotent("balance", &[]).await?)?;
+        self.record_currency(&balance.currency);
+        Ok(balance)
     }
 
     /// Places an order. Never retried here: see [`AddOutcome`].
