@@ -38,6 +38,68 @@ pub enum StartError {
     Client { name: String, source: StoreError },
     #[error("tls: {0}")]
     Tls(String),
+    #[error(transparent)]
+    Stranded(#[from] Stranded),
+}
+
+/// A config that leaves out upstreams whose orders are not settled yet (upstream, how many):
+/// nothing would sync those orders any more, so their Partial and Canceled refunds would
+/// never happen. Such a config is refused, at start as on reload.
+#[derive(Debug, thiserror::Error)]
+#[error("{}", stranded_text(.0))]
+pub struct Stranded(pub Vec<(String, u64)>);
+
+fn stranded_text(left: &[(String, u64)]) -> String {
+    let each: Vec<String> = left
+        .iter()
+        .map(|(name, n)| {
+            let orders = if *n == 1 { "order" } else { "orders" };
+            format!(
+                "upstream {name:?} is not in the config but still has {n} open {orders} \
+                 (placed, dispatching or unknown)"
+            )
+        })
+        .collect();
+    format!(
+        "{}: keep it in the config with `retired: true` (its url and key too) until they are \
+         final; retired, it takes no new orders while sync follows the open ones",
+        each.join("; ")
+    )
+}
+
+/// Refuses `cfg` if it leaves out an upstream that still has open orders.
+pub async fn check_open_orders(cfg: &Config, store: &dyn Store) -> Result<(), CheckError> {
+    let left: Vec<(String, u64)> = store
+        .open_orders_by_upstream()
+        .await?
+        .into_iter()
+        .filter(|(name, n)| *n > 0 && cfg.upstream(name).is_none())
+        .collect();
+    match left.is_empty() {
+        true => Ok(()),
+        false => Err(Stranded(left).into()),
+    }
+}
+
+/// Why [`check_open_orders`] refused a config, or could not tell.
+#[derive(Debug, thiserror::Error)]
+pub enum CheckError {
+    #[error(transparent)]
+    Stranded(#[from] Stranded),
+    #[error("counting open orders per upstream: {0}")]
+    Store(#[from] StoreError),
+}
+
+impl CheckError {
+    fn at_start(self, database: &str) -> StartError {
+        match self {
+            CheckError::Stranded(s) => StartError::Stranded(s),
+            CheckError::Store(source) => StartError::Store {
+                url: redact_url(database),
+                source,
+            },
+        }
+    }
 }
 
 /// Opens the store a config names and brings its schema up to date.
@@ -52,6 +114,9 @@ pub async fn open_store(url: &str) -> Result<Arc<dyn Store>, StartError> {
 /// a request runs entirely under the config it started with.
 pub struct Live {
     current: ArcSwap<Gateway>,
+    /// One reload at a time (SIGHUP and the file watch may fire together): each checks the
+    /// store against the config it is about to put in force.
+    reloading: tokio::sync::Mutex<()>,
 }
 
 impl Live {
@@ -74,10 +139,14 @@ impl Live {
     /// ingress limits) are reported and left as they are; changing the currency under existing
     /// balances is refused.
     pub async fn reload(&self, cfg: Config) -> Result<(), String> {
+        let _turn = self.reloading.lock().await;
         let old = self.gateway();
         if cfg.currency != old.cfg.currency {
             return Err("currency cannot change while balances exist in the old one".into());
         }
+        check_open_orders(&cfg, old.store.as_ref())
+            .await
+            .map_err(|e| e.to_string())?;
         let fixed = [
             ("listen", cfg.listen != old.cfg.listen),
             (
@@ -194,6 +263,10 @@ impl Running {
 pub async fn start(cfg: Config) -> Result<Running, StartError> {
     let cfg = Arc::new(cfg);
     let store = open_store(&cfg.database).await?;
+    // Before anything is written: a refused start leaves the database as it was.
+    check_open_orders(&cfg, store.as_ref())
+        .await
+        .map_err(|e| e.at_start(&cfg.database))?;
     // One SQLite file has one gateway: whatever is still dispatching was left by its previous
     // run. A shared database may have other instances dispatching right now; theirs are only
     // abandoned once past the dispatch deadline (the sync loop checks that periodically).
@@ -248,6 +321,7 @@ pub async fn start(cfg: Config) -> Result<Running, StartError> {
     }
     let live = Arc::new(Live {
         current: ArcSwap::new(gateway),
+        reloading: tokio::sync::Mutex::new(()),
     });
 
     let (stop, stopped) = watch::channel(false);
@@ -388,15 +462,32 @@ async fn start_simulator(
 
 /// Background sync: a pass over every upstream each `sync.interval`, under the config in force.
 async fn run_sync(live: Arc<Live>, mut stop: watch::Receiver<bool>) {
+    // Weak: an old gateway is not kept alive, and its address cannot be reused meanwhile.
+    let mut last = Arc::downgrade(&live.gateway());
     loop {
         let gateway = live.gateway();
         let interval = gateway.cfg.sync_interval;
         gateway.syncer.pass(interval).await;
+        let current = Arc::downgrade(&gateway);
+        if !std::sync::Weak::ptr_eq(&last, &current) {
+            warn_unfollowed(&gateway).await;
+        }
+        last = current;
         drop(gateway);
         tokio::select! {
             () = tokio::time::sleep(interval) => {}
             _ = stop.changed() => return,
         }
+    }
+}
+
+/// After a reload: a dispatch the previous config started may have created its order at an
+/// upstream the reload then removed (the reload's own check ran a moment before). Nothing
+/// follows such an order; say so, once, a sync interval after the reload.
+async fn warn_unfollowed(gateway: &Gateway) {
+    match check_open_orders(&gateway.cfg, gateway.store.as_ref()).await {
+        Ok(()) => {}
+        Err(e) => tracing::error!(error = %e, "orders are not being synced"),
     }
 }
 

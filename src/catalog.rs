@@ -266,8 +266,15 @@ struct Pricer<'a> {
 }
 
 impl Pricer<'_> {
+    /// A retired upstream takes no new orders: a service whose target is there is not sold
+    /// (its id stays reserved) and a fallback to it is skipped, while sync keeps following the
+    /// orders it already has.
     fn explicit(&self, out: &mut Built) {
+        let taking = |t: &&Target| self.cfg.takes_orders(&t.upstream);
         for e in &self.cfg.explicit {
+            if !self.cfg.takes_orders(&e.target.upstream) {
+                continue;
+            }
             let Some(s) = self.lookup(&e.target).filter(|s| sellable(&s.kind)) else {
                 continue;
             };
@@ -278,7 +285,8 @@ impl Pricer<'_> {
                 allow_loss: e.allow_loss,
                 strict_range: true,
             };
-            let made = self.make(e.id, e.target.clone(), e.fallback.clone(), s, &rule);
+            let fallback = e.fallback.iter().filter(taking).cloned().collect();
+            let made = self.make(e.id, e.target.clone(), fallback, s, &rule);
             out.add(e.id, made);
         }
     }
@@ -289,7 +297,11 @@ impl Pricer<'_> {
             self.cfg.explicit.iter().map(|e| e.id).collect();
         let mut imported_by: HashMap<u64, usize> = HashMap::new();
         for (rule_no, rule) in self.cfg.imports.iter().enumerate() {
-            let Some(list) = self.lists.get(&rule.upstream) else {
+            let Some(list) = self
+                .lists
+                .get(&rule.upstream)
+                .filter(|_| self.cfg.takes_orders(&rule.upstream))
+            else {
                 continue;
             };
             let mut ids: Vec<&u64> = list.services.keys().collect();

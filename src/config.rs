@@ -166,6 +166,7 @@ struct RawUpstream {
     #[serde(default)]
     breaker: RawBreaker,
     simulate: Option<SimulatorSection>,
+    retired: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -335,6 +336,9 @@ pub struct UpstreamConfig {
     /// How long an open circuit fails fast before one probe is let through.
     pub breaker_cooldown: Duration,
     pub simulate: Option<SimulatorSection>,
+    /// Takes no new orders (its services leave the catalog, fallbacks to it are skipped)
+    /// while its open orders are still followed to the end: the way out of the config.
+    pub retired: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -448,6 +452,11 @@ pub struct BootstrapClient {
 impl Config {
     pub fn upstream(&self, name: &str) -> Option<&UpstreamConfig> {
         self.upstreams.iter().find(|u| u.name == name)
+    }
+
+    /// Whether `name` is configured and not retired: whether new orders may go there.
+    pub fn takes_orders(&self, name: &str) -> bool {
+        self.upstream(name).is_some_and(|u| !u.retired)
     }
 
     /// The longest a dispatch can run: every target tried, each call bounded by its timeout
@@ -628,6 +637,7 @@ fn validate(raw: RawConfig, path: &Path, base: &Path) -> Result<Config, String> 
             breaker_failures: u.breaker.failures.unwrap_or(5),
             breaker_cooldown: u.breaker.cooldown.map_or(Duration::from_secs(10), |s| s.0),
             simulate,
+            retired: u.retired.unwrap_or(false),
         });
     }
     let known = |name: &str| upstreams.iter().any(|u| u.name == name);
@@ -935,6 +945,18 @@ mod tests {
         assert!(c.imports[0].categories[0].is_match("Instagram Likes"));
         assert_eq!(c.upstreams[0].fx, Decimal::ONE);
         assert_eq!(format!("{:?}", c.upstreams[0].key), "***");
+    }
+
+    #[test]
+    fn a_retired_upstream_stays_configured_but_takes_no_orders() {
+        let c = parse_ok(&format!(
+            "{BASE}  - name: beta\n    url: \"http://127.0.0.1:9002/api/v2\"\n    key: k\n    retired: true\n"
+        ));
+        assert!(!c.upstreams[0].retired && c.upstreams[1].retired);
+        assert!(c.takes_orders("alpha") && !c.takes_orders("beta") && !c.takes_orders("gamma"));
+        // Retired is not removed: it still needs its url and key, to follow its orders.
+        let err = parse_err(&format!("{BASE}  - name: beta\n    retired: true\n"));
+        assert!(err.contains("url") || err.contains("key"), "{err}");
     }
 
     #[test]

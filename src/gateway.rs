@@ -12,7 +12,7 @@ use bytes::Bytes;
 use rust_decimal::Decimal;
 
 use crate::auth::{Authenticator, Caller};
-use crate::catalog::{Catalog, LocalService};
+use crate::catalog::{Catalog, LocalCatalog, LocalService};
 use crate::config::Config;
 use crate::guard::{self, Guard};
 use crate::metrics::{self, Metrics};
@@ -389,7 +389,7 @@ impl Gateway {
             let verdict = match orders.iter().find(|o| o.id as u64 == id) {
                 None => Err(ProtocolError::IncorrectOrderId),
                 Some(o) if o.state == OrderState::Rejected => Err(ProtocolError::IncorrectOrderId),
-                Some(o) if !catalog.get(o.service).is_some_and(|s| s.listing.refill) => {
+                Some(o) if !o.can_refill.unwrap_or_else(|| refillable(&catalog, o)) => {
                     Err(ProtocolError::RefillDisabled)
                 }
                 Some(o)
@@ -483,7 +483,7 @@ impl Gateway {
             let verdict = match orders.iter().find(|o| o.id as u64 == id) {
                 None => Err(ProtocolError::IncorrectOrderId),
                 Some(o) if o.state == OrderState::Rejected => Err(ProtocolError::IncorrectOrderId),
-                Some(o) if !catalog.get(o.service).is_some_and(|s| s.listing.cancel) => {
+                Some(o) if !o.can_cancel.unwrap_or_else(|| cancellable(&catalog, o)) => {
                     Err(ProtocolError::CancelDisabled)
                 }
                 Some(o) if o.state != OrderState::Placed || o.upstream_order.is_none() => {
@@ -790,6 +790,18 @@ fn names_an_order(before: &str) -> bool {
         word.as_str(),
         "order" | "orders" | "id" | "ids" | "order_id" | "orderid"
     )
+}
+
+/// For an order placed before its refill flag was recorded: what today's catalog says.
+/// Newer orders answer from their own record, so a service that left the catalog (or changed
+/// its flags) since does not change what its orders may ask for.
+fn refillable(catalog: &LocalCatalog, o: &Order) -> bool {
+    catalog.get(o.service).is_some_and(|s| s.listing.refill)
+}
+
+/// As [`refillable`], for cancel.
+fn cancellable(catalog: &LocalCatalog, o: &Order) -> bool {
+    catalog.get(o.service).is_some_and(|s| s.listing.cancel)
 }
 
 /// Puts `entry` into every slot of `asked` that names its order.

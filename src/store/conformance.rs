@@ -86,6 +86,7 @@ macro_rules! conformance_tests {
             orders_to_sync_takes_the_least_recently_synced_first,
             refills_are_synced_until_final,
             listings_and_counts,
+            open_orders_are_counted_by_upstream,
             the_schema_guards_the_money_rules,
         );
     };
@@ -1403,6 +1404,40 @@ pub(crate) async fn refills_are_synced_until_final<B: Backend>() {
         store.create_refill(&ghost, 1, NOW).await,
         Err(StoreError::NotFound)
     ));
+}
+
+pub(crate) async fn open_orders_are_counted_by_upstream<B: Backend>() {
+    let Some(db) = B::open().await else {
+        return;
+    };
+    let store = db.store();
+    assert!(store.open_orders_by_upstream().await.unwrap().is_empty());
+    let ana = customer(&*store, "ana", 100 * ONE, 0).await;
+    // alpha: one placed, one dispatching, one unknown, and two settled (final, rejected).
+    placed(&*store, ana.id, ONE, 1000, 1).await;
+    order(&*store, ana.id, ONE, 1000).await;
+    let unknown = order(&*store, ana.id, ONE, 1000).await;
+    store
+        .mark_unknown(unknown.id, "timeout", NOW)
+        .await
+        .unwrap();
+    let done = placed(&*store, ana.id, ONE, 1000, 2).await;
+    store
+        .apply_status(done.id, &update(Status::Completed, Some(0)), NOW)
+        .await
+        .unwrap();
+    let refused = order(&*store, ana.id, ONE, 1000).await;
+    store.mark_rejected(refused.id, "no", NOW).await.unwrap();
+    // beta: an order moved there by a fallback counts where it is now.
+    let moved = order(&*store, ana.id, ONE, 1000).await;
+    store
+        .retarget_order(moved.id, "beta", 7, None)
+        .await
+        .unwrap();
+    assert_eq!(
+        store.open_orders_by_upstream().await.unwrap(),
+        [("alpha".to_owned(), 3), ("beta".to_owned(), 1)]
+    );
 }
 
 pub(crate) async fn listings_and_counts<B: Backend>() {

@@ -410,6 +410,11 @@ pub trait Store: Send + Sync + 'static {
     /// Order counts by state, for metrics and `/readyz`.
     async fn count_orders_by_state(&self) -> Result<Vec<(OrderState, u64)>>;
 
+    /// Orders not settled yet (`dispatching`, `placed` or `unknown`) counted by the upstream
+    /// they are at, by name: a config must keep every upstream named here, or they would never
+    /// be synced (nor refunded).
+    async fn open_orders_by_upstream(&self) -> Result<Vec<(String, u64)>>;
+
     // ---- refills ----
 
     async fn create_refill(
@@ -430,6 +435,10 @@ pub trait Store: Send + Sync + 'static {
     /// Checks that the database answers (for `/readyz`).
     async fn ping(&self) -> Result<()>;
 }
+
+/// The query behind [`Store::open_orders_by_upstream`], the same for every backend.
+const OPEN_ORDERS_BY_UPSTREAM: &str = "SELECT upstream, COUNT(*) AS n FROM orders \
+     WHERE state IN ('dispatching', 'placed', 'unknown') GROUP BY upstream ORDER BY upstream";
 
 #[cfg(test)]
 mod conformance;

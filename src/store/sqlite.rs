@@ -1317,6 +1317,15 @@ impl Store for SqliteStore {
         Ok(counts)
     }
 
+    async fn open_orders_by_upstream(&self) -> Result<Vec<(String, u64)>> {
+        let rows = sqlx::query(super::OPEN_ORDERS_BY_UPSTREAM)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|row| Ok((row.try_get("upstream")?, get_u64(row, "n")?)))
+            .collect()
+    }
+
     // ---- refills ----
 
     async fn create_refill(
