@@ -139,6 +139,8 @@ pub fn order_json(o: &Order) -> serde_json::Value {
         "progress_at": o.progress_at,
         "age_seconds": age(o.created_at, now_ms()),
         "quiet_seconds": age(quiet_since(o), now_ms()),
+        "first_cost": o.first_cost.map(|c| money::format(money::from_units(c))),
+        "list_cost": o.list_cost.map(|c| money::format(money::from_units(c))),
     })
 }
 
@@ -300,6 +302,33 @@ pub async fn resolve_ended(
         "order {id} is {}; {} refunded to {}",
         status.as_str(),
         money::format(money::from_units(applied.refund)),
+        order.customer
+    ))
+}
+
+/// Settles an order a person had to look at for its refund (`refund_unknown`,
+/// `partial_without_remains`): refunds `refund` (0: nothing owed) with `note` on the ledger
+/// entry, and clears the mark. Never more than is still refundable.
+pub async fn settle(store: &dyn Store, id: i64, refund: Decimal, note: &str) -> Result<String> {
+    if refund.is_sign_negative() {
+        return Err(AdminError::Invalid(
+            "the refund must not be negative".into(),
+        ));
+    }
+    if note.trim().is_empty() {
+        return Err(AdminError::Invalid(
+            "a settlement needs a note: who decided, and why".into(),
+        ));
+    }
+    let order = show_order(store, id).await?;
+    let refund = units(refund, "refund")?;
+    let refunded = match store.settle(id, refund, note, now_ms()).await {
+        Err(StoreError::Conflict(why)) => return Err(AdminError::Invalid(why)),
+        other => other?,
+    };
+    Ok(format!(
+        "order {id} is settled; {} refunded to {}",
+        money::format(money::from_units(refunded)),
         order.customer
     ))
 }

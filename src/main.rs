@@ -132,6 +132,16 @@ enum OrderCommand {
     /// Detach an order from its upstream order (when two local orders hold one): a placed one
     /// becomes unknown, for `order resolve`.
     Unlink { id: i64 },
+    /// Settle an order marked refund_unknown or partial_without_remains (no automatic refund
+    /// was made): refund X (0: nothing owed; never above what is still refundable), with a
+    /// note on the ledger saying who decided and why, and clear the mark.
+    Settle {
+        id: i64,
+        #[arg(long)]
+        refund: Decimal,
+        #[arg(long)]
+        note: String,
+    },
 }
 
 #[derive(clap::Args)]
@@ -445,6 +455,9 @@ async fn order(path: &Path, cmd: OrderCommand) -> anyhow::Result<()> {
             println!("{done}");
         }
         OrderCommand::Unlink { id } => println!("{}", admin::unlink(store, id).await?),
+        OrderCommand::Settle { id, refund, note } => {
+            println!("{}", admin::settle(store, id, refund, &note).await?);
+        }
     }
     Ok(())
 }

@@ -41,6 +41,7 @@ pub struct Metrics {
     pub orders_attention: IntGaugeVec,
     pub refunds: IntCounterVec,
     pub refunded: prometheus::CounterVec,
+    pub refunds_withheld: IntCounterVec,
     pub revenue: prometheus::CounterVec,
     pub cost: prometheus::CounterVec,
     pub rejected_keys: IntCounter,
@@ -219,6 +220,14 @@ impl Metrics {
                 "panelgate_refunded_amount_total",
                 "Money refunded to customers, in our currency.",
                 &["upstream"],
+            ),
+            refunds_withheld: counter(
+                &r,
+                "panelgate_refunds_withheld_total",
+                "Partial orders that got no automatic refund because the upstream's figures \
+                 cannot tell it, by attention reason (refund_unknown, partial_without_remains) \
+                 and upstream: each waits for `panelgate order settle`.",
+                &["reason", "upstream"],
             ),
             revenue: amount(
                 &r,

@@ -40,6 +40,48 @@ pub fn partial_refund(charge: Decimal, billed: u64, remains: u64) -> Decimal {
     round_down(charge * Decimal::from(remains) / Decimal::from(billed)).min(charge)
 }
 
+/// The share of its cost an upstream gave back on an order: 1 − final/initial of its own
+/// `charge`, clamped to 0..=1. `None` when its figures cannot tell: either is missing or not
+/// positive (panels that do not track the charge omit it or send 0, which must not read as
+/// "everything given back").
+pub fn upstream_share(initial: Option<Decimal>, last: Option<Decimal>) -> Option<Decimal> {
+    let (initial, last) = (initial?, last?);
+    if initial <= Decimal::ZERO || last <= Decimal::ZERO {
+        return None;
+    }
+    Some((Decimal::ONE - last / initial).clamp(Decimal::ZERO, Decimal::ONE))
+}
+
+/// Why a Partial order got no automatic refund: a person must settle it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Withheld {
+    /// Package-billed, and the upstream's charge cannot tell what it gave back.
+    RefundUnknown,
+    /// Per-unit, and the upstream did not say how many units remain.
+    NoRemains,
+}
+
+/// The refund of a `Partial` order that cost `charge` for `billed` units, as the upstream's
+/// own figures allow, rounded down and never more than `charge`:
+/// - billed as one unit (packages): `charge × share`, where `share` is what
+///   [`upstream_share`] found; no share, no refund (`RefundUnknown`);
+/// - per unit: the pro-rata refund of `remains` (negative: nothing), also capped by
+///   `charge × share` where a share is known; no `remains`, no refund (`NoRemains`).
+pub fn partial_settlement(
+    charge: Decimal,
+    billed: u64,
+    remains: Option<i64>,
+    share: Option<Decimal>,
+) -> Result<Decimal, Withheld> {
+    let by_share = share.map(|s| round_down(charge * s).min(charge));
+    if billed == 1 {
+        return by_share.ok_or(Withheld::RefundUnknown);
+    }
+    let remains = remains.ok_or(Withheld::NoRemains)?;
+    let by_remains = partial_refund(charge, billed, remains.max(0).unsigned_abs());
+    Ok(by_share.map_or(by_remains, |cap| by_remains.min(cap)))
+}
+
 pub fn round_up(value: Decimal) -> Decimal {
     value.round_dp_with_strategy(SCALE, RoundingStrategy::ToPositiveInfinity)
 }
@@ -103,6 +145,61 @@ mod tests {
         assert_eq!(partial_refund(d("0.00001"), 3, 1), d("0"));
         assert_eq!(partial_refund(d("1"), 10, 20), d("1"));
         assert_eq!(partial_refund(d("1"), 0, 20), d("0"));
+    }
+
+    #[test]
+    fn the_upstream_share_needs_both_charges() {
+        assert_eq!(
+            upstream_share(Some(d("2")), Some(d("0.5"))),
+            Some(d("0.75"))
+        );
+        assert_eq!(upstream_share(Some(d("2")), Some(d("3"))), Some(d("0")));
+        assert_eq!(upstream_share(Some(d("2")), Some(d("2"))), Some(d("0")));
+        assert_eq!(upstream_share(Some(d("2")), Some(d("0"))), None);
+        assert_eq!(upstream_share(Some(d("2")), None), None);
+        assert_eq!(upstream_share(None, Some(d("1"))), None);
+        assert_eq!(upstream_share(Some(d("0")), Some(d("1"))), None);
+    }
+
+    #[test]
+    fn partial_settlement_follows_the_upstream() {
+        let share = Some(d("0.4"));
+        // Packages: the share of the charge, whatever `remains` says.
+        assert_eq!(partial_settlement(d("3"), 1, Some(1), share), Ok(d("1.2")));
+        assert_eq!(partial_settlement(d("3"), 1, None, share), Ok(d("1.2")));
+        assert_eq!(
+            partial_settlement(d("3"), 1, Some(1), None),
+            Err(Withheld::RefundUnknown)
+        );
+        assert_eq!(
+            partial_settlement(d("0.00001"), 1, Some(1), Some(d("0.5"))),
+            Ok(d("0"))
+        );
+        // Per unit: remains, capped by the share where one is known.
+        assert_eq!(
+            partial_settlement(d("1"), 1000, Some(500), None),
+            Ok(d("0.5"))
+        );
+        assert_eq!(
+            partial_settlement(d("1"), 1000, Some(500), share),
+            Ok(d("0.4"))
+        );
+        assert_eq!(
+            partial_settlement(d("1"), 1000, Some(100), share),
+            Ok(d("0.1"))
+        );
+        assert_eq!(
+            partial_settlement(d("1"), 1000, Some(-5), share),
+            Ok(d("0"))
+        );
+        assert_eq!(
+            partial_settlement(d("1"), 1000, Some(5000), None),
+            Ok(d("1"))
+        );
+        assert_eq!(
+            partial_settlement(d("1"), 1000, None, share),
+            Err(Withheld::NoRemains)
+        );
     }
 
     #[test]

@@ -5,9 +5,10 @@
 //! serialized, so a poll of fresh orders costs map lookups and copies, not a database read.
 //!
 //! What this process writes to an order, it forgets here at once. What another process writes
-//! (another instance on PostgreSQL, `panelgate order resolve`) shows within [`TRUST`]: entries
-//! of unfinished orders are read again after that. Final and rejected orders never change, so
-//! their entries stay until the cache is full.
+//! (another instance on PostgreSQL, `panelgate order resolve` or `settle`) shows within
+//! [`TRUST`]: entries of unfinished orders are read again after that. Final and rejected orders
+//! never change (unless they wait for an operator's settlement), so their entries stay until
+//! the cache is full.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -18,7 +19,7 @@ use dashmap::DashMap;
 use crate::money;
 use crate::protocol::reply::{self, OrderStatus, Remains};
 use crate::protocol::{ProtocolError, Status};
-use crate::store::{Millis, Order, OrderState, StatusUpdate};
+use crate::store::{Attention, Millis, Order, OrderState, StatusUpdate};
 
 /// How long a row of an unfinished order, once read, is answered from memory.
 pub const TRUST: Duration = Duration::from_secs(1);
@@ -41,6 +42,8 @@ pub struct Entry {
     /// When the upstream last confirmed this status: the store's `synced_at`, or later if an
     /// upstream answer changed nothing (such answers are not written).
     pub synced_at: Option<Millis>,
+    /// Why a person must look at it: a final order waiting for `order settle` may still change.
+    pub attention: Option<Attention>,
     /// The single-order `status` reply, serialized.
     pub json: Bytes,
     read_at: Instant,
@@ -58,6 +61,7 @@ impl Entry {
             upstream: o.upstream.as_str().into(),
             upstream_order: o.upstream_order.as_deref().map(Arc::from),
             synced_at: o.synced_at,
+            attention: o.attention,
             json: reply::to_bytes(&order_status(o, currency)),
             read_at,
         }
@@ -80,8 +84,14 @@ impl Entry {
             && (update.start_count.is_none() || update.start_count == self.start_count)
     }
 
+    /// Whether nothing can change it any more: final or rejected, and not waiting for an
+    /// operator's settlement (`panelgate order settle` writes from another process).
     fn settled(&self) -> bool {
-        matches!(self.state, OrderState::Final | OrderState::Rejected)
+        let waiting = matches!(
+            self.attention,
+            Some(Attention::RefundUnknown | Attention::PartialWithoutRemains)
+        );
+        matches!(self.state, OrderState::Final | OrderState::Rejected) && !waiting
     }
 }
 
@@ -92,12 +102,35 @@ pub fn order_status(o: &Order, currency: &str) -> OrderStatus {
         start_count: o.start_count.unwrap_or(0),
         status: o.status,
         remains: match (o.remains, o.status) {
+            (_, Status::Partial) if o.state == OrderState::Final => partial_remains(o),
             (Some(n), _) => Remains::Count(n),
             (None, Status::Completed) => Remains::Count(0),
             (None, _) => Remains::Count(o.billed as i64),
         },
         currency: currency.to_owned(),
     }
+}
+
+/// What a final Partial shows as `remains`: what was refunded, in units, since panel
+/// software refunds its own user `remains / quantity` of the charge. The upstream's figure
+/// where its refund is exactly what we refunded; otherwise (a package, a refund capped by the
+/// upstream's share, no `remains` reported, a settlement) the units the refund pays for,
+/// rounded down: a package shows 0 unless refunded in full, an unsettled Partial without
+/// `remains` shows 0.
+fn partial_remains(o: &Order) -> Remains {
+    let charge = money::from_units(o.charge);
+    if let Some(n) = o.remains.filter(|_| o.billed != 1) {
+        let due = money::partial_refund(charge, o.billed, n.max(0).unsigned_abs());
+        if money::to_units(due) == Some(o.refunded) {
+            return Remains::Count(n);
+        }
+    }
+    if o.charge <= 0 {
+        return Remains::Count(0);
+    }
+    let units = money::from_units(o.refunded) * rust_decimal::Decimal::from(o.billed) / charge;
+    let units = rust_decimal::prelude::ToPrimitive::to_i64(&units.floor()).unwrap_or(0);
+    Remains::Count(units.clamp(0, i64::try_from(o.billed).unwrap_or(i64::MAX)))
 }
 
 pub struct StatusCache {
@@ -280,6 +313,34 @@ mod tests {
     }
 
     #[test]
+    fn a_final_partial_shows_what_was_refunded() {
+        let remains = |o: &Order| order_status(o, "USD").remains;
+        // Per unit, refunded exactly by remains (40 of 100 for 0.126 → 0.0504): as reported.
+        let mut o = order(1, OrderState::Final, Status::Partial);
+        o.refunded = 5_040;
+        assert_eq!(remains(&o), Remains::Count(40));
+        // Capped below that by the upstream's share: the units the refund pays for.
+        o.refunded = 2_000;
+        assert_eq!(remains(&o), Remains::Count(15));
+        // No remains reported, nothing refunded yet: 0; settled: what the settlement paid for.
+        o.remains = None;
+        o.refunded = 0;
+        assert_eq!(remains(&o), Remains::Count(0));
+        o.refunded = 6_300;
+        assert_eq!(remains(&o), Remains::Count(50));
+        // A package: 0 unless refunded in full, whatever the upstream said.
+        let mut p = order(2, OrderState::Final, Status::Partial);
+        (p.billed, p.remains, p.refunded) = (1, Some(1), 9_000);
+        assert_eq!(remains(&p), Remains::Count(0));
+        p.refunded = p.charge;
+        assert_eq!(remains(&p), Remains::Count(1));
+        // Still running: the upstream's figure.
+        p.state = OrderState::Placed;
+        p.status = Status::InProgress;
+        assert_eq!(remains(&p), Remains::Count(1));
+    }
+
+    #[test]
     fn unfinished_rows_are_trusted_briefly_and_settled_ones_for_good() {
         let cache = StatusCache::new("USD");
         cache.put(&order(1, OrderState::Placed, Status::Pending));
@@ -291,6 +352,12 @@ mod tests {
         assert!(cache.get(2, later).is_some());
         cache.forget(2);
         assert!(cache.get(2, later).is_none());
+        // Final but waiting for an operator's settlement (from another process): re-read.
+        let mut waiting = order(3, OrderState::Final, Status::Partial);
+        waiting.attention = Some(Attention::RefundUnknown);
+        cache.put(&waiting);
+        assert!(cache.get(3, now).is_some());
+        assert!(cache.get(3, later).is_none());
     }
 
     #[test]

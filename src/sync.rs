@@ -142,6 +142,18 @@ impl Syncer {
                     "order final"
                 );
                 self.count_final(upstream, update.status, applied.refund, update.cost);
+                if let Some(mark) = applied.attention {
+                    tracing::warn!(
+                        order = id,
+                        reason = mark.as_str(),
+                        "Partial order refunded nothing: the upstream's figures cannot tell \
+                         what it gave back; settle it with `panelgate order settle`"
+                    );
+                    self.metrics
+                        .refunds_withheld
+                        .with_label_values(&[mark.as_str(), upstream])
+                        .inc();
+                }
             }
             Ok(_) => {}
             Err(e) => tracing::error!(order = id, error = %e, "applying a status failed"),

@@ -505,3 +505,93 @@ fn run_to_end(config: &Path, args: &[&str]) -> Output {
     }
     child.wait_with_output().unwrap()
 }
+/// `order show ID` as JSON.
+fn show(config: &Path, id: &str) -> Value {
+    serde_json::from_str(&stdout(&panelgate(config, &["order", "show", id]))).unwrap()
+}
+
+#[tokio::test]
+async fn an_operator_settles_a_partial_the_upstream_cannot_tell() {
+    let dir = Scratch::new("cli-settle");
+    let config = write_config(&dir);
+    let server = serve(&config);
+    let out = stdout(&panelgate(
+        &config,
+        &["client", "add", "ann", "--balance", "10"],
+    ));
+    let key = out.lines().last().unwrap().to_owned();
+    let http = Http::default();
+    let api = |pairs: &[(&str, &str)]| {
+        let mut all: Vec<(String, String)> = vec![("key".into(), key.clone())];
+        all.extend(pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+        let (http, url) = (http.clone(), server.url.clone());
+        async move {
+            let all: Vec<(&str, &str)> = all.iter().map(|(k, v)| (&**k, &**v)).collect();
+            http.form(&url, &all).await.json()
+        }
+    };
+    // The demo panel's package 119 (3.00, sold at 4.20) ends Partial and reports no charge.
+    let link = "https://yt.com/v?sim-fate=partial&sim-charge=none";
+    let order = api(&[("action", "add"), ("service", "1119"), ("link", link)]).await;
+    assert_eq!(order["order"], 1, "{order}");
+    let mut shown = show(&config, "1");
+    for _ in 0..250 {
+        if shown["state"] == "final" {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        shown = show(&config, "1");
+    }
+    assert_eq!(
+        (&shown["status"], &shown["refunded"], &shown["attention"]),
+        (
+            &"Partial".into(),
+            &"0.00000".into(),
+            &"refund_unknown".into()
+        )
+    );
+
+    let err = failure(&panelgate(
+        &config,
+        &["order", "settle", "1", "--refund", "5", "--note", "ann"],
+    ));
+    assert!(
+        err.contains("above what is still refundable (4.20000"),
+        "{err}"
+    );
+    let out = stdout(&panelgate(
+        &config,
+        &[
+            "order",
+            "settle",
+            "1",
+            "--refund",
+            "1.2",
+            "--note",
+            "ann: ticket 7",
+        ],
+    ));
+    assert!(out.contains("1.20000 refunded to ann"), "{out}");
+    let err = failure(&panelgate(
+        &config,
+        &["order", "settle", "1", "--refund", "1", "--note", "ann"],
+    ));
+    assert!(err.contains("not waiting for a refund decision"), "{err}");
+    assert_eq!(show(&config, "1")["attention"], Value::Null);
+
+    // The running server shows the settlement to the customer within a second.
+    let mut status = Value::Null;
+    for _ in 0..100 {
+        status = api(&[("action", "status"), ("order", "1")]).await;
+        if status["charge"] == "3.00000" {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        (&status["charge"], &status["remains"]),
+        (&"3.00000".into(), &"0".into())
+    );
+    assert_eq!(api(&[("action", "balance")]).await["balance"], "7.00000");
+    server.terminate();
+}

@@ -51,7 +51,44 @@ struct Order {
     stopped: Option<(Millis, u64)>,
     start_count: u64,
     settled: bool,
+    /// Billed as one unit: delivered in thousandths, `remains` 1 until Completed, and a
+    /// Partial refunds the undelivered share of the charge.
+    package: bool,
+    /// How the panel reports and refunds, as the link's markers chose (see [`Quirks`]).
+    quirks: Quirks,
 }
+
+/// Ways real panels report and refund that tests ask for through markers in the link.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Quirks {
+    /// `sim-refund=N`: a Partial gives back only N % of the undelivered share.
+    refund_percent: u64,
+    /// `sim-charge=none`: the panel does not track charges and reports `charge` 0.
+    no_charge: bool,
+    /// `sim-remains=unknown`: `remains` is always `"Unknown"`.
+    no_remains: bool,
+}
+
+impl Quirks {
+    fn from_link(link: Option<&str>) -> Quirks {
+        Quirks {
+            refund_percent: marker(link, "sim-refund=")
+                .and_then(|m| m.parse().ok())
+                .map_or(100, |p: u64| p.min(100)),
+            no_charge: marker(link, "sim-charge=") == Some("none"),
+            no_remains: marker(link, "sim-remains=") == Some("unknown"),
+        }
+    }
+}
+
+/// The word after `name` in `link` (`sim-fate=partial&…` → `partial`).
+fn marker<'a>(link: Option<&'a str>, name: &str) -> Option<&'a str> {
+    let rest = link?.split(name).nth(1)?;
+    rest.split(|c: char| !c.is_ascii_alphanumeric()).next()
+}
+
+/// Thousandths a package is delivered in, so that it can end Partial part-way.
+const PACKAGE_PARTS: u64 = 1000;
 
 impl Order {
     /// Status and units delivered at `now`, and when (if ever) the order becomes final.
@@ -213,7 +250,10 @@ impl Panel {
         let refund = match status {
             Status::Canceled => order.charge,
             Status::Partial => {
-                money::partial_refund(order.charge, order.total, order.total - delivered)
+                let full =
+                    money::partial_refund(order.charge, order.total, order.total - delivered);
+                let percent = Decimal::from(order.quirks.refund_percent) / Decimal::ONE_HUNDRED;
+                money::round_down(full * percent)
             }
             _ => return,
         };
@@ -239,14 +279,15 @@ impl Panel {
         if charge > self.balance {
             return Err(ProtocolError::NotEnoughFunds);
         }
+        let package = billing == Billing::Package;
         let total = match billing {
             Billing::PerThousand(units) => units.max(1),
-            Billing::Package => 1,
+            Billing::Package => PACKAGE_PARTS,
             Billing::PerPost => fields.posts.unwrap_or(1).max(1),
         };
         let id = self.next_order;
         self.next_order += 1;
-        let fate = self.fate(id, total, fields.link.as_deref());
+        let fate = self.fate(id, total, package, fields.link.as_deref());
         // Start within 5–60 s; deliver 10–50 units a second, or over the drip-feed schedule.
         let start_at = now + 5_000 + self.draw(id, 1) % 55_000;
         let pace = 10 + self.draw(id, 2) % 41;
@@ -255,7 +296,9 @@ impl Panel {
                 .saturating_mul(d.interval)
                 .saturating_mul(60_000)
         });
-        let duration = (total.saturating_mul(1000) / pace).max(drip_ms).max(1_000);
+        // A package takes as long as one unit would (its thousandths are a bookkeeping aid).
+        let units = if package { 1 } else { total };
+        let duration = (units.saturating_mul(1000) / pace).max(drip_ms).max(1_000);
         let order = Order {
             service: service_id,
             charge,
@@ -267,6 +310,8 @@ impl Panel {
             stopped: None,
             start_count: self.draw(id, 3) % 20_000,
             settled: false,
+            package,
+            quirks: Quirks::from_link(fields.link.as_deref()),
         };
         if let Some(at) = order.final_at() {
             self.unsettled.insert((at, id));
@@ -277,26 +322,21 @@ impl Panel {
             order: id,
             service: service_id,
             link: fields.link,
-            quantity: total,
+            quantity: units,
             charge,
             at_ms: now,
         })
     }
 
-    /// A link containing `sim-fate=partial|cancel|complete|hold|pending` chooses the fate, so tests
-    /// can ask for the case they cover; otherwise the seeded shares decide.
-    fn fate(&self, id: u64, total: u64, link: Option<&str>) -> Fate {
+    /// A link containing `sim-fate=partial|cancel|complete|hold|pending` chooses the fate, so
+    /// tests can ask for the case they cover; otherwise the seeded shares decide (packages end
+    /// Partial only when asked to).
+    fn fate(&self, id: u64, total: u64, package: bool, link: Option<&str>) -> Fate {
         let partial_units = || {
             let share = 200 + self.draw(id, 5) % 600; // 20–80 % delivered
             (total * share / 1000).clamp(1, total.saturating_sub(1).max(1))
         };
-        let marker = link.and_then(|l| l.split("sim-fate=").nth(1));
-        let named = marker.map(|m| {
-            m.split(|c: char| !c.is_ascii_alphabetic())
-                .next()
-                .unwrap_or("")
-        });
-        match named {
+        match marker(link, "sim-fate=") {
             Some("complete") => Fate::Complete,
             Some("cancel") => Fate::Cancel,
             Some("hold") => Fate::Hold,
@@ -306,7 +346,7 @@ impl Panel {
                 let draw = self.draw(id, 4);
                 if self.shares.cancel.hits(draw) {
                     Fate::Cancel
-                } else if total >= 10 && self.shares.partial.hits(draw >> 20) {
+                } else if !package && total >= 10 && self.shares.partial.hits(draw >> 20) {
                     Fate::Partial(partial_units())
                 } else {
                     Fate::Complete
@@ -321,15 +361,24 @@ impl Panel {
             .get(&id)
             .ok_or(ProtocolError::IncorrectOrderId)?;
         let (status, delivered) = order.progress(now);
+        let remains = match (order.package, status) {
+            _ if order.quirks.no_remains => Remains::Unknown,
+            (true, Status::Completed) => Remains::Count(0),
+            (true, _) => Remains::Count(1),
+            (false, _) => Remains::Count((order.total - delivered) as i64),
+        };
         Ok(OrderStatus {
-            charge: order.charge - order.refunded,
+            charge: match order.quirks.no_charge {
+                true => Decimal::ZERO,
+                false => order.charge - order.refunded,
+            },
             start_count: if status == Status::Pending {
                 0
             } else {
                 order.start_count
             },
             status,
-            remains: Remains::Count((order.total - delivered) as i64),
+            remains,
             currency: self.currency.clone(),
         })
     }
@@ -468,6 +517,63 @@ mod tests {
         assert!(refund > Decimal::ZERO);
         assert_eq!(s.charge, d("0.9") - refund);
         assert_eq!(p.balance, d("9.1") + refund);
+    }
+
+    #[test]
+    fn a_package_ends_partial_with_its_charge_cut_to_what_was_delivered() {
+        let mut p = panel("10");
+        let c = p.add(119, &form("link=x?sim-fate=partial"), 0).unwrap();
+        assert_eq!((c.charge, c.quantity), (d("3"), 1));
+        let s = p.status(c.order, 0).unwrap();
+        assert_eq!(
+            (s.status, s.remains, s.charge),
+            (Status::Pending, Remains::Count(1), d("3"))
+        );
+        p.settle_due(HOUR);
+        let s = p.status(c.order, HOUR).unwrap();
+        assert_eq!((s.status, s.remains), (Status::Partial, Remains::Count(1)));
+        assert!(
+            s.charge > Decimal::ZERO && s.charge < d("3"),
+            "{}",
+            s.charge
+        );
+        assert_eq!(p.balance, d("7") + (d("3") - s.charge));
+        // Without a marker a package completes, and reports nothing left.
+        let c = p.add(119, &form("link=y"), 0).unwrap();
+        let s = p.status(c.order, HOUR).unwrap();
+        assert_eq!(
+            (s.status, s.remains),
+            (Status::Completed, Remains::Count(0))
+        );
+    }
+
+    #[test]
+    fn markers_choose_how_the_panel_reports_and_refunds() {
+        let mut p = panel("10");
+        let q = "link=x?sim-fate=partial%26sim-charge=none%26sim-remains=unknown&quantity=1000";
+        let c = p.add(101, &form(q), 0).unwrap();
+        p.settle_due(HOUR);
+        let s = p.status(c.order, HOUR).unwrap();
+        assert_eq!(
+            (s.status, s.remains, s.charge),
+            (Status::Partial, Remains::Unknown, d("0"))
+        );
+        // Half of what remains says: the panel keeps the rest.
+        let c = p.add(
+            101,
+            &form("link=y?sim-fate=partial%26sim-refund=50&quantity=1000"),
+            0,
+        );
+        let c = c.unwrap();
+        let before = p.balance;
+        p.settle_due(HOUR);
+        let s = p.status(c.order, HOUR).unwrap();
+        let Remains::Count(remains) = s.remains else {
+            panic!()
+        };
+        let full = money::partial_refund(d("0.9"), 1000, remains as u64);
+        assert_eq!(p.balance - before, money::round_down(full / d("2")));
+        assert_eq!(s.charge, d("0.9") - (p.balance - before));
     }
 
     #[test]

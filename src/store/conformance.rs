@@ -67,6 +67,10 @@ macro_rules! conformance_tests {
             a_running_status_updates_a_placed_order_without_touching_money,
             a_status_changes_nothing_on_an_order_that_is_not_placed,
             a_partial_without_remains_refunds_nothing,
+            a_package_partial_refunds_the_share_the_upstream_gave_back,
+            a_package_partial_without_a_usable_charge_waits_for_the_operator,
+            a_per_unit_partial_is_capped_by_the_upstreams_share,
+            only_an_order_waiting_for_a_refund_decision_is_settled,
             a_rejected_order_releases_its_funds,
             an_unknown_order_declared_not_placed_is_canceled_and_refunded,
             an_unknown_order_found_upstream_is_placed_and_synced,
@@ -259,15 +263,18 @@ pub(crate) async fn the_ledger_sums_to_the_balance_after_every_kind_of_change<B:
         .await
         .unwrap();
     assert_eq!(books(&db, c.id).await, expected);
-    let applied = store
-        .apply_status(a.id, &update(Status::Partial, Some(100)), NOW)
-        .await
-        .unwrap();
+    // The upstream reports no final charge: `remains` alone decides.
+    let partial = StatusUpdate {
+        cost: None,
+        ..update(Status::Partial, Some(100))
+    };
+    let applied = store.apply_status(a.id, &partial, NOW).await.unwrap();
     assert_eq!(
         applied,
         Applied {
             refund: 11_250,
-            finalized: true
+            finalized: true,
+            attention: None,
         }
     );
     expected += 11_250;
@@ -308,7 +315,8 @@ pub(crate) async fn the_ledger_sums_to_the_balance_after_every_kind_of_change<B:
         applied,
         Applied {
             refund: 0,
-            finalized: true
+            finalized: true,
+            attention: None,
         }
     );
     expected -= 20_000;
@@ -558,12 +566,165 @@ pub(crate) async fn a_partial_without_remains_refunds_nothing<B: Backend>() {
         applied,
         Applied {
             refund: 0,
-            finalized: true
+            finalized: true,
+            attention: Some(Attention::PartialWithoutRemains),
         }
     );
     let o = get(&*store, o.id).await;
     assert_eq!((o.state, o.refunded), (OrderState::Final, 0));
+    assert_eq!(o.attention, Some(Attention::PartialWithoutRemains));
     assert_eq!(books(&db, c.id).await, 9 * ONE);
+
+    // The operator settles it: never above the charge, once, with the note on the ledger.
+    let over = store.settle(o.id, ONE + 1, "ops: ann", NOW).await;
+    assert!(matches!(over, Err(StoreError::Conflict(_))), "{over:?}");
+    assert_eq!(
+        store.settle(o.id, 40_000, "ops: ann", NOW).await.unwrap(),
+        40_000
+    );
+    let o = get(&*store, o.id).await;
+    assert_eq!((o.refunded, o.attention), (40_000, None));
+    let again = store.settle(o.id, 1, "ops: ann", NOW).await;
+    assert!(matches!(again, Err(StoreError::Conflict(_))), "{again:?}");
+    assert_eq!(books(&db, c.id).await, 9 * ONE + 40_000);
+    let last = store.ledger(c.id).await.unwrap().pop().unwrap();
+    assert_eq!(
+        (last.kind, last.amount, last.order_id, last.note.as_deref()),
+        (
+            EntryKind::Refund,
+            40_000,
+            Some(o.id),
+            Some("settled: ops: ann")
+        )
+    );
+}
+
+fn charged(status: Status, remains: Option<i64>, cost: Option<Units>) -> StatusUpdate {
+    StatusUpdate {
+        cost,
+        ..update(status, remains)
+    }
+}
+
+pub(crate) async fn a_package_partial_refunds_the_share_the_upstream_gave_back<B: Backend>() {
+    let Some(db) = B::open().await else {
+        return;
+    };
+    let store = db.store();
+    let c = customer(&*store, "pia", 10 * ONE, 0).await;
+    let new = NewOrder {
+        list_cost: Some(ONE),
+        ..new_order(c.id, 3 * ONE, 1)
+    };
+    let o = store.create_order(&new, NOW).await.unwrap();
+    store.mark_placed(o.id, "pk1", NOW).await.unwrap();
+    // The first charge reported while running is the upstream's own cost (not the list
+    // price, not a later figure).
+    let running = charged(Status::InProgress, Some(1), Some(2 * ONE));
+    store.apply_status(o.id, &running, NOW).await.unwrap();
+    let later = charged(Status::InProgress, Some(1), Some(ONE));
+    store.apply_status(o.id, &later, NOW).await.unwrap();
+    assert_eq!(get(&*store, o.id).await.first_cost, Some(2 * ONE));
+    // It ends charging 0.5 of 2: three quarters of our charge go back, whatever `remains`.
+    let partial = charged(Status::Partial, Some(1), Some(ONE / 2));
+    let applied = store.apply_status(o.id, &partial, NOW).await.unwrap();
+    assert_eq!((applied.refund, applied.attention), (225_000, None));
+    let o = get(&*store, o.id).await;
+    assert_eq!((o.refunded, o.attention), (225_000, None));
+    assert_eq!(books(&db, c.id).await, 7 * ONE + 225_000);
+
+    // Never reported while running: the list cost is the base (1, final 0.2: 80 %).
+    let o = store.create_order(&new, NOW).await.unwrap();
+    store.mark_placed(o.id, "pk2", NOW).await.unwrap();
+    let partial = charged(Status::Partial, Some(1), Some(ONE / 5));
+    let applied = store.apply_status(o.id, &partial, NOW).await.unwrap();
+    assert_eq!(applied.refund, 240_000);
+    assert_eq!(books(&db, c.id).await, 4 * ONE + 225_000 + 240_000);
+}
+
+pub(crate) async fn a_package_partial_without_a_usable_charge_waits_for_the_operator<B: Backend>() {
+    let Some(db) = B::open().await else {
+        return;
+    };
+    let store = db.store();
+    let c = customer(&*store, "quin", 10 * ONE, 0).await;
+    for (i, last) in [None, Some(0)].into_iter().enumerate() {
+        let o = placed(&*store, c.id, 2 * ONE, 1, 700 + i as u64).await;
+        let running = charged(Status::InProgress, Some(1), Some(ONE));
+        store.apply_status(o.id, &running, NOW).await.unwrap();
+        let partial = charged(Status::Partial, Some(1), last);
+        let applied = store.apply_status(o.id, &partial, NOW).await.unwrap();
+        assert_eq!(
+            applied,
+            Applied {
+                refund: 0,
+                finalized: true,
+                attention: Some(Attention::RefundUnknown),
+            }
+        );
+        let o = get(&*store, o.id).await;
+        assert_eq!(
+            (o.refunded, o.attention),
+            (0, Some(Attention::RefundUnknown))
+        );
+    }
+    assert_eq!(books(&db, c.id).await, 6 * ONE);
+    let marked = store.list_orders(&OrderFilter::default()).await.unwrap();
+    let id = marked[0].id;
+    // Settling with nothing owed clears the mark and moves no money.
+    assert_eq!(
+        store
+            .settle(id, 0, "ops: upstream kept it all", NOW)
+            .await
+            .unwrap(),
+        0
+    );
+    assert_eq!(get(&*store, id).await.attention, None);
+    assert_eq!(books(&db, c.id).await, 6 * ONE);
+}
+
+pub(crate) async fn a_per_unit_partial_is_capped_by_the_upstreams_share<B: Backend>() {
+    let Some(db) = B::open().await else {
+        return;
+    };
+    let store = db.store();
+    let c = customer(&*store, "rex", 10 * ONE, 0).await;
+    let o = placed(&*store, c.id, ONE, 1000, 810).await;
+    let running = charged(Status::InProgress, Some(900), Some(ONE / 2));
+    store.apply_status(o.id, &running, NOW).await.unwrap();
+    // 800 of 1000 left would refund 0.8, but the upstream gave back only a fifth of its cost.
+    let partial = charged(Status::Partial, Some(800), Some(ONE * 4 / 10));
+    let applied = store.apply_status(o.id, &partial, NOW).await.unwrap();
+    assert_eq!((applied.refund, applied.attention), (ONE / 5, None));
+    assert_eq!(books(&db, c.id).await, 9 * ONE + ONE / 5);
+}
+
+pub(crate) async fn only_an_order_waiting_for_a_refund_decision_is_settled<B: Backend>() {
+    let Some(db) = B::open().await else {
+        return;
+    };
+    let store = db.store();
+    let c = customer(&*store, "sol", 10 * ONE, 0).await;
+    let done = placed(&*store, c.id, ONE, 1000, 820).await;
+    store
+        .apply_status(done.id, &update(Status::Completed, Some(0)), NOW)
+        .await
+        .unwrap();
+    let unknown = order(&*store, c.id, ONE, 1000).await;
+    store
+        .mark_unknown(unknown.id, "timeout", NOW)
+        .await
+        .unwrap();
+    for id in [done.id, unknown.id] {
+        let refused = store.settle(id, 1, "ops", NOW).await;
+        assert!(
+            matches!(refused, Err(StoreError::Conflict(_))),
+            "{refused:?}"
+        );
+    }
+    let missing = store.settle(999_999, 1, "ops", NOW).await;
+    assert!(matches!(missing, Err(StoreError::NotFound)), "{missing:?}");
+    assert_eq!(books(&db, c.id).await, 8 * ONE);
 }
 
 pub(crate) async fn a_rejected_order_releases_its_funds<B: Backend>() {

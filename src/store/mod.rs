@@ -301,6 +301,9 @@ pub struct Applied {
     pub refund: Units,
     /// This call moved the order to `Final`.
     pub finalized: bool,
+    /// The mark this call left for the operator: a Partial refund the upstream's figures
+    /// could not tell (nothing was refunded).
+    pub attention: Option<Attention>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -524,6 +527,13 @@ pub trait Store: Send + Sync + 'static {
     /// Operator: an `Unknown` order was not placed: `Final`, status `Canceled`, the whole
     /// charge refunded. Returns the refund.
     async fn resolve_not_placed(&self, id: i64, now: Millis) -> Result<Units>;
+
+    /// Operator: settles a final order marked [`Attention::RefundUnknown`] or
+    /// [`Attention::PartialWithoutRemains`] (which got no automatic refund) by refunding
+    /// `refund` (0: nothing is owed), with `note` saying who and why on the ledger entry, and
+    /// clears the mark, in one transaction. Refuses an order without such a mark and a refund
+    /// above what is still refundable (`charge - refunded`). Returns the refund.
+    async fn settle(&self, id: i64, refund: Units, note: &str, now: Millis) -> Result<Units>;
 
     /// Order counts by state, for metrics and `/readyz`.
     async fn count_orders_by_state(&self) -> Result<Vec<(OrderState, u64)>>;

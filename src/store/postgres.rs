@@ -49,7 +49,8 @@ use sqlx::migrate::Migrator;
 use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions, PgRow};
 
 use super::sqlite::{
-    INTERRUPTED_NOTE, open_refill_statuses, opt_to_db, refund_due, to_db, undecodable,
+    Books, INTERRUPTED_NOTE, SETTLEABLE, check_settle, open_refill_statuses, opt_to_db, refund_due,
+    settle_note, to_db, undecodable,
 };
 use super::{
     Applied, Attention, AttentionFilter, Claim, Customer, EntryKind, KeyHash, LedgerEntry, Millis,
@@ -694,7 +695,8 @@ async fn apply_status_in(
     // Locked until commit: another instance applying a status to this order waits here and
     // then reads the state this transaction leaves.
     let row = sqlx::query(
-        "SELECT customer_id, state, status, charge, refunded, billed, remains, start_count \
+        "SELECT customer_id, state, status, charge, refunded, billed, remains, start_count, \
+         first_cost, list_cost \
          FROM orders WHERE id = $1 FOR NO KEY UPDATE",
     )
     .bind(id)
@@ -717,10 +719,13 @@ async fn apply_status_in(
     // `remains` is stored as reported, since a refund is computed from it; `start_count`
     // and `cost` are informational and keep their last known value if the upstream
     // omitted them this time.
+    // The first positive charge while running is the upstream's own cost for the order,
+    // the base of the share a Partial package gets back.
     if !update.status.is_final() {
         sqlx::query(
             "UPDATE orders SET status = $1, remains = $2, \
              start_count = COALESCE($3, start_count), cost = COALESCE($4, cost), \
+             first_cost = COALESCE(first_cost, $8), \
              synced_at = $5, updated_at = $5, lease_until = NULL, \
              progress_at = CASE WHEN $7 THEN $5 ELSE progress_at END, \
              attention = CASE WHEN $7 AND attention = 'stuck' THEN NULL ELSE attention END \
@@ -733,23 +738,28 @@ async fn apply_status_in(
         .bind(now)
         .bind(id)
         .bind(moved)
+        .bind(update.cost.filter(|&c| c > 0))
         .execute(&mut *conn)
         .await?;
         return Ok(Applied::default());
     }
 
     let customer_id: i64 = row.try_get("customer_id")?;
-    let charge: Units = row.try_get("charge")?;
-    let refunded: Units = row.try_get("refunded")?;
-    let billed = get_u64(&row, "billed")?;
-    let refund = refund_due(update.status, charge, refunded, billed, update.remains)?;
+    let books = Books {
+        charge: row.try_get("charge")?,
+        refunded: row.try_get("refunded")?,
+        billed: get_u64(&row, "billed")?,
+        first_cost: row.try_get("first_cost")?,
+        list_cost: row.try_get("list_cost")?,
+    };
+    let (refund, mark) = refund_due(update.status, &books, update.remains, update.cost)?;
 
+    // A final order is no longer stuck; it may need a person for its refund instead.
     let changed = sqlx::query(
         "UPDATE orders SET state = 'final', status = $1, remains = $2, \
          start_count = COALESCE($3, start_count), cost = COALESCE($4, cost), \
-         refunded = refunded + $5, synced_at = $6, updated_at = $6, lease_until = NULL, \
-         progress_at = $6, \
-         attention = CASE WHEN attention = 'stuck' THEN NULL ELSE attention END \
+         refunded = refunded + $5, attention = $8, \
+         synced_at = $6, updated_at = $6, lease_until = NULL, progress_at = $6 \
          WHERE id = $7 AND state = 'placed'",
     )
     .bind(update.status.as_str())
@@ -759,6 +769,7 @@ async fn apply_status_in(
     .bind(refund)
     .bind(now)
     .bind(id)
+    .bind(mark.map(Attention::as_str))
     .execute(&mut *conn)
     .await?;
     if changed.rows_affected() != 1 {
@@ -780,7 +791,56 @@ async fn apply_status_in(
     Ok(Applied {
         refund,
         finalized: true,
+        attention: mark,
     })
+}
+
+async fn settle_in(
+    conn: &mut PgConnection,
+    id: i64,
+    refund: Units,
+    note: &str,
+    now: Millis,
+) -> Result<Units> {
+    let row = sqlx::query(
+        "SELECT customer_id, charge, refunded, attention FROM orders WHERE id = $1 \
+         FOR NO KEY UPDATE",
+    )
+    .bind(id)
+    .fetch_optional(&mut *conn)
+    .await?
+    .ok_or(StoreError::NotFound)?;
+    let books = Books {
+        charge: row.try_get("charge")?,
+        refunded: row.try_get("refunded")?,
+        ..Books::default()
+    };
+    check_settle(id, &books, get_attention(&row)?, refund)?;
+    let customer_id: i64 = row.try_get("customer_id")?;
+    let query = sqlx::query(
+        "UPDATE orders SET refunded = refunded + $1, attention = NULL, updated_at = $2 \
+         WHERE id = $3 AND state = 'final' AND attention IN ($4, $5)",
+    )
+    .bind(refund)
+    .bind(now)
+    .bind(id)
+    .bind(SETTLEABLE[0].as_str())
+    .bind(SETTLEABLE[1].as_str());
+    transition(conn, id, OrderState::Final, query).await?;
+    if refund > 0 {
+        let note = settle_note(note);
+        post(
+            conn,
+            customer_id,
+            refund,
+            EntryKind::Refund,
+            Some(id),
+            Some(&note),
+            now,
+        )
+        .await?;
+    }
+    Ok(refund)
 }
 
 async fn resolve_placed_in(
@@ -835,9 +895,12 @@ async fn resolve_not_placed_in(conn: &mut PgConnection, id: i64, now: Millis) ->
         )));
     }
     let customer_id: i64 = row.try_get("customer_id")?;
-    let charge: Units = row.try_get("charge")?;
-    let refunded: Units = row.try_get("refunded")?;
-    let refund = refund_due(Status::Canceled, charge, refunded, 0, None)?;
+    let books = Books {
+        charge: row.try_get("charge")?,
+        refunded: row.try_get("refunded")?,
+        ..Books::default()
+    };
+    let (refund, _) = refund_due(Status::Canceled, &books, None, None)?;
     let query = sqlx::query(
         "UPDATE orders SET state = 'final', status = $1, refunded = refunded + $2, \
          attention = NULL, updated_at = $3 WHERE id = $4 AND state = 'unknown'",
@@ -1215,6 +1278,10 @@ impl Store for PostgresStore {
 
     async fn resolve_not_placed(&self, id: i64, now: Millis) -> Result<Units> {
         transaction!(self, |conn| resolve_not_placed_in(conn, id, now))
+    }
+
+    async fn settle(&self, id: i64, refund: Units, note: &str, now: Millis) -> Result<Units> {
+        transaction!(self, |conn| settle_in(conn, id, refund, note, now))
     }
 
     async fn count_orders_by_state(&self) -> Result<Vec<(OrderState, u64)>> {

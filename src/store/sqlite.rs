@@ -456,29 +456,101 @@ pub(super) fn open_refill_statuses() -> Vec<&'static str> {
 
 // ---- money ----
 
-/// The refund a final `status` is due on an order that cost `charge` for `billed` units, of
-/// which `refunded` was already given back: `Partial` the pro-rata rest (rounded down; an
-/// unreported or negative `remains` counts as nothing left), `Canceled` everything still held,
-/// `Completed` nothing. Never more than `charge - refunded`.
+/// What an order's row holds that its refund depends on.
+#[derive(Debug, Clone, Copy, Default)]
+pub(super) struct Books {
+    pub charge: Units,
+    pub refunded: Units,
+    pub billed: u64,
+    pub first_cost: Option<Units>,
+    pub list_cost: Option<Units>,
+}
+
+impl Books {
+    /// The upstream's own cost for the order, the base of the share it gives back: the
+    /// first charge it reported, or (never reported) its list price at placement.
+    fn initial_cost(&self) -> Option<Units> {
+        self.first_cost.filter(|&c| c > 0).or(self.list_cost)
+    }
+}
+
+/// The marks `settle` clears: orders that got no automatic refund and wait for a person.
+pub(super) const SETTLEABLE: [Attention; 2] =
+    [Attention::RefundUnknown, Attention::PartialWithoutRemains];
+
+/// Whether order `id` (its books and mark as read under the write lock) may be settled with
+/// `refund`: it must carry a settleable mark, and the refund must be within what is left.
+pub(super) fn check_settle(
+    id: i64,
+    books: &Books,
+    mark: Option<Attention>,
+    refund: Units,
+) -> Result<()> {
+    if !mark.is_some_and(|m| SETTLEABLE.contains(&m)) {
+        return Err(StoreError::Conflict(format!(
+            "order {id} is not waiting for a refund decision (attention: {}); \
+             only refund_unknown and partial_without_remains orders are settled",
+            mark.map_or("none", Attention::as_str)
+        )));
+    }
+    let left = books.charge.saturating_sub(books.refunded).max(0);
+    if refund < 0 || refund > left {
+        return Err(StoreError::Conflict(format!(
+            "order {id}: a refund of {} is above what is still refundable ({} of {} charged)",
+            money::format(money::from_units(refund)),
+            money::format(money::from_units(left)),
+            money::format(money::from_units(books.charge)),
+        )));
+    }
+    // A marked order got no refund entry (its automatic refund was withheld), so the one
+    // refund entry an order may have is still free; if not, say so rather than hit the index.
+    if refund > 0 && books.refunded > 0 {
+        return Err(StoreError::Conflict(format!(
+            "order {id} was already refunded {}; settle refuses a second refund",
+            money::format(money::from_units(books.refunded))
+        )));
+    }
+    Ok(())
+}
+
+/// The ledger note of a settlement: who or why, as the operator gave it.
+pub(super) fn settle_note(note: &str) -> String {
+    format!("settled: {}", note.trim())
+}
+
+/// The refund a final `status` is due on an order, and the mark it gets if a person must
+/// settle it: `Partial` as [`money::partial_settlement`] says (the upstream's share of its
+/// `initial` cost given back, `last_cost` being what it charges at the end), `Canceled`
+/// everything still held, `Completed` nothing. Never more than `charge - refunded`.
 pub(super) fn refund_due(
     status: Status,
-    charge: Units,
-    refunded: Units,
-    billed: u64,
+    books: &Books,
     remains: Option<i64>,
-) -> Result<Units> {
-    let left = charge.saturating_sub(refunded).max(0);
-    let due = match status {
+    last_cost: Option<Units>,
+) -> Result<(Units, Option<Attention>)> {
+    let left = books.charge.saturating_sub(books.refunded).max(0);
+    let (due, mark) = match status {
         Status::Partial => {
-            let remains = remains.unwrap_or(0).max(0).unsigned_abs();
-            let refund = money::partial_refund(money::from_units(charge), billed, remains);
-            money::to_units(refund)
-                .ok_or_else(|| unstorable(format!("refund {refund} is not a whole unit")))?
+            let share = money::upstream_share(
+                books.initial_cost().map(money::from_units),
+                last_cost.map(money::from_units),
+            );
+            let charge = money::from_units(books.charge);
+            match money::partial_settlement(charge, books.billed, remains, share) {
+                Ok(refund) => (
+                    money::to_units(refund).ok_or_else(|| {
+                        unstorable(format!("refund {refund} is not a whole unit"))
+                    })?,
+                    None,
+                ),
+                Err(money::Withheld::RefundUnknown) => (0, Some(Attention::RefundUnknown)),
+                Err(money::Withheld::NoRemains) => (0, Some(Attention::PartialWithoutRemains)),
+            }
         }
-        Status::Canceled => left,
-        Status::Completed | Status::Pending | Status::InProgress | Status::Processing => 0,
+        Status::Canceled => (left, None),
+        Status::Completed | Status::Pending | Status::InProgress | Status::Processing => (0, None),
     };
-    Ok(due.clamp(0, left))
+    Ok((due.clamp(0, left), mark))
 }
 
 /// Moves `amount` into (positive) or out of (negative) a customer's balance and writes the
@@ -1029,7 +1101,8 @@ impl Store for SqliteStore {
         let start_count = opt_to_db(update.start_count, "start count")?;
         let mut w = self.write().await?;
         let row = sqlx::query(
-            "SELECT customer_id, state, status, charge, refunded, billed, remains, start_count \
+            "SELECT customer_id, state, status, charge, refunded, billed, remains, start_count, \
+             first_cost, list_cost \
              FROM orders WHERE id = ?",
         )
         .bind(id)
@@ -1052,10 +1125,13 @@ impl Store for SqliteStore {
         // `remains` is stored as reported, since a refund is computed from it; `start_count`
         // and `cost` are informational and keep their last known value if the upstream
         // omitted them this time.
+        // The first positive charge while running is the upstream's own cost for the order,
+        // the base of the share a Partial package gets back.
         if !update.status.is_final() {
             sqlx::query(
                 "UPDATE orders SET status = ?, remains = ?, \
                  start_count = COALESCE(?, start_count), cost = COALESCE(?, cost), \
+                 first_cost = COALESCE(first_cost, ?), \
                  synced_at = ?, updated_at = ?, lease_until = NULL, \
                  progress_at = CASE WHEN ? THEN ? ELSE progress_at END, \
                  attention = CASE WHEN ? AND attention = 'stuck' THEN NULL ELSE attention END \
@@ -1065,6 +1141,7 @@ impl Store for SqliteStore {
             .bind(update.remains)
             .bind(start_count)
             .bind(update.cost)
+            .bind(update.cost.filter(|&c| c > 0))
             .bind(now)
             .bind(now)
             .bind(moved)
@@ -1078,17 +1155,21 @@ impl Store for SqliteStore {
         }
 
         let customer_id: i64 = row.try_get("customer_id")?;
-        let charge: Units = row.try_get("charge")?;
-        let refunded: Units = row.try_get("refunded")?;
-        let billed = get_u64(&row, "billed")?;
-        let refund = refund_due(update.status, charge, refunded, billed, update.remains)?;
+        let books = Books {
+            charge: row.try_get("charge")?,
+            refunded: row.try_get("refunded")?,
+            billed: get_u64(&row, "billed")?,
+            first_cost: row.try_get("first_cost")?,
+            list_cost: row.try_get("list_cost")?,
+        };
+        let (refund, mark) = refund_due(update.status, &books, update.remains, update.cost)?;
 
+        // A final order is no longer stuck; it may need a person for its refund instead.
         let changed = sqlx::query(
             "UPDATE orders SET state = 'final', status = ?, remains = ?, \
              start_count = COALESCE(?, start_count), cost = COALESCE(?, cost), \
-             refunded = refunded + ?, synced_at = ?, updated_at = ?, lease_until = NULL, \
-             progress_at = ?, \
-             attention = CASE WHEN attention = 'stuck' THEN NULL ELSE attention END \
+             refunded = refunded + ?, attention = ?, \
+             synced_at = ?, updated_at = ?, lease_until = NULL, progress_at = ? \
              WHERE id = ? AND state = 'placed'",
         )
         .bind(update.status.as_str())
@@ -1096,6 +1177,7 @@ impl Store for SqliteStore {
         .bind(start_count)
         .bind(update.cost)
         .bind(refund)
+        .bind(mark.map(Attention::as_str))
         .bind(now)
         .bind(now)
         .bind(now)
@@ -1122,6 +1204,7 @@ impl Store for SqliteStore {
         Ok(Applied {
             refund,
             finalized: true,
+            attention: mark,
         })
     }
 
@@ -1177,9 +1260,12 @@ impl Store for SqliteStore {
             )));
         }
         let customer_id: i64 = row.try_get("customer_id")?;
-        let charge: Units = row.try_get("charge")?;
-        let refunded: Units = row.try_get("refunded")?;
-        let refund = refund_due(Status::Canceled, charge, refunded, 0, None)?;
+        let books = Books {
+            charge: row.try_get("charge")?,
+            refunded: row.try_get("refunded")?,
+            ..Books::default()
+        };
+        let (refund, _) = refund_due(Status::Canceled, &books, None, None)?;
         let changed = sqlx::query(
             "UPDATE orders SET state = 'final', status = ?, refunded = refunded + ?, \
              attention = NULL, updated_at = ? WHERE id = ? AND state = 'unknown'",
@@ -1201,6 +1287,53 @@ impl Store for SqliteStore {
                 EntryKind::Refund,
                 Some(id),
                 Some("resolved: not placed"),
+                now,
+            )
+            .await?;
+        }
+        w.commit().await?;
+        Ok(refund)
+    }
+
+    async fn settle(&self, id: i64, refund: Units, note: &str, now: Millis) -> Result<Units> {
+        let mut w = self.write().await?;
+        let row =
+            sqlx::query("SELECT customer_id, charge, refunded, attention FROM orders WHERE id = ?")
+                .bind(id)
+                .fetch_optional(w.conn())
+                .await?
+                .ok_or(StoreError::NotFound)?;
+        let books = Books {
+            charge: row.try_get("charge")?,
+            refunded: row.try_get("refunded")?,
+            ..Books::default()
+        };
+        check_settle(id, &books, get_attention(&row)?, refund)?;
+        let customer_id: i64 = row.try_get("customer_id")?;
+        let changed = sqlx::query(
+            "UPDATE orders SET refunded = refunded + ?, attention = NULL, updated_at = ? \
+             WHERE id = ? AND state = 'final' AND attention IN (?, ?)",
+        )
+        .bind(refund)
+        .bind(now)
+        .bind(id)
+        .bind(SETTLEABLE[0].as_str())
+        .bind(SETTLEABLE[1].as_str())
+        .execute(w.conn())
+        .await?;
+        if changed.rows_affected() != 1 {
+            return Err(not_in_state(w.conn(), id, OrderState::Final).await);
+        }
+        if refund > 0 {
+            let note = settle_note(note);
+            let kind = EntryKind::Refund;
+            post(
+                w.conn(),
+                customer_id,
+                refund,
+                kind,
+                Some(id),
+                Some(&note),
                 now,
             )
             .await?;
@@ -1561,33 +1694,82 @@ mod tests {
         }
     }
 
+    fn due(
+        status: Status,
+        charge: Units,
+        refunded: Units,
+        billed: u64,
+        remains: Option<i64>,
+    ) -> Units {
+        let books = Books {
+            charge,
+            refunded,
+            billed,
+            ..Books::default()
+        };
+        refund_due(status, &books, remains, None).unwrap().0
+    }
+
     #[test]
     fn refunds_round_down_and_never_exceed_what_is_left() {
         use Status::*;
         // 157 billed for 0.17663, 100 left: 0.112500… → 0.1125.
-        assert_eq!(
-            refund_due(Partial, 17_663, 0, 157, Some(100)).unwrap(),
-            11_250
-        );
+        assert_eq!(due(Partial, 17_663, 0, 157, Some(100)), 11_250);
         // Unreported or negative remains: nothing is known to be undelivered.
-        assert_eq!(refund_due(Partial, ONE, 0, 1000, None).unwrap(), 0);
-        assert_eq!(refund_due(Partial, ONE, 0, 1000, Some(-20)).unwrap(), 0);
+        assert_eq!(due(Partial, ONE, 0, 1000, None), 0);
+        assert_eq!(due(Partial, ONE, 0, 1000, Some(-20)), 0);
         // More remains than billed: at most the whole charge.
-        assert_eq!(refund_due(Partial, ONE, 0, 1000, Some(5000)).unwrap(), ONE);
+        assert_eq!(due(Partial, ONE, 0, 1000, Some(5000)), ONE);
         // One unit over three: a third of 0.00001 rounds down to nothing.
-        assert_eq!(refund_due(Partial, 1, 0, 3, Some(1)).unwrap(), 0);
+        assert_eq!(due(Partial, 1, 0, 3, Some(1)), 0);
         // Canceled gives back what is still held; never more than the charge.
-        assert_eq!(refund_due(Canceled, ONE, 0, 1000, Some(0)).unwrap(), ONE);
+        assert_eq!(due(Canceled, ONE, 0, 1000, Some(0)), ONE);
+        assert_eq!(due(Canceled, ONE, 40_000, 1000, None), 60_000);
+        assert_eq!(due(Partial, ONE, 90_000, 1000, Some(500)), 10_000);
+        assert_eq!(due(Completed, ONE, 0, 1000, Some(500)), 0);
+        assert_eq!(due(Canceled, 0, 0, 0, None), 0);
+    }
+
+    #[test]
+    fn partial_refunds_follow_the_upstreams_charge() {
+        use Status::*;
+        let package = Books {
+            charge: 3 * ONE,
+            billed: 1,
+            first_cost: Some(2 * ONE),
+            list_cost: Some(ONE),
+            ..Books::default()
+        };
+        // First reported cost 2, final 0.5: three quarters given back.
+        let refund = refund_due(Partial, &package, Some(1), Some(ONE / 2)).unwrap();
+        assert_eq!(refund, (225_000, None));
+        // Never reported while running: the list cost is the base.
+        let unseen = Books {
+            first_cost: None,
+            ..package
+        };
+        let refund = refund_due(Partial, &unseen, Some(1), Some(ONE / 4)).unwrap();
+        assert_eq!(refund, (225_000, None));
+        // No usable final charge: nothing, and a person settles it.
+        for last in [None, Some(0)] {
+            let refund = refund_due(Partial, &package, Some(1), last).unwrap();
+            assert_eq!(refund, (0, Some(Attention::RefundUnknown)));
+        }
+        // Per unit: remains, capped by the share; no remains: nothing, marked.
+        let per_unit = Books {
+            charge: ONE,
+            billed: 1000,
+            first_cost: Some(ONE),
+            ..Books::default()
+        };
+        let capped = refund_due(Partial, &per_unit, Some(800), Some(ONE / 2)).unwrap();
+        assert_eq!(capped, (ONE / 2, None));
+        let unmarked = refund_due(Partial, &per_unit, None, Some(ONE / 2)).unwrap();
+        assert_eq!(unmarked, (0, Some(Attention::PartialWithoutRemains)));
         assert_eq!(
-            refund_due(Canceled, ONE, 40_000, 1000, None).unwrap(),
-            60_000
+            refund_due(Canceled, &package, None, None).unwrap(),
+            (3 * ONE, None)
         );
-        assert_eq!(
-            refund_due(Partial, ONE, 90_000, 1000, Some(500)).unwrap(),
-            10_000
-        );
-        assert_eq!(refund_due(Completed, ONE, 0, 1000, Some(500)).unwrap(), 0);
-        assert_eq!(refund_due(Canceled, 0, 0, 0, None).unwrap(), 0);
     }
 
     /// STRICT tables refuse a value that is not an integer (a float bound by mistake, an
