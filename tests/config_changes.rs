@@ -373,10 +373,33 @@ async fn sighup_and_the_file_watch_refuse_to_strand_orders_and_say_why() {
     .await;
     assert_eq!(r["order"], 1, "{r}");
 
-    // The file watch sees `old` gone, then SIGHUP reads the same file: both refuse.
+    // The file watch sees `old` gone, then SIGHUP reads the same file: both refuse. Each
+    // refusal is awaited on the reload counter before the file changes again.
+    let metrics_url = server.url.replace("/api/v2", "/metrics");
+    let refused_after = |at_least: u64| {
+        let (http, url) = (http.clone(), metrics_url.clone());
+        async move {
+            for _ in 0..500 {
+                let text = http.get(&url).await.text();
+                let count = text
+                    .lines()
+                    .find_map(|l| {
+                        l.strip_prefix(r#"panelgate_config_reloads_total{outcome="refused"} "#)
+                    })
+                    .and_then(|n| n.trim().parse::<u64>().ok())
+                    .unwrap_or(0);
+                if count >= at_least {
+                    return count;
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            panic!("fewer than {at_least} refused reloads counted");
+        }
+    };
     std::fs::write(&config, served_config(up, "", "")).unwrap();
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    let by_watch = refused_after(1).await;
     server.signal("-HUP");
+    refused_after(by_watch + 1).await;
     // Then `old` retired, with a new price to see the reload happen.
     let retired = with_old
         .replace("old-key-123\n", "old-key-123\n    retired: true\n")
