@@ -217,7 +217,8 @@ impl Gateway {
             Billing::Package => 1,
             Billing::PerPost => return Err(ProtocolError::IncorrectServiceId.into()),
         };
-        let charge = money::charge(svc.rate_for(&c.group), fields.billing(svc.kind()));
+        let charge = money::charge(svc.rate_for(&c.group), fields.billing(svc.kind()))
+            .ok_or(ProtocolError::Internal)?;
         let charge = money::to_units(charge).ok_or(ProtocolError::Internal)?;
         let form: serde_json::Map<String, serde_json::Value> = fields
             .to_form()
