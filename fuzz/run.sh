@@ -81,8 +81,12 @@ for target in "${targets[@]}"; do
     grep -E '^(stat::number_of_executed_units|stat::new_units_added|#[0-9]+.*DONE)' \
       "$work/$target.log" | sed "s/^/fuzz: $target: /" || true
   else
-    # Show libFuzzer's report of the crash, not its whole progress log.
-    grep -v -E '^#[0-9]+\s+(NEW|REDUCE|pulse|INITED)' "$work/$target.log" | tail -n 80 >&2
+    # The panic, then the end of libFuzzer's report; the whole log stays beside the artifacts.
+    cp "$work/$target.log" "$fuzz_dir/artifacts/$target.log"
+    grep -A 2 -E 'panicked at|ERROR: libFuzzer' "$work/$target.log" | head -n 20 >&2 || true
+    grep -v -E '^#[0-9]+\s+(NEW|REDUCE|pulse|INITED)|^ +([0-9]+: |at )' "$work/$target.log" |
+      tail -n 30 >&2
+    echo "fuzz: $target: full log in fuzz/artifacts/$target.log" >&2
     failed+=("$target")
   fi
 done
