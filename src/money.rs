@@ -82,15 +82,17 @@ pub fn from_units(units: i64) -> Decimal {
 }
 
 /// Parses an amount given by an operator or a peer (`"12.5"`, `"0.27819"`). `None` for an
-/// amount larger either way than storage holds (`i64::MAX` units, 92233720368547.75807):
-/// nothing could charge, refund or store it, and arithmetic on it could overflow.
+/// amount beyond what storage holds (an `i64` of units, about ±92 trillion): nothing could
+/// charge, refund or store it, and arithmetic on it could overflow.
 pub fn parse(text: &str) -> Option<Decimal> {
     let text = text.trim();
     let value = text
         .parse::<Decimal>()
         .or_else(|_| Decimal::from_scientific(text))
         .ok()?;
-    (value.abs() <= from_units(i64::MAX)).then_some(value)
+    (from_units(i64::MIN)..=from_units(i64::MAX))
+        .contains(&value)
+        .then_some(value)
 }
 
 #[cfg(test)]
@@ -172,8 +174,9 @@ mod tests {
         assert_eq!(parse("abc"), None);
         // Up to what storage holds, either way; beyond it, not an amount.
         assert_eq!(parse("92233720368547.75807"), Some(from_units(i64::MAX)));
-        assert_eq!(parse("-92233720368547.75807"), Some(-from_units(i64::MAX)));
+        assert_eq!(parse("-92233720368547.75808"), Some(from_units(i64::MIN)));
         assert_eq!(parse("92233720368547.75808"), None);
+        assert_eq!(parse("-92233720368547.75809"), None);
         assert_eq!(parse("-1e14"), None);
         assert_eq!(parse("79228162514264337593543950335"), None);
     }
