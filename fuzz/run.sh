@@ -17,7 +17,8 @@
 #   FUZZ_RSS_MB      memory cap per target in MiB (default 2048)
 #   FUZZ_TIMEOUT     seconds one input may take before it counts as a hang (default 10)
 #   FUZZ_SANITIZER   none (default: the library forbids unsafe code) or address
-#   CARGO_TARGET_DIR where the fuzz build goes (default fuzz/target, apart from the main build)
+#   FUZZ_TARGET_DIR  where the fuzz build goes (default fuzz/target, apart from the main build,
+#                    whatever CARGO_TARGET_DIR says)
 #
 # No nightly toolchain is needed: cargo-fuzz passes -Z flags, which RUSTC_BOOTSTRAP=1 lets the
 # stable compiler accept. cargo-fuzz is installed (`cargo install --locked`) if missing.
@@ -30,7 +31,7 @@ max_len="${FUZZ_MAX_LEN:-8192}"
 rss_mb="${FUZZ_RSS_MB:-2048}"
 timeout="${FUZZ_TIMEOUT:-10}"
 sanitizer="${FUZZ_SANITIZER:-none}"
-export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$fuzz_dir/target}"
+export CARGO_TARGET_DIR="${FUZZ_TARGET_DIR:-$fuzz_dir/target}"
 export RUSTC_BOOTSTRAP=1
 
 if ! cargo fuzz --version >/dev/null 2>&1; then
