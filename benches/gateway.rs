@@ -78,7 +78,10 @@ fn status_reply(c: &mut Criterion) {
                 .create_order(&new_order(customer.id, i), now_ms())
                 .await
                 .unwrap();
-            store.mark_placed(o.id, 5000 + i, now_ms()).await.unwrap();
+            store
+                .mark_placed(o.id, &(5000 + i).to_string(), now_ms())
+                .await
+                .unwrap();
             ids.push(o.id);
         }
         store.customer_orders(customer.id, &ids).await.unwrap()
@@ -127,7 +130,7 @@ fn ledger(c: &mut Criterion) {
                         .await
                         .unwrap();
                     store
-                        .mark_placed(o.id, upstream_order, now_ms())
+                        .mark_placed(o.id, &upstream_order.to_string(), now_ms())
                         .await
                         .unwrap();
                 })
@@ -148,6 +151,10 @@ fn new_order(customer_id: i64, n: u64) -> NewOrder {
         billed: 1000,
         link: Some(format!("https://instagram.com/p/{n}")),
         fields: format!(r#"{{"link":"https://instagram.com/p/{n}","quantity":"1000"}}"#),
+        list_cost: None,
+        can_refill: true,
+        can_cancel: true,
+        dispatch_deadline: i64::MAX,
     }
 }
 

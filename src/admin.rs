@@ -12,7 +12,11 @@ use crate::catalog::{LocalCatalog, UpstreamList};
 use crate::config::{Config, DEFAULT_GROUP};
 use crate::keys;
 use crate::money;
-use crate::store::{Customer, Order, OrderFilter, OrderState, Store, StoreError, Units};
+use crate::protocol::Status;
+use crate::store::{
+    Attention, AttentionFilter, Customer, Millis, Order, OrderFilter, OrderState, StatusUpdate,
+    Store, StoreError, Units,
+};
 use crate::sync::now_ms;
 use crate::upstream::Upstreams;
 
@@ -121,7 +125,7 @@ pub fn order_json(o: &Order) -> serde_json::Value {
         "refunded": money::format(money::from_units(o.refunded)),
         "upstream": o.upstream,
         "upstream_service": o.upstream_service,
-        "upstream_order": o.upstream_order,
+        "upstream_order": o.upstream_order.as_deref().map(upstream_order_json),
         "remains": o.remains,
         "start_count": o.start_count,
         "cost": o.cost.map(|c| money::format(money::from_units(c))),
@@ -131,14 +135,68 @@ pub fn order_json(o: &Order) -> serde_json::Value {
         "created_at": o.created_at,
         "updated_at": o.updated_at,
         "synced_at": o.synced_at,
+        "attention": o.attention.map(Attention::as_str),
+        "progress_at": o.progress_at,
+        "age_seconds": age(o.created_at, now_ms()),
+        "quiet_seconds": age(quiet_since(o), now_ms()),
     })
+}
+
+/// Whole seconds from `since` to `now` (never negative: clocks of instances differ).
+fn age(since: Millis, now: Millis) -> i64 {
+    (now - since).max(0) / 1000
+}
+
+/// Since when the upstream has reported nothing new of `o` (what `sync.stuck_after` counts).
+fn quiet_since(o: &Order) -> Millis {
+    o.progress_at.unwrap_or(o.created_at)
+}
+
+/// An age for people: `45s`, `12m`, `3h05m`, `2d04h`.
+pub fn human_age(seconds: i64) -> String {
+    let (d, h, m) = (seconds / 86_400, seconds / 3600 % 24, seconds / 60 % 60);
+    match seconds {
+        s if s < 60 => format!("{s}s"),
+        s if s < 3600 => format!("{m}m"),
+        s if s < 86_400 => format!("{h}h{m:02}m"),
+        _ => format!("{d}d{h:02}h"),
+    }
+}
+
+/// One row of `order list --attention`: why it needs the operator, how old it is and how
+/// long the upstream has said nothing new of it.
+pub fn attention_row(o: &Order) -> (String, String, String) {
+    let now = now_ms();
+    (
+        o.attention.map_or("-", Attention::as_str).to_owned(),
+        human_age(age(o.created_at, now)),
+        human_age(age(quiet_since(o), now)),
+    )
+}
+
+/// `--attention` with no reason (or `any`) lists every order that needs the operator.
+pub fn attention_filter(reason: &str) -> Result<AttentionFilter> {
+    if reason.is_empty() || reason == "any" {
+        return Ok(AttentionFilter::Any);
+    }
+    Attention::parse(reason)
+        .map(AttentionFilter::Only)
+        .ok_or_else(|| {
+            let all: Vec<_> = Attention::ALL.iter().map(|a| a.as_str()).collect();
+            AdminError::Invalid(format!(
+                "unknown attention reason {reason:?}; one of {}",
+                all.join(", ")
+            ))
+        })
 }
 
 pub async fn list_orders(
     store: &dyn Store,
     client: Option<String>,
     state: Option<&str>,
+    attention: Option<&str>,
 ) -> Result<Vec<Order>> {
+    let attention = attention.map(attention_filter).transpose()?;
     let state = match state {
         None => None,
         Some(s) => Some(OrderState::parse(s).ok_or_else(|| {
@@ -150,6 +208,7 @@ pub async fn list_orders(
         .list_orders(&OrderFilter {
             customer: client,
             state,
+            attention,
         })
         .await?)
 }
@@ -160,11 +219,13 @@ pub async fn show_order(store: &dyn Store, id: i64) -> Result<Order> {
 
 /// Resolves an order of unknown outcome: placed as `upstream_order`, or not placed (Canceled,
 /// the whole charge refunded).
-pub async fn resolve(store: &dyn Store, id: i64, upstream_order: Option<u64>) -> Result<String> {
+pub async fn resolve(store: &dyn Store, id: i64, upstream_order: Option<&str>) -> Result<String> {
     let order = show_order(store, id).await?;
     if order.state != OrderState::Unknown {
         return Err(AdminError::Invalid(format!(
-            "order {id} is {}, not unknown: only orders of unknown outcome are resolved",
+            "order {id} is {}, not unknown: only orders of unknown outcome are resolved as \
+             placed or not placed (a placed order its upstream never finishes is settled with \
+             --status Canceled, Partial --remains N, or Completed)",
             order.state.as_str()
         )));
     }
@@ -187,22 +248,112 @@ pub async fn resolve(store: &dyn Store, id: i64, upstream_order: Option<u64>) ->
     }
 }
 
+/// Settles a placed order by hand with the final status the operator found at the upstream
+/// (a panel script that shows its failed orders as Pending never reports one): the same
+/// refund rules as a synced status, applied once, and a note saying the operator did it.
+pub async fn resolve_ended(
+    store: &dyn Store,
+    id: i64,
+    status: Status,
+    remains: Option<i64>,
+) -> Result<String> {
+    let order = show_order(store, id).await?;
+    if order.state != OrderState::Placed {
+        return Err(AdminError::Invalid(format!(
+            "order {id} is {}, not placed: --status settles placed orders (stuck ones); \
+             an unknown one takes --upstream-order or --not-placed",
+            order.state.as_str()
+        )));
+    }
+    if !status.is_final() {
+        return Err(AdminError::Invalid(
+            "--status takes a final status: Completed, Partial or Canceled".into(),
+        ));
+    }
+    if status == Status::Partial && remains.is_none() {
+        return Err(AdminError::Invalid(
+            "a Partial needs --remains (what the upstream did not deliver)".into(),
+        ));
+    }
+    let update = StatusUpdate {
+        status,
+        remains: remains.or(order.remains),
+        start_count: None,
+        cost: None,
+    };
+    let now = now_ms();
+    let applied = store.apply_status(id, &update, now).await?;
+    if !applied.finalized {
+        return Err(AdminError::Invalid(format!(
+            "order {id} changed meanwhile (sync got there first): see `panelgate order show {id}`"
+        )));
+    }
+    let note = format!(
+        "resolved by the operator as {}{}",
+        status.as_str(),
+        order
+            .note
+            .map_or_else(String::new, |n| format!(" (was: {n})"))
+    );
+    store.note_order(id, &note, now).await?;
+    Ok(format!(
+        "order {id} is {}; {} refunded to {}",
+        status.as_str(),
+        money::format(money::from_units(applied.refund)),
+        order.customer
+    ))
+}
+
+/// Detaches an order from its upstream order (one upstream order must follow one local
+/// order): a placed one becomes `unknown` for `order resolve`.
+pub async fn unlink(store: &dyn Store, id: i64) -> Result<String> {
+    let order = show_order(store, id).await?;
+    let Some(upstream_order) = order.upstream_order.as_deref() else {
+        return Err(AdminError::Invalid(format!(
+            "order {id} holds no upstream order"
+        )));
+    };
+    let note = format!(
+        "unlinked by the operator from {} order {upstream_order}",
+        order.upstream
+    );
+    let state = store.unlink_order(id, &note, now_ms()).await?;
+    let next = if state == OrderState::Unknown {
+        format!(
+            "; it is unknown now: `panelgate order resolve {id} --upstream-order N` or \
+             `--not-placed`"
+        )
+    } else {
+        String::new()
+    };
+    Ok(format!(
+        "order {id} no longer follows {} order {upstream_order}{next}",
+        order.upstream
+    ))
+}
+
 /// What `check-config` reports.
+/// What `check-config` reports: what it found, what would go wrong (the command fails), and
+/// what the operator should know (it does not).
 pub struct Summary {
     pub lines: Vec<String>,
     pub problems: Vec<String>,
+    pub warnings: Vec<String>,
 }
 
-/// Fetches every upstream's services list and builds the catalog the config describes.
+/// Fetches every upstream's services list and balance, builds the catalog the config
+/// describes, and reports prices, margins per target, currencies and the worst-case `add`.
 pub async fn check_config(cfg: &Config) -> Summary {
     let upstreams = Upstreams::new(&cfg.upstreams, Arc::new(crate::metrics::Metrics::new()));
-    let mut lines = Vec::new();
-    let mut problems = Vec::new();
+    let mut s = Summary {
+        lines: Vec::new(),
+        problems: Vec::new(),
+        warnings: Vec::new(),
+    };
     let mut lists = HashMap::new();
     for u in &cfg.upstreams {
-        let host = u.url.host().unwrap_or("?");
         if u.simulate.is_some() {
-            lines.push(format!(
+            s.lines.push(format!(
                 "upstream {}: simulated by `serve` at {}",
                 u.name, u.url
             ));
@@ -210,42 +361,183 @@ pub async fn check_config(cfg: &Config) -> Summary {
             lists.insert(u.name.clone(), Arc::new(list_of(services)));
             continue;
         }
-        match upstreams.get(&u.name).map(|c| c.services()) {
-            Some(fetch) => match fetch.await {
-                Ok(list) => {
-                    lines.push(format!(
-                        "upstream {}: {host}, {} services listed",
-                        u.name,
-                        list.services.len()
-                    ));
-                    lists.insert(u.name.clone(), Arc::new(list_of(list.services)));
-                }
-                Err(e) => problems.push(format!("upstream {}: {host}: {e}", u.name)),
-            },
-            None => problems.push(format!("upstream {}: no client", u.name)),
+        let Some(client) = upstreams.get(&u.name) else {
+            s.problems.push(format!("upstream {}: no client", u.name));
+            continue;
+        };
+        if let Some(list) = check_upstream(&mut s, u, client).await {
+            lists.insert(u.name.clone(), Arc::new(list));
         }
     }
     let catalog = LocalCatalog::build(cfg, &lists);
-    lines.push(format!("local services: {}", catalog.len()));
+    s.lines.push(format!("local services: {}", catalog.len()));
     for g in cfg.group_names() {
         let rates: Vec<Decimal> = catalog.services().map(|s| s.rate_for(&g)).collect();
         if let (Some(lo), Some(hi)) = (rates.iter().min(), rates.iter().max()) {
-            lines.push(format!(
+            s.lines.push(format!(
                 "price group {g}: rates {lo} to {hi} {} per 1000",
                 cfg.currency
             ));
         }
     }
     for e in &cfg.explicit {
-        if catalog.get(e.id).is_none() && lists.contains_key(&e.target.upstream) {
-            problems.push(format!(
+        if catalog.get(e.id).is_none()
+            && lists.contains_key(&e.target.upstream)
+            && !catalog.refused.iter().any(|r| r.service == e.id)
+        {
+            s.problems.push(format!(
                 "service {}: {} does not list service {} (or it is a type we do not sell)",
                 e.id, e.target.upstream, e.target.service
             ));
         }
     }
-    problems.extend(catalog.problems.iter().cloned());
-    Summary { lines, problems }
+    s.problems.extend(catalog.problems.iter().cloned());
+    s.problems
+        .extend(catalog.refused.iter().map(|r| r.to_string()));
+    margins(&mut s, cfg, &catalog);
+    worst_case_add(&mut s, cfg, &catalog);
+    s
+}
+
+/// One upstream: its services list (with a hint when its URL is not an API v2 endpoint),
+/// its balance and the currency it states.
+async fn check_upstream(
+    s: &mut Summary,
+    u: &crate::config::UpstreamConfig,
+    client: &crate::upstream::Upstream,
+) -> Option<UpstreamList> {
+    let host = u.url.host().unwrap_or("?");
+    let list = match client.services().await {
+        Ok(list) if list.services.is_empty() => {
+            s.warnings
+                .push(format!("upstream {}: {host} lists no services", u.name));
+            Some(list_of(list.services))
+        }
+        Ok(list) => {
+            s.lines.push(format!(
+                "upstream {}: {host}, {} services listed",
+                u.name,
+                list.services.len()
+            ));
+            Some(list_of(list.services))
+        }
+        Err(e) => {
+            let hint = match client.probe().await {
+                Ok((status, body)) => wrong_path_hint(status, &body),
+                Err(_) => None,
+            };
+            s.problems.push(format!(
+                "upstream {}: {host}: {e}{}",
+                u.name,
+                hint.unwrap_or_default()
+            ));
+            None
+        }
+    };
+    let fx = if u.fx == Decimal::ONE {
+        String::new()
+    } else {
+        format!(", fx {}", u.fx)
+    };
+    match client.balance().await {
+        Ok(b) => {
+            let stated = if b.currency.is_empty() {
+                "no currency stated"
+            } else {
+                b.currency.as_str()
+            };
+            s.lines.push(format!(
+                "upstream {}: balance {} {stated} (the config expects {}{fx})",
+                u.name,
+                money::format(b.balance),
+                u.expected_currency
+            ));
+            if let Err(e) = client.currency_check() {
+                s.problems
+                    .push(format!("upstream {}: takes no orders: {e}", u.name));
+            }
+        }
+        Err(e) => s
+            .problems
+            .push(format!("upstream {}: balance: {e}", u.name)),
+    }
+    list
+}
+
+/// What to tell the operator when a `services` call came back as a page rather than an API
+/// answer: a PHP panel script serves its API elsewhere (`/api/v1`) and answers `/api/v2` with
+/// its HTML 403/404 page.
+fn wrong_path_hint(status: http::StatusCode, body: &[u8]) -> Option<String> {
+    let json = serde_json::from_slice::<serde_json::Value>(body).is_ok();
+    let wrong = matches!(status.as_u16(), 404 | 405 | 410) || (status.as_u16() == 403 && !json);
+    wrong.then(|| {
+        let what = if json { "" } else { " with an HTML page" };
+        format!(
+            " — the URL does not look like an API v2 endpoint (HTTP {}{what}); check the path in its url (some panels serve their API at /api/v1)",
+            status.as_u16()
+        )
+    })
+}
+
+/// Per local service and price group: the sell rate, and each target's cost and margin;
+/// a warning for every target an order will not go to, or that sells at a loss.
+fn margins(s: &mut Summary, cfg: &Config, catalog: &LocalCatalog) {
+    for svc in catalog.services() {
+        for g in cfg.group_names() {
+            let rate = svc.rate_for(&g);
+            let mut parts = Vec::new();
+            for (i, (t, cost)) in svc.targets().enumerate() {
+                let role = if i == 0 { "" } else { "fallback " };
+                let at = format!("{role}{}/{}", t.upstream, t.service);
+                let Some(cost) = cost else {
+                    parts.push(format!("{at} not listed"));
+                    s.warnings.push(format!(
+                        "service {} [{g}]: {at} is not in its upstream's list: orders will not go there",
+                        svc.id()
+                    ));
+                    continue;
+                };
+                let margin = (rate - cost).normalize();
+                parts.push(format!("{at} cost {cost} margin {margin}"));
+                if !svc.covers(&g, Some(cost)) {
+                    s.warnings.push(format!(
+                        "service {} [{g}]: {at} costs {cost} {}, more than the sell price {rate} allows: orders will not go there",
+                        svc.id(),
+                        cfg.currency
+                    ));
+                } else if rate < cost {
+                    s.warnings.push(format!(
+                        "service {} [{g}]: {at} sells below cost ({rate} < {cost}; allow_loss)",
+                        svc.id()
+                    ));
+                }
+            }
+            s.lines.push(format!(
+                "service {} [{g}] sells at {rate} {}: {}",
+                svc.id(),
+                cfg.currency,
+                parts.join("; ")
+            ));
+        }
+    }
+}
+
+/// The longest an `add` can take over every local service, for proxy timeouts.
+fn worst_case_add(s: &mut Summary, cfg: &Config, catalog: &LocalCatalog) {
+    let worst = catalog
+        .services()
+        .map(|svc| {
+            let targets: Vec<_> = svc.targets().map(|(t, _)| t).collect();
+            (cfg.worst_case_add(&targets), svc.id())
+        })
+        // The longest; of equals, the lowest id.
+        .max_by(|a, b| a.0.cmp(&b.0).then(b.1.cmp(&a.1)));
+    if let Some((time, id)) = worst {
+        s.lines.push(format!(
+            "worst-case add: {}s (service {id}: per target, its timeout for a connection slot, again for our rate limit towards it, again for the reply; plus reading the primary's currency before its first order); set proxy read timeouts above it",
+            time.as_secs()
+        ));
+    }
 }
 
 fn list_of(services: Vec<crate::protocol::Service>) -> UpstreamList {
@@ -253,4 +545,11 @@ fn list_of(services: Vec<crate::protocol::Service>) -> UpstreamList {
         services: services.into_iter().map(|s| (s.service, s)).collect(),
         fetched_at: std::time::Instant::now(),
     }
+}
+
+/// An upstream order id in `--json` output: a number, as before ids became text, while it is
+/// one; an opaque id (`"ord_01HG…"`) as a string.
+fn upstream_order_json(id: &str) -> serde_json::Value {
+    id.parse::<u64>()
+        .map_or_else(|_| id.into(), serde_json::Value::from)
 }

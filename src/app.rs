@@ -19,9 +19,9 @@ use crate::money;
 use crate::protocol::ProtocolError;
 use crate::server::{self, Answer, Handler};
 use crate::sim::{self, SimConfig, SimHandle, catalog as sim_catalog};
-use crate::store::{self, Store, StoreError};
-use crate::sync::now_ms;
-use crate::upstream::Upstreams;
+use crate::store::{self, Millis, Store, StoreError};
+use crate::sync::{self, now_ms};
+use crate::upstream::{CurrencyError, Upstreams};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -38,6 +38,68 @@ pub enum StartError {
     Client { name: String, source: StoreError },
     #[error("tls: {0}")]
     Tls(String),
+    #[error(transparent)]
+    Stranded(#[from] Stranded),
+}
+
+/// A config that leaves out upstreams whose orders are not settled yet (upstream, how many):
+/// nothing would sync those orders any more, so their Partial and Canceled refunds would
+/// never happen. Such a config is refused, at start as on reload.
+#[derive(Debug, thiserror::Error)]
+#[error("{}", stranded_text(.0))]
+pub struct Stranded(pub Vec<(String, u64)>);
+
+fn stranded_text(left: &[(String, u64)]) -> String {
+    let each: Vec<String> = left
+        .iter()
+        .map(|(name, n)| {
+            let orders = if *n == 1 { "order" } else { "orders" };
+            format!(
+                "upstream {name:?} is not in the config but still has {n} open {orders} \
+                 (placed, dispatching or unknown)"
+            )
+        })
+        .collect();
+    format!(
+        "{}: keep it in the config with `retired: true` (its url and key too) until they are \
+         final; retired, it takes no new orders while sync follows the open ones",
+        each.join("; ")
+    )
+}
+
+/// Refuses `cfg` if it leaves out an upstream that still has open orders.
+pub async fn check_open_orders(cfg: &Config, store: &dyn Store) -> Result<(), CheckError> {
+    let left: Vec<(String, u64)> = store
+        .open_orders_by_upstream()
+        .await?
+        .into_iter()
+        .filter(|(name, n)| *n > 0 && cfg.upstream(name).is_none())
+        .collect();
+    match left.is_empty() {
+        true => Ok(()),
+        false => Err(Stranded(left).into()),
+    }
+}
+
+/// Why [`check_open_orders`] refused a config, or could not tell.
+#[derive(Debug, thiserror::Error)]
+pub enum CheckError {
+    #[error(transparent)]
+    Stranded(#[from] Stranded),
+    #[error("counting open orders per upstream: {0}")]
+    Store(#[from] StoreError),
+}
+
+impl CheckError {
+    fn at_start(self, database: &str) -> StartError {
+        match self {
+            CheckError::Stranded(s) => StartError::Stranded(s),
+            CheckError::Store(source) => StartError::Store {
+                url: redact_url(database),
+                source,
+            },
+        }
+    }
 }
 
 /// Opens the store a config names and brings its schema up to date.
@@ -52,6 +114,9 @@ pub async fn open_store(url: &str) -> Result<Arc<dyn Store>, StartError> {
 /// a request runs entirely under the config it started with.
 pub struct Live {
     current: ArcSwap<Gateway>,
+    /// One reload at a time (SIGHUP and the file watch may fire together): each checks the
+    /// store against the config it is about to put in force.
+    reloading: tokio::sync::Mutex<()>,
 }
 
 impl Live {
@@ -59,14 +124,29 @@ impl Live {
         self.current.load_full()
     }
 
+    /// Counts a reload by its outcome (`ok`, `refused`), so that a refused one is seen
+    /// without reading the logs.
+    fn count_reload(&self, result: &Result<(), String>) {
+        let outcome = if result.is_ok() { "ok" } else { "refused" };
+        self.gateway()
+            .metrics
+            .config_reloads
+            .with_label_values(&[outcome])
+            .inc();
+    }
+
     /// Switches to `cfg`. Keys that only take effect at start (listeners, database, TLS,
     /// ingress limits) are reported and left as they are; changing the currency under existing
     /// balances is refused.
     pub async fn reload(&self, cfg: Config) -> Result<(), String> {
+        let _turn = self.reloading.lock().await;
         let old = self.gateway();
         if cfg.currency != old.cfg.currency {
             return Err("currency cannot change while balances exist in the old one".into());
         }
+        check_open_orders(&cfg, old.store.as_ref())
+            .await
+            .map_err(|e| e.to_string())?;
         let fixed = [
             ("listen", cfg.listen != old.cfg.listen),
             (
@@ -90,6 +170,16 @@ impl Live {
         }
         let next = Arc::new(old.reconfigured(Arc::new(cfg)));
         let catalog = next.catalog.get().await;
+        // Rules that need the upstreams' lists are checked here, where the new catalog is
+        // built from them; a config that breaks one is refused whole.
+        if !catalog.refused.is_empty() {
+            let all: Vec<String> = catalog.refused.iter().map(|r| r.to_string()).collect();
+            return Err(format!("the upstreams' lists rule out: {}", all.join("; ")));
+        }
+        for u in &next.upstreams.0 {
+            // Logged inside when it stops an upstream from taking orders.
+            let _ = u.learn_currency().await;
+        }
         self.current.store(next.clone());
         // An upstream that is gone must not keep its last readings (and alerts) alive.
         let m = &next.metrics;
@@ -105,6 +195,8 @@ impl Live {
             let _ = m.upstream_breaker.remove_label_values(&[name]);
             let _ = m.catalog_services.remove_label_values(&[name]);
             let _ = m.catalog_age_seconds.remove_label_values(&[name]);
+            let _ = m.upstream_services_listed.remove_label_values(&[name]);
+            let _ = m.upstream_currency_mismatch.remove_label_values(&[name]);
         }
         if !gone.is_empty() {
             // Balances are labelled by currency too; the poll refills the ones that remain.
@@ -147,6 +239,7 @@ impl Running {
             Ok(cfg) => self.live.reload(cfg).await,
             Err(e) => Err(e.to_string()),
         };
+        self.live.count_reload(&result);
         if let Err(e) = &result {
             tracing::error!(error = %e, "config not reloaded; the running config stays");
         }
@@ -170,17 +263,30 @@ impl Running {
 pub async fn start(cfg: Config) -> Result<Running, StartError> {
     let cfg = Arc::new(cfg);
     let store = open_store(&cfg.database).await?;
+    // Before anything is written: a refused start leaves the database as it was.
+    check_open_orders(&cfg, store.as_ref())
+        .await
+        .map_err(|e| e.at_start(&cfg.database))?;
+    // Two local orders following one upstream order would both be refunded for it: the
+    // operator unlinks the extras (the error names them and the command) before serving.
+    store
+        .unique_upstream_orders()
+        .await
+        .map_err(|source| StartError::Store {
+            url: redact_url(&cfg.database),
+            source,
+        })?;
     // One SQLite file has one gateway: whatever is still dispatching was left by its previous
     // run. A shared database may have other instances dispatching right now; theirs are only
     // abandoned once past the dispatch deadline (the sync loop checks that periodically).
     let now = now_ms();
-    let cutoff = if cfg.database.starts_with("sqlite:") {
-        now + 1
+    let (deadline_before, updated_before) = if cfg.database.starts_with("sqlite:") {
+        (Millis::MAX, now + 1)
     } else {
-        now - cfg.dispatch_deadline().as_millis() as i64
+        sync::abandoned_before(&cfg, now)
     };
     let recovered = store
-        .recover_dispatching(cutoff, now)
+        .recover_dispatching(deadline_before, updated_before, now)
         .await
         .map_err(|source| StartError::Store {
             url: redact_url(&cfg.database),
@@ -217,8 +323,14 @@ pub async fn start(cfg: Config) -> Result<Running, StartError> {
     let gateway = Arc::new(Gateway::new(cfg.clone(), store.clone(), upstreams, metrics));
     let catalog = gateway.catalog.get().await;
     tracing::info!(services = catalog.len(), "catalog loaded");
+    // Every upstream's currency is known before it takes an order; one that cannot be asked
+    // now is asked again before its first order as a primary, and skipped as a fallback.
+    for u in &gateway.upstreams.0 {
+        let _ = u.learn_currency().await;
+    }
     let live = Arc::new(Live {
         current: ArcSwap::new(gateway),
+        reloading: tokio::sync::Mutex::new(()),
     });
 
     let (stop, stopped) = watch::channel(false);
@@ -349,6 +461,8 @@ async fn start_simulator(
     cfg.first_order_id = s.first_order_id.unwrap_or(1);
     cfg.journal = s.journal.clone();
     cfg.faults = s.faults.clone().unwrap_or_default();
+    cfg.dialect = s.dialect.unwrap_or_default();
+    cfg.api_path = s.api_path.clone();
     let handle = sim::start(cfg, addr)
         .await
         .map_err(|e| err(format!("listening on {addr}: {e}")))?;
@@ -358,15 +472,33 @@ async fn start_simulator(
 
 /// Background sync: a pass over every upstream each `sync.interval`, under the config in force.
 async fn run_sync(live: Arc<Live>, mut stop: watch::Receiver<bool>) {
+    // Weak: an old gateway is not kept alive, and its address cannot be reused meanwhile.
+    let mut last = Arc::downgrade(&live.gateway());
     loop {
         let gateway = live.gateway();
         let interval = gateway.cfg.sync_interval;
         gateway.syncer.pass(interval).await;
+        let current = Arc::downgrade(&gateway);
+        if !std::sync::Weak::ptr_eq(&last, &current) {
+            warn_unfollowed(&gateway).await;
+        }
+        last = current;
+        gateway.syncer.mark_stuck(&gateway.catalog.snapshot()).await;
         drop(gateway);
         tokio::select! {
             () = tokio::time::sleep(interval) => {}
             _ = stop.changed() => return,
         }
+    }
+}
+
+/// After a reload: a dispatch the previous config started may have created its order at an
+/// upstream the reload then removed (the reload's own check ran a moment before). Nothing
+/// follows such an order; say so, once, a sync interval after the reload.
+async fn warn_unfollowed(gateway: &Gateway) {
+    match check_open_orders(&gateway.cfg, gateway.store.as_ref()).await {
+        Ok(()) => {}
+        Err(e) => tracing::error!(error = %e, "orders are not being synced"),
     }
 }
 
@@ -403,11 +535,14 @@ async fn watch_config(live: Arc<Live>, every: Duration, mut stop: watch::Receive
         last = now;
         match crate::config::load(&path) {
             Ok(cfg) => {
-                if let Err(e) = live.reload(cfg).await {
+                let result = live.reload(cfg).await;
+                live.count_reload(&result);
+                if let Err(e) = result {
                     tracing::error!(error = %e, "config not reloaded; the running config stays");
                 }
             }
             Err(e) => {
+                live.count_reload(&Err(String::new()));
                 tracing::error!(error = %e, "config file changed but is invalid; the running config stays")
             }
         }
@@ -457,6 +592,9 @@ impl Handler for Routes {
             Ok(_) => "ok",
             Err(e) => e.label(),
         };
+        // The log line says what an `add` came to upstream (placed, refused, unknown,
+        // not_sent); the metric keeps `ok` / the error class the customer got.
+        let logged = trace.add_outcome.unwrap_or(outcome);
         match &result {
             Err(ProtocolError::InvalidKey) => metrics.rejected_keys.inc(),
             Err(ProtocolError::TooManyRequests(_) | ProtocolError::TooManyKeyAttempts(_)) => {
@@ -473,12 +611,12 @@ impl Handler for Routes {
         tracing::info!(
             action,
             client = trace.customer.as_ref().map_or("-", |c| c.name.as_str()),
-            outcome,
+            outcome = logged,
             error = result.as_ref().err().map(|e| e.to_string()).unwrap_or_default(),
             latency_us = elapsed.as_micros() as u64,
             upstream = trace.upstream.as_deref().unwrap_or("-"),
             order = trace.order.unwrap_or(0),
-            upstream_order = trace.upstream_order.unwrap_or(0),
+            upstream_order = trace.upstream_order.as_deref().unwrap_or("-"),
             %peer,
             "request"
         );
@@ -530,6 +668,19 @@ async fn readiness(gw: &Gateway) -> server::Reply {
             )
         })
         .collect();
+    // An upstream whose currency does not fit the config takes no orders.
+    let currency: serde_json::Map<String, serde_json::Value> = gw
+        .upstreams
+        .0
+        .iter()
+        .map(|u| {
+            let state = match u.currency_check() {
+                Ok(()) => "ok".to_owned(),
+                Err(e) => e.to_string(),
+            };
+            (u.name.clone(), state.into())
+        })
+        .collect();
     let mut problems = Vec::new();
     if database != "ok" {
         problems.push("database unreachable".to_owned());
@@ -539,6 +690,14 @@ async fn readiness(gw: &Gateway) -> server::Reply {
     }
     if !gw.upstreams.0.iter().any(|u| u.is_healthy()) {
         problems.push("no healthy upstream".to_owned());
+    } else if !gw.upstreams.0.iter().any(|u| {
+        u.is_healthy()
+            && !matches!(
+                u.currency_check(),
+                Err(CurrencyError::Mismatch { .. } | CurrencyError::NotStated)
+            )
+    }) {
+        problems.push("no healthy upstream may take orders: see currency".to_owned());
     }
     let body = serde_json::json!({
         "ready": problems.is_empty(),
@@ -546,6 +705,7 @@ async fn readiness(gw: &Gateway) -> server::Reply {
         "database": database,
         "catalog_services": services,
         "upstreams": upstreams,
+        "currency": currency,
     });
     let status = if problems.is_empty() {
         StatusCode::OK
@@ -566,6 +726,7 @@ async fn metrics_reply(gw: &Gateway) -> server::Reply {
         }
         Err(e) => tracing::warn!(error = %e, "counting orders for the metrics failed"),
     }
+    attention_gauge(gw).await;
     for (upstream, age) in gw.catalog.list_ages() {
         m.catalog_age_seconds
             .with_label_values(&[&upstream])
@@ -577,6 +738,30 @@ async fn metrics_reply(gw: &Gateway) -> server::Reply {
         http::HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
     );
     reply
+}
+
+/// `panelgate_orders_attention{reason, upstream}`: every reason at every configured upstream,
+/// zeros included, so that a count drops back to 0 and an alert resolves; an upstream no longer
+/// configured keeps a series only while it has such orders.
+async fn attention_gauge(gw: &Gateway) {
+    let counts = match gw.store.count_attention().await {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::warn!(error = %e, "counting orders that need the operator failed");
+            return;
+        }
+    };
+    let g = &gw.metrics.orders_attention;
+    g.reset();
+    for reason in crate::store::Attention::ALL {
+        for u in &gw.cfg.upstreams {
+            g.with_label_values(&[reason.as_str(), &u.name]).set(0);
+        }
+    }
+    for (reason, upstream, n) in counts {
+        g.with_label_values(&[reason.as_str(), &upstream])
+            .set(n as i64);
+    }
 }
 
 /// Polls each upstream's balance for the metrics, so operators hear of an account running dry

@@ -11,6 +11,7 @@ use std::time::Duration;
 use rust_decimal::Decimal;
 use serde::{Deserialize, Deserializer};
 
+use crate::matcher::{Filter, NameSet};
 use crate::pricing::Markup;
 use crate::server::Limits;
 use crate::sim::{Chance, Faults};
@@ -147,6 +148,7 @@ struct RawCatalog {
 struct RawSync {
     interval: Option<Span>,
     lease: Option<Span>,
+    stuck_after: Option<Span>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -165,6 +167,7 @@ struct RawUpstream {
     #[serde(default)]
     breaker: RawBreaker,
     simulate: Option<SimulatorSection>,
+    retired: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -191,7 +194,11 @@ struct RawRule {
     import: Option<String>,
     id_offset: Option<u64>,
     categories: Option<Vec<String>>,
+    types: Option<Vec<String>>,
+    exclude_types: Option<Vec<String>>,
     markup: Option<Markup>,
+    /// Lets this service's markups sell below cost (a loss leader); refused otherwise.
+    allow_loss: Option<bool>,
     #[serde(default)]
     group_markup: HashMap<String, Markup>,
     name: Option<String>,
@@ -202,6 +209,7 @@ struct RawRule {
     cancel: Option<bool>,
     dripfeed: Option<bool>,
     desc: Option<String>,
+    stuck_after: Option<Span>,
     #[serde(default)]
     fallback: Vec<RawTarget>,
 }
@@ -260,6 +268,10 @@ pub struct SimulatorSection {
     pub partial_share: Option<Chance>,
     pub cancel_share: Option<Chance>,
     pub faults: Option<Faults>,
+    /// How the simulated panel words its replies.
+    pub dialect: Option<crate::sim::Dialect>,
+    /// Serve the API at this path (e.g. `/api/v1`); other paths answer an HTML 404 page.
+    pub api_path: Option<String>,
 }
 
 // ---------------------------------------------------------------------------------------
@@ -267,6 +279,9 @@ pub struct SimulatorSection {
 // ---------------------------------------------------------------------------------------
 
 pub const DEFAULT_GROUP: &str = "default";
+
+/// `sync.stuck_after` unless the config says otherwise.
+pub const DEFAULT_STUCK_AFTER: Duration = Duration::from_secs(24 * 3600);
 
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -290,6 +305,10 @@ pub struct Config {
     pub sync_interval: Duration,
     /// How long a claimed batch of sync work is left to the instance that claimed it.
     pub sync_lease: Duration,
+    /// A placed order the upstream has reported nothing new of for this long (since its last
+    /// change, or its creation) is marked stuck for the operator; `None` (`0s`): never.
+    /// Services may say otherwise ([`Overrides::stuck_after`]).
+    pub stuck_after: Option<Duration>,
     pub upstreams: Vec<UpstreamConfig>,
     pub explicit: Vec<ExplicitService>,
     pub imports: Vec<ImportRule>,
@@ -311,6 +330,9 @@ pub struct UpstreamConfig {
     pub url: http::Uri,
     pub key: Secret,
     pub currency: Option<String>,
+    /// The currency its `balance` reply must state before it takes orders: `currency` when
+    /// the config declares one, else ours.
+    pub expected_currency: String,
     /// Our money per unit of theirs.
     pub fx: Decimal,
     pub timeout: Duration,
@@ -325,6 +347,9 @@ pub struct UpstreamConfig {
     /// How long an open circuit fails fast before one probe is let through.
     pub breaker_cooldown: Duration,
     pub simulate: Option<SimulatorSection>,
+    /// Takes no new orders (its services leave the catalog, fallbacks to it are skipped)
+    /// while its open orders are still followed to the end: the way out of the config.
+    pub retired: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -344,6 +369,9 @@ pub struct Overrides {
     pub cancel: Option<bool>,
     pub dripfeed: Option<bool>,
     pub desc: Option<String>,
+    /// This service's `sync.stuck_after` (slow drip-feeds, long-running services);
+    /// `Some(ZERO)`: its orders are never marked stuck.
+    pub stuck_after: Option<Duration>,
 }
 
 #[derive(Debug, Clone)]
@@ -354,6 +382,7 @@ pub struct ExplicitService {
     pub markup: Markup,
     pub group_markup: HashMap<String, Markup>,
     pub overrides: Overrides,
+    pub allow_loss: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -362,9 +391,67 @@ pub struct ImportRule {
     pub id_offset: u64,
     /// Empty: every category.
     pub categories: Vec<regex::Regex>,
+    /// `types:` / `exclude_types:`.
+    pub types: Filter,
     pub markup: Markup,
     pub group_markup: HashMap<String, Markup>,
     pub overrides: Overrides,
+    pub allow_loss: bool,
+}
+
+/// The markup a customer of `group` pays on a rule: the rule's own `group_markup` for the
+/// group, else the price group's markup, else the rule's markup.
+pub fn markup_for<'a>(
+    group: &str,
+    markup: &'a Markup,
+    group_markup: &'a HashMap<String, Markup>,
+    groups: &'a HashMap<String, Markup>,
+) -> &'a Markup {
+    group_markup
+        .get(group)
+        .or_else(|| {
+            (group != DEFAULT_GROUP)
+                .then(|| groups.get(group))
+                .flatten()
+        })
+        .unwrap_or(markup)
+}
+
+/// Refuses a rule whose markup for some price group could sell below cost, unless the rule
+/// says `allow_loss: true`. Static: `may_sell_below_cost` holds for every cost or none, so no
+/// upstream list is needed.
+fn check_margins(
+    at: &str,
+    markup: &Markup,
+    group_markup: &HashMap<String, Markup>,
+    groups: &HashMap<String, Markup>,
+) -> Result<(), String> {
+    let mut names: Vec<&str> = groups.keys().map(String::as_str).collect();
+    names.push(DEFAULT_GROUP);
+    names.sort_unstable();
+    for g in names {
+        if markup_for(g, markup, group_markup, groups).may_sell_below_cost() {
+            return Err(format!(
+                "{at}: the markup for price group {g} can sell below cost (a negative percent or add, or a multiplier under 1, without min_profit); set allow_loss: true on the service to sell at a loss, or add a min_profit (0 keeps the cost as the floor)"
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// `types:` and `exclude_types:` of an import rule.
+fn type_filter(
+    at: &str,
+    types: Option<Vec<String>>,
+    exclude: Option<Vec<String>>,
+) -> Result<Filter, String> {
+    let set = |key: &str, names: Option<Vec<String>>| {
+        NameSet::new(&names.unwrap_or_default()).map_err(|e| format!("{at}.{key}: {e}"))
+    };
+    Ok(Filter {
+        only: set("types", types)?,
+        except: set("exclude_types", exclude)?,
+    })
 }
 
 #[derive(Debug, Clone)]
@@ -379,6 +466,11 @@ pub struct BootstrapClient {
 impl Config {
     pub fn upstream(&self, name: &str) -> Option<&UpstreamConfig> {
         self.upstreams.iter().find(|u| u.name == name)
+    }
+
+    /// Whether `name` is configured and not retired: whether new orders may go there.
+    pub fn takes_orders(&self, name: &str) -> bool {
+        self.upstream(name).is_some_and(|u| !u.retired)
     }
 
     /// The longest a dispatch can run: every target tried, each call bounded by its timeout
@@ -399,6 +491,19 @@ impl Config {
             .unwrap_or(0) as u32;
         // The margin covers clock differences between instances.
         slowest * 3 * targets + Duration::from_secs(5)
+    }
+
+    /// The longest an `add` for a service with these targets can take (`check-config` prints
+    /// it for proxy timeouts): reading the primary's currency if it is not known yet, then a
+    /// call to each target. A call may wait its upstream's timeout for a connection slot,
+    /// again for our pace towards it, and again for the reply.
+    pub fn worst_case_add(&self, targets: &[&Target]) -> Duration {
+        let call = |t: &Target| {
+            self.upstream(&t.upstream)
+                .map_or(Duration::ZERO, |u| u.timeout * 3)
+        };
+        let currency = targets.first().map_or(Duration::ZERO, |t| call(t));
+        currency + targets.iter().map(|t| call(t)).sum::<Duration>()
     }
 
     /// Every price group customers may be in.
@@ -500,6 +605,13 @@ fn validate(raw: RawConfig, path: &Path, base: &Path) -> Result<Config, String> 
         if fx <= Decimal::ZERO {
             return Err(format!("{at}.fx: must be above 0"));
         }
+        let expected_currency = u.currency.clone().unwrap_or_else(|| currency.clone());
+        // Without its rate, a foreign upstream would be priced as if its money were ours.
+        if !expected_currency.eq_ignore_ascii_case(&currency) && u.fx.is_none() {
+            return Err(format!(
+                "{at}.fx: currency is {expected_currency}, not ours ({currency}): give fx, our money per unit of theirs"
+            ));
+        }
         let timeout = u.timeout.map_or(Duration::from_secs(30), |s| s.0);
         let connect_timeout = u
             .connect_timeout
@@ -529,6 +641,7 @@ fn validate(raw: RawConfig, path: &Path, base: &Path) -> Result<Config, String> 
             url,
             key: u.key,
             currency: u.currency,
+            expected_currency,
             fx,
             timeout,
             connect_timeout,
@@ -538,6 +651,7 @@ fn validate(raw: RawConfig, path: &Path, base: &Path) -> Result<Config, String> 
             breaker_failures: u.breaker.failures.unwrap_or(5),
             breaker_cooldown: u.breaker.cooldown.map_or(Duration::from_secs(10), |s| s.0),
             simulate,
+            retired: u.retired.unwrap_or(false),
         });
     }
     let known = |name: &str| upstreams.iter().any(|u| u.name == name);
@@ -586,6 +700,10 @@ fn validate(raw: RawConfig, path: &Path, base: &Path) -> Result<Config, String> 
             m.validate()
                 .map_err(|e| format!("{at}.group_markup.{g}: {e}"))?;
         }
+        let allow_loss = r.allow_loss.unwrap_or(false);
+        if !allow_loss {
+            check_margins(&at, &markup, &r.group_markup, &groups)?;
+        }
         let overrides = Overrides {
             name: r.name,
             category: r.category,
@@ -595,6 +713,7 @@ fn validate(raw: RawConfig, path: &Path, base: &Path) -> Result<Config, String> 
             cancel: r.cancel,
             dripfeed: r.dripfeed,
             desc: r.desc,
+            stuck_after: r.stuck_after.map(|s| s.0),
         };
         if let (Some(min), Some(max)) = (overrides.min, overrides.max)
             && (min == 0 || min > max)
@@ -630,9 +749,13 @@ fn validate(raw: RawConfig, path: &Path, base: &Path) -> Result<Config, String> 
                         service: f.service,
                     });
                 }
-                if r.categories.is_some() || r.id_offset.is_some() {
+                if r.categories.is_some()
+                    || r.id_offset.is_some()
+                    || r.types.is_some()
+                    || r.exclude_types.is_some()
+                {
                     return Err(format!(
-                        "{at}: categories and id_offset belong to import rules"
+                        "{at}: categories, types, exclude_types and id_offset belong to import rules"
                     ));
                 }
                 explicit.push(ExplicitService {
@@ -642,6 +765,7 @@ fn validate(raw: RawConfig, path: &Path, base: &Path) -> Result<Config, String> 
                     markup,
                     group_markup: r.group_markup,
                     overrides,
+                    allow_loss,
                 });
             }
             (None, Some(upstream)) => {
@@ -659,13 +783,16 @@ fn validate(raw: RawConfig, path: &Path, base: &Path) -> Result<Config, String> 
                     .iter()
                     .map(|c| regex::Regex::new(c).map_err(|e| format!("{at}.categories: {e}")))
                     .collect::<Result<_, _>>()?;
+                let types = type_filter(&at, r.types, r.exclude_types)?;
                 imports.push(ImportRule {
                     upstream,
                     id_offset: r.id_offset.unwrap_or(0),
                     categories,
+                    types,
                     markup,
                     group_markup: r.group_markup,
                     overrides,
+                    allow_loss,
                 });
             }
             _ => {
@@ -753,6 +880,8 @@ fn validate(raw: RawConfig, path: &Path, base: &Path) -> Result<Config, String> 
         catalog_ttl: raw.catalog.ttl.map_or(Duration::from_secs(300), |s| s.0),
         sync_interval: raw.sync.interval.map_or(Duration::from_secs(30), |s| s.0),
         sync_lease: raw.sync.lease.map_or(Duration::from_secs(60), |s| s.0),
+        stuck_after: Some(raw.sync.stuck_after.map_or(DEFAULT_STUCK_AFTER, |s| s.0))
+            .filter(|d| !d.is_zero()),
         upstreams,
         explicit,
         imports,
@@ -814,6 +943,24 @@ mod tests {
     }
 
     #[test]
+    fn stuck_after_defaults_to_a_day_and_services_may_override_it() {
+        let c = parse_ok(&format!(
+            "{BASE}services:\n  - id: 1\n    upstream: alpha\n    service: 102\n    markup: {{ percent: 25 }}\n    stuck_after: 72h\n  - import: alpha\n    id_offset: 1000\n    markup: {{ percent: 40 }}\n    stuck_after: 0s\n"
+        ));
+        assert_eq!(c.stuck_after, Some(Duration::from_secs(24 * 3600)));
+        assert_eq!(
+            c.explicit[0].overrides.stuck_after,
+            Some(Duration::from_secs(72 * 3600))
+        );
+        assert_eq!(c.imports[0].overrides.stuck_after, Some(Duration::ZERO));
+        let off = parse_ok(&format!("{BASE}sync:\n  stuck_after: 0s\n"));
+        assert_eq!(off.stuck_after, None);
+        let short = parse_ok(&format!("{BASE}sync:\n  stuck_after: 90m\n"));
+        assert_eq!(short.stuck_after, Some(Duration::from_secs(5400)));
+        assert!(parse_err(&format!("{BASE}sync:\n  stuck_after: soon\n")).contains("duration"));
+    }
+
+    #[test]
     fn the_documented_shape_parses_with_defaults() {
         let c = parse_ok(&format!(
             "{BASE}services:\n  - id: 1\n    upstream: alpha\n    service: 102\n    markup: {{ percent: 25 }}\n    fallback: [{{upstream: alpha, service: 103}}]\n  - import: alpha\n    id_offset: 1000\n    categories: [\"^Insta\"]\n    markup: {{ percent: 40 }}\nsync:\n  interval: 2s\n"
@@ -833,6 +980,18 @@ mod tests {
         assert!(c.imports[0].categories[0].is_match("Instagram Likes"));
         assert_eq!(c.upstreams[0].fx, Decimal::ONE);
         assert_eq!(format!("{:?}", c.upstreams[0].key), "***");
+    }
+
+    #[test]
+    fn a_retired_upstream_stays_configured_but_takes_no_orders() {
+        let c = parse_ok(&format!(
+            "{BASE}  - name: beta\n    url: \"http://127.0.0.1:9002/api/v2\"\n    key: k\n    retired: true\n"
+        ));
+        assert!(!c.upstreams[0].retired && c.upstreams[1].retired);
+        assert!(c.takes_orders("alpha") && !c.takes_orders("beta") && !c.takes_orders("gamma"));
+        // Retired is not removed: it still needs its url and key, to follow its orders.
+        let err = parse_err(&format!("{BASE}  - name: beta\n    retired: true\n"));
+        assert!(err.contains("url") || err.contains("key"), "{err}");
     }
 
     #[test]
@@ -875,6 +1034,67 @@ mod tests {
             let err = parse_err(text);
             assert!(err.contains(needle), "{needle:?} not in {err:?}");
         }
+    }
+
+    #[test]
+    fn markups_that_can_sell_below_cost_need_allow_loss() {
+        let svc = |markup: &str, more: &str| {
+            format!(
+                "{BASE}services:\n  - id: 7\n    upstream: alpha\n    service: 1\n    markup: {markup}\n{more}"
+            )
+        };
+        for markup in ["{percent: -10}", "{add: -0.01}", "{multiplier: 0.9}"] {
+            let err = parse_err(&svc(markup, ""));
+            assert!(
+                err.contains("services[0] (id 7)") && err.contains("price group default"),
+                "{err}"
+            );
+            parse_ok(&svc(markup, "    allow_loss: true\n"));
+        }
+        // min_profit keeps the floor; a rule's own group markup is checked too.
+        parse_ok(&svc("{percent: -10, min_profit: 0}", ""));
+        let err = parse_err(&svc(
+            "{percent: 10}",
+            "    group_markup: { vip: { percent: -5 } }\nprice_groups:\n  vip:\n    markup: { percent: 5 }\n",
+        ));
+        assert!(err.contains("price group vip"), "{err}");
+        // A price group's markup applies to every rule without one of its own.
+        let err = parse_err(&svc(
+            "{percent: 10}",
+            "price_groups:\n  cheap:\n    markup: { add: -0.5 }\n",
+        ));
+        assert!(err.contains("price group cheap"), "{err}");
+    }
+
+    #[test]
+    fn a_foreign_upstream_currency_needs_its_fx() {
+        let err = parse_err(&format!("{BASE}    currency: EUR\n"));
+        assert!(
+            err.contains("upstreams[0] (alpha).fx") && err.contains("EUR"),
+            "{err}"
+        );
+        let c = parse_ok(&format!("{BASE}    currency: EUR\n    fx: \"1.1\"\n"));
+        assert_eq!(c.upstreams[0].expected_currency, "EUR");
+        let c = parse_ok(&format!("{BASE}    currency: usd\n"));
+        assert_eq!(c.upstreams[0].expected_currency, "usd");
+        assert_eq!(parse_ok(BASE).upstreams[0].expected_currency, "USD");
+    }
+
+    #[test]
+    fn type_filters_belong_to_import_rules() {
+        let c = parse_ok(&format!(
+            "{BASE}services:\n  - import: alpha\n    types: [Default, \"web traffic\"]\n    exclude_types: [package]\n    markup: {{percent: 1}}\n"
+        ));
+        let t = &c.imports[0].types;
+        assert!(t.passes("Web Traffic") && t.passes("DEFAULT") && !t.passes("Package"));
+        let err = parse_err(&format!(
+            "{BASE}services:\n  - id: 1\n    upstream: alpha\n    service: 1\n    types: [Default]\n    markup: {{percent: 1}}\n"
+        ));
+        assert!(err.contains("belong to import rules"), "{err}");
+        let err = parse_err(&format!(
+            "{BASE}services:\n  - import: alpha\n    exclude_types: [\"\"]\n    markup: {{percent: 1}}\n"
+        ));
+        assert!(err.contains("exclude_types"), "{err}");
     }
 
     #[test]

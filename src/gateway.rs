@@ -6,12 +6,13 @@
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use rust_decimal::Decimal;
 
 use crate::auth::{Authenticator, Caller};
-use crate::catalog::{Catalog, LocalService};
+use crate::catalog::{Catalog, LocalCatalog, LocalService};
 use crate::config::Config;
 use crate::guard::{self, Guard};
 use crate::metrics::{self, Metrics};
@@ -59,7 +60,10 @@ pub struct Trace {
     pub action: &'static str,
     pub upstream: Option<String>,
     pub order: Option<i64>,
-    pub upstream_order: Option<u64>,
+    pub upstream_order: Option<String>,
+    /// For an `add` that reached an upstream: what its reply meant (placed, refused, unknown,
+    /// not_sent), for the request log.
+    pub add_outcome: Option<&'static str>,
 }
 
 pub struct Gateway {
@@ -103,6 +107,17 @@ impl Gateway {
             store,
             upstreams,
         }
+    }
+
+    /// The longest the `add` for `svc` can take: each target's call is bounded by its
+    /// upstream's timeout three times over (a connection slot, our pace, the exchange).
+    /// Recorded on the order when it starts, so a reload cannot shorten it.
+    fn dispatch_budget(&self, svc: &LocalService) -> Duration {
+        std::iter::once(&svc.target)
+            .chain(&svc.fallback)
+            .filter_map(|t| self.cfg.upstream(&t.upstream))
+            .map(|u| u.timeout * 3)
+            .sum()
     }
 
     /// A gateway for a new config that carries over what must survive a reload: the store,
@@ -210,6 +225,11 @@ impl Gateway {
             .ok_or(ProtocolError::IncorrectServiceId)?
             .clone();
         let fields = OrderFields::parse(svc.kind(), params)?;
+        // An upstream's currency is known before it takes its first order (fallbacks' are
+        // read at start and every `balance_poll`; one not known yet is skipped).
+        if let Some(primary) = self.upstreams.get(&svc.target.upstream) {
+            let _ = primary.learn_currency().await;
+        }
         let l = &svc.listing;
         fields.check_limits(svc.kind(), l.min, l.max, l.dripfeed)?;
         let billed = match fields.billing(svc.kind()) {
@@ -220,6 +240,7 @@ impl Gateway {
         let charge = money::charge(svc.rate_for(&c.group), fields.billing(svc.kind()))
             .ok_or(ProtocolError::Internal)?;
         let charge = money::to_units(charge).ok_or(ProtocolError::Internal)?;
+        let list_cost = list_cost(svc.cost_rate, fields.billing(svc.kind()));
         let form: serde_json::Map<String, serde_json::Value> = fields
             .to_form()
             .into_iter()
@@ -234,6 +255,10 @@ impl Gateway {
             billed,
             link: fields.link.clone(),
             fields: serde_json::Value::Object(form).to_string(),
+            list_cost,
+            can_refill: svc.listing.refill,
+            can_cancel: svc.listing.cancel,
+            dispatch_deadline: now_ms() + self.dispatch_budget(&svc).as_millis() as i64,
         };
         // From the hold on, the order's life runs as a task of its own: a client hanging up
         // drops this request's future, and funds held for an order that then never went
@@ -244,13 +269,16 @@ impl Gateway {
             metrics: self.metrics.clone(),
             statuses: self.statuses.clone(),
         };
-        let (order, (placed_at, result)) = tokio::spawn(dispatch.run(new, svc, fields))
-            .await
-            .map_err(|e| {
-                tracing::error!(error = %e, "dispatch task failed");
-                ProtocolError::Internal
-            })?;
+        let group = c.group.clone();
+        let (order, (placed_at, outcome, result)) =
+            tokio::spawn(dispatch.run(new, svc, fields, group))
+                .await
+                .map_err(|e| {
+                    tracing::error!(error = %e, "dispatch task failed");
+                    ProtocolError::Internal
+                })?;
         trace.order = order;
+        trace.add_outcome = outcome;
         if let Some((upstream, upstream_order)) = placed_at {
             trace.upstream = Some(upstream);
             trace.upstream_order = upstream_order;
@@ -292,7 +320,7 @@ impl Gateway {
             if e.visible_to(c.id)
                 && e.is_stale(now, max_age)
                 && !stale.iter().any(|t| t.id == e.id)
-                && let Some(upstream_order) = e.upstream_order
+                && let Some(upstream_order) = e.upstream_order.as_deref()
             {
                 stale.push(Tracked {
                     id: e.id,
@@ -367,7 +395,7 @@ impl Gateway {
             let verdict = match orders.iter().find(|o| o.id as u64 == id) {
                 None => Err(ProtocolError::IncorrectOrderId),
                 Some(o) if o.state == OrderState::Rejected => Err(ProtocolError::IncorrectOrderId),
-                Some(o) if !catalog.get(o.service).is_some_and(|s| s.listing.refill) => {
+                Some(o) if !o.can_refill.unwrap_or_else(|| refillable(&catalog, o)) => {
                     Err(ProtocolError::RefillDisabled)
                 }
                 Some(o)
@@ -461,7 +489,7 @@ impl Gateway {
             let verdict = match orders.iter().find(|o| o.id as u64 == id) {
                 None => Err(ProtocolError::IncorrectOrderId),
                 Some(o) if o.state == OrderState::Rejected => Err(ProtocolError::IncorrectOrderId),
-                Some(o) if !catalog.get(o.service).is_some_and(|s| s.listing.cancel) => {
+                Some(o) if !o.can_cancel.unwrap_or_else(|| cancellable(&catalog, o)) => {
                     Err(ProtocolError::CancelDisabled)
                 }
                 Some(o) if o.state != OrderState::Placed || o.upstream_order.is_none() => {
@@ -505,8 +533,13 @@ struct Dispatch {
     statuses: Arc<StatusCache>,
 }
 
-/// Where the order went (upstream, and its order id there if known), and the reply.
-type Dispatched = (Option<(String, Option<u64>)>, Result<Bytes>);
+/// Where the order went (upstream, and its order id there if known), what the upstreams'
+/// replies came to (an [`AddOutcome::label`], none if no upstream was tried), and the reply.
+type Dispatched = (
+    Option<(String, Option<String>)>,
+    Option<&'static str>,
+    Result<Bytes>,
+);
 
 impl Dispatch {
     /// Holds the funds, then places the order. Returns the order's id once it has one.
@@ -515,6 +548,7 @@ impl Dispatch {
         new: NewOrder,
         svc: Arc<LocalService>,
         fields: OrderFields,
+        group: String,
     ) -> (Option<i64>, Dispatched) {
         let order = match self.store.create_order(&new, now_ms()).await {
             Ok(o) => o,
@@ -524,11 +558,11 @@ impl Dispatch {
                     StoreError::Disabled => ProtocolError::InvalidKey.into(),
                     e => e.into(),
                 };
-                return (None, (None, Err(refusal)));
+                return (None, (None, None, Err(refusal)));
             }
         };
         // Funds are held and the order is on disk: only now does anything go upstream.
-        let dispatched = self.place(&order, svc, fields).await;
+        let dispatched = self.place(&order, svc, fields, &group).await;
         // A `status` poll during the dispatch may have cached the order as it was.
         self.statuses.forget(order.id);
         (Some(order.id), dispatched)
@@ -539,6 +573,7 @@ impl Dispatch {
         order: &Order,
         svc: Arc<LocalService>,
         fields: OrderFields,
+        group: &str,
     ) -> Dispatched {
         let added = || {
             Ok(reply::to_bytes(&Added {
@@ -547,21 +582,36 @@ impl Dispatch {
         };
         let mut refusal = ProtocolError::Unavailable;
         let mut last = None;
-        let targets = std::iter::once(&svc.target).chain(&svc.fallback);
-        for (i, target) in targets.enumerate() {
+        // The upstreams' own words, for the operator: the customer gets `refusal`.
+        let mut refused: Vec<String> = Vec::new();
+        let mut outcome = None;
+        for (i, (target, cost)) in svc.targets().enumerate() {
             let Some(upstream) = self.upstreams.get(&target.upstream) else {
                 continue;
             };
+            if !self.may_take(order, &svc, group, target, cost, upstream) {
+                continue;
+            }
             if i > 0
                 && let Err(e) = self
                     .store
-                    .retarget_order(order.id, &target.upstream, target.service)
+                    .retarget_order(
+                        order.id,
+                        &target.upstream,
+                        target.service,
+                        cost.and_then(|rate| list_cost(rate, fields.billing(svc.kind()))),
+                    )
                     .await
             {
-                return (last, Err(e.into()));
+                return (last, outcome, Err(e.into()));
             }
             last = Some((target.upstream.clone(), None));
-            match upstream.add(target.service, &fields).await {
+            let answer = upstream.add(target.service, &fields).await;
+            // A refusal anywhere outranks "not sent" in what the attempts came to.
+            if outcome != Some("refused") {
+                outcome = Some(answer.label());
+            }
+            match answer {
                 AddOutcome::Placed(upstream_order) => {
                     let m = &self.metrics;
                     m.orders_placed.with_label_values(&[&target.upstream]).inc();
@@ -570,23 +620,28 @@ impl Dispatch {
                         .inc_by(metrics::as_metric(money::from_units(order.charge)));
                     if let Err(e) = self
                         .store
-                        .mark_placed(order.id, upstream_order, now_ms())
+                        .mark_placed(order.id, &upstream_order, now_ms())
                         .await
                     {
                         // Placed upstream but not recorded: the order stays `dispatching`,
                         // becomes `unknown` at the next start, and this line tells the operator
                         // which upstream order it is.
-                        tracing::error!(order = order.id, upstream = %target.upstream, upstream_order, error = %e, "placed upstream but not recorded; resolve with `panelgate order resolve`");
+                        tracing::error!(order = order.id, upstream = %target.upstream, %upstream_order, error = %e, "placed upstream but not recorded; resolve with `panelgate order resolve`");
                     }
                     return (
                         Some((target.upstream.clone(), Some(upstream_order))),
+                        Some("placed"),
                         added(),
                     );
                 }
                 AddOutcome::Unknown(why) => {
                     tracing::error!(order = order.id, upstream = %target.upstream, reason = %why, "upstream add outcome unknown: funds held, never resent; resolve with `panelgate order resolve`");
                     let marked = self.store.mark_unknown(order.id, &why, now_ms()).await;
-                    return (last, marked.map_err(Into::into).and_then(|()| added()));
+                    return (
+                        last,
+                        Some("unknown"),
+                        marked.map_err(Into::into).and_then(|()| added()),
+                    );
                 }
                 AddOutcome::NotSent(why) => {
                     tracing::warn!(order = order.id, upstream = %target.upstream, reason = %why, "upstream add not sent");
@@ -600,20 +655,69 @@ impl Dispatch {
                         tracing::error!(upstream = %target.upstream, "our account at the upstream is out of funds");
                     }
                     refusal = customer_error(kind, &text);
+                    // Bounded: a refusal is a sentence, whatever an upstream sends.
+                    let text: String = text.chars().take(300).collect();
+                    refused.push(format!("{} refused: {text}", target.upstream));
                 }
             }
         }
-        let rejected = self
-            .store
-            .mark_rejected(order.id, &refusal.to_string(), now_ms())
-            .await;
+        let note = rejection_note(&refused, &refusal);
+        let rejected = self.store.mark_rejected(order.id, &note, now_ms()).await;
         (
             last,
+            outcome,
             rejected
                 .map_err(Into::into)
                 .and_then(|()| Err(refusal.into())),
         )
     }
+}
+
+/// The note on a rejected order: each upstream's refusal in its own words, then what the
+/// customer was told (the operator sees both in `order show` / `order list --json`).
+fn rejection_note(refused: &[String], told: &ProtocolError) -> String {
+    if refused.is_empty() {
+        return told.to_string();
+    }
+    format!("{}; customer told: {told}", refused.join("; "))
+}
+
+impl Dispatch {
+    /// Whether `target` may take the order: its stated currency is the one the config
+    /// expects, and the customer's rate covers what it costs us (DESIGN.md, "Margins").
+    fn may_take(
+        &self,
+        order: &Order,
+        svc: &LocalService,
+        group: &str,
+        target: &crate::config::Target,
+        cost: Option<Decimal>,
+        upstream: &crate::upstream::Upstream,
+    ) -> bool {
+        let skipped = |reason: &str| {
+            self.metrics
+                .targets_skipped
+                .with_label_values(&[target.upstream.as_str(), reason])
+                .inc();
+            false
+        };
+        if let Err(e) = upstream.currency_check() {
+            tracing::warn!(order = order.id, upstream = %target.upstream, problem = %e, "target skipped: its currency does not fit the config");
+            return skipped("currency");
+        }
+        if !svc.covers(group, cost) {
+            let floor = svc.floor(group, cost).map(|f| f.to_string());
+            tracing::warn!(order = order.id, upstream = %target.upstream, service = target.service, rate = %svc.rate_for(group), floor = floor.as_deref().unwrap_or("unknown (not in its list)"), "target skipped: the sell price does not cover its cost");
+            return skipped("below_cost");
+        }
+        true
+    }
+}
+
+/// What an order billed as `billing` costs us at a target's list `rate`, in our units
+/// (rounded up, as the upstream would round its charge).
+fn list_cost(rate: Decimal, billing: Billing) -> Option<crate::store::Units> {
+    money::to_units(money::round_up(money::charge(rate, billing)))
 }
 
 /// Sends one multi action (refill, cancel) for `eligible` orders to their upstreams, one call
@@ -627,8 +731,8 @@ async fn forward<'a, T, F, Fut>(
     call: F,
 ) -> Vec<(&'a Order, Item<T>)>
 where
-    F: Fn(Arc<crate::upstream::Upstream>, Vec<u64>) -> Fut,
-    Fut: std::future::Future<Output = Result<Vec<(u64, Item<T>)>, crate::upstream::CallError>>,
+    F: Fn(Arc<crate::upstream::Upstream>, Vec<String>) -> Fut,
+    Fut: std::future::Future<Output = Result<Vec<(String, Item<T>)>, crate::upstream::CallError>>,
 {
     let mut out = Vec::new();
     for (name, orders) in eligible {
@@ -636,7 +740,10 @@ where
             continue;
         };
         for chunk in orders.chunks(MAX_IDS) {
-            let ids: Vec<u64> = chunk.iter().filter_map(|o| o.upstream_order).collect();
+            let ids: Vec<String> = chunk
+                .iter()
+                .filter_map(|o| o.upstream_order.clone())
+                .collect();
             let mut answered = match call(upstream.clone(), ids).await {
                 Ok(items) => items,
                 Err(e) => {
@@ -647,11 +754,14 @@ where
             for &o in chunk {
                 let item = answered
                     .iter()
-                    .position(|(uid, _)| Some(*uid) == o.upstream_order)
+                    .position(|(uid, _)| Some(uid) == o.upstream_order.as_ref())
                     .map(|i| answered.swap_remove(i).1);
                 let answer = match item {
                     Some(Ok(value)) => Ok(value),
-                    Some(Err(text)) => Err(scrub(&text, o)),
+                    Some(Err(text)) => Err(match &o.upstream_order {
+                        Some(theirs) => scrub(&text, theirs, &o.id.to_string()),
+                        None => text,
+                    }),
                     None => Err(ProtocolError::Unavailable.to_string()),
                 };
                 out.push((o, answer));
@@ -673,12 +783,60 @@ fn customer_error(kind: Refusal, text: &str) -> ProtocolError {
     }
 }
 
-/// An upstream's refusal text, with its order id replaced by ours: upstream ids never leak.
-fn scrub(text: &str, order: &Order) -> String {
-    match order.upstream_order {
-        Some(uid) => text.replace(&uid.to_string(), &order.id.to_string()),
-        None => text.to_owned(),
+/// An upstream's refusal text about one order, with its order id replaced by ours so that
+/// upstream ids never leak. Only whole tokens that name the order are replaced (after
+/// "order", "ID", "#", or opening the text): "Refill is available 1 time in 10 days" keeps
+/// its numbers whatever the order's id.
+pub fn scrub(text: &str, theirs: &str, ours: &str) -> String {
+    let is_token = |c: char| c.is_alphanumeric() || c == '-' || c == '_';
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(start) = rest.find(|c: char| is_token(c)) {
+        let len = rest[start..]
+            .find(|c: char| !is_token(c))
+            .unwrap_or(rest.len() - start);
+        let token = &rest[start..start + len];
+        let before = &text[..text.len() - rest.len() + start];
+        out.push_str(&rest[..start]);
+        out.push_str(if token == theirs && names_an_order(before) {
+            ours
+        } else {
+            token
+        });
+        rest = &rest[start + len..];
     }
+    out.push_str(rest);
+    out
+}
+
+/// Whether the text just before a token introduces an order id: "order 5", "Order ID: 5",
+/// "orders #5", "#5", or nothing at all ("5: cannot be refilled").
+fn names_an_order(before: &str) -> bool {
+    let trimmed = before.trim_end_matches([' ', ':', '=', '\t']);
+    if trimmed.ends_with(['#', '№']) || trimmed.is_empty() {
+        return true;
+    }
+    let word: String = trimmed
+        .rsplit(|c: char| !c.is_alphanumeric() && c != '_')
+        .next()
+        .unwrap_or_default()
+        .to_lowercase();
+    matches!(
+        word.as_str(),
+        "order" | "orders" | "id" | "ids" | "order_id" | "orderid"
+    )
+}
+
+/// For an order placed before its refill flag was recorded: what today's catalog says.
+/// Newer orders answer from their own record, so a service that left the catalog (or changed
+/// its flags) since does not change what its orders may ask for.
+fn refillable(catalog: &LocalCatalog, o: &Order) -> bool {
+    catalog.get(o.service).is_some_and(|s| s.listing.refill)
+}
+
+/// As [`refillable`], for cancel.
+fn cancellable(catalog: &LocalCatalog, o: &Order) -> bool {
+    catalog.get(o.service).is_some_and(|s| s.listing.cancel)
 }
 
 /// Puts `entry` into every slot of `asked` that names its order.
@@ -700,4 +858,49 @@ fn local_ids(ids: &[u64]) -> Vec<i64> {
 pub async fn ledger_sum(store: &dyn Store, customer_id: i64) -> Result<Decimal, StoreError> {
     let entries = store.ledger(customer_id).await?;
     Ok(money::from_units(entries.iter().map(|e| e.amount).sum()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::scrub;
+
+    #[test]
+    fn scrub_replaces_only_whole_tokens_that_name_the_order() {
+        let cases = [
+            // The example: the numbers are not the order.
+            (
+                "Refill is available 1 time in 10 days",
+                "1",
+                "7",
+                "Refill is available 1 time in 10 days",
+            ),
+            (
+                "Order 1 is not completed",
+                "1",
+                "7",
+                "Order 7 is not completed",
+            ),
+            (
+                "order #1: refill in 10 days",
+                "1",
+                "7",
+                "order #7: refill in 10 days",
+            ),
+            (
+                "Order ID: 23501 can't be refilled",
+                "23501",
+                "9",
+                "Order ID: 9 can't be refilled",
+            ),
+            ("23501: not completed", "23501", "9", "9: not completed"),
+            // Part of a longer token is another token.
+            ("Order 123501 unknown", "23501", "9", "Order 123501 unknown"),
+            // Text ids.
+            ("order ab-12 is done", "ab-12", "4", "order 4 is done"),
+            ("no id here", "5", "4", "no id here"),
+        ];
+        for (text, theirs, ours, want) in cases {
+            assert_eq!(scrub(text, theirs, ours), want, "{text}");
+        }
+    }
 }

@@ -14,6 +14,7 @@ pub mod gateway;
 pub mod guard;
 pub mod keys;
 pub mod logs;
+pub mod matcher;
 pub mod metrics;
 pub mod money;
 pub mod pricing;

@@ -96,6 +96,13 @@ enum OrderCommand {
         /// dispatching, placed, rejected, unknown or final.
         #[arg(long)]
         state: Option<String>,
+        /// Only orders that need the operator: for any reason, or for REASON (unknown_outcome,
+        /// refund_unknown, partial_without_remains, stuck). Adds their age to the table.
+        #[arg(long, value_name = "REASON", num_args = 0..=1, default_missing_value = "any")]
+        attention: Option<String>,
+        /// Short for `--attention stuck`: placed orders not final after `sync.stuck_after`.
+        #[arg(long, conflicts_with = "attention")]
+        stuck: bool,
         /// A JSON array instead of a table.
         #[arg(long)]
         json: bool,
@@ -103,18 +110,28 @@ enum OrderCommand {
     /// One order in full, as JSON.
     Show { id: i64 },
     /// Resolve an order of unknown outcome: it was placed upstream as N, or it was not placed
-    /// (Canceled, full refund).
+    /// (Canceled, full refund). Or settle a placed (stuck) order with the final status its
+    /// upstream shows: --status Canceled (full refund), Partial --remains N, Completed.
     Resolve {
         id: i64,
         #[arg(
             long,
-            conflicts_with = "not_placed",
-            required_unless_present = "not_placed"
+            conflicts_with_all = ["not_placed", "status"],
+            required_unless_present_any = ["not_placed", "status"]
         )]
-        upstream_order: Option<u64>,
-        #[arg(long)]
+        upstream_order: Option<String>,
+        #[arg(long, conflicts_with = "status")]
         not_placed: bool,
+        /// Completed, Partial or Canceled (case does not matter).
+        #[arg(long, value_parser = parse_status)]
+        status: Option<panelgate::protocol::Status>,
+        /// With --status Partial: what the upstream did not deliver.
+        #[arg(long, requires = "status")]
+        remains: Option<i64>,
     },
+    /// Detach an order from its upstream order (when two local orders hold one): a placed one
+    /// becomes unknown, for `order resolve`.
+    Unlink { id: i64 },
 }
 
 #[derive(clap::Args)]
@@ -173,8 +190,23 @@ struct SimulateArgs {
     /// Chance of an {"error": …} reply instead of acting.
     #[arg(long)]
     error: Option<Chance>,
+    /// Chance of an HTML 403 page instead of acting.
+    #[arg(long)]
+    http403: Option<Chance>,
+    /// Chance of acting (an add creates its order) and then answering 504 with a JSON error.
+    #[arg(long)]
+    http504: Option<Chance>,
+    /// Chance of acting (an add creates its order) and then answering 200 with an empty body.
+    #[arg(long)]
+    empty: Option<Chance>,
+    /// How replies are worded: standard, panel_script, list or opaque [default: standard].
+    #[arg(long)]
+    dialect: Option<sim::Dialect>,
     #[arg(long)]
     error_text: Option<String>,
+    /// Serve the API at this path instead of /api/v2; other paths answer an HTML 404 page.
+    #[arg(long)]
+    api_path: Option<String>,
     /// Fault only these actions (comma-separated); all when not given.
     #[arg(long, value_delimiter = ',')]
     fault_actions: Option<Vec<String>>,
@@ -221,8 +253,10 @@ fn main() -> anyhow::Result<()> {
         Command::CheckConfig => runtime.block_on(check_config(&cli.config)),
         Command::Migrate => runtime.block_on(async {
             let cfg = config::load(&cli.config)?;
-            app::open_store(&cfg.database).await?;
+            let store = app::open_store(&cfg.database).await?;
             println!("{}: migrations applied", app::redact_url(&cfg.database));
+            // Applied all the same; what is left for the operator is said, and fails the run.
+            store.unique_upstream_orders().await?;
             Ok(())
         }),
         Command::Client(cmd) => runtime.block_on(client(&cli.config, cmd)),
@@ -262,6 +296,9 @@ async fn check_config(path: &Path) -> anyhow::Result<()> {
     let summary = admin::check_config(&cfg).await;
     for line in &summary.lines {
         println!("  {line}");
+    }
+    for w in &summary.warnings {
+        println!("  warning: {w}");
     }
     for p in &summary.problems {
         println!("  problem: {p}");
@@ -350,12 +387,22 @@ async fn order(path: &Path, cmd: OrderCommand) -> anyhow::Result<()> {
         OrderCommand::List {
             client,
             state,
+            attention,
+            stuck,
             json,
         } => {
-            let orders = admin::list_orders(store, client, state.as_deref()).await?;
+            let attention = if stuck {
+                Some("stuck".into())
+            } else {
+                attention
+            };
+            let orders =
+                admin::list_orders(store, client, state.as_deref(), attention.as_deref()).await?;
             if json {
                 let list: Vec<_> = orders.iter().map(admin::order_json).collect();
                 println!("{}", serde_json::to_string_pretty(&list)?);
+            } else if attention.is_some() {
+                print_attention(&orders);
             } else {
                 println!(
                     "{:>8} {:<16} {:>7} {:<11} {:<11} {:>12} {:<10} UPSTREAM ORDER",
@@ -371,7 +418,7 @@ async fn order(path: &Path, cmd: OrderCommand) -> anyhow::Result<()> {
                         o.status.as_str(),
                         money::format(money::from_units(o.charge - o.refunded)),
                         o.upstream,
-                        o.upstream_order.map_or("-".to_owned(), |u| u.to_string())
+                        o.upstream_order.as_deref().unwrap_or("-")
                     );
                 }
             }
@@ -388,11 +435,50 @@ async fn order(path: &Path, cmd: OrderCommand) -> anyhow::Result<()> {
             id,
             upstream_order,
             not_placed: _,
+            status,
+            remains,
         } => {
-            println!("{}", admin::resolve(store, id, upstream_order).await?);
+            let done = match status {
+                Some(status) => admin::resolve_ended(store, id, status, remains).await?,
+                None => admin::resolve(store, id, upstream_order.as_deref()).await?,
+            };
+            println!("{done}");
         }
+        OrderCommand::Unlink { id } => println!("{}", admin::unlink(store, id).await?),
     }
     Ok(())
+}
+
+/// `order list --attention`: the orders that need the operator, why, and how long they waited.
+fn print_attention(orders: &[panelgate::store::Order]) {
+    println!(
+        "{:>8} {:<16} {:<24} {:<11} {:<11} {:>12} {:>7} {:>7} {:<10} UPSTREAM ORDER",
+        "ID", "CLIENT", "REASON", "STATE", "STATUS", "CHARGE", "AGE", "QUIET", "UPSTREAM"
+    );
+    for o in orders {
+        let (reason, age, quiet) = admin::attention_row(o);
+        println!(
+            "{:>8} {:<16} {:<24} {:<11} {:<11} {:>12} {:>7} {:>7} {:<10} {}",
+            o.id,
+            o.customer,
+            reason,
+            o.state.as_str(),
+            o.status.as_str(),
+            money::format(money::from_units(o.charge - o.refunded)),
+            age,
+            quiet,
+            o.upstream,
+            o.upstream_order.as_deref().unwrap_or("-")
+        );
+    }
+}
+
+fn parse_status(text: &str) -> Result<panelgate::protocol::Status, String> {
+    let all = ["Completed", "Partial", "Canceled"];
+    all.iter()
+        .find(|s| s.eq_ignore_ascii_case(text.trim()))
+        .and_then(|s| panelgate::protocol::Status::parse(s))
+        .ok_or_else(|| format!("one of {}", all.join(", ")))
 }
 
 /// The config file's `simulator:` section, or nothing if the file does not exist (the
@@ -438,6 +524,8 @@ async fn simulate(config_path: &Path, args: SimulateArgs) -> anyhow::Result<()> 
         .unwrap_or(cfg.shares.cancel);
     cfg.first_order_id = args.first_order_id.or(file.first_order_id).unwrap_or(1);
     cfg.journal = args.journal.or(file.journal);
+    cfg.dialect = args.dialect.or(file.dialect).unwrap_or_default();
+    cfg.api_path = args.api_path.or(file.api_path);
     let base = file.faults.unwrap_or_default();
     cfg.faults = Faults {
         slow: args.slow.unwrap_or(base.slow),
@@ -449,6 +537,9 @@ async fn simulate(config_path: &Path, args: SimulateArgs) -> anyhow::Result<()> 
         hangup: args.hangup.unwrap_or(base.hangup),
         error: args.error.unwrap_or(base.error),
         error_text: args.error_text.or(base.error_text),
+        http403: args.http403.unwrap_or(base.http403),
+        http504: args.http504.unwrap_or(base.http504),
+        empty: args.empty.unwrap_or(base.empty),
         actions: args.fault_actions.unwrap_or(base.actions),
     };
     let listen = args
@@ -456,6 +547,7 @@ async fn simulate(config_path: &Path, args: SimulateArgs) -> anyhow::Result<()> 
         .or(file.listen)
         .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 9001)));
     let count = cfg.services.len();
+    let stop = shutdown_signal();
     let handle = sim::start(cfg, listen)
         .await
         .with_context(|| format!("listening on {listen}"))?;
@@ -463,7 +555,7 @@ async fn simulate(config_path: &Path, args: SimulateArgs) -> anyhow::Result<()> 
     println!("listening on {}", handle.url());
     std::io::stdout().flush()?;
     tracing::info!(addr = %handle.addr, services = count, speed, "simulated panel ready");
-    shutdown_signal().await;
+    stop.await;
     tracing::info!("shutting down");
     tokio::time::timeout(Duration::from_secs(15), handle.stop())
         .await
@@ -472,23 +564,21 @@ async fn simulate(config_path: &Path, args: SimulateArgs) -> anyhow::Result<()> 
 }
 
 /// Resolves on SIGINT or SIGTERM.
-async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
+/// Resolves on SIGTERM or Ctrl-C. The SIGTERM handler is installed when this is called, not
+/// when first polled: a signal sent right after the "ready" line must not kill the process.
+fn shutdown_signal() -> impl std::future::Future<Output = ()> {
     #[cfg(unix)]
-    {
-        let mut term =
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(s) => s,
-                Err(_) => {
-                    let _ = ctrl_c.await;
-                    return;
-                }
-            };
-        tokio::select! {
-            _ = ctrl_c => {}
-            _ = term.recv() => {}
+    let term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+    async move {
+        let ctrl_c = tokio::signal::ctrl_c();
+        #[cfg(unix)]
+        if let Some(mut term) = term {
+            tokio::select! {
+                _ = ctrl_c => {}
+                _ = term.recv() => {}
+            }
+            return;
         }
+        let _ = ctrl_c.await;
     }
-    #[cfg(not(unix))]
-    let _ = ctrl_c.await;
 }

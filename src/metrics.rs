@@ -1,7 +1,7 @@
 //! Every Prometheus metric panelgate exports, in one registry per running gateway.
 //!
 //! Names follow Prometheus conventions: `panelgate_` prefix, `_total` counters, `_seconds`
-//! histograms, base units. Labels are bounded: action, outcome, upstream, state — never a key,
+//! histograms, base units. Labels are bounded: action, outcome, upstream, state, reason — never a key,
 //! an order id or a link. Money counters are in the gateway's currency (exact amounts live in
 //! the ledger; these are for graphs and alerts).
 
@@ -32,8 +32,13 @@ pub struct Metrics {
     pub catalog_refreshes: IntCounterVec,
     pub catalog_services: IntGaugeVec,
     pub catalog_age_seconds: GaugeVec,
+    pub upstream_services_listed: IntGaugeVec,
+    pub upstream_currency_mismatch: IntGaugeVec,
+    pub targets_skipped: IntCounterVec,
+    pub config_reloads: IntCounterVec,
     pub orders_placed: IntCounterVec,
     pub orders: IntGaugeVec,
+    pub orders_attention: IntGaugeVec,
     pub refunds: IntCounterVec,
     pub refunded: prometheus::CounterVec,
     pub revenue: prometheus::CounterVec,
@@ -109,7 +114,7 @@ impl Metrics {
             upstream_requests: counter(
                 &r,
                 "panelgate_upstream_requests_total",
-                "Calls to upstream panels by outcome: ok, rejected, unknown, not_sent, timeout, unreadable.",
+                "Calls to upstream panels by outcome. add: placed, refused, unknown, not_sent (what the reply meant). Other actions: ok, refused, unknown, not_sent, timeout, unreadable. rejected: deprecated alias counted beside refused.",
                 &["upstream", "action", "outcome"],
             ),
             upstream_seconds: histogram(
@@ -160,6 +165,30 @@ impl Metrics {
                 "Age of the services list we hold for each upstream.",
                 &["upstream"],
             ),
+            upstream_services_listed: gauge(
+                &r,
+                "panelgate_upstream_services_listed",
+                "Services in each upstream's last services list (0: it lists none).",
+                &["upstream"],
+            ),
+            upstream_currency_mismatch: gauge(
+                &r,
+                "panelgate_upstream_currency_mismatch",
+                "1 while an upstream states a currency the config does not expect: it takes no orders.",
+                &["upstream"],
+            ),
+            targets_skipped: counter(
+                &r,
+                "panelgate_order_targets_skipped_total",
+                "Targets an order was not sent to: below_cost (the sell price does not cover it) or currency (its stated currency is wrong or unknown).",
+                &["upstream", "reason"],
+            ),
+            config_reloads: counter(
+                &r,
+                "panelgate_config_reloads_total",
+                "Config reloads by outcome: ok, or refused (invalid file, or rules the upstreams' lists break; the running config stays).",
+                &["outcome"],
+            ),
             orders_placed: counter(
                 &r,
                 "panelgate_orders_placed_total",
@@ -171,6 +200,13 @@ impl Metrics {
                 "panelgate_orders",
                 "Orders by state (unknown: the operator must resolve them).",
                 &["state"],
+            ),
+            orders_attention: gauge(
+                &r,
+                "panelgate_orders_attention",
+                "Orders that need the operator, by reason (unknown_outcome, refund_unknown, \
+                 partial_without_remains, stuck) and upstream: `panelgate order list --attention`.",
+                &["reason", "upstream"],
             ),
             refunds: counter(
                 &r,

@@ -41,6 +41,24 @@ impl Markup {
         Ok(())
     }
 
+    /// Whether some cost would sell below itself: a factor below 1 (negative `percent`,
+    /// `multiplier` under 1) or a negative `add`, with no `min_profit` to hold the floor.
+    /// Rounding only ever raises a rate, so it cannot cause a loss.
+    pub fn may_sell_below_cost(&self) -> bool {
+        if self.min_profit.is_some() {
+            return false;
+        }
+        let factor = self.multiplier.unwrap_or(Decimal::ONE)
+            * (Decimal::ONE + self.percent.unwrap_or_default() / Decimal::ONE_HUNDRED);
+        factor < Decimal::ONE || self.add.is_some_and(|a| a < Decimal::ZERO)
+    }
+
+    /// The least rate a target costing `cost` may be sold at under this markup: its cost,
+    /// plus `min_profit` when the markup asks for one.
+    pub fn floor(&self, cost: Decimal) -> Decimal {
+        cost + self.min_profit.unwrap_or_default()
+    }
+
     /// The selling rate for a cost rate (both in our currency).
     pub fn sell_rate(&self, cost: Decimal) -> Decimal {
         let mut rate = cost * self.multiplier.unwrap_or(Decimal::ONE);
@@ -124,6 +142,32 @@ mod tests {
         assert!(markup("{min_profit: -1}").validate().is_err());
         assert!(markup("{percent: -10}").validate().is_ok());
         assert!(serde_yaml_ng::from_str::<Markup>("{percnt: 5}").is_err());
+    }
+
+    #[test]
+    fn markups_that_can_sell_below_cost_are_recognised() {
+        for yes in [
+            "{percent: -10}",
+            "{multiplier: 0.9}",
+            "{add: -0.01}",
+            "{percent: 50, add: -0.01}",
+        ] {
+            assert!(markup(yes).may_sell_below_cost(), "{yes}");
+        }
+        for no in [
+            "{}",
+            "{percent: 0}",
+            "{percent: -10, min_profit: 0}",
+            "{multiplier: 2, percent: -50}",
+            "{add: 0.01}",
+        ] {
+            assert!(!markup(no).may_sell_below_cost(), "{no}");
+        }
+        assert_eq!(
+            markup("{percent: 5, min_profit: 0.1}").floor(d("1")),
+            d("1.1")
+        );
+        assert_eq!(markup("{percent: 5}").floor(d("1")), d("1"));
     }
 
     #[test]

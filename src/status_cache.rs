@@ -37,7 +37,7 @@ pub struct Entry {
     pub remains: Option<i64>,
     pub start_count: Option<u64>,
     pub upstream: Arc<str>,
-    pub upstream_order: Option<u64>,
+    pub upstream_order: Option<Arc<str>>,
     /// When the upstream last confirmed this status: the store's `synced_at`, or later if an
     /// upstream answer changed nothing (such answers are not written).
     pub synced_at: Option<Millis>,
@@ -56,7 +56,7 @@ impl Entry {
             remains: o.remains,
             start_count: o.start_count,
             upstream: o.upstream.as_str().into(),
-            upstream_order: o.upstream_order,
+            upstream_order: o.upstream_order.as_deref().map(Arc::from),
             synced_at: o.synced_at,
             json: reply::to_bytes(&order_status(o, currency)),
             read_at,
@@ -170,6 +170,7 @@ impl StatusCache {
     pub fn confirm(&self, e: &Entry, now: Millis) -> Arc<Entry> {
         let confirmed = Arc::new(Entry {
             upstream: e.upstream.clone(),
+            upstream_order: e.upstream_order.clone(),
             json: e.json.clone(),
             synced_at: Some(now),
             ..*e
@@ -227,7 +228,7 @@ mod tests {
             service: 1,
             upstream: "alpha".into(),
             upstream_service: 101,
-            upstream_order: Some(900 + id as u64),
+            upstream_order: Some(format!("{}", 900 + id)),
             state,
             status,
             charge: 12_600,
@@ -242,6 +243,13 @@ mod tests {
             created_at: 0,
             updated_at: 0,
             synced_at: Some(1_000),
+            attention: None,
+            list_cost: None,
+            first_cost: None,
+            can_refill: None,
+            can_cancel: None,
+            dispatch_deadline: None,
+            progress_at: None,
         }
     }
 

@@ -8,6 +8,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::catalog::LocalCatalog;
 use crate::config::Config;
 use crate::metrics::{self, Metrics};
 use crate::money;
@@ -15,7 +16,7 @@ use crate::pricing;
 use crate::protocol::reply::Remains;
 use crate::protocol::{MAX_IDS, Status};
 use crate::status_cache::StatusCache;
-use crate::store::{Claim, Millis, Order, Refill, StatusUpdate, Store, Units};
+use crate::store::{Claim, Millis, Order, Refill, StatusUpdate, Store, StuckCutoffs, Units};
 use crate::upstream::Upstreams;
 
 /// Unix time in milliseconds.
@@ -41,7 +42,7 @@ pub struct Syncer {
 pub struct Tracked<'a> {
     pub id: i64,
     pub upstream: &'a str,
-    pub upstream_order: u64,
+    pub upstream_order: &'a str,
 }
 
 impl Syncer {
@@ -54,7 +55,7 @@ impl Syncer {
                 Some(Tracked {
                     id: o.id,
                     upstream: &o.upstream,
-                    upstream_order: o.upstream_order?,
+                    upstream_order: o.upstream_order.as_deref()?,
                 })
             })
             .collect();
@@ -90,7 +91,7 @@ impl Syncer {
                 .upstream(name)
                 .map_or(rust_decimal::Decimal::ONE, |u| u.fx);
             for chunk in orders.chunks(MAX_IDS) {
-                let ids: Vec<u64> = chunk.iter().map(|t| t.upstream_order).collect();
+                let ids: Vec<&str> = chunk.iter().map(|t| t.upstream_order).collect();
                 let reply = match upstream.statuses(&ids).await {
                     Ok(r) => r,
                     Err(e) => {
@@ -98,16 +99,16 @@ impl Syncer {
                         continue;
                     }
                 };
-                let ours: HashMap<u64, &'a Tracked<'a>> =
+                let ours: HashMap<&str, &'a Tracked<'a>> =
                     chunk.iter().map(|t| (t.upstream_order, *t)).collect();
                 for (upstream_order, item) in reply.0 {
-                    let Some(&t) = ours.get(&upstream_order) else {
+                    let Some(&t) = ours.get(upstream_order.as_str()) else {
                         continue;
                     };
                     let status = match item {
                         Ok(s) => s,
                         Err(text) => {
-                            tracing::warn!(upstream = name, order = t.id, upstream_order, error = %text, "upstream does not report this order");
+                            tracing::warn!(upstream = name, order = t.id, %upstream_order, error = %text, "upstream does not report this order");
                             continue;
                         }
                     };
@@ -252,8 +253,12 @@ impl Syncer {
     /// `unknown` for the operator, once no dispatch could still be running.
     pub async fn recover_abandoned(&self) {
         let now = now_ms();
-        let cutoff = now - self.cfg.dispatch_deadline().as_millis() as Millis;
-        match self.store.recover_dispatching(cutoff, now).await {
+        let (deadline_before, updated_before) = abandoned_before(&self.cfg, now);
+        match self
+            .store
+            .recover_dispatching(deadline_before, updated_before, now)
+            .await
+        {
             Ok(0) => {}
             Ok(n) => tracing::error!(
                 orders = n,
@@ -261,5 +266,89 @@ impl Syncer {
             ),
             Err(e) => tracing::error!(error = %e, "recovering abandoned dispatches failed"),
         }
+    }
+}
+
+impl Syncer {
+    /// Marks placed orders the upstream has said nothing new of for `sync.stuck_after` (or
+    /// their service's own) as stuck, for the operator. Panel scripts show their failed orders
+    /// as Pending for ever, with the customer's money held.
+    pub async fn mark_stuck(&self, catalog: &LocalCatalog) {
+        let now = now_ms();
+        let cutoffs = stuck_cutoffs(&self.cfg, catalog, now);
+        match self.store.mark_stuck(&cutoffs, now).await {
+            Ok(0) => {}
+            Ok(n) => tracing::warn!(
+                orders = n,
+                "placed orders have not moved upstream for `sync.stuck_after`: see `panelgate order list --stuck`"
+            ),
+            Err(e) => tracing::error!(error = %e, "marking stuck orders failed"),
+        }
+    }
+}
+
+/// Each service's stuck cutoff: `sync.stuck_after` before `now`, or the service's own.
+/// Explicit services are taken from the config too, so that an upstream whose list is not
+/// loaded does not fall back to the default for them. Off (zero) is a cutoff nothing is
+/// older than.
+pub fn stuck_cutoffs(cfg: &Config, catalog: &LocalCatalog, now: Millis) -> StuckCutoffs {
+    let before = |d: Option<Duration>| {
+        d.filter(|d| !d.is_zero())
+            .map_or(Millis::MIN, |d| now - d.as_millis() as Millis)
+    };
+    let mut services: Vec<(u64, Millis)> = catalog
+        .services()
+        .filter_map(|s| Some((s.id(), before(Some(s.stuck_after?)))))
+        .collect();
+    for e in &cfg.explicit {
+        if let Some(d) = e.overrides.stuck_after
+            && !services.iter().any(|(id, _)| *id == e.id)
+        {
+            services.push((e.id, before(Some(d))));
+        }
+    }
+    StuckCutoffs {
+        before: before(cfg.stuck_after),
+        services,
+    }
+}
+
+/// How far in the past a dispatch's recorded deadline (and, for orders placed before
+/// deadlines were recorded, its last change) must be for no process to be still running it.
+/// The margin covers clock differences between instances sharing a database.
+pub fn abandoned_before(cfg: &Config, now: Millis) -> (Millis, Millis) {
+    const CLOCK_MARGIN: Millis = 5_000;
+    (
+        now - CLOCK_MARGIN,
+        now - cfg.dispatch_deadline().as_millis() as Millis,
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Each service's cutoff: the default, its own, or none (0s); an explicit service keeps its
+    /// own while its upstream's list is not loaded (it is not in the catalog then).
+    #[test]
+    fn stuck_cutoffs_follow_the_config_and_the_services() {
+        let text = "upstreams:\n  - name: alpha\n    url: \"http://127.0.0.1:9/api/v2\"\n    key: k\n\
+            services:\n  - id: 1\n    upstream: alpha\n    service: 102\n    markup: { percent: 25 }\n    stuck_after: 2h\n\
+            \x20 - id: 2\n    upstream: alpha\n    service: 103\n    markup: { percent: 25 }\n    stuck_after: 0s\n\
+            sync:\n  stuck_after: 1h\n";
+        let cfg = crate::config::parse(text, std::path::Path::new("/tmp/c.yaml")).unwrap();
+        let catalog = LocalCatalog::build(&cfg, &HashMap::new());
+        let now = 10_000_000;
+        let mut c = stuck_cutoffs(&cfg, &catalog, now);
+        c.services.sort();
+        assert_eq!(c.before, now - 3_600_000);
+        assert_eq!(c.services, [(1, now - 7_200_000), (2, Millis::MIN)]);
+
+        let off = crate::config::parse(
+            &text.replace("sync:\n  stuck_after: 1h\n", "sync:\n  stuck_after: 0s\n"),
+            std::path::Path::new("/tmp/c.yaml"),
+        )
+        .unwrap();
+        assert_eq!(stuck_cutoffs(&off, &catalog, now).before, Millis::MIN);
     }
 }

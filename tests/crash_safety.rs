@@ -509,8 +509,8 @@ async fn kill_under_load(instances: usize) {
     for j in &journal {
         match by_link.get(j.link.as_str()).map(Vec::as_slice) {
             Some([o]) => match o.state {
-                OrderState::Placed | OrderState::Final if o.upstream_order == Some(j.order) => {}
-                OrderState::Unknown if o.upstream_order.is_none_or(|u| u == j.order) => {}
+                OrderState::Placed | OrderState::Final if o.upstream_order == Some(j.order.to_string()) => {}
+                OrderState::Unknown if o.upstream_order.as_ref().is_none_or(|u| *u == j.order.to_string()) => {}
                 _ => problems.push(format!(
                     "upstream order {} ({}) is gateway order {} in state {} with upstream order {:?}",
                     j.order,
@@ -555,7 +555,7 @@ async fn kill_under_load(instances: usize) {
     }
     let mut upstream_ids = HashMap::<u64, i64>::new();
     for o in &orders {
-        if let Some(u) = o.upstream_order
+        if let Some(u) = upstream_number(o)
             && let Some(other) = upstream_ids.insert(u, o.id)
         {
             problems.push(format!(
@@ -568,7 +568,7 @@ async fn kill_under_load(instances: usize) {
     // 3. Every order the gateway thinks placed was placed, as that link.
     for o in &orders {
         if matches!(o.state, OrderState::Placed | OrderState::Final) {
-            match o.upstream_order.and_then(|u| journal_by_order.get(&u)) {
+            match upstream_number(o).and_then(|u| journal_by_order.get(&u)) {
                 Some(j) if Some(j.link.as_str()) == o.link.as_deref() => {}
                 Some(j) => problems.push(format!(
                     "gateway order {} ({:?}) points at upstream order {}, which is {}",
@@ -617,7 +617,7 @@ async fn kill_under_load(instances: usize) {
         &orders
             .iter()
             .filter(|o| o.state == OrderState::Final)
-            .filter_map(|o| o.upstream_order)
+            .filter_map(upstream_number)
             .collect::<Vec<_>>(),
     )
     .await;
@@ -725,7 +725,7 @@ async fn kill_under_load(instances: usize) {
                     if o.refunded != due {
                         bad(format!("refunded, but {due} was due"));
                     }
-                    let theirs = o.upstream_order.and_then(|u| statuses.get(&u));
+                    let theirs = upstream_number(o).and_then(|u| statuses.get(&u));
                     let ours = (o.status.as_str().to_owned(), o.remains);
                     match theirs {
                         Some((status, remains))
@@ -852,4 +852,9 @@ fn tail(path: &Path, n: usize) -> String {
         .filter(|l| l.contains(" ERROR ") || l.contains(" WARN "))
         .collect();
     lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
+/// The simulator's order ids are numbers; panelgate keeps upstream ids as text.
+fn upstream_number(o: &Order) -> Option<u64> {
+    o.upstream_order.as_deref()?.parse().ok()
 }

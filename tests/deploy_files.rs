@@ -321,6 +321,8 @@ fn every_alert_has_a_severity_a_summary_and_a_description() {
         "PanelgateUpstreamBalanceLow",
         "PanelgateHighErrorRatio",
         "PanelgateCatalogStale",
+        "PanelgateOrdersStuck",
+        "PanelgateRefundsNeedOperator",
     ] {
         assert!(names.contains(&required), "no alert {required} in {ALERTS}");
     }
@@ -352,6 +354,31 @@ fn every_alert_has_a_severity_a_summary_and_a_description() {
         assert!(
             description.contains(command),
             "PanelgateUnknownOrders should tell the operator to run `{command}`"
+        );
+    }
+    // One alert per family of attention reasons, each naming the listing that shows them.
+    for (alert, reasons, command) in [
+        (
+            "PanelgateOrdersStuck",
+            "stuck",
+            "panelgate order list --stuck",
+        ),
+        (
+            "PanelgateRefundsNeedOperator",
+            "refund_unknown|partial_without_remains",
+            "panelgate order list --attention",
+        ),
+    ] {
+        let rule = rules.iter().find(|r| r["alert"] == alert).unwrap();
+        let expr = rule["expr"].as_str().unwrap();
+        assert!(
+            expr.contains("panelgate_orders_attention") && expr.contains(reasons),
+            "{alert}: {expr}"
+        );
+        let description = rule["annotations"]["description"].as_str().unwrap();
+        assert!(
+            description.contains(command),
+            "{alert} should name `{command}`"
         );
     }
 }

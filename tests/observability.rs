@@ -208,7 +208,7 @@ async fn metrics_move_with_the_workload_and_pass_promtool() {
     assert_eq!(
         get(
             &s,
-            r#"panelgate_upstream_requests_total{action="add",outcome="ok",upstream="alpha"}"#
+            r#"panelgate_upstream_requests_total{action="add",outcome="placed",upstream="alpha"}"#
         ),
         2.0
     );

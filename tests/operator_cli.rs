@@ -234,3 +234,274 @@ fn a_missing_environment_variable_is_named() {
         "{err}"
     );
 }
+
+/// `write_config` with other `sync:` settings.
+fn config_with_sync(dir: &Scratch, sync: &str) -> std::path::PathBuf {
+    let config = write_config(dir);
+    let text = std::fs::read_to_string(&config).unwrap();
+    let text = text.replace("sync:\n  interval: 50ms\n", sync);
+    std::fs::write(&config, text).unwrap();
+    config
+}
+
+/// A client with `balance` and the key to call the server with.
+fn client_key(config: &Path, name: &str, balance: &str) -> String {
+    let out = stdout(&panelgate(
+        config,
+        &["client", "add", name, "--balance", balance],
+    ));
+    out.lines().last().unwrap().to_owned()
+}
+
+async fn add(http: &Http, url: &str, key: &str, link: &str) -> Value {
+    http.form(
+        url,
+        &[
+            ("key", key),
+            ("action", "add"),
+            ("service", "1"),
+            ("link", link),
+            ("quantity", "1000"),
+        ],
+    )
+    .await
+    .json()
+}
+
+fn json_list(config: &Path, args: &[&str]) -> Vec<Value> {
+    let text = stdout(&panelgate(config, args));
+    serde_json::from_str::<Value>(&text)
+        .unwrap()
+        .as_array()
+        .unwrap()
+        .clone()
+}
+
+/// Waits (60 s at most, polling) until `args` lists something.
+async fn wait_listed(config: &Path, args: &[&str]) -> Vec<Value> {
+    for _ in 0..600 {
+        let listed = json_list(config, args);
+        if !listed.is_empty() {
+            return listed;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    panic!("nothing listed by {args:?}");
+}
+
+/// A panel script shows an order it will never finish as In progress for ever: after
+/// `sync.stuck_after` without news it is listed as stuck (with its age), counted by the gauge,
+/// and the operator settles it; the customer gets the refund, the mark and the count go.
+#[tokio::test]
+async fn an_order_that_never_finishes_upstream_is_listed_as_stuck_and_settled() {
+    let dir = Scratch::new("cli-stuck");
+    let config = config_with_sync(&dir, "sync:\n  interval: 50ms\n  stuck_after: 400ms\n");
+    let server = serve(&config);
+    let key = client_key(&config, "ann", "10");
+    let http = Http::default();
+    // `hold`: the simulated panel delivers half, then reports the same for ever.
+    let placed = add(&http, &server.url, &key, "https://i.com/a?sim-fate=hold").await;
+    let id = placed["order"].as_i64().expect("placed");
+
+    let stuck = wait_listed(&config, &["order", "list", "--stuck", "--json"]).await;
+    assert_eq!(stuck.len(), 1, "{stuck:?}");
+    let o = &stuck[0];
+    assert_eq!(
+        (o["id"].as_i64(), o["attention"].as_str()),
+        (Some(id), Some("stuck"))
+    );
+    assert_eq!(o["state"], "placed");
+    assert!(
+        o["age_seconds"].is_i64() && o["quiet_seconds"].is_i64(),
+        "{o}"
+    );
+    // The same order under the general listing; nothing of unknown outcome.
+    let any = json_list(&config, &["order", "list", "--attention", "--json"]);
+    assert_eq!(any.len(), 1);
+    assert!(
+        json_list(
+            &config,
+            &["order", "list", "--attention", "unknown_outcome", "--json"]
+        )
+        .is_empty()
+    );
+    assert!(json_list(&config, &["order", "list", "--state", "unknown", "--json"]).is_empty());
+    let table = stdout(&panelgate(
+        &config,
+        &["order", "list", "--attention", "stuck"],
+    ));
+    let header = table.lines().next().unwrap();
+    assert!(
+        header.contains("REASON") && header.contains("AGE"),
+        "{table}"
+    );
+    let row = table.lines().nth(1).unwrap();
+    assert!(
+        row.contains("stuck") && row.contains("placed") && row.contains("ann"),
+        "{table}"
+    );
+    let err = failure(&panelgate(
+        &config,
+        &["order", "list", "--attention", "bored"],
+    ));
+    assert!(err.contains("stuck"), "the reasons are listed: {err}");
+
+    let base = server.url.trim_end_matches("/api/v2").to_owned();
+    let metrics = http.get(&format!("{base}/metrics")).await.text();
+    assert!(
+        metrics.contains(r#"panelgate_orders_attention{reason="stuck",upstream="demo"} 1"#)
+            && metrics.contains(
+                r#"panelgate_orders_attention{reason="unknown_outcome",upstream="demo"} 0"#
+            ),
+        "{metrics}"
+    );
+
+    // The operator found it failed at the upstream: Canceled, the whole charge back.
+    let err = failure(&panelgate(
+        &config,
+        &["order", "resolve", &id.to_string(), "--not-placed"],
+    ));
+    assert!(err.contains("--status Canceled"), "{err}");
+    let out = stdout(&panelgate(
+        &config,
+        &["order", "resolve", &id.to_string(), "--status", "canceled"],
+    ));
+    assert!(out.contains("Canceled") && out.contains("1.12500"), "{out}");
+    let shown: Value = serde_json::from_str(&stdout(&panelgate(
+        &config,
+        &["order", "show", &id.to_string()],
+    )))
+    .unwrap();
+    assert_eq!(
+        (shown["state"].as_str(), shown["status"].as_str()),
+        (Some("final"), Some("Canceled"))
+    );
+    assert!(shown["attention"].is_null());
+    assert!(
+        shown["note"].as_str().unwrap().contains("operator"),
+        "{shown}"
+    );
+    let balance = http
+        .form(&server.url, &[("key", key.as_str()), ("action", "balance")])
+        .await
+        .json();
+    assert_eq!(balance["balance"], "10.00000");
+    assert!(json_list(&config, &["order", "list", "--stuck", "--json"]).is_empty());
+    let metrics = http.get(&format!("{base}/metrics")).await.text();
+    assert!(
+        metrics.contains(r#"panelgate_orders_attention{reason="stuck",upstream="demo"} 0"#),
+        "{metrics}"
+    );
+    // Settled once: a second try is refused, nothing more is refunded.
+    failure(&panelgate(
+        &config,
+        &["order", "resolve", &id.to_string(), "--status", "Canceled"],
+    ));
+    server.terminate();
+}
+
+/// Two local orders holding one upstream order (a database from before the unique index, or a
+/// resend resolved to the wrong id) would both be refunded: `serve` refuses to start, naming
+/// both and the fix; `order unlink` works meanwhile and makes the extra one unknown; `resolve`
+/// refuses an id another order holds, naming it; then the server starts.
+#[tokio::test]
+async fn one_upstream_order_is_held_by_one_local_order() {
+    let dir = Scratch::new("cli-shared");
+    let config = write_config(&dir);
+    let server = serve(&config);
+    let key = client_key(&config, "ann", "10");
+    let http = Http::default();
+    // The customer's resend: same service, link and quantity, a moment later.
+    let first = add(&http, &server.url, &key, "https://i.com/resend").await;
+    let resend = add(&http, &server.url, &key, "https://i.com/resend").await;
+    let (first, resend) = (
+        first["order"].as_i64().unwrap(),
+        resend["order"].as_i64().unwrap(),
+    );
+    server.terminate();
+
+    let shown: Value = serde_json::from_str(&stdout(&panelgate(
+        &config,
+        &["order", "show", &first.to_string()],
+    )))
+    .unwrap();
+    let upstream_order = shown["upstream_order"]
+        .to_string()
+        .trim_matches('"')
+        .to_owned();
+    // What an older database may hold: no index, one upstream id under both orders.
+    let db = rusqlite::Connection::open(dir.path("gw.db")).unwrap();
+    db.execute_batch(&format!(
+        "DROP INDEX orders_upstream_order_unique;
+         UPDATE orders SET upstream_order = '{upstream_order}' WHERE id = {resend};"
+    ))
+    .unwrap();
+    drop(db);
+
+    let err = failure(&run_to_end(&config, &["serve"]));
+    assert!(
+        err.contains(&format!(
+            "upstream demo order {upstream_order}: local orders {first}, {resend}"
+        )) && err.contains("panelgate order unlink"),
+        "{err}"
+    );
+    let err = failure(&panelgate(&config, &["migrate"]));
+    assert!(err.contains("panelgate order unlink"), "{err}");
+
+    let out = stdout(&panelgate(
+        &config,
+        &["order", "unlink", &resend.to_string()],
+    ));
+    assert!(out.contains("unknown"), "{out}");
+    let unknown = json_list(
+        &config,
+        &["order", "list", "--attention", "unknown_outcome", "--json"],
+    );
+    assert_eq!(unknown.len(), 1);
+    assert_eq!(
+        (unknown[0]["id"].as_i64(), unknown[0]["state"].as_str()),
+        (Some(resend), Some("unknown"))
+    );
+    assert!(unknown[0]["upstream_order"].is_null());
+    let err = failure(&panelgate(
+        &config,
+        &[
+            "order",
+            "resolve",
+            &resend.to_string(),
+            "--upstream-order",
+            &upstream_order,
+        ],
+    ));
+    assert!(err.contains(&format!("already order {first}'s")), "{err}");
+
+    let server = serve(&config);
+    let out = stdout(&panelgate(
+        &config,
+        &["order", "resolve", &resend.to_string(), "--not-placed"],
+    ));
+    assert!(out.contains("1.12500"), "{out}");
+    server.terminate();
+}
+
+/// Runs the binary to its end (60 s at most): for a `serve` that must refuse to start.
+fn run_to_end(config: &Path, args: &[&str]) -> Output {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_panelgate"))
+        .env("DEMO_UPSTREAM_KEY", UPSTREAM_KEY)
+        .args(args)
+        .arg("--config")
+        .arg(config)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while child.try_wait().unwrap().is_none() {
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("{args:?} kept running");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    child.wait_with_output().unwrap()
+}

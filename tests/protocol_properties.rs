@@ -613,10 +613,18 @@ fn service() -> impl Strategy<Value = Service> {
 }
 
 /// An object keyed by id is unordered in JSON: compare multi-status replies by id.
-fn by_id<T: Clone>(items: &[(u64, T)]) -> Vec<(u64, T)> {
+fn by_id<I: Clone + Ord, T: Clone>(items: &[(I, T)]) -> Vec<(I, T)> {
     let mut v = items.to_vec();
-    v.sort_by_key(|(id, _)| *id);
+    v.sort_by(|a, b| a.0.cmp(&b.0));
     v
+}
+
+/// Our ids as an upstream's reader reads them: as text.
+fn as_text<T: Clone>(items: &[(u64, T)]) -> Vec<(String, T)> {
+    items
+        .iter()
+        .map(|(id, v)| (id.to_string(), v.clone()))
+        .collect()
 }
 
 proptest! {
@@ -625,7 +633,7 @@ proptest! {
     #[test]
     fn added_round_trips(order in id()) {
         let bytes = reply::to_bytes(&Added { order });
-        prop_assert_eq!(lenient::added(&bytes), Ok(order));
+        prop_assert_eq!(lenient::added(&bytes), Ok(order.to_string()));
     }
 
     #[test]
@@ -641,7 +649,7 @@ proptest! {
     ) {
         let bytes = reply::to_bytes(&MultiStatus(items.clone()));
         let MultiStatus(read) = lenient::multi_status(&bytes).unwrap();
-        prop_assert_eq!(by_id(&read), by_id(&items));
+        prop_assert_eq!(by_id(&read), by_id(&as_text(&items)));
     }
 
     #[test]
@@ -655,7 +663,7 @@ proptest! {
         items in proptest::collection::vec((id(), item(id())), 0..20),
     ) {
         let m = MultiRefill(items);
-        prop_assert_eq!(lenient::multi_refill(&reply::to_bytes(&m)), Ok(m));
+        prop_assert_eq!(lenient::multi_refill(&reply::to_bytes(&m)), Ok(MultiRefill(as_text(&m.0))));
     }
 
     #[test]
@@ -677,7 +685,7 @@ proptest! {
         items in proptest::collection::vec((id(), item(Just(()))), 0..20),
     ) {
         let c = Canceled(items);
-        prop_assert_eq!(lenient::canceled(&reply::to_bytes(&c)), Ok(c));
+        prop_assert_eq!(lenient::canceled(&reply::to_bytes(&c)), Ok(Canceled(as_text(&c.0))));
     }
 
     #[test]

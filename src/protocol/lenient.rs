@@ -4,7 +4,9 @@
 //!
 //! Every reader first looks for a top-level `{"error": …}`, which is an explicit refusal
 //! ([`ReadError::Refused`]); anything that is neither that nor the expected shape is
-//! [`ReadError::Garbage`].
+//! [`ReadError::Garbage`]. [`added`] and [`refusal_text`] also take the panel scripts' failure
+//! markers (`status: "error"`, `success: false`, with the text in `message`) as refusals; the
+//! other readers do not, since `"status":"Error"` is a refill status.
 
 use rust_decimal::Decimal;
 use serde_json::{Map, Value};
@@ -61,15 +63,23 @@ impl Refusal {
             Refusal::NotEnoughFunds
         } else if has("link_duplicate") || has("active order with this link") {
             Refusal::LinkDuplicate
-        } else if has("min_quantity") || has("less than minimal") {
+        } else if has("min_quantity") || has("less than minimal") || has("minimum amount") {
             Refusal::QuantityBelowMin
-        } else if has("max_quantity") || has("more than maximum") {
+        } else if has("max_quantity") || has("more than maximum") || has("maximum amount") {
             Refusal::QuantityAboveMax
-        } else if has("incorrect_service_id") || has("incorrect service id") {
+        } else if has("incorrect_service_id")
+            || has("incorrect service id")
+            || has("service id does not exist")
+        {
             Refusal::IncorrectServiceId
         } else if has("incorrect_order_id") || has("incorrect order id") {
             Refusal::IncorrectOrderId
-        } else if has("api key") || has("api_key") || has("incorrect_key") {
+        } else if has("api key")
+            || has("api_key")
+            || has("incorrect_key")
+            || has("api is disable")
+            || has("user not found")
+        {
             Refusal::InvalidKey
         } else if has("refill not found") || has("refill_not_found") {
             Refusal::RefillNotFound
@@ -77,7 +87,11 @@ impl Refusal {
             Refusal::RefillDisabled
         } else if has("refill task is not completed") {
             Refusal::RefillNotCompleted
-        } else if t == "incorrect request" || has("incorrect_request") {
+        } else if t == "incorrect request"
+            || has("incorrect_request")
+            || has("action is invalid")
+            || has(" is required")
+        {
             Refusal::IncorrectRequest
         } else {
             Refusal::Other
@@ -99,6 +113,13 @@ pub fn services(body: &[u8]) -> Result<ServiceList, ReadError> {
         // Some panels wrap the list.
         Value::Object(o) => match o.get("services").or_else(|| o.get("data")) {
             Some(Value::Array(items)) => items,
+            // Panel scripts with nothing to list: `{"status":"success","data":"Empty Data"}`.
+            Some(Value::String(_) | Value::Null) | None if says_success(o) => {
+                return Ok(ServiceList {
+                    services: Vec::new(),
+                    skipped: 0,
+                });
+            }
             _ => return Err(ReadError::Garbage("services: not a list")),
         },
         _ => return Err(ReadError::Garbage("services: not a list")),
@@ -114,6 +135,10 @@ pub fn services(body: &[u8]) -> Result<ServiceList, ReadError> {
         }
     }
     Ok(list)
+}
+
+fn says_success(o: &Map<String, Value>) -> bool {
+    text(o.get("status")).is_some_and(|s| s.trim().eq_ignore_ascii_case("success"))
 }
 
 fn service(o: &Map<String, Value>) -> Option<Service> {
@@ -134,13 +159,72 @@ fn service(o: &Map<String, Value>) -> Option<Service> {
     })
 }
 
-/// The new order's id from an `add` reply (`{"order": 23501}`, `{"order":"23501"}`,
-/// `{"status":"success","order":151}`).
-pub fn added(body: &[u8]) -> Result<u64, ReadError> {
-    object(body)?
-        .get("order")
-        .and_then(uint)
+/// What the body of a 2xx `add` reply says (the HTTP status has had its say first, see
+/// `upstream::add_outcome`):
+/// - an order id, in any dialect (one test row per dialect below) → `Ok(id)`: placed;
+/// - an explicit failure (an `error` key with text, `status: "error"`, `success: false`) →
+///   [`ReadError::Refused`] with the upstream's own text;
+/// - anything else (empty, not JSON, a bare `message`, an object without an order id) →
+///   [`ReadError::Garbage`]: the order may exist, so its outcome is unknown.
+pub fn added(body: &[u8]) -> Result<String, ReadError> {
+    let value: Value = serde_json::from_slice(body).map_err(|_| ReadError::Garbage("not JSON"))?;
+    let o = match value {
+        Value::Object(o) => o,
+        // `[{"order":"1242"}]`: a one-element list. More than one element is no answer to one
+        // `add`.
+        Value::Array(mut items) if items.len() == 1 => match items.pop() {
+            Some(Value::Object(o)) => o,
+            _ => return Err(ReadError::Garbage("add: not an object")),
+        },
+        _ => return Err(ReadError::Garbage("add: not an object")),
+    };
+    if let Some(text) = failure(&o) {
+        return Err(ReadError::Refused(text));
+    }
+    o.get("order")
+        .and_then(upstream_id)
         .ok_or(ReadError::Garbage("add: no order id"))
+}
+
+/// The text of an explicit failure in a reply object: an `error` with text, or a failure
+/// marker (`status: "error"`, `success: false`) with its `message` (or a stand-in text). A
+/// `message` alone is no failure: panels put greetings and notices there too.
+fn failure(o: &Map<String, Value>) -> Option<String> {
+    if let Some(text) = item_error(o) {
+        return Some(text);
+    }
+    let status_error =
+        text(o.get("status")).is_some_and(|s| s.trim().eq_ignore_ascii_case("error"));
+    let not_success = match o.get("success") {
+        Some(Value::Bool(b)) => !b,
+        Some(Value::String(s)) => s.trim().eq_ignore_ascii_case("false"),
+        _ => false,
+    };
+    if !(status_error || not_success) {
+        return None;
+    }
+    let message = text(o.get("message"))
+        .or_else(|| text(o.get("msg")))
+        .map(|m| m.trim().to_owned())
+        .filter(|m| !m.is_empty());
+    Some(message.unwrap_or_else(|| "Refused without a reason".to_owned()))
+}
+
+/// Longest upstream order id we keep; longer is not an id.
+const MAX_UPSTREAM_ID: usize = 64;
+
+/// An upstream's order id: a whole number, or opaque printable text (`"ord_01HG…"`). Ours
+/// are numbers; theirs are kept as text, exactly as they would ask for them back.
+pub fn upstream_id(v: &Value) -> Option<String> {
+    match v {
+        Value::Number(_) => uint(v).map(|n| n.to_string()),
+        Value::String(s) => {
+            let s = s.trim();
+            let printable = s.chars().all(|c| c.is_ascii_graphic());
+            (printable && !s.is_empty() && s.len() <= MAX_UPSTREAM_ID).then(|| s.to_owned())
+        }
+        _ => None,
+    }
 }
 
 pub fn status(body: &[u8]) -> Result<OrderStatus, ReadError> {
@@ -160,11 +244,11 @@ fn order_status(o: &Map<String, Value>) -> Option<OrderStatus> {
     })
 }
 
-pub fn multi_status(body: &[u8]) -> Result<MultiStatus, ReadError> {
+pub fn multi_status(body: &[u8]) -> Result<MultiStatus<String>, ReadError> {
     let o = object(body)?;
     let mut out = Vec::with_capacity(o.len());
     for (key, value) in &o {
-        let Some(id) = key.trim().parse::<u64>().ok() else {
+        let Some(id) = upstream_id(&Value::String(key.clone())) else {
             continue;
         };
         let item = match value.as_object() {
@@ -191,8 +275,8 @@ pub fn refill_created(body: &[u8]) -> Result<u64, ReadError> {
     }
 }
 
-pub fn multi_refill(body: &[u8]) -> Result<MultiRefill, ReadError> {
-    pairs(body, "order", "refill", uint).map(MultiRefill)
+pub fn multi_refill(body: &[u8]) -> Result<MultiRefill<String>, ReadError> {
+    pairs(body, "order", upstream_id, "refill", uint).map(MultiRefill)
 }
 
 pub fn refill_status(body: &[u8]) -> Result<RefillStatus, ReadError> {
@@ -202,14 +286,17 @@ pub fn refill_status(body: &[u8]) -> Result<RefillStatus, ReadError> {
 }
 
 pub fn multi_refill_status(body: &[u8]) -> Result<MultiRefillStatus, ReadError> {
-    pairs(body, "refill", "status", |v| {
+    pairs(body, "refill", uint, "status", |v| {
         v.as_str().and_then(RefillStatus::parse)
     })
     .map(MultiRefillStatus)
 }
 
-pub fn canceled(body: &[u8]) -> Result<Canceled, ReadError> {
-    pairs(body, "order", "cancel", |v| flag(Some(v)).then_some(())).map(Canceled)
+pub fn canceled(body: &[u8]) -> Result<Canceled<String>, ReadError> {
+    pairs(body, "order", upstream_id, "cancel", |v| {
+        flag(Some(v)).then_some(())
+    })
+    .map(Canceled)
 }
 
 pub fn balance(body: &[u8]) -> Result<Balance, ReadError> {
@@ -224,12 +311,13 @@ pub fn balance(body: &[u8]) -> Result<Balance, ReadError> {
 }
 
 /// The element list of a multi reply: `[{id_name: id, value_name: value | {"error": …}}]`.
-fn pairs<T>(
+fn pairs<I, T>(
     body: &[u8],
     id_name: &str,
+    read_id: impl Fn(&Value) -> Option<I>,
     value_name: &str,
     read: impl Fn(&Value) -> Option<T>,
-) -> Result<Vec<(u64, Item<T>)>, ReadError> {
+) -> Result<Vec<(I, Item<T>)>, ReadError> {
     let items = match parse(body)? {
         Value::Array(items) => items,
         // A single-element reply sent as a bare object.
@@ -239,7 +327,7 @@ fn pairs<T>(
     let mut out = Vec::with_capacity(items.len());
     for item in &items {
         let Some(o) = item.as_object() else { continue };
-        let Some(id) = o.get(id_name).and_then(uint) else {
+        let Some(id) = o.get(id_name).and_then(&read_id) else {
             continue;
         };
         let value = match o.get(value_name) {
@@ -254,10 +342,11 @@ fn pairs<T>(
     Ok(out)
 }
 
-/// The text of a top-level `{"error": …}` reply, if that is what `body` is.
+/// The text of an explicit failure reply (`{"error": …}`, `{"status":"error","message": …}`,
+/// `{"success": false, …}`), if that is what `body` is.
 pub fn refusal_text(body: &[u8]) -> Option<String> {
     match serde_json::from_slice::<Value>(body).ok()? {
-        Value::Object(o) => item_error(&o),
+        Value::Object(o) => failure(&o),
         _ => None,
     }
 }
@@ -436,6 +525,25 @@ mod tests {
     }
 
     #[test]
+    fn a_panel_script_with_nothing_to_list_lists_no_services() {
+        for body in [
+            &br#"{"status":"success","data":"Empty Data"}"#[..],
+            br#"{"status":"Success","data":null}"#,
+        ] {
+            assert_eq!(
+                services(body),
+                Ok(ServiceList {
+                    services: Vec::new(),
+                    skipped: 0
+                })
+            );
+        }
+        // Without the success marker it is still not a list.
+        assert!(services(br#"{"data":"Empty Data"}"#).is_err());
+        assert!(services(br#"{"status":"fail","data":"Empty Data"}"#).is_err());
+    }
+
+    #[test]
     fn services_wrapped_or_partly_broken() {
         let wrapped = services(br#"{"services":[{"service":1,"rate":"1"}]}"#).unwrap();
         assert_eq!(wrapped.services.len(), 1);
@@ -469,30 +577,173 @@ mod tests {
         }
     }
 
+    /// What a 2xx `add` body means.
+    #[derive(Debug, PartialEq)]
+    enum Meant {
+        Placed(&'static str),
+        Refused(&'static str),
+        Unknown,
+    }
+
+    /// One row per dialect of a 2xx `add` reply: the body, where it was seen, what it means.
+    const ADD_DIALECTS: &[(&str, &str, Meant)] = &[
+        (
+            r#"{"order":23501}"#,
+            "API v2 documentation",
+            Meant::Placed("23501"),
+        ),
+        (
+            r#"{"order":"23501"}"#,
+            "Perfect Panel",
+            Meant::Placed("23501"),
+        ),
+        (
+            r#"{"order":" 23501 "}"#,
+            "padded id",
+            Meant::Placed("23501"),
+        ),
+        (
+            r#"{"order":23501.0}"#,
+            "id as a float",
+            Meant::Placed("23501"),
+        ),
+        (
+            r#"{"status":"success","order":151}"#,
+            "PHP panel scripts",
+            Meant::Placed("151"),
+        ),
+        (
+            r#"[{"order":"1242"}]"#,
+            "a one-element list (issue 13)",
+            Meant::Placed("1242"),
+        ),
+        (
+            r#"[{"order":1242}]"#,
+            "the same, numeric",
+            Meant::Placed("1242"),
+        ),
+        (
+            r#"{"order":"ord_01HGW2N7EJ3K"}"#,
+            "opaque ids (issue 13)",
+            Meant::Placed("ord_01HGW2N7EJ3K"),
+        ),
+        (
+            r#"{"order":151,"error":null}"#,
+            "null error beside the id",
+            Meant::Placed("151"),
+        ),
+        (
+            r#"{"order":151,"error":""}"#,
+            "empty error beside the id",
+            Meant::Placed("151"),
+        ),
+        (
+            r#"{"order":151,"error":false}"#,
+            "false error beside the id",
+            Meant::Placed("151"),
+        ),
+        (
+            r#"{"order":151,"success":true,"message":"Order created"}"#,
+            "success flag and a message",
+            Meant::Placed("151"),
+        ),
+        (
+            r#"{"error":"Not enough funds on balance"}"#,
+            "most panels",
+            Meant::Refused("Not enough funds on balance"),
+        ),
+        (
+            r#"{"order":1,"error":"Not enough funds on balance"}"#,
+            "an error next to an id",
+            Meant::Refused("Not enough funds on balance"),
+        ),
+        (
+            r#"{"status":"error","message":"Invalid Interval in minutes"}"#,
+            "PHP panel script, HTTP 200 text/html (issue 20)",
+            Meant::Refused("Invalid Interval in minutes"),
+        ),
+        (
+            r#"{"status":"Error","message":" API is Disable for this user or User Not Found! "}"#,
+            "the same, capitalised",
+            Meant::Refused("API is Disable for this user or User Not Found!"),
+        ),
+        (
+            r#"{"success":false,"message":"Service ID does not exists"}"#,
+            "success flag",
+            Meant::Refused("Service ID does not exists"),
+        ),
+        (
+            r#"{"success":"false","msg":"This action is Invalid"}"#,
+            "success flag as text, msg key",
+            Meant::Refused("This action is Invalid"),
+        ),
+        (
+            r#"{"status":"error"}"#,
+            "a failure without a reason",
+            Meant::Refused("Refused without a reason"),
+        ),
+        (r#"{"error":1}"#, "non-text error", Meant::Refused("1")),
+        (
+            "",
+            "empty body: the panel script that DID create the order",
+            Meant::Unknown,
+        ),
+        (
+            r#"{"message":"Order received"}"#,
+            "a bare message",
+            Meant::Unknown,
+        ),
+        (
+            r#"{"message":"Invalid Interval in minutes"}"#,
+            "a bare message",
+            Meant::Unknown,
+        ),
+        (
+            r#"{"status":"success"}"#,
+            "success without an id",
+            Meant::Unknown,
+        ),
+        (
+            r#"{"success":true}"#,
+            "success without an id",
+            Meant::Unknown,
+        ),
+        (r#"{"order":null}"#, "null id", Meant::Unknown),
+        (r#"{"order":-1}"#, "negative id", Meant::Unknown),
+        (r#"{"order":1.5}"#, "fractional id", Meant::Unknown),
+        (r#"{"order":""}"#, "empty id", Meant::Unknown),
+        (r#"{"order":"two words"}"#, "not an id", Meant::Unknown),
+        (r#"{"order":{"id":1}}"#, "nested id", Meant::Unknown),
+        (
+            r#"[{"order":1},{"order":2}]"#,
+            "two ids for one add",
+            Meant::Unknown,
+        ),
+        (r#"[]"#, "empty list", Meant::Unknown),
+        (
+            r#"[{"error":"x"}]"#,
+            "a refusal in the list dialect",
+            Meant::Refused("x"),
+        ),
+        ("23501", "a bare number", Meant::Unknown),
+    ];
+
     #[test]
     fn added_in_upstream_dialects() {
-        assert_eq!(added(br#"{"order":23501}"#), Ok(23501));
-        assert_eq!(added(br#"{"order":"23501"}"#), Ok(23501));
-        assert_eq!(added(br#"{"order":" 23501 "}"#), Ok(23501));
-        assert_eq!(added(br#"{"order":23501.0}"#), Ok(23501));
-        assert_eq!(added(br#"{"status":"success","order":151}"#), Ok(151));
-        assert_eq!(added(br#"{"order":151,"error":null}"#), Ok(151));
-        assert_eq!(added(br#"{"order":151,"error":""}"#), Ok(151));
-        assert_eq!(added(br#"{"order":151,"error":false}"#), Ok(151));
-        for body in [
-            r#"{"status":"success"}"#,
-            r#"{"order":null}"#,
-            r#"{"order":-1}"#,
-            r#"{"order":1.5}"#,
-            r#"{"order":"abc"}"#,
-            r#"{"order":{"id":1}}"#,
-            r#"[{"order":1}]"#,
-            "23501",
-        ] {
-            assert!(
-                matches!(added(body.as_bytes()), Err(ReadError::Garbage(_))),
-                "{body}"
-            );
+        for (body, seen, want) in ADD_DIALECTS {
+            let got = match added(body.as_bytes()) {
+                Ok(id) => Some(id),
+                Err(ReadError::Refused(text)) => {
+                    assert_eq!(*want, Meant::Refused(leak(text)), "{seen}: {body}");
+                    continue;
+                }
+                Err(ReadError::Garbage(_)) => None,
+            };
+            match (got, want) {
+                (Some(id), Meant::Placed(w)) => assert_eq!(id, *w, "{seen}: {body}"),
+                (None, Meant::Unknown) => {}
+                (got, want) => panic!("{seen}: {body}: got {got:?}, want {want:?}"),
+            }
         }
         for g in GARBAGE {
             assert!(
@@ -500,6 +751,10 @@ mod tests {
                 "{g:?}"
             );
         }
+    }
+
+    fn leak(s: String) -> &'static str {
+        Box::leak(s.into_boxed_str())
     }
 
     #[test]
@@ -539,6 +794,22 @@ mod tests {
             ("error.incorrect_request", Refusal::IncorrectRequest),
             ("  NOT ENOUGH FUNDS ON BALANCE  ", Refusal::NotEnoughFunds),
             ("Service is under maintenance", Refusal::Other),
+            // The PHP panel-script family (issue 20), as they send them.
+            (
+                "API is Disable for this user or User Not Found!",
+                Refusal::InvalidKey,
+            ),
+            (
+                "Quantity must to be greater than or equal to minimum amount 100",
+                Refusal::QuantityBelowMin,
+            ),
+            (
+                "Quantity must to be less than or equal to maximum amount 5000",
+                Refusal::QuantityAboveMax,
+            ),
+            ("Service ID does not exists", Refusal::IncorrectServiceId),
+            ("Quantity is required", Refusal::IncorrectRequest),
+            ("This action is Invalid", Refusal::IncorrectRequest),
             ("Incorrect request: multipart/form-data", Refusal::Other),
         ];
         for (text, want) in cases {
@@ -577,6 +848,18 @@ mod tests {
         assert_eq!(ReadError::Garbage("x").refusal(), None);
         assert_eq!(refusal_text(br#"{"order":1}"#), None);
         assert_eq!(refusal_text(br#"[{"error":"x"}]"#), None);
+        // The failure markers count in any reply whose status is read as a refusal.
+        assert_eq!(
+            refusal_text(br#"{"status":"error","message":"Invalid Interval in minutes"}"#)
+                .as_deref(),
+            Some("Invalid Interval in minutes")
+        );
+        assert_eq!(
+            refusal_text(br#"{"success":false}"#).as_deref(),
+            Some("Refused without a reason")
+        );
+        assert_eq!(refusal_text(br#"{"message":"Hello"}"#), None);
+        assert_eq!(refusal_text(br#"{"status":"success","order":1}"#), None);
         assert_eq!(refusal_text(b"<html>"), None);
     }
 
@@ -693,12 +976,12 @@ mod tests {
     fn multi_status_with_per_item_errors() {
         let body = br#"{"1":{"charge":"0.27819","start_count":"3572","status":"Partial","remains":"157","currency":"USD"},"10":{"error":"Incorrect order ID"},"11":{"status":"Shipped"},"12":"junk","13":{"charge":"1","status":"Cancelled","remains":"Unknown"},"total":3}"#;
         let MultiStatus(mut items) = multi_status(body).unwrap();
-        items.sort_by_key(|(id, _)| *id);
+        items.sort_by(|a, b| a.0.cmp(&b.0));
         assert_eq!(
             items,
             [
                 (
-                    1,
+                    "1".to_owned(),
                     Ok(OrderStatus {
                         charge: d("0.27819"),
                         start_count: 3572,
@@ -707,11 +990,11 @@ mod tests {
                         currency: "USD".into(),
                     })
                 ),
-                (10, Err("Incorrect order ID".into())),
-                (11, Err("Unreadable status".into())),
-                (12, Err("Unreadable status".into())),
+                ("10".to_owned(), Err("Incorrect order ID".into())),
+                ("11".to_owned(), Err("Unreadable status".into())),
+                ("12".to_owned(), Err("Unreadable status".into())),
                 (
-                    13,
+                    "13".to_owned(),
                     Ok(OrderStatus {
                         charge: d("1"),
                         start_count: 0,
@@ -720,6 +1003,8 @@ mod tests {
                         currency: String::new(),
                     })
                 ),
+                // Opaque ids are ids too: a key that is no order of ours is simply not used.
+                ("total".to_owned(), Err("Unreadable status".into())),
             ]
         );
         assert_eq!(multi_status(b"{}"), Ok(MultiStatus(vec![])));
@@ -774,18 +1059,18 @@ mod tests {
         assert_eq!(
             multi_refill(body),
             Ok(MultiRefill(vec![
-                (1, Ok(1)),
-                (2, Ok(5)),
-                (3, Err("Incorrect order ID".into())),
-                (4, Err("neworder.error.refill_disabled".into())),
-                (5, bad()),
-                (6, bad()),
+                ("1".into(), Ok(1)),
+                ("2".into(), Ok(5)),
+                ("3".into(), Err("Incorrect order ID".into())),
+                ("4".into(), Err("neworder.error.refill_disabled".into())),
+                ("5".into(), bad()),
+                ("6".into(), bad()),
             ]))
         );
         // A single element sent as a bare object.
         assert_eq!(
             multi_refill(br#"{"order":1,"refill":"9"}"#),
-            Ok(MultiRefill(vec![(1, Ok(9))]))
+            Ok(MultiRefill(vec![("1".into(), Ok(9))]))
         );
         assert_eq!(multi_refill(b"[]"), Ok(MultiRefill(vec![])));
         assert!(matches!(multi_refill(b"5"), Err(ReadError::Garbage(_))));
@@ -856,12 +1141,12 @@ mod tests {
         assert_eq!(
             canceled(body),
             Ok(Canceled(vec![
-                (9, Err("Incorrect order ID".into())),
-                (2, Ok(())),
-                (3, Ok(())),
-                (4, Ok(())),
-                (5, bad()),
-                (6, Err("error.cancel_not_allowed".into())),
+                ("9".into(), Err("Incorrect order ID".into())),
+                ("2".into(), Ok(())),
+                ("3".into(), Ok(())),
+                ("4".into(), Ok(())),
+                ("5".into(), bad()),
+                ("6".into(), Err("error.cancel_not_allowed".into())),
             ]))
         );
         for g in GARBAGE {

@@ -56,10 +56,11 @@ pub struct OrderStatus {
 }
 
 /// Multi-status: an object keyed by order id, in the order asked, errors in place of values.
+/// Ours are keyed by our numeric ids; an upstream's by its ids, which are text.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct MultiStatus(pub Vec<(u64, Item<OrderStatus>)>);
+pub struct MultiStatus<Id = u64>(pub Vec<(Id, Item<OrderStatus>)>);
 
-impl Serialize for MultiStatus {
+impl<Id: std::fmt::Display> Serialize for MultiStatus<Id> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         let mut map = s.serialize_map(Some(self.0.len()))?;
         for (id, item) in &self.0 {
@@ -81,13 +82,13 @@ pub struct RefillCreated {
 
 /// `[{"order":1,"refill":1},{"order":3,"refill":{"error":"Incorrect order ID"}}]`.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct MultiRefill(pub Vec<(u64, Item<u64>)>);
+pub struct MultiRefill<Id = u64>(pub Vec<(Id, Item<u64>)>);
 
-impl Serialize for MultiRefill {
+impl<Id: Serialize> Serialize for MultiRefill<Id> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         s.collect_seq(self.0.iter().map(|(order, item)| Pair {
             id_name: "order",
-            id: *order,
+            id: order,
             value_name: "refill",
             value: item.as_ref().map_err(|e| ErrorRef(e)),
         }))
@@ -108,7 +109,7 @@ impl Serialize for MultiRefillStatus {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         s.collect_seq(self.0.iter().map(|(refill, item)| Pair {
             id_name: "refill",
-            id: *refill,
+            id: refill,
             value_name: "status",
             value: item.as_ref().map_err(|e| ErrorRef(e)),
         }))
@@ -117,13 +118,13 @@ impl Serialize for MultiRefillStatus {
 
 /// `[{"order":9,"cancel":{"error":"Incorrect order ID"}},{"order":2,"cancel":1}]`.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Canceled(pub Vec<(u64, Item<()>)>);
+pub struct Canceled<Id = u64>(pub Vec<(Id, Item<()>)>);
 
-impl Serialize for Canceled {
+impl<Id: Serialize> Serialize for Canceled<Id> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         s.collect_seq(self.0.iter().map(|(order, item)| Pair {
             id_name: "order",
-            id: *order,
+            id: order,
             value_name: "cancel",
             value: item.as_ref().map(|()| 1).map_err(|e| ErrorRef(e)),
         }))
@@ -163,14 +164,14 @@ impl Serialize for ErrorRef<'_> {
 }
 
 /// `{"<id_name>": id, "<value_name>": value-or-error}`, the element of every multi list.
-struct Pair<'a, T> {
+struct Pair<'a, I, T> {
     id_name: &'static str,
-    id: u64,
+    id: &'a I,
     value_name: &'static str,
     value: Result<T, ErrorRef<'a>>,
 }
 
-impl<T: Serialize> Serialize for Pair<'_, T> {
+impl<I: Serialize, T: Serialize> Serialize for Pair<'_, I, T> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         let mut map = s.serialize_map(Some(2))?;
         map.serialize_entry(self.id_name, &self.id)?;

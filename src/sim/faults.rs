@@ -84,9 +84,18 @@ pub struct Faults {
     /// Act on the request (an `add` creates its order), then close the connection without a
     /// reply: the unknown-outcome case.
     pub hangup: Chance,
-    /// Answer `{"error": error_text}` without acting.
+    /// Answer `{"error": error_text}` without acting (in the `panel_script` dialect:
+    /// `{"status":"error","message": error_text}`, HTTP 200, text/html).
     pub error: Chance,
     pub error_text: Option<String>,
+    /// Answer an HTML 403 page without acting (a firewall in front of the panel).
+    pub http403: Chance,
+    /// Act on the request (an `add` creates its order), then answer HTTP 504 with the JSON
+    /// body `{"error":"Gateway Timeout"}`: a proxy that gave up after the panel acted.
+    pub http504: Chance,
+    /// Act on the request, then answer HTTP 200 with an empty body (a panel script that
+    /// created the order and printed nothing).
+    pub empty: Chance,
     /// Only requests with these actions are faulted; empty means all.
     pub actions: Vec<String>,
 }
@@ -99,6 +108,9 @@ pub struct Plan {
     pub garbage: bool,
     pub error: Option<String>,
     pub hangup: bool,
+    pub http403: bool,
+    pub http504: bool,
+    pub empty: bool,
 }
 
 impl Faults {
@@ -122,6 +134,13 @@ impl Faults {
             );
         } else if self.hangup.hits(rng.next()) {
             plan.hangup = true;
+        // The newer kinds draw only when set, so a seed replays the older kinds as before.
+        } else if self.http403 != Chance::NEVER && self.http403.hits(rng.next()) {
+            plan.http403 = true;
+        } else if self.http504 != Chance::NEVER && self.http504.hits(rng.next()) {
+            plan.http504 = true;
+        } else if self.empty != Chance::NEVER && self.empty.hits(rng.next()) {
+            plan.empty = true;
         }
         plan
     }

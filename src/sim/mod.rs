@@ -8,6 +8,7 @@
 //! fault settings, a JSON [`Faults`] object).
 
 pub mod catalog;
+pub mod dialect;
 pub mod faults;
 pub mod panel;
 
@@ -26,13 +27,14 @@ use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::time::Instant;
 
+pub use dialect::Dialect;
 use faults::SplitMix;
 pub use faults::{Chance, Faults};
 use panel::{Millis, Panel, Shares};
 
 use crate::config::Secret;
 use crate::protocol::reply::{
-    self, Added, Balance, Canceled, MultiRefill, MultiRefillStatus, MultiStatus, RefillCreated,
+    self, Balance, Canceled, MultiRefill, MultiRefillStatus, MultiStatus, RefillCreated,
     RefillState,
 };
 use crate::protocol::{Action, Ids, Params, ProtocolError, Service};
@@ -53,6 +55,15 @@ pub struct SimConfig {
     pub faults: Faults,
     pub journal: Option<PathBuf>,
     pub limits: Limits,
+    /// How its replies are worded (see [`Dialect`]).
+    pub dialect: Dialect,
+    /// Serve the API at this path instead of `/api/v2`, and answer every other path with an
+    /// HTML 404 page, as PHP panel scripts that serve `/api/v1` do.
+    pub api_path: Option<String>,
+    /// The `services` reply, verbatim, instead of the catalog's (other panels' shapes).
+    pub services_body: Option<Bytes>,
+    /// Refuse every refill with this text, `{order}` replaced by the order's id.
+    pub refill_refusal: Option<String>,
 }
 
 impl SimConfig {
@@ -73,6 +84,10 @@ impl SimConfig {
             faults: Faults::default(),
             journal: None,
             limits: Limits::default(),
+            dialect: Dialect::default(),
+            api_path: None,
+            services_body: None,
+            refill_refusal: None,
         }
     }
 }
@@ -101,6 +116,9 @@ pub struct Simulator {
     services_reply: Bytes,
     /// API requests received, by action, so tests can count what reached the upstream.
     requests: Mutex<std::collections::BTreeMap<String, u64>>,
+    dialect: Dialect,
+    api_path: Option<String>,
+    refill_refusal: Option<String>,
 }
 
 impl Simulator {
@@ -112,7 +130,13 @@ impl Simulator {
             None => None,
         };
         Ok(Simulator {
-            services_reply: reply::to_bytes(&cfg.services),
+            services_reply: cfg.services_body.clone().unwrap_or_else(|| {
+                cfg.dialect
+                    .services(&cfg.services, &reply::to_bytes(&cfg.services))
+            }),
+            dialect: cfg.dialect,
+            api_path: cfg.api_path.clone(),
+            refill_refusal: cfg.refill_refusal.clone(),
             panel: Mutex::new(Panel::new(
                 cfg.seed,
                 &cfg.services,
@@ -143,6 +167,7 @@ impl Simulator {
     fn answer(&self, api: &server::ApiRequest) -> Reply {
         match self.act(api) {
             Ok(body) => server::ok(body),
+            Err(e) if self.dialect == Dialect::PanelScript => self.dialect.refusal(&e.to_string()),
             Err(e) => server::protocol_error(&e),
         }
     }
@@ -151,7 +176,9 @@ impl Simulator {
         if api.key() != Some(self.key.expose()) {
             return Err(ProtocolError::InvalidKey);
         }
-        let action = Action::parse(&api.params)?;
+        let translated = self.dialect.incoming(&api.params);
+        let action = Action::parse(translated.as_ref().unwrap_or(&api.params))?;
+        let wire = |id| self.dialect.id(id);
         let now = self.clock.now();
         let mut panel = self.panel();
         panel.settle_due(now);
@@ -165,22 +192,26 @@ impl Simulator {
                 let created = panel.add(service, &api.params, now)?;
                 drop(panel);
                 self.journal(&created);
-                reply::to_bytes(&Added {
-                    order: created.order,
-                })
+                self.dialect.added(created.order)
             }
             Action::Status(Ids::One(id)) => reply::to_bytes(&panel.status(id, now)?),
             Action::Status(Ids::Many(ids)) => reply::to_bytes(&MultiStatus(
                 ids.iter()
-                    .map(|&id| (id, panel.status(id, now).map_err(|e| e.to_string())))
+                    .map(|&id| (wire(id), panel.status(id, now).map_err(|e| e.to_string())))
                     .collect(),
             )),
             Action::Refill(Ids::One(id)) => reply::to_bytes(&RefillCreated {
-                refill: panel.refill(id, now)?,
+                refill: match self.refused_refill(id) {
+                    Some(text) => return Err(ProtocolError::Upstream(text)),
+                    None => panel.refill(id, now)?,
+                },
             }),
             Action::Refill(Ids::Many(ids)) => reply::to_bytes(&MultiRefill(
                 ids.iter()
-                    .map(|&id| (id, panel.refill(id, now).map_err(|e| e.to_string())))
+                    .map(|&id| match self.refused_refill(id) {
+                        Some(text) => (wire(id), Err(text)),
+                        None => (wire(id), panel.refill(id, now).map_err(|e| e.to_string())),
+                    })
                     .collect(),
             )),
             Action::RefillStatus(Ids::One(id)) => reply::to_bytes(&RefillState {
@@ -193,10 +224,39 @@ impl Simulator {
             )),
             Action::Cancel(ids) => reply::to_bytes(&Canceled(
                 ids.iter()
-                    .map(|&id| (id, panel.cancel(id, now).map_err(|e| e.to_string())))
+                    .map(|&id| (wire(id), panel.cancel(id, now).map_err(|e| e.to_string())))
                     .collect(),
             )),
         })
+    }
+
+    fn refused_refill(&self, order: u64) -> Option<String> {
+        let text = self.refill_refusal.as_ref()?;
+        Some(text.replace("{order}", &order.to_string()))
+    }
+
+    fn is_api_path(&self, path: &str) -> bool {
+        match &self.api_path {
+            Some(p) => path.trim_end_matches('/') == p.trim_end_matches('/'),
+            None => server::is_api_path(path),
+        }
+    }
+
+    /// What a path that is not the API gets: a panel script's HTML page when the API has been
+    /// moved (`api_path`), else our JSON 404.
+    fn not_found(&self) -> Reply {
+        if self.api_path.is_none() {
+            return server::not_found();
+        }
+        let mut r = server::json_reply(
+            StatusCode::NOT_FOUND,
+            Bytes::from_static(b"<!DOCTYPE html><html><head><title>404 Not Found</title></head><body><h1>Page not found</h1></body></html>"),
+        );
+        r.headers_mut().insert(
+            http::header::CONTENT_TYPE,
+            http::HeaderValue::from_static("text/html; charset=utf-8"),
+        );
+        r
     }
 
     fn journal(&self, created: &panel::Created) {
@@ -258,8 +318,8 @@ impl Handler for Simulator {
         if path.starts_with("/_sim/") {
             return self.control(req, &path).await.into();
         }
-        if !server::is_api_path(&path) {
-            return server::not_found().into();
+        if !self.is_api_path(&path) {
+            return self.not_found().into();
         }
         let api = match server::read_api_request(req, &self.limits).await {
             Ok(api) => api,
@@ -294,6 +354,17 @@ impl Handler for Simulator {
             );
             return r.into();
         }
+        if plan.http403 {
+            let mut r = server::json_reply(
+                StatusCode::FORBIDDEN,
+                Bytes::from_static(b"<html><head><title>403 Forbidden</title></head><body><h1>Access denied</h1></body></html>"),
+            );
+            r.headers_mut().insert(
+                http::header::CONTENT_TYPE,
+                http::HeaderValue::from_static("text/html"),
+            );
+            return r.into();
+        }
         if plan.garbage {
             let mut r = server::ok(Bytes::from_static(
                 b"<!DOCTYPE html><title>Just a moment...</title>",
@@ -305,7 +376,7 @@ impl Handler for Simulator {
             return r.into();
         }
         if let Some(text) = plan.error {
-            return server::ok(reply::error_bytes(&text)).into();
+            return self.dialect.refusal(&text).into();
         }
         // A slow panel acts at once and answers late, as one that took the order and then
         // stalled: a client that gives up waiting leaves an order behind it.
@@ -315,6 +386,13 @@ impl Handler for Simulator {
         }
         if plan.hangup {
             return Answer::Hangup;
+        }
+        if plan.http504 {
+            // A proxy in front of the panel that gave up waiting, after the panel acted.
+            return server::error_reply(StatusCode::GATEWAY_TIMEOUT, "Gateway Timeout").into();
+        }
+        if plan.empty {
+            return server::ok(Bytes::new()).into();
         }
         reply.into()
     }
@@ -329,9 +407,10 @@ pub struct SimHandle {
 }
 
 impl SimHandle {
-    /// The API URL, `http://ADDR/api/v2`.
+    /// The API URL, `http://ADDR/api/v2` (or its `api_path`).
     pub fn url(&self) -> String {
-        format!("http://{}/api/v2", self.addr)
+        let path = self.sim.api_path.as_deref().unwrap_or("/api/v2");
+        format!("http://{}{path}", self.addr)
     }
 
     /// Stops accepting, lets in-flight requests finish, and waits until it has stopped.

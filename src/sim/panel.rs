@@ -25,6 +25,8 @@ pub enum Fate {
     Cancel,
     /// Starts, delivers half, and waits until someone cancels it.
     Hold,
+    /// Never starts: Pending until someone cancels it (panels that sit on orders).
+    Pending,
 }
 
 /// Shares of orders that end Partial or Canceled on their own.
@@ -66,12 +68,13 @@ impl Order {
                 delivered,
             );
         }
-        if now < self.start_at {
+        if now < self.start_at || self.fate == Fate::Pending {
             return (Status::Pending, 0);
         }
         let target = match self.fate {
             Fate::Cancel => return (Status::Canceled, 0),
             Fate::Hold => return (Status::InProgress, self.total / 2),
+            Fate::Pending => return (Status::Pending, 0),
             Fate::Complete => self.total,
             Fate::Partial(units) => units,
         };
@@ -91,7 +94,7 @@ impl Order {
     fn final_at(&self) -> Option<Millis> {
         let target = match self.fate {
             Fate::Cancel => return Some(self.start_at),
-            Fate::Hold => return None,
+            Fate::Hold | Fate::Pending => return None,
             Fate::Complete => self.total,
             Fate::Partial(units) => units,
         };
@@ -281,7 +284,7 @@ impl Panel {
         })
     }
 
-    /// A link containing `sim-fate=partial|cancel|complete|hold` chooses the fate, so tests
+    /// A link containing `sim-fate=partial|cancel|complete|hold|pending` chooses the fate, so tests
     /// can ask for the case they cover; otherwise the seeded shares decide.
     fn fate(&self, id: u64, total: u64, link: Option<&str>) -> Fate {
         let partial_units = || {
@@ -298,6 +301,7 @@ impl Panel {
             Some("complete") => Fate::Complete,
             Some("cancel") => Fate::Cancel,
             Some("hold") => Fate::Hold,
+            Some("pending") => Fate::Pending,
             Some("partial") if total >= 2 => Fate::Partial(partial_units()),
             _ => {
                 let draw = self.draw(id, 4);
@@ -501,6 +505,23 @@ mod tests {
         p.cancel(c.order, HOUR).unwrap();
         assert_eq!(p.status(c.order, HOUR).unwrap().status, Status::Canceled);
         assert_eq!(p.balance, d("9.55"));
+    }
+
+    #[test]
+    fn a_pending_fate_stays_pending_until_canceled() {
+        let mut p = panel("10");
+        let c = p
+            .add(101, &form("link=x?sim-fate=pending&quantity=1000"), 0)
+            .unwrap();
+        p.settle_due(100 * HOUR);
+        let s = p.status(c.order, 100 * HOUR).unwrap();
+        assert_eq!((s.status, s.start_count), (Status::Pending, 0));
+        p.cancel(c.order, 100 * HOUR).unwrap();
+        assert_eq!(
+            p.status(c.order, 100 * HOUR).unwrap().status,
+            Status::Canceled
+        );
+        assert_eq!(p.balance, d("10"));
     }
 
     #[test]

@@ -82,7 +82,10 @@ macro_rules! conformance_tests {
             orders_to_sync_takes_the_least_recently_synced_first,
             refills_are_synced_until_final,
             listings_and_counts,
+            open_orders_are_counted_by_upstream,
             the_schema_guards_the_money_rules,
+            a_placed_order_that_does_not_move_is_stuck_until_it_moves,
+            one_upstream_order_follows_one_local_order,
         );
     };
     (@cases $backend:ty; $($case:ident),* $(,)?) => {
@@ -140,6 +143,10 @@ pub(crate) fn new_order(customer_id: i64, charge: Units, billed: u64) -> NewOrde
         billed,
         link: Some("https://example.com/p/1".into()),
         fields: r#"{"quantity":"1000"}"#.into(),
+        list_cost: None,
+        can_refill: true,
+        can_cancel: true,
+        dispatch_deadline: NOW + 60_000,
     }
 }
 
@@ -163,7 +170,10 @@ pub(crate) async fn placed(
     upstream_order: u64,
 ) -> Order {
     let o = order(store, customer_id, charge, billed).await;
-    store.mark_placed(o.id, upstream_order, NOW).await.unwrap();
+    store
+        .mark_placed(o.id, &upstream_order.to_string(), NOW)
+        .await
+        .unwrap();
     store.order(o.id).await.unwrap().unwrap()
 }
 
@@ -243,7 +253,7 @@ pub(crate) async fn the_ledger_sums_to_the_balance_after_every_kind_of_change<B:
     let a = order(&*store, c.id, 17_663, 157).await;
     expected -= 17_663;
     assert_eq!(books(&db, c.id).await, expected);
-    store.mark_placed(a.id, 9001, NOW).await.unwrap();
+    store.mark_placed(a.id, "9001", NOW).await.unwrap();
     store
         .apply_status(a.id, &update(Status::InProgress, Some(100)), NOW)
         .await
@@ -623,7 +633,7 @@ pub(crate) async fn an_unknown_order_declared_not_placed_is_canceled_and_refunde
         Err(StoreError::Conflict(_))
     ));
     assert!(matches!(
-        store.resolve_placed(o.id, 5, NOW).await,
+        store.resolve_placed(o.id, "5", NOW).await,
         Err(StoreError::Conflict(_))
     ));
     let p = placed(&*store, c.id, ONE, 1000, 82).await;
@@ -646,22 +656,27 @@ pub(crate) async fn an_unknown_order_found_upstream_is_placed_and_synced<B: Back
     let c = customer(&*store, "kim", 5 * ONE, 0).await;
     let o = order(&*store, c.id, ONE, 1000).await;
     store.mark_unknown(o.id, "timeout", NOW).await.unwrap();
-    store.resolve_placed(o.id, 555, NOW + 2).await.unwrap();
+    store.resolve_placed(o.id, "555", NOW + 2).await.unwrap();
     let o = get(&*store, o.id).await;
     assert_eq!(
         (o.state, o.status, o.upstream_order, o.updated_at),
-        (OrderState::Placed, Status::Pending, Some(555), NOW + 2)
+        (
+            OrderState::Placed,
+            Status::Pending,
+            Some("555".to_owned()),
+            NOW + 2
+        )
     );
     let due = store.orders_to_sync("alpha", &peek(NOW, 10)).await.unwrap();
     assert_eq!(due.iter().map(|o| o.id).collect::<Vec<_>>(), [o.id]);
     assert_eq!(books(&db, c.id).await, 4 * ONE, "the charge stands");
 
     assert!(matches!(
-        store.resolve_placed(o.id, 556, NOW).await,
+        store.resolve_placed(o.id, "556", NOW).await,
         Err(StoreError::Conflict(_))
     ));
     assert!(matches!(
-        store.resolve_placed(4242, 1, NOW).await,
+        store.resolve_placed(4242, "1", NOW).await,
         Err(StoreError::NotFound)
     ));
 }
@@ -673,25 +688,25 @@ pub(crate) async fn only_a_dispatching_order_is_retargeted_placed_or_marked_unkn
     let store = db.store();
     let c = customer(&*store, "lea", 5 * ONE, 0).await;
     let o = order(&*store, c.id, ONE, 1000).await;
-    store.retarget_order(o.id, "beta", 202).await.unwrap();
+    store.retarget_order(o.id, "beta", 202, None).await.unwrap();
     let moved = get(&*store, o.id).await;
     assert_eq!(
         (moved.upstream.as_str(), moved.upstream_service),
         ("beta", 202)
     );
-    store.mark_placed(o.id, 1234, NOW + 1).await.unwrap();
+    store.mark_placed(o.id, "1234", NOW + 1).await.unwrap();
     let p = get(&*store, o.id).await;
     assert_eq!(
-        (p.state, p.upstream_order, p.status),
-        (OrderState::Placed, Some(1234), Status::Pending)
+        (p.state, p.upstream_order.clone(), p.status),
+        (OrderState::Placed, Some("1234".to_owned()), Status::Pending)
     );
 
     assert!(matches!(
-        store.retarget_order(o.id, "gamma", 303).await,
+        store.retarget_order(o.id, "gamma", 303, None).await,
         Err(StoreError::Conflict(_))
     ));
     assert!(matches!(
-        store.mark_placed(o.id, 1, NOW).await,
+        store.mark_placed(o.id, "1", NOW).await,
         Err(StoreError::Conflict(_))
     ));
     assert!(matches!(
@@ -699,11 +714,11 @@ pub(crate) async fn only_a_dispatching_order_is_retargeted_placed_or_marked_unkn
         Err(StoreError::Conflict(_))
     ));
     assert!(matches!(
-        store.retarget_order(4242, "gamma", 303).await,
+        store.retarget_order(4242, "gamma", 303, None).await,
         Err(StoreError::NotFound)
     ));
     assert!(matches!(
-        store.mark_placed(4242, 1, NOW).await,
+        store.mark_placed(4242, "1", NOW).await,
         Err(StoreError::NotFound)
     ));
     assert!(matches!(
@@ -722,9 +737,24 @@ pub(crate) async fn recovery_marks_interrupted_orders_unknown_with_funds_held<B:
     let a = order(&*store, c.id, ONE, 1000).await;
     let b = order(&*store, c.id, ONE, 1000).await;
     let p = placed(&*store, c.id, ONE, 1000, 83).await;
+    // Each order's own deadline (NOW + 60 s here) decides, not how long ago it changed.
     assert_eq!(
-        store.recover_dispatching(NOW + 7, NOW + 7).await.unwrap(),
+        store
+            .recover_dispatching(NOW + 7, NOW + 7, NOW + 7)
+            .await
+            .unwrap(),
+        0
+    );
+    assert_eq!(
+        store
+            .recover_dispatching(NOW + 60_001, NOW + 7, NOW + 7)
+            .await
+            .unwrap(),
         2
+    );
+    assert_eq!(
+        get(&*store, a.id).await.attention,
+        Some(Attention::UnknownOutcome)
     );
     for id in [a.id, b.id] {
         let o = get(&*store, id).await;
@@ -735,7 +765,10 @@ pub(crate) async fn recovery_marks_interrupted_orders_unknown_with_funds_held<B:
     assert_eq!(get(&*store, p.id).await.state, OrderState::Placed);
     assert_eq!(books(&db, c.id).await, 2 * ONE);
     assert_eq!(
-        store.recover_dispatching(NOW + 8, NOW + 8).await.unwrap(),
+        store
+            .recover_dispatching(NOW + 60_002, NOW + 8, NOW + 8)
+            .await
+            .unwrap(),
         0
     );
 }
@@ -983,8 +1016,8 @@ pub(crate) async fn a_failed_write_leaves_no_transaction_open<B: Backend>() {
         Err(StoreError::NotFound)
     ));
     assert!(matches!(
-        store.mark_placed(4242, u64::MAX, NOW).await,
-        Err(StoreError::Db(_))
+        store.mark_placed(4242, "18446744073709551615", NOW).await,
+        Err(StoreError::NotFound)
     ));
     store.adjust_balance("oli", ONE, None, NOW).await.unwrap();
     let o = order(&*store, c.id, ONE, 1000).await;
@@ -1068,7 +1101,7 @@ pub(crate) async fn orders_to_sync_takes_the_least_recently_synced_first<B: Back
     let mut elsewhere = new_order(c.id, ONE, 1000);
     elsewhere.upstream = "beta".into();
     let elsewhere = store.create_order(&elsewhere, NOW).await.unwrap();
-    store.mark_placed(elsewhere.id, 6, NOW).await.unwrap();
+    store.mark_placed(elsewhere.id, "6", NOW).await.unwrap();
     order(&*store, c.id, ONE, 1000).await;
     let done = placed(&*store, c.id, ONE, 1000, 7).await;
     store
@@ -1214,6 +1247,40 @@ pub(crate) async fn refills_are_synced_until_final<B: Backend>() {
     ));
 }
 
+pub(crate) async fn open_orders_are_counted_by_upstream<B: Backend>() {
+    let Some(db) = B::open().await else {
+        return;
+    };
+    let store = db.store();
+    assert!(store.open_orders_by_upstream().await.unwrap().is_empty());
+    let ana = customer(&*store, "ana", 100 * ONE, 0).await;
+    // alpha: one placed, one dispatching, one unknown, and two settled (final, rejected).
+    placed(&*store, ana.id, ONE, 1000, 1).await;
+    order(&*store, ana.id, ONE, 1000).await;
+    let unknown = order(&*store, ana.id, ONE, 1000).await;
+    store
+        .mark_unknown(unknown.id, "timeout", NOW)
+        .await
+        .unwrap();
+    let done = placed(&*store, ana.id, ONE, 1000, 2).await;
+    store
+        .apply_status(done.id, &update(Status::Completed, Some(0)), NOW)
+        .await
+        .unwrap();
+    let refused = order(&*store, ana.id, ONE, 1000).await;
+    store.mark_rejected(refused.id, "no", NOW).await.unwrap();
+    // beta: an order moved there by a fallback counts where it is now.
+    let moved = order(&*store, ana.id, ONE, 1000).await;
+    store
+        .retarget_order(moved.id, "beta", 7, None)
+        .await
+        .unwrap();
+    assert_eq!(
+        store.open_orders_by_upstream().await.unwrap(),
+        [("alpha".to_owned(), 3), ("beta".to_owned(), 1)]
+    );
+}
+
 pub(crate) async fn listings_and_counts<B: Backend>() {
     let Some(db) = B::open().await else {
         return;
@@ -1236,16 +1303,19 @@ pub(crate) async fn listings_and_counts<B: Backend>() {
     let anas = OrderFilter {
         customer: Some("ana".into()),
         state: None,
+        ..OrderFilter::default()
     };
     assert_eq!(ids(store.list_orders(&anas).await.unwrap()), [a2.id, a1.id]);
     let unknown = OrderFilter {
         customer: None,
         state: Some(OrderState::Unknown),
+        ..OrderFilter::default()
     };
     assert_eq!(ids(store.list_orders(&unknown).await.unwrap()), [a2.id]);
     let none = OrderFilter {
         customer: Some("bob".into()),
         state: Some(OrderState::Placed),
+        ..OrderFilter::default()
     };
     assert!(store.list_orders(&none).await.unwrap().is_empty());
 
@@ -1324,4 +1394,215 @@ pub(crate) async fn the_schema_guards_the_money_rules<B: Backend>() {
     assert!(matches!(err, Err(StoreError::Duplicate(_))), "{err:?}");
     assert_eq!(books(&db, c.id).await, ONE);
     assert_eq!(store.ledger(c.id).await.unwrap().len(), 3);
+}
+
+/// `sync.stuck_after`: a placed order whose upstream reports nothing new is marked stuck after
+/// its cutoff (counted from its last progress, or its creation), listed and counted by reason;
+/// the mark goes when it moves again or becomes final, and a service may have its own cutoff.
+pub(crate) async fn a_placed_order_that_does_not_move_is_stuck_until_it_moves<B: Backend>() {
+    let Some(db) = B::open().await else {
+        return;
+    };
+    let store = db.store();
+    let c = customer(&*store, "sam", 10 * ONE, 0).await;
+    let quiet = placed(&*store, c.id, ONE, 1000, 1).await;
+    let moving = placed(&*store, c.id, ONE, 1000, 2).await;
+    let mut slow = new_order(c.id, ONE, 1000);
+    slow.service = 7;
+    let slow = store.create_order(&slow, NOW).await.unwrap();
+    store.mark_placed(slow.id, "3", NOW).await.unwrap();
+    let unknown = order(&*store, c.id, ONE, 1000).await;
+    store
+        .mark_unknown(unknown.id, "timeout", NOW)
+        .await
+        .unwrap();
+
+    // Nothing is old enough yet, with or without services of their own.
+    let none = StuckCutoffs {
+        before: NOW - 1,
+        services: Vec::new(),
+    };
+    assert_eq!(store.mark_stuck(&none, NOW + 5).await.unwrap(), 0);
+
+    // A first report of remains and start count is not progress (a panel script reports
+    // those for the orders it failed too); a change of remains is.
+    let pending = update(Status::Pending, Some(1000));
+    for o in [&quiet, &moving] {
+        store.apply_status(o.id, &pending, NOW + 10).await.unwrap();
+    }
+    assert_eq!(get(&*store, quiet.id).await.progress_at, None);
+    let running = update(Status::InProgress, Some(400));
+    store
+        .apply_status(moving.id, &running, NOW + 50)
+        .await
+        .unwrap();
+    assert_eq!(get(&*store, moving.id).await.progress_at, Some(NOW + 50));
+
+    let cutoffs = StuckCutoffs {
+        before: NOW + 40,
+        services: vec![(7, NOW - 1)],
+    };
+    assert_eq!(store.mark_stuck(&cutoffs, NOW + 100).await.unwrap(), 1);
+    assert_eq!(store.mark_stuck(&cutoffs, NOW + 101).await.unwrap(), 0);
+    assert_eq!(
+        get(&*store, quiet.id).await.attention,
+        Some(Attention::Stuck)
+    );
+    assert_eq!(
+        get(&*store, moving.id).await.attention,
+        None,
+        "it moved after the cutoff"
+    );
+    assert_eq!(
+        get(&*store, slow.id).await.attention,
+        None,
+        "its service waits longer"
+    );
+    assert_eq!(
+        get(&*store, unknown.id).await.attention,
+        Some(Attention::UnknownOutcome)
+    );
+
+    let ids = |orders: Vec<Order>| orders.into_iter().map(|o| o.id).collect::<Vec<_>>();
+    let only = |a| OrderFilter {
+        attention: Some(AttentionFilter::Only(a)),
+        ..OrderFilter::default()
+    };
+    let listed = store.list_orders(&only(Attention::Stuck)).await.unwrap();
+    assert_eq!(ids(listed), [quiet.id]);
+    let any = OrderFilter {
+        attention: Some(AttentionFilter::Any),
+        ..OrderFilter::default()
+    };
+    assert_eq!(
+        ids(store.list_orders(&any).await.unwrap()),
+        [unknown.id, quiet.id]
+    );
+    let mut counts = store.count_attention().await.unwrap();
+    counts.sort_by_key(|(a, _, _)| a.as_str());
+    assert_eq!(
+        counts,
+        [
+            (Attention::Stuck, "alpha".to_owned(), 1),
+            (Attention::UnknownOutcome, "alpha".to_owned(), 1),
+        ]
+    );
+
+    // The same report again is not progress; a new status is, and lifts the mark.
+    store
+        .apply_status(quiet.id, &pending, NOW + 200)
+        .await
+        .unwrap();
+    assert_eq!(
+        get(&*store, quiet.id).await.attention,
+        Some(Attention::Stuck)
+    );
+    store
+        .apply_status(quiet.id, &running, NOW + 300)
+        .await
+        .unwrap();
+    let o = get(&*store, quiet.id).await;
+    assert_eq!((o.attention, o.progress_at), (None, Some(NOW + 300)));
+
+    // Its own cutoff passed: stuck; final: the mark goes, the refund is as ever.
+    let later = StuckCutoffs {
+        before: NOW + 40,
+        services: vec![(7, NOW + 1)],
+    };
+    assert_eq!(store.mark_stuck(&later, NOW + 400).await.unwrap(), 1);
+    assert_eq!(
+        get(&*store, slow.id).await.attention,
+        Some(Attention::Stuck)
+    );
+    let canceled = update(Status::Canceled, None);
+    let applied = store
+        .apply_status(slow.id, &canceled, NOW + 500)
+        .await
+        .unwrap();
+    assert_eq!((applied.refund, applied.finalized), (ONE, true));
+    let o = get(&*store, slow.id).await;
+    assert_eq!((o.attention, o.state), (None, OrderState::Final));
+    assert_eq!(books(&db, c.id).await, 10 * ONE - 3 * ONE);
+}
+
+/// One upstream order, one local order: `resolve_placed` names the order already holding the
+/// id; a database holding shared ids (from before the index) gets no index and an error naming
+/// them, until the extras are unlinked.
+pub(crate) async fn one_upstream_order_follows_one_local_order<B: Backend>() {
+    let Some(db) = B::open_shared().await else {
+        return;
+    };
+    let store = db.store();
+    let c = customer(&*store, "ida", 10 * ONE, 0).await;
+    let first = placed(&*store, c.id, ONE, 1000, 77).await;
+    let resend = order(&*store, c.id, ONE, 1000).await;
+    store.mark_unknown(resend.id, "timeout", NOW).await.unwrap();
+    let refused = store.resolve_placed(resend.id, "77", NOW).await;
+    let Err(StoreError::Conflict(text)) = refused else {
+        panic!("{refused:?}");
+    };
+    assert!(text.contains(&format!("order {}", first.id)), "{text}");
+    assert_eq!(get(&*store, resend.id).await.state, OrderState::Unknown);
+    // The database refuses it too, whatever the code.
+    let twin = order(&*store, c.id, ONE, 1000).await;
+    assert!(store.mark_placed(twin.id, "77", NOW).await.is_err());
+    store.mark_rejected(twin.id, "test", NOW).await.unwrap();
+
+    // A database from before the index: two local orders hold upstream order 77.
+    db.execute("DROP INDEX orders_upstream_order_unique")
+        .await
+        .unwrap();
+    store.resolve_placed(resend.id, "78", NOW).await.unwrap();
+    db.execute(&format!(
+        "UPDATE orders SET upstream_order = '77' WHERE id = {}",
+        resend.id
+    ))
+    .await
+    .unwrap();
+    let shared = store.unique_upstream_orders().await;
+    let Err(StoreError::SharedUpstreamOrders(shared)) = shared else {
+        panic!("{shared:?}");
+    };
+    assert_eq!(
+        shared,
+        [SharedUpstreamOrder {
+            upstream: "alpha".into(),
+            upstream_order: "77".into(),
+            orders: vec![first.id, resend.id],
+        }]
+    );
+    let text = StoreError::SharedUpstreamOrders(shared).to_string();
+    assert!(
+        text.contains(&format!("local orders {}, {}", first.id, resend.id))
+            && text.contains("panelgate order unlink"),
+        "{text}"
+    );
+    // Another store opening the database still opens (the CLI must, to fix it).
+    let other = db.another().await;
+
+    let state = other.unlink_order(resend.id, "resend", NOW + 1).await;
+    assert_eq!(state.unwrap(), OrderState::Unknown);
+    let o = get(&*store, resend.id).await;
+    assert_eq!(
+        (o.upstream_order, o.attention, o.note.as_deref()),
+        (None, Some(Attention::UnknownOutcome), Some("resend"))
+    );
+    assert!(matches!(
+        store.unlink_order(resend.id, "again", NOW).await,
+        Err(StoreError::Conflict(_))
+    ));
+    assert!(matches!(
+        store.unlink_order(4242, "none", NOW).await,
+        Err(StoreError::NotFound)
+    ));
+    store.unique_upstream_orders().await.unwrap();
+    assert!(
+        store
+            .mark_placed(order(&*store, c.id, ONE, 1000).await.id, "77", NOW)
+            .await
+            .is_err()
+    );
+    // Unlinked, the funds are still held: the operator resolves it as ever.
+    store.resolve_not_placed(resend.id, NOW + 2).await.unwrap();
+    assert_eq!(books(&db, c.id).await, 10 * ONE - 2 * ONE);
 }

@@ -39,6 +39,44 @@ pub enum StoreError {
     Db(#[from] sqlx::Error),
     #[error("database migration: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
+    /// Upstream orders held by more than one local order: the unique index on
+    /// `(upstream, upstream_order)` cannot be created until the operator unlinks the extras.
+    #[error("{}", shared_message(.0))]
+    SharedUpstreamOrders(Vec<SharedUpstreamOrder>),
+}
+
+/// One upstream order that several local orders claim (each would be refunded for it).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SharedUpstreamOrder {
+    pub upstream: String,
+    pub upstream_order: String,
+    /// The local orders holding it, oldest first.
+    pub orders: Vec<i64>,
+}
+
+/// Names every shared upstream order, its local orders and the command that fixes it.
+fn shared_message(shared: &[SharedUpstreamOrder]) -> String {
+    let mut text = format!(
+        "{} upstream order(s) are each held by more than one local order, so each would be \
+         refunded more than once; panelgate will not start until one local order holds each:",
+        shared.len()
+    );
+    for s in shared {
+        let ids: Vec<String> = s.orders.iter().map(i64::to_string).collect();
+        text.push_str(&format!(
+            "\n  upstream {} order {}: local orders {}",
+            s.upstream,
+            s.upstream_order,
+            ids.join(", ")
+        ));
+    }
+    text.push_str(
+        "\nFind which local order really is that upstream order (`panelgate order show ID`; \
+         the customer's resends share service, link and quantity), then run \
+         `panelgate order unlink ID` for each of the others (a placed one becomes `unknown` \
+         for `panelgate order resolve`), and start again.",
+    );
+    text
 }
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
@@ -159,6 +197,15 @@ pub struct NewOrder {
     pub link: Option<String>,
     /// The forwarded order fields as a JSON object, for the operator.
     pub fields: String,
+    /// The first target's list price for this order, in our units (see [`Order::list_cost`]).
+    pub list_cost: Option<Units>,
+    /// The local service's refill and cancel flags as the order is placed: what the order
+    /// may ask for later, whatever the catalog says by then.
+    pub can_refill: bool,
+    pub can_cancel: bool,
+    /// When the `add` for it must have ended, every target and retry included; fixed now, so
+    /// that a reload shortening timeouts cannot cut a dispatch already running.
+    pub dispatch_deadline: Millis,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -169,7 +216,8 @@ pub struct Order {
     pub service: u64,
     pub upstream: String,
     pub upstream_service: u64,
-    pub upstream_order: Option<u64>,
+    /// The upstream's id for it: text, since some panels answer opaque ids ("ord_01HG…").
+    pub upstream_order: Option<String>,
     pub state: OrderState,
     /// What the customer sees; `Pending` until the upstream says otherwise.
     pub status: Status,
@@ -187,6 +235,54 @@ pub struct Order {
     pub updated_at: Millis,
     /// When the upstream's status was last applied.
     pub synced_at: Option<Millis>,
+    /// Why a person must look at it, if they must.
+    pub attention: Option<Attention>,
+    /// The target's list price for the order in our units when it was placed.
+    pub list_cost: Option<Units>,
+    /// The first charge the upstream reported (in our units) while the order was not final.
+    pub first_cost: Option<Units>,
+    /// The service's flags when the order was placed (`None`: placed before they were kept).
+    pub can_refill: Option<bool>,
+    pub can_cancel: Option<bool>,
+    /// When its dispatch must have ended (`None`: placed before it was kept).
+    pub dispatch_deadline: Option<Millis>,
+    /// When the upstream last reported a change (status, remains, start count).
+    pub progress_at: Option<Millis>,
+}
+
+/// Why an order needs a person (one mark, one listing, one gauge).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Attention {
+    /// The upstream `add` may or may not have happened (state `unknown`).
+    UnknownOutcome,
+    /// A package-billed Partial whose refund the upstream's figures cannot tell.
+    RefundUnknown,
+    /// Partial without `remains`: nothing was refunded automatically.
+    PartialWithoutRemains,
+    /// Placed and not final after `sync.stuck_after`.
+    Stuck,
+}
+
+impl Attention {
+    pub const ALL: [Attention; 4] = [
+        Attention::UnknownOutcome,
+        Attention::RefundUnknown,
+        Attention::PartialWithoutRemains,
+        Attention::Stuck,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Attention::UnknownOutcome => "unknown_outcome",
+            Attention::RefundUnknown => "refund_unknown",
+            Attention::PartialWithoutRemains => "partial_without_remains",
+            Attention::Stuck => "stuck",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Attention> {
+        Attention::ALL.into_iter().find(|a| a.as_str() == s)
+    }
 }
 
 /// What an upstream reported about one order.
@@ -234,6 +330,95 @@ pub struct Claim {
 pub struct OrderFilter {
     pub customer: Option<String>,
     pub state: Option<OrderState>,
+    /// Only orders that need the operator (for any reason, or for this one).
+    pub attention: Option<AttentionFilter>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AttentionFilter {
+    Any,
+    Only(Attention),
+}
+
+/// When a placed order that has not moved counts as stuck: `sync.stuck_after`, and the
+/// services that override it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StuckCutoffs {
+    /// Orders whose last progress (or creation) is before this are stuck.
+    pub before: Millis,
+    /// Local services with a cutoff of their own.
+    pub services: Vec<(u64, Millis)>,
+}
+
+/// Whether a status report moves an order on: its status, or a `remains` or start count it
+/// had reported before, changed. A first report of `remains` or start count is not
+/// progress: a panel showing a failed order as Pending reports them too.
+pub(crate) fn moved(
+    status: Status,
+    remains: Option<i64>,
+    start_count: Option<u64>,
+    update: &StatusUpdate,
+) -> bool {
+    status != update.status
+        || remains.is_some_and(|r| update.remains.is_some_and(|u| u != r))
+        || start_count.is_some_and(|s| update.start_count.is_some_and(|u| u != s))
+}
+
+/// The SQL (both dialects) that lists every local order sharing its upstream order.
+pub(crate) const SHARED_UPSTREAM_ORDERS: &str = "SELECT upstream, upstream_order, id FROM orders \
+     WHERE upstream_order IS NOT NULL AND (upstream, upstream_order) IN \
+     (SELECT upstream, upstream_order FROM orders WHERE upstream_order IS NOT NULL \
+      GROUP BY upstream, upstream_order HAVING COUNT(*) > 1) \
+     ORDER BY upstream, upstream_order, id";
+
+/// One upstream order, one local order: created once no upstream order is shared.
+pub(crate) const UNIQUE_UPSTREAM_ORDER_INDEX: &str = "CREATE UNIQUE INDEX IF NOT EXISTS \
+     orders_upstream_order_unique ON orders (upstream, upstream_order) \
+     WHERE upstream_order IS NOT NULL";
+
+/// Groups the rows of [`SHARED_UPSTREAM_ORDERS`].
+pub(crate) fn group_shared(rows: Vec<(String, String, i64)>) -> Vec<SharedUpstreamOrder> {
+    let mut shared: Vec<SharedUpstreamOrder> = Vec::new();
+    for (upstream, upstream_order, id) in rows {
+        match shared.last_mut() {
+            Some(s) if s.upstream == upstream && s.upstream_order == upstream_order => {
+                s.orders.push(id)
+            }
+            _ => shared.push(SharedUpstreamOrder {
+                upstream,
+                upstream_order,
+                orders: vec![id],
+            }),
+        }
+    }
+    shared
+}
+
+/// Orders needing the operator by reason and upstream (both dialects).
+pub(crate) const COUNT_ATTENTION: &str = "SELECT attention, upstream, COUNT(*) AS n FROM orders \
+     WHERE attention IS NOT NULL GROUP BY attention, upstream";
+
+/// Why `unlink_order` changed nothing on `order` (as it is now).
+pub(crate) fn cannot_unlink(order: Option<Order>, id: i64) -> StoreError {
+    match order {
+        None => StoreError::NotFound,
+        Some(o) if o.upstream_order.is_none() => {
+            StoreError::Conflict(format!("order {id} holds no upstream order"))
+        }
+        Some(o) => StoreError::Conflict(format!(
+            "order {id} is {}: wait until its dispatch ends",
+            o.state.as_str()
+        )),
+    }
+}
+
+/// The refusal naming the order that already holds an upstream order.
+pub(crate) fn already_held(upstream: &str, upstream_order: &str, holder: i64) -> StoreError {
+    StoreError::Conflict(format!(
+        "upstream order {upstream_order} at {upstream} is already order {holder}'s: one \
+         upstream order follows one local order (check that this is not the customer's resend \
+         of order {holder})"
+    ))
 }
 
 #[async_trait]
@@ -284,21 +469,33 @@ pub trait Store: Send + Sync + 'static {
     async fn create_order(&self, order: &NewOrder, now: Millis) -> Result<Order>;
 
     /// Moves a `Dispatching` order to its next target (fallback) before it is sent there.
-    async fn retarget_order(&self, id: i64, upstream: &str, upstream_service: u64) -> Result<()>;
+    async fn retarget_order(
+        &self,
+        id: i64,
+        upstream: &str,
+        upstream_service: u64,
+        list_cost: Option<Units>,
+    ) -> Result<()>;
 
     /// `Dispatching` → `Placed` with the upstream's order id; status `Pending`.
-    async fn mark_placed(&self, id: i64, upstream_order: u64, now: Millis) -> Result<()>;
+    async fn mark_placed(&self, id: i64, upstream_order: &str, now: Millis) -> Result<()>;
 
     /// `Dispatching` → `Rejected`; a `Release` entry gives the charge back.
     async fn mark_rejected(&self, id: i64, note: &str, now: Millis) -> Result<()>;
 
-    /// `Dispatching` → `Unknown`; funds stay held.
+    /// `Dispatching` → `Unknown`, marked for the operator; funds stay held.
     async fn mark_unknown(&self, id: i64, note: &str, now: Millis) -> Result<()>;
 
-    /// Every order still `Dispatching` whose last change is older than `updated_before` becomes
-    /// `Unknown`: its dispatch cannot still be running (the process that ran it died). Returns
-    /// how many.
-    async fn recover_dispatching(&self, updated_before: Millis, now: Millis) -> Result<u64>;
+    /// Every order still `Dispatching` whose own dispatch deadline is before `deadline_before`
+    /// (or, for orders created before deadlines were recorded, whose last change is before
+    /// `updated_before`) becomes `Unknown`, marked for the operator: its dispatch cannot still
+    /// be running (the process that ran it died). Returns how many.
+    async fn recover_dispatching(
+        &self,
+        deadline_before: Millis,
+        updated_before: Millis,
+        now: Millis,
+    ) -> Result<u64>;
 
     async fn order(&self, id: i64) -> Result<Option<Order>>;
 
@@ -320,8 +517,9 @@ pub trait Store: Send + Sync + 'static {
     /// order's sync lease: it is fresh now, and due again after the next interval.
     async fn apply_status(&self, id: i64, update: &StatusUpdate, now: Millis) -> Result<Applied>;
 
-    /// Operator: an `Unknown` order was placed after all, as `upstream_order`.
-    async fn resolve_placed(&self, id: i64, upstream_order: u64, now: Millis) -> Result<()>;
+    /// Operator: an `Unknown` order was placed after all, as `upstream_order`. Refused (a
+    /// conflict naming it) when another local order already holds that upstream order.
+    async fn resolve_placed(&self, id: i64, upstream_order: &str, now: Millis) -> Result<()>;
 
     /// Operator: an `Unknown` order was not placed: `Final`, status `Canceled`, the whole
     /// charge refunded. Returns the refund.
@@ -329,6 +527,32 @@ pub trait Store: Send + Sync + 'static {
 
     /// Order counts by state, for metrics and `/readyz`.
     async fn count_orders_by_state(&self) -> Result<Vec<(OrderState, u64)>>;
+
+    /// Orders not settled yet (`dispatching`, `placed` or `unknown`) counted by the upstream
+    /// they are at, by name: a config must keep every upstream named here, or they would never
+    /// be synced (nor refunded).
+    async fn open_orders_by_upstream(&self) -> Result<Vec<(String, u64)>>;
+    /// Orders that need the operator, counted by reason and upstream (non-zero counts only).
+    async fn count_attention(&self) -> Result<Vec<(Attention, String, u64)>>;
+
+    /// Marks `stuck` every placed order without another mark whose last progress (or, if it
+    /// never moved, its creation) is before its cutoff. Returns how many were marked. The
+    /// mark goes when the order moves again or becomes final ([`Store::apply_status`]).
+    async fn mark_stuck(&self, cutoffs: &StuckCutoffs, now: Millis) -> Result<u64>;
+
+    /// Detaches order `id` from its upstream order: a placed one becomes `unknown`
+    /// (`unknown_outcome`, funds held) for the operator to resolve; a final or unknown one
+    /// only loses the id. `note` says why. Works while upstream orders are shared.
+    async fn unlink_order(&self, id: i64, note: &str, now: Millis) -> Result<OrderState>;
+
+    /// Replaces an order's operator note (what a person decided about it, and why).
+    async fn note_order(&self, id: i64, note: &str, now: Millis) -> Result<()>;
+
+    /// Creates the unique index on `(upstream, upstream_order)` once no upstream order is
+    /// held by two local orders; if some are, creates nothing and fails with
+    /// [`StoreError::SharedUpstreamOrders`] naming them. Opening a store calls it (the CLI
+    /// works while it fails, so that `order unlink` can fix it); `serve` refuses to start.
+    async fn unique_upstream_orders(&self) -> Result<()>;
 
     // ---- refills ----
 
@@ -351,6 +575,10 @@ pub trait Store: Send + Sync + 'static {
     async fn ping(&self) -> Result<()>;
 }
 
+/// The query behind [`Store::open_orders_by_upstream`], the same for every backend.
+const OPEN_ORDERS_BY_UPSTREAM: &str = "SELECT upstream, COUNT(*) AS n FROM orders \
+     WHERE state IN ('dispatching', 'placed', 'unknown') GROUP BY upstream ORDER BY upstream";
+
 #[cfg(test)]
 mod conformance;
 pub mod postgres;
@@ -371,4 +599,17 @@ pub async fn open(url: &str) -> Result<std::sync::Arc<dyn Store>> {
         "unsupported database URL (expected sqlite://FILE or postgres://…): {}",
         url.split("://").next().unwrap_or("")
     )))
+}
+
+/// After migrating: the unique index on upstream orders, unless some are shared. Those do not
+/// stop the store opening (they are logged): the CLI must open it to unlink them; `serve`
+/// checks again and refuses to start.
+pub(crate) async fn index_unless_shared(store: &dyn Store) -> Result<()> {
+    match store.unique_upstream_orders().await {
+        Err(e @ StoreError::SharedUpstreamOrders(_)) => {
+            tracing::warn!("{e}");
+            Ok(())
+        }
+        other => other,
+    }
 }

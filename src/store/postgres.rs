@@ -52,8 +52,9 @@ use super::sqlite::{
     INTERRUPTED_NOTE, open_refill_statuses, opt_to_db, refund_due, to_db, undecodable,
 };
 use super::{
-    Applied, Claim, Customer, EntryKind, KeyHash, LedgerEntry, Millis, NewOrder, Order,
-    OrderFilter, OrderState, Refill, Result, StatusUpdate, Store, StoreError, Units,
+    Applied, Attention, AttentionFilter, Claim, Customer, EntryKind, KeyHash, LedgerEntry, Millis,
+    NewOrder, Order, OrderFilter, OrderState, Refill, Result, StatusUpdate, Store, StoreError,
+    StuckCutoffs, Units,
 };
 use crate::protocol::{RefillStatus, Status};
 
@@ -101,7 +102,9 @@ impl PostgresStore {
             .connect_with(options)
             .await?;
         MIGRATOR.run(&pool).await?;
-        Ok(PostgresStore { pool })
+        let store = PostgresStore { pool };
+        super::index_unless_shared(&store).await?;
+        Ok(store)
     }
 
     /// Closes every connection.
@@ -235,7 +238,9 @@ macro_rules! order_columns {
          o.charge AS charge, o.refunded AS refunded, o.billed AS billed, o.remains AS remains, \
          o.start_count AS start_count, o.cost AS cost, o.link AS link, o.fields AS fields, \
          o.note AS note, o.created_at AS created_at, o.updated_at AS updated_at, \
-         o.synced_at AS synced_at"
+         o.synced_at AS synced_at, o.attention AS attention, o.list_cost AS list_cost, \
+         o.first_cost AS first_cost, o.can_refill AS can_refill, o.can_cancel AS can_cancel, \
+         o.dispatch_deadline AS dispatch_deadline, o.progress_at AS progress_at"
     };
 }
 
@@ -253,7 +258,7 @@ fn order_from_row(row: &PgRow) -> Result<Order> {
         service: get_u64(row, "service")?,
         upstream: row.try_get("upstream")?,
         upstream_service: get_u64(row, "upstream_service")?,
-        upstream_order: get_opt_u64(row, "upstream_order")?,
+        upstream_order: row.try_get("upstream_order")?,
         state: get_state(row)?,
         status: get_status(row)?,
         charge: row.try_get("charge")?,
@@ -268,7 +273,23 @@ fn order_from_row(row: &PgRow) -> Result<Order> {
         created_at: row.try_get("created_at")?,
         updated_at: row.try_get("updated_at")?,
         synced_at: row.try_get("synced_at")?,
+        attention: get_attention(row)?,
+        list_cost: row.try_get("list_cost")?,
+        first_cost: row.try_get("first_cost")?,
+        can_refill: row.try_get("can_refill")?,
+        can_cancel: row.try_get("can_cancel")?,
+        dispatch_deadline: row.try_get("dispatch_deadline")?,
+        progress_at: row.try_get("progress_at")?,
     })
+}
+
+fn get_attention(row: &PgRow) -> Result<Option<Attention>> {
+    let text: Option<String> = row.try_get("attention")?;
+    text.map(|t| {
+        Attention::parse(&t)
+            .ok_or_else(|| undecodable("attention", format!("unknown reason {t:?}")))
+    })
+    .transpose()
 }
 
 const REFILL_COLUMNS: &str = "id, order_id, customer_id, upstream, upstream_refill, status, \
@@ -503,8 +524,10 @@ async fn create_order_in(
 
     let id: i64 = sqlx::query_scalar(
         "INSERT INTO orders (customer_id, service, upstream, upstream_service, state, status, \
-         charge, refunded, billed, link, fields, created_at, updated_at) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, 0, $8, $9, $10, $11, $11) RETURNING id",
+         charge, refunded, billed, link, fields, created_at, updated_at, list_cost, \
+         can_refill, can_cancel, dispatch_deadline) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, 0, $8, $9, $10, $11, $11, $12, $13, $14, $15) \
+         RETURNING id",
     )
     .bind(order.customer_id)
     .bind(new.service)
@@ -517,6 +540,10 @@ async fn create_order_in(
     .bind(&order.link)
     .bind(&order.fields)
     .bind(now)
+    .bind(order.list_cost)
+    .bind(order.can_refill)
+    .bind(order.can_cancel)
+    .bind(order.dispatch_deadline)
     .fetch_one(&mut *conn)
     .await?;
     // The charge entry is written even for a zero charge (per-post billing): it is the
@@ -554,13 +581,15 @@ async fn retarget_order_in(
     id: i64,
     upstream: &str,
     upstream_service: i64,
+    list_cost: Option<Units>,
 ) -> Result<()> {
     let query = sqlx::query(
-        "UPDATE orders SET upstream = $1, upstream_service = $2 \
-         WHERE id = $3 AND state = 'dispatching'",
+        "UPDATE orders SET upstream = $1, upstream_service = $2, list_cost = $3 \
+         WHERE id = $4 AND state = 'dispatching'",
     )
     .bind(upstream)
     .bind(upstream_service)
+    .bind(list_cost)
     .bind(id);
     transition(conn, id, OrderState::Dispatching, query).await
 }
@@ -568,7 +597,7 @@ async fn retarget_order_in(
 async fn mark_placed_in(
     conn: &mut PgConnection,
     id: i64,
-    upstream_order: i64,
+    upstream_order: &str,
     now: Millis,
 ) -> Result<()> {
     let query = sqlx::query(
@@ -612,8 +641,8 @@ async fn mark_rejected_in(conn: &mut PgConnection, id: i64, note: &str, now: Mil
 
 async fn mark_unknown_in(conn: &mut PgConnection, id: i64, note: &str, now: Millis) -> Result<()> {
     let query = sqlx::query(
-        "UPDATE orders SET state = 'unknown', note = $1, updated_at = $2 \
-         WHERE id = $3 AND state = 'dispatching'",
+        "UPDATE orders SET state = 'unknown', attention = 'unknown_outcome', note = $1, \
+         updated_at = $2 WHERE id = $3 AND state = 'dispatching'",
     )
     .bind(note)
     .bind(now)
@@ -665,8 +694,8 @@ async fn apply_status_in(
     // Locked until commit: another instance applying a status to this order waits here and
     // then reads the state this transaction leaves.
     let row = sqlx::query(
-        "SELECT customer_id, state, charge, refunded, billed FROM orders WHERE id = $1 \
-         FOR NO KEY UPDATE",
+        "SELECT customer_id, state, status, charge, refunded, billed, remains, start_count \
+         FROM orders WHERE id = $1 FOR NO KEY UPDATE",
     )
     .bind(id)
     .fetch_optional(&mut *conn)
@@ -677,6 +706,13 @@ async fn apply_status_in(
         // nothing to do.
         return Ok(Applied::default());
     }
+    // Progress restarts the stuck clock and lifts a stuck mark.
+    let moved = super::moved(
+        get_status(&row)?,
+        row.try_get("remains")?,
+        get_opt_u64(&row, "start_count")?,
+        update,
+    );
 
     // `remains` is stored as reported, since a refund is computed from it; `start_count`
     // and `cost` are informational and keep their last known value if the upstream
@@ -685,7 +721,9 @@ async fn apply_status_in(
         sqlx::query(
             "UPDATE orders SET status = $1, remains = $2, \
              start_count = COALESCE($3, start_count), cost = COALESCE($4, cost), \
-             synced_at = $5, updated_at = $5, lease_until = NULL \
+             synced_at = $5, updated_at = $5, lease_until = NULL, \
+             progress_at = CASE WHEN $7 THEN $5 ELSE progress_at END, \
+             attention = CASE WHEN $7 AND attention = 'stuck' THEN NULL ELSE attention END \
              WHERE id = $6 AND state = 'placed'",
         )
         .bind(update.status.as_str())
@@ -694,6 +732,7 @@ async fn apply_status_in(
         .bind(update.cost)
         .bind(now)
         .bind(id)
+        .bind(moved)
         .execute(&mut *conn)
         .await?;
         return Ok(Applied::default());
@@ -708,7 +747,9 @@ async fn apply_status_in(
     let changed = sqlx::query(
         "UPDATE orders SET state = 'final', status = $1, remains = $2, \
          start_count = COALESCE($3, start_count), cost = COALESCE($4, cost), \
-         refunded = refunded + $5, synced_at = $6, updated_at = $6, lease_until = NULL \
+         refunded = refunded + $5, synced_at = $6, updated_at = $6, lease_until = NULL, \
+         progress_at = $6, \
+         attention = CASE WHEN attention = 'stuck' THEN NULL ELSE attention END \
          WHERE id = $7 AND state = 'placed'",
     )
     .bind(update.status.as_str())
@@ -745,12 +786,29 @@ async fn apply_status_in(
 async fn resolve_placed_in(
     conn: &mut PgConnection,
     id: i64,
-    upstream_order: i64,
+    upstream_order: &str,
     now: Millis,
 ) -> Result<()> {
+    let holder = sqlx::query(
+        "SELECT h.id AS id, h.upstream AS upstream FROM orders o JOIN orders h \
+         ON h.upstream = o.upstream AND h.upstream_order = $1 AND h.id <> o.id \
+         WHERE o.id = $2 ORDER BY h.id LIMIT 1",
+    )
+    .bind(upstream_order)
+    .bind(id)
+    .fetch_optional(&mut *conn)
+    .await?;
+    if let Some(h) = holder {
+        let upstream: String = h.try_get("upstream")?;
+        return Err(super::already_held(
+            &upstream,
+            upstream_order,
+            h.try_get("id")?,
+        ));
+    }
     let query = sqlx::query(
         "UPDATE orders SET state = 'placed', upstream_order = $1, status = $2, \
-         synced_at = NULL, updated_at = $3 \
+         synced_at = NULL, attention = NULL, updated_at = $3 \
          WHERE id = $4 AND state = 'unknown'",
     )
     .bind(upstream_order)
@@ -782,7 +840,7 @@ async fn resolve_not_placed_in(conn: &mut PgConnection, id: i64, now: Millis) ->
     let refund = refund_due(Status::Canceled, charge, refunded, 0, None)?;
     let query = sqlx::query(
         "UPDATE orders SET state = 'final', status = $1, refunded = refunded + $2, \
-         updated_at = $3 WHERE id = $4 AND state = 'unknown'",
+         attention = NULL, updated_at = $3 WHERE id = $4 AND state = 'unknown'",
     )
     .bind(Status::Canceled.as_str())
     .bind(refund)
@@ -1025,18 +1083,24 @@ impl Store for PostgresStore {
         transaction!(self, |conn| create_order_in(conn, &new, now))
     }
 
-    async fn retarget_order(&self, id: i64, upstream: &str, upstream_service: u64) -> Result<()> {
+    async fn retarget_order(
+        &self,
+        id: i64,
+        upstream: &str,
+        upstream_service: u64,
+        list_cost: Option<Units>,
+    ) -> Result<()> {
         let upstream_service = to_db(upstream_service, "upstream service")?;
         transaction!(self, |conn| retarget_order_in(
             conn,
             id,
             upstream,
-            upstream_service
+            upstream_service,
+            list_cost
         ))
     }
 
-    async fn mark_placed(&self, id: i64, upstream_order: u64, now: Millis) -> Result<()> {
-        let upstream_order = to_db(upstream_order, "upstream order id")?;
+    async fn mark_placed(&self, id: i64, upstream_order: &str, now: Millis) -> Result<()> {
         transaction!(self, |conn| mark_placed_in(conn, id, upstream_order, now))
     }
 
@@ -1048,16 +1112,23 @@ impl Store for PostgresStore {
         transaction!(self, |conn| mark_unknown_in(conn, id, note, now))
     }
 
-    async fn recover_dispatching(&self, updated_before: Millis, now: Millis) -> Result<u64> {
+    async fn recover_dispatching(
+        &self,
+        deadline_before: Millis,
+        updated_before: Millis,
+        now: Millis,
+    ) -> Result<u64> {
         // Several instances may run this at once: each order is moved by whichever gets its
         // row first; the others, re-checking `state` after waiting, skip it.
         transaction!(self, |conn| async {
             let changed = sqlx::query(
-                "UPDATE orders SET state = 'unknown', note = $1, updated_at = $2 \
-                 WHERE state = 'dispatching' AND updated_at < $3",
+                "UPDATE orders SET state = 'unknown', attention = 'unknown_outcome', note = $1, \
+                 updated_at = $2 WHERE state = 'dispatching' \
+                 AND COALESCE(dispatch_deadline < $3, updated_at < $4)",
             )
             .bind(INTERRUPTED_NOTE)
             .bind(now)
+            .bind(deadline_before)
             .bind(updated_before)
             .execute(&mut *conn)
             .await?;
@@ -1095,6 +1166,14 @@ impl Store for PostgresStore {
             n += 1;
             sql.push_str(&format!(" AND o.state = ${n}"));
         }
+        match filter.attention {
+            None => {}
+            Some(AttentionFilter::Any) => sql.push_str(" AND o.attention IS NOT NULL"),
+            Some(AttentionFilter::Only(_)) => {
+                n += 1;
+                sql.push_str(&format!(" AND o.attention = ${n}"));
+            }
+        }
         sql.push_str(" ORDER BY o.id DESC");
         let mut query = sqlx::query(&sql);
         if let Some(customer) = &filter.customer {
@@ -1102,6 +1181,9 @@ impl Store for PostgresStore {
         }
         if let Some(state) = filter.state {
             query = query.bind(state.as_str());
+        }
+        if let Some(AttentionFilter::Only(reason)) = filter.attention {
+            query = query.bind(reason.as_str());
         }
         let rows = query.fetch_all(&self.pool).await?;
         rows.iter().map(order_from_row).collect()
@@ -1122,8 +1204,7 @@ impl Store for PostgresStore {
         ))
     }
 
-    async fn resolve_placed(&self, id: i64, upstream_order: u64, now: Millis) -> Result<()> {
-        let upstream_order = to_db(upstream_order, "upstream order id")?;
+    async fn resolve_placed(&self, id: i64, upstream_order: &str, now: Millis) -> Result<()> {
         transaction!(self, |conn| resolve_placed_in(
             conn,
             id,
@@ -1151,6 +1232,123 @@ impl Store for PostgresStore {
             }
         }
         Ok(counts)
+    }
+
+    async fn open_orders_by_upstream(&self) -> Result<Vec<(String, u64)>> {
+        let rows = sqlx::query(super::OPEN_ORDERS_BY_UPSTREAM)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|row| Ok((row.try_get("upstream")?, get_u64(row, "n")?)))
+            .collect()
+    }
+
+    async fn count_attention(&self) -> Result<Vec<(Attention, String, u64)>> {
+        let rows = sqlx::query(super::COUNT_ATTENTION)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|row| {
+                let reason = get_attention(row)?
+                    .ok_or_else(|| undecodable("attention", "NULL in a count".into()))?;
+                Ok((reason, row.try_get("upstream")?, get_u64(row, "n")?))
+            })
+            .collect()
+    }
+
+    async fn mark_stuck(&self, cutoffs: &StuckCutoffs, now: Millis) -> Result<u64> {
+        let services: Vec<i64> = cutoffs
+            .services
+            .iter()
+            .map(|(s, _)| to_db(*s, "service"))
+            .collect::<Result<_>>()?;
+        let befores: Vec<Millis> = cutoffs.services.iter().map(|(_, b)| *b).collect();
+        // One statement: each overriding service's cutoff, the default for the rest.
+        transaction!(self, |conn| async {
+            let done = sqlx::query(
+                "UPDATE orders o SET attention = 'stuck', updated_at = $1 \
+                 WHERE o.state = 'placed' AND o.attention IS NULL \
+                 AND COALESCE(o.progress_at, o.created_at) < COALESCE( \
+                   (SELECT c.cutoff FROM UNNEST($3::BIGINT[], $4::BIGINT[]) AS c(service, cutoff) \
+                    WHERE c.service = o.service), $2)",
+            )
+            .bind(now)
+            .bind(cutoffs.before)
+            .bind(&services)
+            .bind(&befores)
+            .execute(&mut *conn)
+            .await?;
+            Ok::<_, StoreError>(done.rows_affected())
+        })
+    }
+
+    async fn unlink_order(&self, id: i64, note: &str, now: Millis) -> Result<OrderState> {
+        transaction!(self, |conn| async {
+            // A placed order's outcome is the operator's again; the others keep their state.
+            // SET reads the row as it was, so `state` in each CASE is the old one.
+            let changed = sqlx::query(
+                "UPDATE orders SET upstream_order = NULL, note = $1, updated_at = $2, \
+                 synced_at = NULL, lease_until = NULL, \
+                 attention = CASE WHEN state = 'placed' THEN 'unknown_outcome' ELSE attention END, \
+                 state = CASE WHEN state = 'placed' THEN 'unknown' ELSE state END \
+                 WHERE id = $3 AND upstream_order IS NOT NULL AND state <> 'dispatching'",
+            )
+            .bind(note)
+            .bind(now)
+            .bind(id)
+            .execute(&mut *conn)
+            .await?;
+            if changed.rows_affected() != 1 {
+                return Err(super::cannot_unlink(fetch_order(conn, id).await?, id));
+            }
+            let order = fetch_order(conn, id).await?.ok_or(StoreError::NotFound)?;
+            Ok::<_, StoreError>(order.state)
+        })
+    }
+
+    async fn note_order(&self, id: i64, note: &str, now: Millis) -> Result<()> {
+        let changed = sqlx::query("UPDATE orders SET note = $1, updated_at = $2 WHERE id = $3")
+            .bind(note)
+            .bind(now)
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        if changed.rows_affected() != 1 {
+            return Err(StoreError::NotFound);
+        }
+        Ok(())
+    }
+
+    async fn unique_upstream_orders(&self) -> Result<()> {
+        transaction!(self, |conn| async {
+            let indexed: bool = sqlx::query_scalar(
+                "SELECT to_regclass('orders_upstream_order_unique') IS NOT NULL",
+            )
+            .fetch_one(&mut *conn)
+            .await?;
+            if indexed {
+                return Ok(());
+            }
+            // Instances starting together: one checks and creates, the others wait here and
+            // then find the index. The table lock keeps orders from taking a shared id between
+            // the check and the index.
+            sqlx::query("SELECT pg_advisory_xact_lock(7419260413)")
+                .execute(&mut *conn)
+                .await?;
+            sqlx::query("LOCK TABLE orders IN SHARE MODE")
+                .execute(&mut *conn)
+                .await?;
+            let rows: Vec<(String, String, i64)> = sqlx::query_as(super::SHARED_UPSTREAM_ORDERS)
+                .fetch_all(&mut *conn)
+                .await?;
+            if !rows.is_empty() {
+                return Err(StoreError::SharedUpstreamOrders(super::group_shared(rows)));
+            }
+            sqlx::query(super::UNIQUE_UPSTREAM_ORDER_INDEX)
+                .execute(&mut *conn)
+                .await?;
+            Ok::<_, StoreError>(())
+        })
     }
 
     // ---- refills ----
@@ -1773,7 +1971,7 @@ mod tests {
             assert_eq!(books_via(&db, &*a, c.id).await, 0);
 
             let o = &created[0];
-            a.mark_placed(o.id, 1, NOW).await.unwrap();
+            a.mark_placed(o.id, &round.to_string(), NOW).await.unwrap();
             let mut tasks = JoinSet::new();
             for i in 0..4 {
                 let store = if i % 2 == 0 { a.clone() } else { b.clone() };

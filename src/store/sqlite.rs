@@ -51,8 +51,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use tokio::sync::{Mutex, MutexGuard};
 
 use super::{
-    Applied, Claim, Customer, EntryKind, KeyHash, LedgerEntry, Millis, NewOrder, Order,
-    OrderFilter, OrderState, Refill, Result, StatusUpdate, Store, StoreError, Units,
+    Applied, Attention, AttentionFilter, Claim, Customer, EntryKind, KeyHash, LedgerEntry, Millis,
+    NewOrder, Order, OrderFilter, OrderState, Refill, Result, StatusUpdate, Store, StoreError,
+    StuckCutoffs, Units,
 };
 use crate::money;
 use crate::protocol::{RefillStatus, Status};
@@ -194,12 +195,14 @@ impl SqliteStore {
                 .connect_with(options)
                 .await?
         };
-        MIGRATOR.run(&pool).await?;
-        Ok(SqliteStore {
+        migrate(&pool).await?;
+        let store = SqliteStore {
             pool,
             writer: Mutex::new(()),
             wal: WalSync::new(wal),
-        })
+        };
+        super::index_unless_shared(&store).await?;
+        Ok(store)
     }
 
     /// Closes every connection (checkpointing the WAL when the last one goes).
@@ -227,6 +230,30 @@ impl SqliteStore {
             wal: &self.wal,
         })
     }
+}
+
+/// Applies the migrations with foreign keys off, as SQLite's procedure for rebuilding a table
+/// requires (a parent table dropped and recreated), then checks that every reference holds.
+async fn migrate(pool: &SqlitePool) -> Result<()> {
+    let mut conn = pool.acquire().await?;
+    sqlx::query("PRAGMA foreign_keys = OFF")
+        .execute(&mut *conn)
+        .await?;
+    let migrated = MIGRATOR.run(&mut *conn).await;
+    sqlx::query("PRAGMA foreign_keys = ON")
+        .execute(&mut *conn)
+        .await?;
+    migrated?;
+    let broken: Vec<SqliteRow> = sqlx::query("PRAGMA foreign_key_check")
+        .fetch_all(&mut *conn)
+        .await?;
+    if !broken.is_empty() {
+        return Err(StoreError::Conflict(format!(
+            "{} rows reference rows that do not exist after migrating",
+            broken.len()
+        )));
+    }
+    Ok(())
 }
 
 fn create_parent_dir(file: &Path) -> Result<()> {
@@ -341,7 +368,9 @@ const ORDER_SELECT: &str = "SELECT o.id AS id, o.customer_id AS customer_id, c.n
      o.charge AS charge, o.refunded AS refunded, o.billed AS billed, o.remains AS remains, \
      o.start_count AS start_count, o.cost AS cost, o.link AS link, o.fields AS fields, \
      o.note AS note, o.created_at AS created_at, o.updated_at AS updated_at, \
-     o.synced_at AS synced_at \
+     o.synced_at AS synced_at, o.attention AS attention, o.list_cost AS list_cost, \
+     o.first_cost AS first_cost, o.can_refill AS can_refill, o.can_cancel AS can_cancel, \
+     o.dispatch_deadline AS dispatch_deadline, o.progress_at AS progress_at \
      FROM orders o JOIN customers c ON c.id = o.customer_id";
 
 fn order_from_row(row: &SqliteRow) -> Result<Order> {
@@ -352,7 +381,7 @@ fn order_from_row(row: &SqliteRow) -> Result<Order> {
         service: get_u64(row, "service")?,
         upstream: row.try_get("upstream")?,
         upstream_service: get_u64(row, "upstream_service")?,
-        upstream_order: get_opt_u64(row, "upstream_order")?,
+        upstream_order: row.try_get("upstream_order")?,
         state: get_state(row)?,
         status: get_status(row)?,
         charge: row.try_get("charge")?,
@@ -367,7 +396,23 @@ fn order_from_row(row: &SqliteRow) -> Result<Order> {
         created_at: row.try_get("created_at")?,
         updated_at: row.try_get("updated_at")?,
         synced_at: row.try_get("synced_at")?,
+        attention: get_attention(row)?,
+        list_cost: row.try_get("list_cost")?,
+        first_cost: row.try_get("first_cost")?,
+        can_refill: row.try_get("can_refill")?,
+        can_cancel: row.try_get("can_cancel")?,
+        dispatch_deadline: row.try_get("dispatch_deadline")?,
+        progress_at: row.try_get("progress_at")?,
     })
+}
+
+fn get_attention(row: &SqliteRow) -> Result<Option<Attention>> {
+    let text: Option<String> = row.try_get("attention")?;
+    text.map(|t| {
+        Attention::parse(&t)
+            .ok_or_else(|| undecodable("attention", format!("unknown reason {t:?}")))
+    })
+    .transpose()
 }
 
 const REFILL_COLUMNS: &str = "id, order_id, customer_id, upstream, upstream_refill, status, \
@@ -747,8 +792,9 @@ impl Store for SqliteStore {
 
         let id = sqlx::query(
             "INSERT INTO orders (customer_id, service, upstream, upstream_service, state, status, \
-             charge, refunded, billed, link, fields, created_at, updated_at) \
-             VALUES (?, ?, ?, ?, ?, ?, ?, 0, ?, ?, ?, ?, ?)",
+             charge, refunded, billed, link, fields, created_at, updated_at, list_cost, \
+             can_refill, can_cancel, dispatch_deadline) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, 0, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         )
         .bind(order.customer_id)
         .bind(service)
@@ -762,6 +808,10 @@ impl Store for SqliteStore {
         .bind(&order.fields)
         .bind(now)
         .bind(now)
+        .bind(order.list_cost)
+        .bind(order.can_refill)
+        .bind(order.can_cancel)
+        .bind(order.dispatch_deadline)
         .execute(w.conn())
         .await?
         .last_insert_rowid();
@@ -784,15 +834,22 @@ impl Store for SqliteStore {
         Ok(created)
     }
 
-    async fn retarget_order(&self, id: i64, upstream: &str, upstream_service: u64) -> Result<()> {
+    async fn retarget_order(
+        &self,
+        id: i64,
+        upstream: &str,
+        upstream_service: u64,
+        list_cost: Option<Units>,
+    ) -> Result<()> {
         let upstream_service = to_db(upstream_service, "upstream service")?;
         let mut w = self.write().await?;
         let changed = sqlx::query(
-            "UPDATE orders SET upstream = ?, upstream_service = ? \
+            "UPDATE orders SET upstream = ?, upstream_service = ?, list_cost = ? \
              WHERE id = ? AND state = 'dispatching'",
         )
         .bind(upstream)
         .bind(upstream_service)
+        .bind(list_cost)
         .bind(id)
         .execute(w.conn())
         .await?;
@@ -802,8 +859,7 @@ impl Store for SqliteStore {
         w.commit().await
     }
 
-    async fn mark_placed(&self, id: i64, upstream_order: u64, now: Millis) -> Result<()> {
-        let upstream_order = to_db(upstream_order, "upstream order id")?;
+    async fn mark_placed(&self, id: i64, upstream_order: &str, now: Millis) -> Result<()> {
         let mut w = self.write().await?;
         let changed = sqlx::query(
             "UPDATE orders SET state = 'placed', upstream_order = ?, status = ?, updated_at = ? \
@@ -854,8 +910,8 @@ impl Store for SqliteStore {
     async fn mark_unknown(&self, id: i64, note: &str, now: Millis) -> Result<()> {
         let mut w = self.write().await?;
         let changed = sqlx::query(
-            "UPDATE orders SET state = 'unknown', note = ?, updated_at = ? \
-             WHERE id = ? AND state = 'dispatching'",
+            "UPDATE orders SET state = 'unknown', attention = 'unknown_outcome', note = ?, \
+             updated_at = ? WHERE id = ? AND state = 'dispatching'",
         )
         .bind(note)
         .bind(now)
@@ -868,14 +924,21 @@ impl Store for SqliteStore {
         w.commit().await
     }
 
-    async fn recover_dispatching(&self, updated_before: Millis, now: Millis) -> Result<u64> {
+    async fn recover_dispatching(
+        &self,
+        deadline_before: Millis,
+        updated_before: Millis,
+        now: Millis,
+    ) -> Result<u64> {
         let mut w = self.write().await?;
         let changed = sqlx::query(
-            "UPDATE orders SET state = 'unknown', note = ?, updated_at = ? \
-             WHERE state = 'dispatching' AND updated_at < ?",
+            "UPDATE orders SET state = 'unknown', attention = 'unknown_outcome', note = ?1, \
+             updated_at = ?2 WHERE state = 'dispatching' \
+             AND COALESCE(dispatch_deadline < ?3, updated_at < ?4)",
         )
         .bind(INTERRUPTED_NOTE)
         .bind(now)
+        .bind(deadline_before)
         .bind(updated_before)
         .execute(w.conn())
         .await?;
@@ -914,6 +977,11 @@ impl Store for SqliteStore {
         if filter.state.is_some() {
             sql.push_str(" AND o.state = ?");
         }
+        match filter.attention {
+            None => {}
+            Some(AttentionFilter::Any) => sql.push_str(" AND o.attention IS NOT NULL"),
+            Some(AttentionFilter::Only(_)) => sql.push_str(" AND o.attention = ?"),
+        }
         sql.push_str(" ORDER BY o.id DESC");
         let mut query = sqlx::query(&sql);
         if let Some(customer) = &filter.customer {
@@ -921,6 +989,9 @@ impl Store for SqliteStore {
         }
         if let Some(state) = filter.state {
             query = query.bind(state.as_str());
+        }
+        if let Some(AttentionFilter::Only(reason)) = filter.attention {
+            query = query.bind(reason.as_str());
         }
         let rows = query.fetch_all(&self.pool).await?;
         rows.iter().map(order_from_row).collect()
@@ -958,7 +1029,8 @@ impl Store for SqliteStore {
         let start_count = opt_to_db(update.start_count, "start count")?;
         let mut w = self.write().await?;
         let row = sqlx::query(
-            "SELECT customer_id, state, charge, refunded, billed FROM orders WHERE id = ?",
+            "SELECT customer_id, state, status, charge, refunded, billed, remains, start_count \
+             FROM orders WHERE id = ?",
         )
         .bind(id)
         .fetch_optional(w.conn())
@@ -969,6 +1041,13 @@ impl Store for SqliteStore {
             // nothing to do. Dropping `w` rolls back the empty transaction.
             return Ok(Applied::default());
         }
+        // Progress restarts the stuck clock and lifts a stuck mark.
+        let moved = super::moved(
+            get_status(&row)?,
+            row.try_get("remains")?,
+            get_opt_u64(&row, "start_count")?,
+            update,
+        );
 
         // `remains` is stored as reported, since a refund is computed from it; `start_count`
         // and `cost` are informational and keep their last known value if the upstream
@@ -977,7 +1056,9 @@ impl Store for SqliteStore {
             sqlx::query(
                 "UPDATE orders SET status = ?, remains = ?, \
                  start_count = COALESCE(?, start_count), cost = COALESCE(?, cost), \
-                 synced_at = ?, updated_at = ?, lease_until = NULL \
+                 synced_at = ?, updated_at = ?, lease_until = NULL, \
+                 progress_at = CASE WHEN ? THEN ? ELSE progress_at END, \
+                 attention = CASE WHEN ? AND attention = 'stuck' THEN NULL ELSE attention END \
                  WHERE id = ? AND state = 'placed'",
             )
             .bind(update.status.as_str())
@@ -986,6 +1067,9 @@ impl Store for SqliteStore {
             .bind(update.cost)
             .bind(now)
             .bind(now)
+            .bind(moved)
+            .bind(now)
+            .bind(moved)
             .bind(id)
             .execute(w.conn())
             .await?;
@@ -1002,7 +1086,9 @@ impl Store for SqliteStore {
         let changed = sqlx::query(
             "UPDATE orders SET state = 'final', status = ?, remains = ?, \
              start_count = COALESCE(?, start_count), cost = COALESCE(?, cost), \
-             refunded = refunded + ?, synced_at = ?, updated_at = ?, lease_until = NULL \
+             refunded = refunded + ?, synced_at = ?, updated_at = ?, lease_until = NULL, \
+             progress_at = ?, \
+             attention = CASE WHEN attention = 'stuck' THEN NULL ELSE attention END \
              WHERE id = ? AND state = 'placed'",
         )
         .bind(update.status.as_str())
@@ -1010,6 +1096,7 @@ impl Store for SqliteStore {
         .bind(start_count)
         .bind(update.cost)
         .bind(refund)
+        .bind(now)
         .bind(now)
         .bind(now)
         .bind(id)
@@ -1038,12 +1125,28 @@ impl Store for SqliteStore {
         })
     }
 
-    async fn resolve_placed(&self, id: i64, upstream_order: u64, now: Millis) -> Result<()> {
-        let upstream_order = to_db(upstream_order, "upstream order id")?;
+    async fn resolve_placed(&self, id: i64, upstream_order: &str, now: Millis) -> Result<()> {
         let mut w = self.write().await?;
+        let holder = sqlx::query(
+            "SELECT h.id AS id, h.upstream AS upstream FROM orders o JOIN orders h \
+             ON h.upstream = o.upstream AND h.upstream_order = ? AND h.id <> o.id \
+             WHERE o.id = ? ORDER BY h.id LIMIT 1",
+        )
+        .bind(upstream_order)
+        .bind(id)
+        .fetch_optional(w.conn())
+        .await?;
+        if let Some(h) = holder {
+            let upstream: String = h.try_get("upstream")?;
+            return Err(super::already_held(
+                &upstream,
+                upstream_order,
+                h.try_get("id")?,
+            ));
+        }
         let changed = sqlx::query(
             "UPDATE orders SET state = 'placed', upstream_order = ?, status = ?, \
-             synced_at = NULL, updated_at = ? \
+             synced_at = NULL, attention = NULL, updated_at = ? \
              WHERE id = ? AND state = 'unknown'",
         )
         .bind(upstream_order)
@@ -1079,7 +1182,7 @@ impl Store for SqliteStore {
         let refund = refund_due(Status::Canceled, charge, refunded, 0, None)?;
         let changed = sqlx::query(
             "UPDATE orders SET state = 'final', status = ?, refunded = refunded + ?, \
-             updated_at = ? WHERE id = ? AND state = 'unknown'",
+             attention = NULL, updated_at = ? WHERE id = ? AND state = 'unknown'",
         )
         .bind(Status::Canceled.as_str())
         .bind(refund)
@@ -1121,6 +1224,118 @@ impl Store for SqliteStore {
             }
         }
         Ok(counts)
+    }
+
+    async fn open_orders_by_upstream(&self) -> Result<Vec<(String, u64)>> {
+        let rows = sqlx::query(super::OPEN_ORDERS_BY_UPSTREAM)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|row| Ok((row.try_get("upstream")?, get_u64(row, "n")?)))
+            .collect()
+    }
+
+    async fn count_attention(&self) -> Result<Vec<(Attention, String, u64)>> {
+        let rows = sqlx::query(super::COUNT_ATTENTION)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|row| {
+                let reason = get_attention(row)?
+                    .ok_or_else(|| undecodable("attention", "NULL in a count".into()))?;
+                Ok((reason, row.try_get("upstream")?, get_u64(row, "n")?))
+            })
+            .collect()
+    }
+
+    async fn mark_stuck(&self, cutoffs: &StuckCutoffs, now: Millis) -> Result<u64> {
+        const STUCK: &str = "UPDATE orders SET attention = 'stuck', updated_at = ? \
+             WHERE state = 'placed' AND attention IS NULL \
+             AND COALESCE(progress_at, created_at) < ?";
+        let mut w = self.write().await?;
+        let mut marked = 0;
+        for (service, before) in &cutoffs.services {
+            let done = sqlx::query(&format!("{STUCK} AND service = ?"))
+                .bind(now)
+                .bind(before)
+                .bind(to_db(*service, "service")?)
+                .execute(w.conn())
+                .await?;
+            marked += done.rows_affected();
+        }
+        let sql = format!(
+            "{STUCK} AND service NOT IN ({})",
+            placeholders(cutoffs.services.len())
+        );
+        let mut query = sqlx::query(&sql).bind(now).bind(cutoffs.before);
+        for (service, _) in &cutoffs.services {
+            query = query.bind(to_db(*service, "service")?);
+        }
+        marked += query.execute(w.conn()).await?.rows_affected();
+        w.commit().await?;
+        Ok(marked)
+    }
+
+    async fn unlink_order(&self, id: i64, note: &str, now: Millis) -> Result<OrderState> {
+        let mut w = self.write().await?;
+        // A placed order's outcome is the operator's again; the others keep their state. SET
+        // reads the row as it was, so `state` in each CASE is the old one.
+        let changed = sqlx::query(
+            "UPDATE orders SET upstream_order = NULL, note = ?, updated_at = ?, \
+             synced_at = NULL, lease_until = NULL, \
+             attention = CASE WHEN state = 'placed' THEN 'unknown_outcome' ELSE attention END, \
+             state = CASE WHEN state = 'placed' THEN 'unknown' ELSE state END \
+             WHERE id = ? AND upstream_order IS NOT NULL AND state <> 'dispatching'",
+        )
+        .bind(note)
+        .bind(now)
+        .bind(id)
+        .execute(w.conn())
+        .await?;
+        if changed.rows_affected() != 1 {
+            return Err(super::cannot_unlink(fetch_order(w.conn(), id).await?, id));
+        }
+        let state = fetch_order(w.conn(), id)
+            .await?
+            .ok_or(StoreError::NotFound)?;
+        w.commit().await?;
+        Ok(state.state)
+    }
+
+    async fn note_order(&self, id: i64, note: &str, now: Millis) -> Result<()> {
+        let mut w = self.write().await?;
+        let changed = sqlx::query("UPDATE orders SET note = ?, updated_at = ? WHERE id = ?")
+            .bind(note)
+            .bind(now)
+            .bind(id)
+            .execute(w.conn())
+            .await?;
+        if changed.rows_affected() != 1 {
+            return Err(StoreError::NotFound);
+        }
+        w.commit().await
+    }
+
+    async fn unique_upstream_orders(&self) -> Result<()> {
+        const INDEXED: &str = "SELECT COUNT(*) FROM sqlite_master WHERE type = 'index' \
+             AND name = 'orders_upstream_order_unique'";
+        // Every open asks: a read, so that the CLI beside a busy server takes no write lock.
+        let indexed: i64 = sqlx::query_scalar(INDEXED).fetch_one(&self.pool).await?;
+        if indexed > 0 {
+            return Ok(());
+        }
+        // Under the write lock, so that no order takes a shared id between check and index.
+        let mut w = self.write().await?;
+        let rows: Vec<(String, String, i64)> = sqlx::query_as(super::SHARED_UPSTREAM_ORDERS)
+            .fetch_all(w.conn())
+            .await?;
+        if !rows.is_empty() {
+            return Err(StoreError::SharedUpstreamOrders(super::group_shared(rows)));
+        }
+        sqlx::query(super::UNIQUE_UPSTREAM_ORDER_INDEX)
+            .execute(w.conn())
+            .await?;
+        w.commit().await
     }
 
     // ---- refills ----
@@ -1405,7 +1620,10 @@ mod tests {
                 let store = store.clone();
                 tokio::spawn(async move {
                     let o = order(store.as_ref(), c.id, ONE, 1000).await;
-                    store.mark_placed(o.id, 7000 + i, NOW).await.unwrap();
+                    store
+                        .mark_placed(o.id, &(7000 + i).to_string(), NOW)
+                        .await
+                        .unwrap();
                     // Returned: its commit must be covered by a finished fsync.
                     let wal = &store.wal;
                     assert!(
@@ -1471,6 +1689,60 @@ mod tests {
             ONE * store.ledger(c.id).await.unwrap().len() as Units,
             "the balance is the sum of the entries"
         );
+    }
+
+    /// A database written by the previous release (migrations 1 and 2) keeps every order,
+    /// entry and reference when its orders table is rebuilt for text upstream ids.
+    #[tokio::test]
+    async fn upgrading_keeps_orders_and_their_ledger_references() {
+        let file = TempDb::new();
+        std::fs::create_dir_all(file.dir.join("data")).unwrap();
+        let options = SqliteConnectOptions::from_str(&file.url())
+            .unwrap()
+            .create_if_missing(true);
+        let pool = SqlitePool::connect_with(options).await.unwrap();
+        let old = Migrator {
+            migrations: MIGRATOR
+                .migrations
+                .iter()
+                .filter(|m| m.version <= 2)
+                .cloned()
+                .collect::<Vec<_>>()
+                .into(),
+            ..Migrator::DEFAULT
+        };
+        old.run(&pool).await.unwrap();
+        for sql in [
+            "INSERT INTO customers (id, name, key_hash, grp, balance, created_at) \
+             VALUES (1, 'ann', zeroblob(32), 'default', 800, 0)",
+            "INSERT INTO orders (id, customer_id, service, upstream, upstream_service, \
+             upstream_order, state, status, charge, billed, fields, created_at, updated_at) \
+             VALUES (7, 1, 1, 'main', 101, 123456, 'placed', 'Pending', 100, 1000, '{}', 0, 0), \
+             (8, 1, 1, 'main', 101, NULL, 'unknown', 'Pending', 100, 1000, '{}', 0, 0)",
+            "INSERT INTO ledger (customer_id, amount, kind, order_id, created_at) \
+             VALUES (1, 1000, 'credit', NULL, 0), (1, -100, 'charge', 7, 0), \
+             (1, -100, 'charge', 8, 0)",
+        ] {
+            sqlx::query(sql).execute(&pool).await.unwrap();
+        }
+        pool.close().await;
+
+        let store = SqliteStore::open(&file.url()).await.unwrap();
+        let placed = store.order(7).await.unwrap().unwrap();
+        assert_eq!(placed.upstream_order.as_deref(), Some("123456"));
+        assert_eq!(placed.attention, None);
+        let unknown = store.order(8).await.unwrap().unwrap();
+        assert_eq!(unknown.attention, Some(Attention::UnknownOutcome));
+        assert_eq!(store.ledger(1).await.unwrap().len(), 3);
+        // Foreign keys are on again: an entry for an order that does not exist is refused.
+        let orphan = sqlx::query(
+            "INSERT INTO ledger (customer_id, amount, kind, order_id, created_at) \
+             VALUES (1, 5, 'refund', 99, 0)",
+        )
+        .execute(&store.pool)
+        .await;
+        assert!(orphan.is_err(), "{orphan:?}");
+        store.close().await;
     }
 
     #[tokio::test]

@@ -1,12 +1,22 @@
 //! The client side of API v2: panelgate as a customer of upstream panels.
 //!
 //! Every call is a form-urlencoded `POST` with our key, as every panel accepts. What matters
-//! most is the *outcome* of a non-idempotent `add` (DESIGN.md, "Order life"):
-//! - [`AddOutcome::NotSent`]: the request was never written (connect/TLS failure): safe to try
-//!   elsewhere;
-//! - [`AddOutcome::Rejected`]: the upstream answered `{"error": …}`: definitely not placed;
-//! - [`AddOutcome::Unknown`]: written, then no usable reply: it may exist upstream, so it is
-//!   never sent again automatically.
+//! most is the *outcome* of a non-idempotent `add` (DESIGN.md, "Order life"), decided by
+//! [`add_outcome`] in this order:
+//!
+//! | what came back | outcome | money |
+//! |---|---|---|
+//! | connect/TLS failure, no slot, circuit open: nothing written | [`AddOutcome::NotSent`] | next target, else released |
+//! | HTTP 400, 401, 403, 404, 405, 422, 429, whatever the body (an HTML 403/404 page too) | [`AddOutcome::Rejected`] | next target, else released |
+//! | any HTTP 5xx, whatever the body (a proxy may have given up after the panel created the order) | [`AddOutcome::Unknown`] | held |
+//! | 1xx, 3xx (redirects are not followed), other 4xx (408, 409, 413, …) | [`AddOutcome::Unknown`] | held |
+//! | written, then no reply, a cut reply or a timeout | [`AddOutcome::Unknown`] | held |
+//! | 2xx with an order id in any dialect (`{"order":1}`, `{"status":"success","order":"1"}`, `[{"order":"1"}]`, `"ord_01HG…"`) | [`AddOutcome::Placed`] | charged |
+//! | 2xx with an explicit failure: `error` with text, `status: "error"`, `success: false` | [`AddOutcome::Rejected`] | next target, else released |
+//! | 2xx with anything else: empty, not JSON, a bare `message`, an object without an id | [`AddOutcome::Unknown`] | held |
+//!
+//! An unknown order is never sent again, neither here nor to a fallback: the customer gets our
+//! order id and sees it `Pending` until the operator resolves it.
 
 pub mod breaker;
 
@@ -48,10 +58,11 @@ pub enum CallError {
     /// Written, and no reply within the timeout.
     #[error("no reply within {0:?}")]
     Timeout(Duration),
-    /// A reply, but not one we can read (HTTP error status, not JSON, wrong shape).
+    /// A reply, but not one we can read (HTTP 5xx or 3xx, not JSON, wrong shape).
     #[error("{0}")]
     Unreadable(String),
-    /// An explicit `{"error": …}`.
+    /// An explicit refusal: `{"error": …}` and its kin, or a refusing HTTP status (400, 401,
+    /// 403, 404, 405, 422, 429) with the body's text or the status itself.
     #[error("refused: {0}")]
     Refused(String),
 }
@@ -71,7 +82,7 @@ impl CallError {
             CallError::Unknown(_) => "unknown",
             CallError::Timeout(_) => "timeout",
             CallError::Unreadable(_) => "unreadable",
-            CallError::Refused(_) => "rejected",
+            CallError::Refused(_) => "refused",
         }
     }
 }
@@ -85,13 +96,111 @@ impl From<ReadError> for CallError {
     }
 }
 
-/// What became of an `add`.
+/// Why an upstream takes no orders because of its currency (DESIGN.md, "Margins"): its prices
+/// would be converted at a rate meant for another currency.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CurrencyError {
+    #[error("its currency is not known yet ({0})")]
+    Unknown(String),
+    #[error(
+        "its balance reply states no currency and the config declares none for it (set its currency, and fx if it is not ours)"
+    )]
+    NotStated,
+    #[error("it states {stated}; the config expects {expected} (set its currency and fx)")]
+    Mismatch { stated: String, expected: String },
+}
+
+/// What became of an `add` (the table in the module documentation).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum AddOutcome {
-    Placed(u64),
+    /// Placed, under the upstream's own id (text: some panels' ids are not numbers).
+    Placed(String),
+    /// Definitely not placed: the upstream said no. `text` is its own words.
     Rejected { text: String, refusal: Refusal },
+    /// Nothing was written: safe to try elsewhere.
     NotSent(String),
+    /// Written, and no answer that says whether it was placed: never sent again.
     Unknown(String),
+}
+
+impl AddOutcome {
+    fn rejected(text: String) -> AddOutcome {
+        AddOutcome::Rejected {
+            refusal: Refusal::classify(&text),
+            text,
+        }
+    }
+
+    /// The label for metrics and the request log: what the reply meant.
+    pub fn label(&self) -> &'static str {
+        match self {
+            AddOutcome::Placed(_) => "placed",
+            AddOutcome::Rejected { .. } => "refused",
+            AddOutcome::NotSent(_) => "not_sent",
+            AddOutcome::Unknown(_) => "unknown",
+        }
+    }
+}
+
+/// What an HTTP status alone says about a request that was written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StatusMeaning {
+    /// 2xx: the body decides.
+    Answer,
+    /// 400, 401, 403, 404, 405, 422, 429: the upstream (or its firewall) did not act on it.
+    Refused,
+    /// 5xx, 3xx, 1xx and other 4xx: it may have acted.
+    Unknown,
+}
+
+pub fn status_meaning(status: StatusCode) -> StatusMeaning {
+    match status.as_u16() {
+        200..=299 => StatusMeaning::Answer,
+        400 | 401 | 403 | 404 | 405 | 422 | 429 => StatusMeaning::Refused,
+        _ => StatusMeaning::Unknown,
+    }
+}
+
+/// The outcome of an `add` the upstream answered with `status` and `body`.
+pub fn add_outcome(status: StatusCode, body: &[u8]) -> AddOutcome {
+    match status_meaning(status) {
+        StatusMeaning::Refused => AddOutcome::rejected(
+            lenient::refusal_text(body).unwrap_or_else(|| format!("HTTP {status}")),
+        ),
+        StatusMeaning::Unknown => AddOutcome::Unknown(status_failure(status, body)),
+        StatusMeaning::Answer => match lenient::added(body) {
+            Ok(order) => AddOutcome::Placed(order),
+            Err(ReadError::Refused(text)) => AddOutcome::rejected(text),
+            // Answered, but not with an order id: it may exist.
+            Err(ReadError::Garbage(what)) => {
+                AddOutcome::Unknown(format!("unreadable reply: {what}"))
+            }
+        },
+    }
+}
+
+/// What the operator reads about a status that leaves the outcome open: the status, and the
+/// body's own error text if it has one (which is not believed: see the module table).
+fn status_failure(status: StatusCode, body: &[u8]) -> String {
+    let mut why = format!("HTTP {status}");
+    if status.is_redirection() {
+        why.push_str(": redirects are not followed");
+    }
+    if let Some(text) = lenient::refusal_text(body) {
+        why.push_str(&format!(" (its body said {text:?})"));
+    }
+    why
+}
+
+/// A non-`add` reply: the body of a 2xx answer, or why there is none.
+fn answer(status: StatusCode, body: Bytes) -> Result<Bytes, CallError> {
+    match status_meaning(status) {
+        StatusMeaning::Answer => Ok(body),
+        StatusMeaning::Refused => Err(CallError::Refused(
+            lenient::refusal_text(&body).unwrap_or_else(|| format!("HTTP {status}")),
+        )),
+        StatusMeaning::Unknown => Err(CallError::Unreadable(status_failure(status, &body))),
+    }
 }
 
 type HttpClient = Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
@@ -115,6 +224,11 @@ pub struct Upstream {
     /// Retries are capped per upstream (2 a second, bursts of 10), so that a struggling
     /// upstream is not hammered by our retries on top of our traffic.
     retry_budget: DefaultDirectRateLimiter,
+    /// The currency its `balance` must state, and whether the config declared it.
+    expected_currency: String,
+    declared_currency: bool,
+    /// The currency its last `balance` reply stated (`""`: none); `None` until one is read.
+    stated_currency: std::sync::Mutex<Option<String>>,
 }
 
 impl std::fmt::Debug for Upstream {
@@ -158,6 +272,79 @@ impl Upstream {
             retry_budget: RateLimiter::direct(
                 per_second(2).allow_burst(NonZeroU32::new(10).unwrap_or(NonZeroU32::MIN)),
             ),
+            expected_currency: cfg.expected_currency.clone(),
+            declared_currency: cfg.currency.is_some(),
+            stated_currency: std::sync::Mutex::new(None),
+        }
+    }
+
+    /// Whether its currency lets it take orders, from what its last `balance` stated (no
+    /// call is made: see [`Upstream::learn_currency`]).
+    pub fn currency_check(&self) -> Result<(), CurrencyError> {
+        let stated = self
+            .stated_currency
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone();
+        match stated {
+            None => Err(CurrencyError::Unknown("not asked yet".into())),
+            Some(s) => self.judge(&s),
+        }
+    }
+
+    /// Reads its balance if its currency is not known yet, so that an upstream's currency is
+    /// known before it takes its first order.
+    pub async fn learn_currency(&self) -> Result<(), CurrencyError> {
+        if let Err(CurrencyError::Unknown(_)) = self.currency_check() {
+            // One attempt, not retried: it may stand in front of a customer's `add`.
+            let unknown = |e: &dyn std::fmt::Display| CurrencyError::Unknown(e.to_string());
+            let body = self.call("balance", &[]).await.map_err(|e| unknown(&e))?;
+            let balance = lenient::balance(&body).map_err(|e| unknown(&e))?;
+            self.record_currency(&balance.currency);
+        }
+        self.currency_check()
+    }
+
+    fn judge(&self, stated: &str) -> Result<(), CurrencyError> {
+        let stated = stated.trim();
+        if stated.is_empty() {
+            // A panel that states nothing is taken at the config's word, if it gives one.
+            return match self.declared_currency {
+                true => Ok(()),
+                false => Err(CurrencyError::NotStated),
+            };
+        }
+        if stated.eq_ignore_ascii_case(&self.expected_currency) {
+            return Ok(());
+        }
+        Err(CurrencyError::Mismatch {
+            stated: stated.to_owned(),
+            expected: self.expected_currency.clone(),
+        })
+    }
+
+    /// Remembers the currency a `balance` reply stated; says so in the log and the metrics
+    /// when that stops (or starts) letting it take orders.
+    fn record_currency(&self, stated: &str) {
+        let before = self.currency_check();
+        *self
+            .stated_currency
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(stated.trim().to_owned());
+        let now = self.currency_check();
+        self.metrics
+            .upstream_currency_mismatch
+            .with_label_values(&[&self.name])
+            .set(i64::from(now.is_err()));
+        if before != now {
+            match &now {
+                Ok(()) => {
+                    tracing::info!(upstream = %self.name, currency = stated, "upstream currency confirmed")
+                }
+                Err(e) => {
+                    tracing::error!(upstream = %self.name, problem = %e, "upstream takes no orders until its currency matches the config")
+                }
+            }
         }
     }
 
@@ -170,30 +357,56 @@ impl Upstream {
         self.breaker.state()
     }
 
-    /// One call through the breaker, measured: counted by outcome, timed, and its outcome fed
-    /// to the breaker. An explicit refusal is an answer, not a failure.
+    /// One non-`add` call through the breaker, measured: counted by outcome and timed.
     async fn call(
         &self,
         action: &'static str,
         fields: &[(&str, String)],
     ) -> Result<Bytes, CallError> {
         let started = std::time::Instant::now();
-        let result = if self.breaker.admit() {
-            let result = self.exchange(action, fields).await;
-            self.breaker
-                .record(matches!(result, Ok(_) | Err(CallError::Refused(_))));
-            result
-        } else {
-            Err(CallError::NotSent(CIRCUIT_OPEN.into()))
-        };
+        let result = self
+            .guarded(action, fields)
+            .await
+            .and_then(|(status, body)| answer(status, body));
         let outcome = match &result {
             Ok(_) => "ok",
             Err(e) => e.kind(),
         };
+        self.measure(action, outcome, started);
+        result
+    }
+
+    /// One exchange through the breaker. A refusing status is an answer for the breaker (the
+    /// upstream is there and speaking); 5xx and other statuses are failures.
+    async fn guarded(
+        &self,
+        action: &'static str,
+        fields: &[(&str, String)],
+    ) -> Result<(StatusCode, Bytes), CallError> {
+        if !self.breaker.admit() {
+            return Err(CallError::NotSent(CIRCUIT_OPEN.into()));
+        }
+        let result = self.send(action, fields).await;
+        self.breaker.record(matches!(
+            &result,
+            Ok((status, _)) if status_meaning(*status) != StatusMeaning::Unknown
+        ));
+        result
+    }
+
+    /// Counts one call by `outcome`, times it, and publishes the breaker's state.
+    fn measure(&self, action: &'static str, outcome: &str, started: std::time::Instant) {
         let m = &self.metrics;
         m.upstream_requests
             .with_label_values(&[&self.name, action, outcome])
             .inc();
+        if outcome == "refused" {
+            // Deprecated alias of `refused`, counted beside it until dashboards and alerts
+            // have moved (docs/operations.md, "Metrics reference").
+            m.upstream_requests
+                .with_label_values(&[&self.name, action, "rejected"])
+                .inc();
+        }
         m.upstream_seconds
             .with_label_values(&[&self.name, action])
             .observe(started.elapsed().as_secs_f64());
@@ -204,7 +417,6 @@ impl Upstream {
         m.upstream_breaker
             .with_label_values(&[&self.name])
             .set(state.gauge());
-        result
     }
 
     /// A call that is safe to repeat, retried with backoff after transport failures, within the
@@ -232,9 +444,18 @@ impl Upstream {
         }
     }
 
-    /// Sends one action and returns the reply body of a 2xx answer, or a JSON error body of
-    /// any status (panels put refusals in bodies whatever the status).
-    async fn exchange(&self, action: &str, fields: &[(&str, String)]) -> Result<Bytes, CallError> {
+    /// One `services` call as it came back, status and body, outside the breaker and the
+    /// metrics: `check-config` reads it to tell a wrong URL path from a failing panel.
+    pub async fn probe(&self) -> Result<(StatusCode, Bytes), CallError> {
+        self.send("services", &[]).await
+    }
+
+    /// Writes one action and reads the reply, within the timeout.
+    async fn send(
+        &self,
+        action: &str,
+        fields: &[(&str, String)],
+    ) -> Result<(StatusCode, Bytes), CallError> {
         let mut body = form_urlencoded(&[("key", self.key.expose()), ("action", action)]);
         for (k, v) in fields {
             body.push('&');
@@ -274,23 +495,9 @@ impl Upstream {
                 .to_bytes();
             Ok::<_, CallError>((status, bytes))
         };
-        let (status, bytes) = tokio::time::timeout(self.timeout, exchange)
+        tokio::time::timeout(self.timeout, exchange)
             .await
-            .map_err(|_| CallError::Timeout(self.timeout))??;
-        if status.is_success() {
-            return Ok(bytes);
-        }
-        // A refusal in the body counts whatever the status; anything else is unreadable.
-        match lenient::refusal_text(&bytes) {
-            Some(text) => Err(CallError::Refused(text)),
-            None if status.is_redirection() => Err(CallError::Unreadable(format!(
-                "HTTP {status}: redirects are not followed"
-            ))),
-            None => Err(CallError::Unreadable(format!(
-                "HTTP {}",
-                status_text(status)
-            ))),
-        }
+            .map_err(|_| CallError::Timeout(self.timeout))?
     }
 
     pub async fn services(&self) -> Result<ServiceList, CallError> {
@@ -299,40 +506,37 @@ impl Upstream {
         )?)
     }
 
+    /// Our balance there; the currency it states is remembered (see
+    /// [`Upstream::currency_check`]).
     pub async fn balance(&self) -> Result<Balance, CallError> {
-        Ok(lenient::balance(
-            &self.call_idempotent("balance", &[]).await?,
-        )?)
+        let balance = lenient::balance(&self.call_idempotent("balance", &[]).await?)?;
+        self.record_currency(&balance.currency);
+        Ok(balance)
     }
 
-    /// Places an order. Never retried here: see [`AddOutcome`].
+    /// Places an order. Never retried here: see [`AddOutcome`]. Counted by what the reply
+    /// meant: placed, refused, unknown, not_sent.
     pub async fn add(&self, service: u64, fields: &OrderFields) -> AddOutcome {
         let mut form: Vec<(&str, String)> = vec![("service", service.to_string())];
         form.extend(fields.to_form());
-        match self.call("add", &form).await {
-            Ok(body) => match lenient::added(&body) {
-                Ok(order) => AddOutcome::Placed(order),
-                Err(ReadError::Refused(text)) => AddOutcome::Rejected {
-                    refusal: Refusal::classify(&text),
-                    text,
-                },
-                // Written and answered, but not with an order id: it may exist.
-                Err(ReadError::Garbage(what)) => {
-                    AddOutcome::Unknown(format!("unreadable reply: {what}"))
-                }
-            },
-            Err(CallError::Refused(text)) => AddOutcome::Rejected {
-                refusal: Refusal::classify(&text),
-                text,
-            },
+        let started = std::time::Instant::now();
+        let outcome = match self.guarded("add", &form).await {
+            Ok((status, body)) => add_outcome(status, &body),
             Err(CallError::NotSent(why)) => AddOutcome::NotSent(why),
             Err(e @ CallError::Timeout(_)) => AddOutcome::Unknown(e.to_string()),
             Err(CallError::Unknown(why) | CallError::Unreadable(why)) => AddOutcome::Unknown(why),
-        }
+            // `send` never refuses by itself; a refusal is read from the reply above.
+            Err(CallError::Refused(text)) => AddOutcome::rejected(text),
+        };
+        self.measure("add", outcome.label(), started);
+        outcome
     }
 
     /// Multi-status of up to 100 upstream order ids.
-    pub async fn statuses(&self, ids: &[u64]) -> Result<MultiStatus, CallError> {
+    pub async fn statuses(
+        &self,
+        ids: &[impl std::fmt::Display + Sync],
+    ) -> Result<MultiStatus<String>, CallError> {
         Ok(lenient::multi_status(
             &self
                 .call_idempotent("status", &[("orders", join(ids))])
@@ -340,7 +544,10 @@ impl Upstream {
         )?)
     }
 
-    pub async fn refill(&self, ids: &[u64]) -> Result<MultiRefill, CallError> {
+    pub async fn refill(
+        &self,
+        ids: &[impl std::fmt::Display + Sync],
+    ) -> Result<MultiRefill<String>, CallError> {
         Ok(lenient::multi_refill(
             &self.call("refill", &[("orders", join(ids))]).await?,
         )?)
@@ -354,7 +561,10 @@ impl Upstream {
         )?)
     }
 
-    pub async fn cancel(&self, ids: &[u64]) -> Result<Canceled, CallError> {
+    pub async fn cancel(
+        &self,
+        ids: &[impl std::fmt::Display + Sync],
+    ) -> Result<Canceled<String>, CallError> {
         Ok(lenient::canceled(
             &self.call("cancel", &[("orders", join(ids))]).await?,
         )?)
@@ -379,12 +589,11 @@ impl Upstreams {
     }
 }
 
-fn join(ids: &[u64]) -> String {
-    ids.iter().map(u64::to_string).collect::<Vec<_>>().join(",")
-}
-
-fn status_text(s: StatusCode) -> String {
-    s.to_string()
+fn join(ids: &[impl std::fmt::Display]) -> String {
+    ids.iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 /// The error and its causes, for logs. hyper's top-level messages alone say little.
@@ -434,6 +643,100 @@ fn escape_into(out: &mut String, s: &str) {
 mod tests {
     use super::*;
     use crate::protocol::Params;
+
+    /// The module's table, one row per case: status, body, outcome label, and the id or the
+    /// text kept.
+    #[test]
+    fn the_status_decides_first_then_the_body() {
+        const HTML_403: &str = "<html><title>403 Forbidden</title><body>cloudflare</body></html>";
+        const JSON_ERROR: &str = r#"{"error":"Gateway Timeout"}"#;
+        let rows: &[(u16, &str, &str, &str)] = &[
+            (200, r#"{"order":7}"#, "placed", "7"),
+            (201, r#"[{"order":"ord_1"}]"#, "placed", "ord_1"),
+            (
+                200,
+                r#"{"error":"Incorrect service ID"}"#,
+                "refused",
+                "Incorrect service ID",
+            ),
+            (
+                200,
+                r#"{"status":"error","message":"Invalid Interval in minutes"}"#,
+                "refused",
+                "Invalid Interval in minutes",
+            ),
+            (
+                200,
+                r#"{"success":false,"message":"Quantity is required"}"#,
+                "refused",
+                "Quantity is required",
+            ),
+            (200, "", "unknown", ""),
+            (200, "<html>ok</html>", "unknown", ""),
+            (200, r#"{"message":"Thank you"}"#, "unknown", ""),
+            (200, r#"{"status":"success"}"#, "unknown", ""),
+            (
+                400,
+                r#"{"error":"Incorrect request"}"#,
+                "refused",
+                "Incorrect request",
+            ),
+            (401, "", "refused", "HTTP 401 Unauthorized"),
+            (403, HTML_403, "refused", "HTTP 403 Forbidden"),
+            (404, "<h1>Not Found</h1>", "refused", "HTTP 404 Not Found"),
+            (405, "", "refused", "HTTP 405 Method Not Allowed"),
+            (
+                422,
+                r#"{"status":"error","message":"Service ID does not exists"}"#,
+                "refused",
+                "Service ID does not exists",
+            ),
+            (
+                429,
+                r#"{"error":"Spam protection, wait 7 seconds"}"#,
+                "refused",
+                "Spam protection, wait 7 seconds",
+            ),
+            // A 429 with an order id is still a refusal: the status decides first.
+            (
+                429,
+                r#"{"order":5}"#,
+                "refused",
+                "HTTP 429 Too Many Requests",
+            ),
+            (500, JSON_ERROR, "unknown", ""),
+            (502, JSON_ERROR, "unknown", ""),
+            (503, "<html>503</html>", "unknown", ""),
+            (504, JSON_ERROR, "unknown", ""),
+            (504, r#"{"order":5}"#, "unknown", ""),
+            (301, "", "unknown", ""),
+            (302, r#"{"error":"moved"}"#, "unknown", ""),
+            (408, "", "unknown", ""),
+            (409, r#"{"error":"conflict"}"#, "unknown", ""),
+            (413, "", "unknown", ""),
+        ];
+        for &(code, body, label, kept) in rows {
+            let status = StatusCode::from_u16(code).unwrap();
+            let outcome = add_outcome(status, body.as_bytes());
+            assert_eq!(outcome.label(), label, "{code} {body}: {outcome:?}");
+            match &outcome {
+                AddOutcome::Placed(id) => assert_eq!(id, kept),
+                AddOutcome::Rejected { text, .. } => assert_eq!(text, kept),
+                AddOutcome::Unknown(why) if code != 200 => {
+                    assert!(why.starts_with(&format!("HTTP {code}")), "{why}")
+                }
+                _ => {}
+            }
+        }
+        // The body's claim is kept for the operator, not believed.
+        let why = add_outcome(StatusCode::GATEWAY_TIMEOUT, JSON_ERROR.as_bytes());
+        assert_eq!(
+            why,
+            AddOutcome::Unknown(
+                r#"HTTP 504 Gateway Timeout (its body said "Gateway Timeout")"#.into()
+            )
+        );
+    }
 
     #[test]
     fn form_encoding_round_trips_through_our_parser() {
