@@ -717,7 +717,7 @@ impl Dispatch {
 /// What an order billed as `billing` costs us at a target's list `rate`, in our units
 /// (rounded up, as the upstream would round its charge).
 fn list_cost(rate: Decimal, billing: Billing) -> Option<crate::store::Units> {
-    money::to_units(money::round_up(money::charge(rate, billing)))
+    money::charge(rate, billing).and_then(|c| money::to_units(money::round_up(c)))
 }
 
 /// Sends one multi action (refill, cancel) for `eligible` orders to their upstreams, one call
