@@ -237,7 +237,8 @@ impl Gateway {
             Billing::Package => 1,
             Billing::PerPost => return Err(ProtocolError::IncorrectServiceId.into()),
         };
-        let charge = money::charge(svc.rate_for(&c.group), fields.billing(svc.kind()));
+        let charge = money::charge(svc.rate_for(&c.group), fields.billing(svc.kind()))
+            .ok_or(ProtocolError::Internal)?;
         let charge = money::to_units(charge).ok_or(ProtocolError::Internal)?;
         let list_cost = list_cost(svc.cost_rate, fields.billing(svc.kind()));
         let form: serde_json::Map<String, serde_json::Value> = fields
@@ -716,7 +717,7 @@ impl Dispatch {
 /// What an order billed as `billing` costs us at a target's list `rate`, in our units
 /// (rounded up, as the upstream would round its charge).
 fn list_cost(rate: Decimal, billing: Billing) -> Option<crate::store::Units> {
-    money::to_units(money::round_up(money::charge(rate, billing)))
+    money::charge(rate, billing).and_then(|c| money::to_units(money::round_up(c)))
 }
 
 /// Sends one multi action (refill, cancel) for `eligible` orders to their upstreams, one call

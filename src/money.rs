@@ -20,14 +20,17 @@ pub enum Billing {
     PerPost,
 }
 
-/// The charge for an order at `rate`, rounded up to 0.00001.
-pub fn charge(rate: Decimal, billing: Billing) -> Decimal {
+/// The charge for an order at `rate`, rounded up to 0.00001. `None` if it overflows: an
+/// upstream's rate and limits and a client's quantity all come from outside.
+pub fn charge(rate: Decimal, billing: Billing) -> Option<Decimal> {
     let exact = match billing {
-        Billing::PerThousand(units) => rate * Decimal::from(units) / Decimal::ONE_THOUSAND,
+        Billing::PerThousand(units) => {
+            rate.checked_mul(Decimal::from(units))? / Decimal::ONE_THOUSAND
+        }
         Billing::Package => rate,
         Billing::PerPost => Decimal::ZERO,
     };
-    round_up(exact)
+    Some(round_up(exact))
 }
 
 /// The refund for `remains` undelivered units of `billed` units that cost `charge`, rounded
@@ -36,8 +39,16 @@ pub fn partial_refund(charge: Decimal, billed: u64, remains: u64) -> Decimal {
     if billed == 0 {
         return Decimal::ZERO;
     }
-    let remains = remains.min(billed);
-    round_down(charge * Decimal::from(remains) / Decimal::from(billed)).min(charge)
+    let remains = Decimal::from(remains.min(billed));
+    let billed = Decimal::from(billed);
+    // `charge × remains` overflows for orders of some 10^16 units; dividing first loses only
+    // digits far below 0.00001, and the result stays capped by the charge.
+    let exact = match charge.checked_mul(remains) {
+        Some(product) => product / billed,
+        None if remains == billed => charge,
+        None => (charge / billed).checked_mul(remains).unwrap_or(charge),
+    };
+    round_down(exact).min(charge)
 }
 
 /// The share of its cost an upstream gave back on an order: 1 − final/initial of its own
@@ -112,14 +123,18 @@ pub fn from_units(units: i64) -> Decimal {
     Decimal::new(units, SCALE)
 }
 
-/// Parses an amount given by an operator or a peer (`"12.5"`, `"0.27819"`).
+/// Parses an amount given by an operator or a peer (`"12.5"`, `"0.27819"`). `None` for an
+/// amount beyond what storage holds (an `i64` of units, about ±92 trillion): nothing could
+/// charge, refund or store it, and arithmetic on it could overflow.
 pub fn parse(text: &str) -> Option<Decimal> {
     let text = text.trim();
     let value = text
         .parse::<Decimal>()
         .or_else(|_| Decimal::from_scientific(text))
         .ok()?;
-    Some(value)
+    (from_units(i64::MIN)..=from_units(i64::MAX))
+        .contains(&value)
+        .then_some(value)
 }
 
 #[cfg(test)]
@@ -133,10 +148,27 @@ mod tests {
     #[test]
     fn charges_round_up_once() {
         // 0.90 at +25 % sells at 1.125; 157 units cost 0.176625 → 0.17663.
-        assert_eq!(charge(d("1.125"), Billing::PerThousand(157)), d("0.17663"));
-        assert_eq!(charge(d("0.9"), Billing::PerThousand(1000)), d("0.9"));
-        assert_eq!(charge(d("8"), Billing::Package), d("8"));
-        assert_eq!(charge(d("8"), Billing::PerPost), Decimal::ZERO);
+        assert_eq!(
+            charge(d("1.125"), Billing::PerThousand(157)),
+            Some(d("0.17663"))
+        );
+        assert_eq!(charge(d("0.9"), Billing::PerThousand(1000)), Some(d("0.9")));
+        assert_eq!(charge(d("8"), Billing::Package), Some(d("8")));
+        assert_eq!(charge(d("8"), Billing::PerPost), Some(Decimal::ZERO));
+    }
+
+    /// Found by the `upstream_money` fuzz target: a services entry with
+    /// `"rate":"00…012297829382473034410.25"` and an unreadable `max` (so `u64::MAX`) made the
+    /// charge of the largest order overflow, a panic.
+    #[test]
+    fn a_charge_too_large_to_compute_is_none() {
+        let rate = d("12297829382473034410.25");
+        assert_eq!(charge(rate, Billing::PerThousand(u64::MAX)), None);
+        assert_eq!(
+            charge(rate, Billing::PerThousand(50)),
+            Some(d("614891469123651720.5125"))
+        );
+        assert_eq!(charge(Decimal::MAX, Billing::Package), Some(Decimal::MAX));
     }
 
     #[test]
@@ -145,6 +177,24 @@ mod tests {
         assert_eq!(partial_refund(d("0.00001"), 3, 1), d("0"));
         assert_eq!(partial_refund(d("1"), 10, 20), d("1"));
         assert_eq!(partial_refund(d("1"), 0, 20), d("0"));
+    }
+
+    /// Found by the `upstream_money` fuzz target: a services entry with `"rate":2.00000` (at an
+    /// exchange rate of 90 and a markup of ×2 +10 % +0.05: 396.05) and neither a readable `min`
+    /// nor `max` (both `u64::MAX`) made the refund of the largest order overflow in
+    /// `charge × remains`, a panic.
+    #[test]
+    fn refunds_of_huge_orders_do_not_overflow() {
+        let all = charge(d("396.05"), Billing::PerThousand(u64::MAX)).unwrap();
+        assert_eq!(partial_refund(all, u64::MAX, u64::MAX), all);
+        assert_eq!(partial_refund(all, u64::MAX, 0), Decimal::ZERO);
+        let half = partial_refund(all, u64::MAX, u64::MAX / 2);
+        // all × (2^63 − 1) / (2^64 − 1), rounded down: the exact share.
+        assert_eq!(half, d("3652916495196333958.36235"));
+        assert_eq!(
+            partial_refund(Decimal::MAX, u64::MAX, u64::MAX),
+            Decimal::MAX
+        );
     }
 
     #[test]
@@ -219,5 +269,12 @@ mod tests {
         assert_eq!(parse(" 12.5 "), Some(d("12.5")));
         assert_eq!(parse("1e-5"), Some(d("0.00001")));
         assert_eq!(parse("abc"), None);
+        // Up to what storage holds, either way; beyond it, not an amount.
+        assert_eq!(parse("92233720368547.75807"), Some(from_units(i64::MAX)));
+        assert_eq!(parse("-92233720368547.75808"), Some(from_units(i64::MIN)));
+        assert_eq!(parse("92233720368547.75808"), None);
+        assert_eq!(parse("-92233720368547.75809"), None);
+        assert_eq!(parse("-1e14"), None);
+        assert_eq!(parse("79228162514264337593543950335"), None);
     }
 }

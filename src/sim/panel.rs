@@ -275,7 +275,8 @@ impl Panel {
         let fields = OrderFields::parse(&service.kind, params)?;
         fields.check_limits(&service.kind, service.min, service.max, service.dripfeed)?;
         let billing = fields.billing(&service.kind);
-        let charge = money::charge(service.rate, billing);
+        // Too large to compute is more than any balance.
+        let charge = money::charge(service.rate, billing).ok_or(ProtocolError::NotEnoughFunds)?;
         if charge > self.balance {
             return Err(ProtocolError::NotEnoughFunds);
         }
