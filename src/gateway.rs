@@ -684,7 +684,8 @@ fn rejection_note(refused: &[String], told: &ProtocolError) -> String {
 
 impl Dispatch {
     /// Whether `target` may take the order: its stated currency is the one the config
-    /// expects, and the customer's rate covers what it costs us (DESIGN.md, "Margins").
+    /// expects, and the customer's rate covers what it costs us (docs/configuration.md,
+    /// "Where each rule is checked").
     fn may_take(
         &self,
         order: &Order,

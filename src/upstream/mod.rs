@@ -1,8 +1,8 @@
 //! The client side of API v2: panelgate as a customer of upstream panels.
 //!
 //! Every call is a form-urlencoded `POST` with our key, as every panel accepts. What matters
-//! most is the *outcome* of a non-idempotent `add` (DESIGN.md, "Order life"), decided by
-//! [`add_outcome`] in this order:
+//! most is the *outcome* of a non-idempotent `add` (docs/operations.md, "What an `add` reply
+//! means"), decided by [`add_outcome`] in this order:
 //!
 //! | what came back | outcome | money |
 //! |---|---|---|
@@ -96,8 +96,8 @@ impl From<ReadError> for CallError {
     }
 }
 
-/// Why an upstream takes no orders because of its currency (DESIGN.md, "Margins"): its prices
-/// would be converted at a rate meant for another currency.
+/// Why an upstream takes no orders because of its currency (docs/configuration.md,
+/// "Currency"): its prices would be converted at a rate meant for another currency.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum CurrencyError {
     #[error("its currency is not known yet ({0})")]
