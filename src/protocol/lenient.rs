@@ -161,8 +161,9 @@ fn service(o: &Map<String, Value>) -> Option<Service> {
 
 /// What the body of a 2xx `add` reply says (the HTTP status has had its say first, see
 /// `upstream::add_outcome`):
-/// - an order id, in any dialect (one test row per dialect below) → `Ok(id)`: placed;
-/// - an explicit failure (an `error` key with text, `status: "error"`, `success: false`) →
+/// - an order id, in any dialect (one test row per dialect below) → `Ok(id)`: placed, even
+///   with an error beside it;
+/// - else an explicit failure (an `error` key with text, `status: "error"`, `success: false`) →
 ///   [`ReadError::Refused`] with the upstream's own text;
 /// - anything else (empty, not JSON, a bare `message`, an object without an order id) →
 ///   [`ReadError::Garbage`]: the order may exist, so its outcome is unknown.
@@ -178,12 +179,17 @@ pub fn added(body: &[u8]) -> Result<String, ReadError> {
         },
         _ => return Err(ReadError::Garbage("add: not an object")),
     };
-    if let Some(text) = failure(&o) {
-        return Err(ReadError::Refused(text));
+    // An order id wins over an error beside it: the panel may have created the order, and
+    // reading it as refused would give it away or send it to a fallback too. Placed, sync
+    // then learns what the upstream really has (an id it does not know ends up stuck, for
+    // the operator).
+    if let Some(id) = o.get("order").and_then(upstream_id) {
+        return Ok(id);
     }
-    o.get("order")
-        .and_then(upstream_id)
-        .ok_or(ReadError::Garbage("add: no order id"))
+    match failure(&o) {
+        Some(text) => Err(ReadError::Refused(text)),
+        None => Err(ReadError::Garbage("add: no order id")),
+    }
 }
 
 /// The text of an explicit failure in a reply object: an `error` with text, or a failure
@@ -654,8 +660,8 @@ mod tests {
         ),
         (
             r#"{"order":1,"error":"Not enough funds on balance"}"#,
-            "an error next to an id",
-            Meant::Refused("Not enough funds on balance"),
+            "an error next to an id: the id wins, the order may exist",
+            Meant::Placed("1"),
         ),
         (
             r#"{"status":"error","message":"Invalid Interval in minutes"}"#,
@@ -834,10 +840,10 @@ mod tests {
             assert_eq!(added(b).unwrap_err().refusal(), Some(want), "{text}");
             assert_eq!(refusal_text(b).as_deref(), Some(trimmed.as_str()));
         }
-        // An error next to a result is still a refusal.
+        // An error next to an order id is not a refusal: the order may exist (see `added`).
         assert_eq!(
             added(br#"{"order":1,"error":"Not enough funds on balance"}"#),
-            Err(refused("Not enough funds on balance"))
+            Ok("1".to_owned())
         );
         // A non-string error is kept as its JSON text.
         assert_eq!(added(br#"{"error":1}"#), Err(refused("1")));

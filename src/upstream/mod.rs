@@ -11,7 +11,7 @@
 //! | any HTTP 5xx, whatever the body (a proxy may have given up after the panel created the order) | [`AddOutcome::Unknown`] | held |
 //! | 1xx, 3xx (redirects are not followed), other 4xx (408, 409, 413, …) | [`AddOutcome::Unknown`] | held |
 //! | written, then no reply, a cut reply or a timeout | [`AddOutcome::Unknown`] | held |
-//! | 2xx with an order id in any dialect (`{"order":1}`, `{"status":"success","order":"1"}`, `[{"order":"1"}]`, `"ord_01HG…"`) | [`AddOutcome::Placed`] | charged |
+//! | 2xx with an order id in any dialect (`{"order":1}`, `{"status":"success","order":"1"}`, `[{"order":"1"}]`, `"ord_01HG…"`), an error beside it or not | [`AddOutcome::Placed`] | charged |
 //! | 2xx with an explicit failure: `error` with text, `status: "error"`, `success: false` | [`AddOutcome::Rejected`] | next target, else released |
 //! | 2xx with anything else: empty, not JSON, a bare `message`, an object without an id | [`AddOutcome::Unknown`] | held |
 //!
