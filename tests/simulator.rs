@@ -1,5 +1,5 @@
 //! The simulated panel, black-box over loopback: every action in every request shape, every
-//! reply shape and error text of PROTOCOL.md, faults, the journal, and scaled time.
+//! reply shape and error text of API v2, faults, the journal, and scaled time.
 
 mod common;
 

@@ -1,4 +1,4 @@
-//! The tolerant reader for upstream replies (PROTOCOL.md §6): numbers as strings and strings
+//! The tolerant reader for upstream replies: numbers as strings and strings
 //! as numbers, any status spelling, extra keys, missing optional service fields, `remains:
 //! "Unknown"`, and both forms of error (English texts and Perfect Panel's untranslated keys).
 //!

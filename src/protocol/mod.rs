@@ -53,7 +53,7 @@ impl ProtocolError {
 }
 
 /// Everything a request can be refused for. The `Display` text is what the client receives in
-/// `{"error": …}`; the texts of PROTOCOL.md §4 are kept to the letter because clients match them.
+/// `{"error": …}`; the error texts of API v2 are kept to the letter because clients match them.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ProtocolError {
     #[error("Incorrect request")]

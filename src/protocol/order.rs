@@ -1,4 +1,4 @@
-//! The fields of an `add` request for each service type (PROTOCOL.md §3), what each bills,
+//! The fields of an `add` request for each service type of API v2, what each bills,
 //! and the form they are forwarded in.
 
 use super::params::Params;

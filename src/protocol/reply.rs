@@ -1,4 +1,4 @@
-//! Reply shapes, serialized exactly as PROTOCOL.md §2 shows them: field order, and string vs
+//! Reply shapes, serialized exactly as provider panels send them: field order, and string vs
 //! number per field. Where a multi reply carries a per-item error, the item holds the error's
 //! text; the same types come back out of [`super::lenient`], so what we send and what we read
 //! are one vocabulary.

@@ -1,4 +1,4 @@
-//! A catalog entry as the `services` action shows it, and the service types of PROTOCOL.md §3.
+//! A catalog entry as the `services` action shows it, and the service types of API v2.
 
 use rust_decimal::Decimal;
 use serde::{Serialize, Serializer};
@@ -27,7 +27,7 @@ pub enum ServiceType {
 }
 
 impl ServiceType {
-    /// Every known type, in the order of PROTOCOL.md §3.
+    /// Every known type, in the order panels document them.
     pub const ALL: [ServiceType; 16] = [
         ServiceType::Default,
         ServiceType::Package,

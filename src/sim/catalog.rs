@@ -1,4 +1,4 @@
-//! The simulator's catalog: a built-in one covering every service type of PROTOCOL.md §3,
+//! The simulator's catalog: a built-in one covering every service type of API v2,
 //! a generated one of any size for benchmarks, or one read from a YAML file.
 
 use std::path::Path;

@@ -143,7 +143,7 @@ pub struct LedgerEntry {
     pub created_at: Millis,
 }
 
-/// Where an order is in its life (DESIGN.md, "Order life").
+/// Where an order is in its life (docs/operations.md, "Orders of unknown outcome").
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum OrderState {
     /// Funds held, the upstream `add` not yet answered.

@@ -1,5 +1,5 @@
-//! The PostgreSQL [`Store`]: one database shared by many gateway instances (DESIGN.md,
-//! "Scale"). Every rule of the SQLite store holds here too, across processes and machines;
+//! The PostgreSQL [`Store`]: one database shared by many gateway instances
+//! (docs/scaling.md). Every rule of the SQLite store holds here too, across processes and machines;
 //! the same conformance tests (`store::conformance`) run against both.
 //!
 //! # How the money rules hold
