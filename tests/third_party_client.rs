@@ -21,14 +21,7 @@ fn python() -> Option<PathBuf> {
 
 /// Runs the smmpy flow against `url`; `None` when Python with smmpy is not installed here.
 async fn smmpy_flow(url: String, key: String, service: &str) -> Option<()> {
-    let Some(python) = python() else {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "CI must run this test: .ci/run installs smmpy into .venv"
-        );
-        eprintln!("skipped: no .venv with smmpy (run `bash .ci/run`, which creates it)");
-        return None;
-    };
+    let python = common::required(python(), "no .venv with smmpy", "installs smmpy into .venv")?;
     let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/clients/smmpy_flow.py");
     let service = service.to_owned();
     let out = tokio::task::spawn_blocking(move || {

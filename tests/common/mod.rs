@@ -32,6 +32,20 @@ pub fn fast_config() -> SimConfig {
     cfg
 }
 
+/// A tool a test drives (PHP, a Python client), or `None` to skip the test here: said on
+/// stderr with `missing`. Under `CI` a missing tool fails instead, since `.ci/run` `installs`
+/// it.
+pub fn required<T>(tool: Option<T>, missing: &str, installs: &str) -> Option<T> {
+    if tool.is_none() {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI must run this test: {missing} (.ci/run {installs})"
+        );
+        eprintln!("skipped: {missing} (run `bash .ci/run`, which {installs})");
+    }
+    tool
+}
+
 /// One HTTP reply, decoded.
 #[derive(Debug)]
 pub struct Reply {
