@@ -155,6 +155,7 @@ fn new_order(customer_id: i64, n: u64) -> NewOrder {
         can_refill: true,
         can_cancel: true,
         dispatch_deadline: i64::MAX,
+        drip: None,
     }
 }
 

@@ -141,6 +141,10 @@ pub fn order_json(o: &Order) -> serde_json::Value {
         "quiet_seconds": age(quiet_since(o), now_ms()),
         "first_cost": o.first_cost.map(|c| money::format(money::from_units(c))),
         "list_cost": o.list_cost.map(|c| money::format(money::from_units(c))),
+        "runs": o.drip.map(|d| d.runs),
+        "interval": o.drip.map(|d| d.interval),
+        "runs_done": o.runs_done,
+        "upstream_child_orders": o.child_orders,
     })
 }
 
@@ -282,6 +286,8 @@ pub async fn resolve_ended(
         remains: remains.or(order.remains),
         start_count: None,
         cost: None,
+        runs: None,
+        child_orders: Vec::new(),
     };
     let now = now_ms();
     let applied = store.apply_status(id, &update, now).await?;

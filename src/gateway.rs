@@ -259,6 +259,7 @@ impl Gateway {
             can_refill: svc.listing.refill,
             can_cancel: svc.listing.cancel,
             dispatch_deadline: now_ms() + self.dispatch_budget(&svc).as_millis() as i64,
+            drip: fields.drip,
         };
         // From the hold on, the order's life runs as a task of its own: a client hanging up
         // drops this request's future, and funds held for an order that then never went

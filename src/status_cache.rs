@@ -17,6 +17,7 @@ use bytes::Bytes;
 use dashmap::DashMap;
 
 use crate::money;
+use crate::protocol::order::Drip;
 use crate::protocol::reply::{self, OrderStatus, Remains};
 use crate::protocol::{ProtocolError, Status};
 use crate::store::{Attention, Millis, Order, OrderState, StatusUpdate};
@@ -37,6 +38,8 @@ pub struct Entry {
     pub status: Status,
     pub remains: Option<i64>,
     pub start_count: Option<u64>,
+    /// Drip-feed runs done as the upstream last reported them.
+    pub runs_done: Option<u64>,
     pub upstream: Arc<str>,
     pub upstream_order: Option<Arc<str>>,
     /// When the upstream last confirmed this status: the store's `synced_at`, or later if an
@@ -58,6 +61,7 @@ impl Entry {
             status: o.status,
             remains: o.remains,
             start_count: o.start_count,
+            runs_done: o.runs_done,
             upstream: o.upstream.as_str().into(),
             upstream_order: o.upstream_order.as_deref().map(Arc::from),
             synced_at: o.synced_at,
@@ -82,6 +86,7 @@ impl Entry {
         self.status == update.status
             && self.remains == update.remains
             && (update.start_count.is_none() || update.start_count == self.start_count)
+            && (update.runs.is_none() || update.runs == self.runs_done)
     }
 
     /// Whether nothing can change it any more: final or rejected, and not waiting for an
@@ -97,17 +102,32 @@ impl Entry {
 
 /// A customer's view of an order: what they paid after refunds, and where it stands.
 pub fn order_status(o: &Order, currency: &str) -> OrderStatus {
+    let remains = match (o.remains, o.status) {
+        (_, Status::Partial) if o.state == OrderState::Final => partial_remains(o),
+        (Some(n), _) => Remains::Count(n),
+        (None, Status::Completed) => Remains::Count(0),
+        (None, _) => Remains::Count(o.billed as i64),
+    };
     OrderStatus {
         charge: money::from_units(o.charge - o.refunded),
         start_count: o.start_count.unwrap_or(0),
         status: o.status,
-        remains: match (o.remains, o.status) {
-            (_, Status::Partial) if o.state == OrderState::Final => partial_remains(o),
-            (Some(n), _) => Remains::Count(n),
-            (None, Status::Completed) => Remains::Count(0),
-            (None, _) => Remains::Count(o.billed as i64),
-        },
+        remains,
         currency: currency.to_owned(),
+        runs: o.drip.map(|d| runs_done(o, d, remains)),
+        interval: o.drip.map(|d| d.interval),
+        orders: Vec::new(),
+    }
+}
+
+/// A drip-feed order's runs done: the upstream's figure where it gave one, otherwise the whole
+/// runs the `remains` shown beside it leave delivered (so that the two agree for panel
+/// software that reads both), never more than were ordered.
+fn runs_done(o: &Order, drip: Drip, remains: Remains) -> u64 {
+    match (o.runs_done, remains) {
+        (Some(n), _) => n.min(drip.runs),
+        (None, Remains::Count(n)) => drip.runs_done(o.billed, n),
+        (None, Remains::Unknown) => 0,
     }
 }
 
@@ -283,6 +303,9 @@ mod tests {
             can_cancel: None,
             dispatch_deadline: None,
             progress_at: None,
+            drip: None,
+            runs_done: None,
+            child_orders: Vec::new(),
         }
     }
 
@@ -341,6 +364,40 @@ mod tests {
     }
 
     #[test]
+    fn drip_feed_orders_show_runs_and_interval_and_others_do_not() {
+        let json = |o: &Order| {
+            String::from_utf8(reply::to_bytes(&order_status(o, "USD")).to_vec()).unwrap()
+        };
+        let mut o = order(1, OrderState::Placed, Status::InProgress);
+        assert!(!json(&o).contains("runs") && !json(&o).contains("interval"));
+        // 4 runs of 100, 193 delivered: one whole run done.
+        (o.billed, o.remains) = (400, Some(207));
+        o.drip = Some(Drip {
+            runs: 4,
+            interval: 30,
+        });
+        assert!(
+            json(&o).ends_with(r#""remains":"207","currency":"USD","runs":"1","interval":"30"}"#)
+        );
+        // The upstream's own figure wins, capped at the runs ordered.
+        o.runs_done = Some(2);
+        assert_eq!(order_status(&o, "USD").runs, Some(2));
+        o.runs_done = Some(9);
+        assert_eq!(order_status(&o, "USD").runs, Some(4));
+        // Not started (no remains yet): none done; Completed without remains: all.
+        (o.runs_done, o.remains, o.status) = (None, None, Status::Pending);
+        assert_eq!(order_status(&o, "USD").runs, Some(0));
+        (o.state, o.status) = (OrderState::Final, Status::Completed);
+        assert_eq!(order_status(&o, "USD").runs, Some(4));
+        // A final Partial: the runs the remains shown (what the refund paid for) leave done.
+        // 12.6 for 400 units; 207 refunded by remains: 12.6 × 207 / 400 = 6.52050.
+        (o.status, o.charge, o.remains, o.refunded) =
+            (Status::Partial, 1_260_000, Some(207), 652_050);
+        assert_eq!(order_status(&o, "USD").remains, Remains::Count(207));
+        assert_eq!(order_status(&o, "USD").runs, Some(1));
+    }
+
+    #[test]
     fn unfinished_rows_are_trusted_briefly_and_settled_ones_for_good() {
         let cache = StatusCache::new("USD");
         cache.put(&order(1, OrderState::Placed, Status::Pending));
@@ -375,8 +432,15 @@ mod tests {
             remains: Some(40),
             start_count: Some(5),
             cost: Some(1),
+            runs: None,
+            child_orders: Vec::new(),
         };
         assert!(e.unchanged_by(&same));
+        // A drip-feed's runs done are news too (where the upstream reports them).
+        assert!(!e.unchanged_by(&StatusUpdate {
+            runs: Some(1),
+            ..same.clone()
+        }));
         assert!(e.unchanged_by(&StatusUpdate {
             start_count: None,
             ..same.clone()

@@ -120,6 +120,8 @@ impl Syncer {
                         },
                         start_count: Some(status.start_count),
                         cost: money::to_units(money::round_up(pricing::convert(status.charge, fx))),
+                        runs: status.runs,
+                        child_orders: status.orders,
                     };
                     answers.push((t, update));
                 }

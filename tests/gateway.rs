@@ -1193,6 +1193,7 @@ async fn orders_caught_mid_dispatch_by_a_crash_become_unknown() {
                 // Long past, as its creation: on a shared PostgreSQL another instance might
                 // still be running a dispatch whose deadline has not passed.
                 dispatch_deadline: 1,
+                drip: None,
             },
             0,
         )

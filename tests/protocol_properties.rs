@@ -555,14 +555,20 @@ fn order_status() -> impl Strategy<Value = OrderStatus> {
             Just(Remains::Unknown)
         ],
         prop_oneof![Just("USD".to_owned()), any::<String>()],
+        // Drip-feed orders carry runs and interval; others neither. Child orders are never
+        // sent, so they come back as none.
+        proptest::option::of((any::<u64>(), any::<u64>())),
     )
         .prop_map(
-            |(charge, start_count, status, remains, currency)| OrderStatus {
+            |(charge, start_count, status, remains, currency, drip)| OrderStatus {
                 charge,
                 start_count,
                 status,
                 remains,
                 currency,
+                runs: drip.map(|d| d.0),
+                interval: drip.map(|d| d.1),
+                orders: Vec::new(),
             },
         )
 }

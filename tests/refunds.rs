@@ -10,7 +10,7 @@ mod common;
 use common::gw::{Env, Options, dec, money};
 use panelgate::admin;
 use panelgate::money::{from_units, partial_refund, round_down};
-use panelgate::store::{Attention, EntryKind, Order, OrderState};
+use panelgate::store::{Attention, EntryKind};
 use rust_decimal::Decimal;
 use serde_json::Value;
 
@@ -22,20 +22,6 @@ async fn place(env: &Env, key: &str, service: &str, link: &str) -> u64 {
         fields.push(("quantity", "1000"));
     }
     env.add(key, service, &fields).await
-}
-
-async fn finished(env: &Env, id: u64) -> Order {
-    env.wait_order(id, |o| o.state == OrderState::Final).await
-}
-
-/// What alpha itself says of the order now, asked directly (not through the gateway).
-async fn upstream_status(env: &Env, o: &Order) -> Value {
-    let pairs = [
-        ("key", common::gw::ALPHA_KEY),
-        ("action", "status"),
-        ("order", o.upstream_order.as_deref().unwrap()),
-    ];
-    env.http.form(&env.alpha.url(), &pairs).await.json()
 }
 
 /// The value of `series` once it is `wanted` (counted just after the store's commit, so a
@@ -74,10 +60,10 @@ async fn a_package_partial_refunds_the_share_the_upstream_gave_back() {
     let env = Env::start(Options::default()).await;
     let key = env.client("ann", "100", "default").await;
     let id = place(&env, &key, PACKAGE, "https://yt.com/v?sim-fate=partial").await;
-    let o = finished(&env, id).await;
+    let o = env.wait_final(id).await;
     assert_eq!(o.status.as_str(), "Partial");
     // Alpha charged 3.00 and ends charging what it delivered; we give back the same share.
-    let last = money(&upstream_status(&env, &o).await["charge"]);
+    let last = money(&env.alpha_status(&o).await["charge"]);
     assert!(last > Decimal::ZERO && last < dec("3"), "{last}");
     let refund = round_down(dec("4.2") * (Decimal::ONE - last / dec("3")));
     assert_eq!(from_units(o.refunded), refund);
@@ -98,7 +84,7 @@ async fn a_package_partial_without_a_usable_charge_refunds_nothing_until_settled
     let key = env.client("ann", "100", "default").await;
     let link = "https://yt.com/v?sim-fate=partial&sim-charge=none";
     let id = place(&env, &key, PACKAGE, link).await;
-    let o = finished(&env, id).await;
+    let o = env.wait_final(id).await;
     assert_eq!((o.status.as_str(), o.refunded), ("Partial", 0));
     assert_eq!(o.attention, Some(Attention::RefundUnknown));
     let s = env.status(&key, id).await;
@@ -148,9 +134,9 @@ async fn a_per_unit_partial_is_capped_by_the_share_the_upstream_gave_back() {
     // Alpha refunds only half of what its `remains` says.
     let link = "https://i.com/a?sim-fate=partial&sim-refund=50";
     let id = place(&env, &key, "1", link).await;
-    let o = finished(&env, id).await;
+    let o = env.wait_final(id).await;
     let remains = o.remains.unwrap() as u64;
-    let last = money(&upstream_status(&env, &o).await["charge"]);
+    let last = money(&env.alpha_status(&o).await["charge"]);
     let by_remains = partial_refund(dec("1.125"), 1000, remains);
     let by_share = round_down(dec("1.125") * (Decimal::ONE - last / dec("0.9")));
     assert!(by_share < by_remains, "{by_share} vs {by_remains}");
@@ -170,7 +156,7 @@ async fn a_partial_without_remains_shows_nothing_left_until_settled() {
     let key = env.client("ann", "100", "default").await;
     let link = "https://i.com/a?sim-fate=partial&sim-remains=unknown";
     let id = place(&env, &key, "1", link).await;
-    let o = finished(&env, id).await;
+    let o = env.wait_final(id).await;
     assert_eq!(
         (o.status.as_str(), o.refunded, o.remains),
         ("Partial", 0, None)

@@ -247,7 +247,28 @@ fn order_status(o: &Map<String, Value>) -> Option<OrderStatus> {
             None => Remains::Unknown,
         },
         currency: text(o.get("currency")).unwrap_or_default(),
+        runs: o.get("runs").and_then(uint),
+        interval: o.get("interval").and_then(uint),
+        orders: o.get("orders").map(child_orders).unwrap_or_default(),
     })
+}
+
+/// Most child orders kept of one drip-feed order (one per run; more is not a list of runs).
+const MAX_CHILD_ORDERS: usize = 1000;
+
+/// A drip-feed order's child order ids: a list of ids (numbers or text) or one comma list.
+/// Entries that are not ids are skipped.
+fn child_orders(v: &Value) -> Vec<String> {
+    let ids: Vec<String> = match v {
+        Value::Array(items) => items.iter().filter_map(upstream_id).collect(),
+        Value::String(s) => s
+            .split(',')
+            .filter_map(|id| upstream_id(&Value::String(id.to_owned())))
+            .collect(),
+        Value::Number(_) => upstream_id(v).into_iter().collect(),
+        _ => Vec::new(),
+    };
+    ids.into_iter().take(MAX_CHILD_ORDERS).collect()
 }
 
 pub fn multi_status(body: &[u8]) -> Result<MultiStatus<String>, ReadError> {
@@ -883,8 +904,46 @@ mod tests {
                 status: Status::Partial,
                 remains: Remains::Count(157),
                 currency: "USD".into(),
+                runs: None,
+                interval: None,
+                orders: Vec::new(),
             }
         );
+    }
+
+    #[test]
+    fn drip_feed_status_with_runs_and_child_orders() {
+        // Runs as a number or a string; child orders as a list of ids or a comma list.
+        let s = status(
+            br#"{"charge":"0.5","start_count":"10","status":"In progress","remains":"207","currency":"USD","runs":1,"interval":"30","orders":[9001,"9002"," "]}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            (s.runs, s.interval, s.orders),
+            (
+                Some(1),
+                Some(30),
+                vec!["9001".to_owned(), "9002".to_owned()]
+            )
+        );
+        let s = status(br#"{"status":"Partial","remains":207,"runs":"1","orders":"9001, 9002"}"#)
+            .unwrap();
+        assert_eq!((s.runs, s.orders.len()), (Some(1), 2));
+        // Missing or unreadable: not known, and the status still reads.
+        for body in [
+            r#"{"status":"Partial","remains":207}"#,
+            r#"{"status":"Partial","remains":207,"runs":"","orders":{"a":1}}"#,
+            r#"{"status":"Partial","remains":207,"runs":null,"orders":null}"#,
+            r#"{"status":"Partial","remains":207,"runs":-1,"orders":[[1]]}"#,
+        ] {
+            let s = status(body.as_bytes()).unwrap();
+            assert_eq!((s.runs, s.orders.len()), (None, 0), "{body}");
+            assert_eq!(s.remains, Remains::Count(207), "{body}");
+        }
+        // A list of child orders is bounded.
+        let many: Vec<u64> = (1..=5000).collect();
+        let body = serde_json::json!({ "status": "In progress", "orders": many }).to_string();
+        assert_eq!(status(body.as_bytes()).unwrap().orders.len(), 1000);
     }
 
     #[test]
@@ -994,6 +1053,9 @@ mod tests {
                         status: Status::Partial,
                         remains: Remains::Count(157),
                         currency: "USD".into(),
+                        runs: None,
+                        interval: None,
+                        orders: Vec::new(),
                     })
                 ),
                 ("10".to_owned(), Err("Incorrect order ID".into())),
@@ -1007,6 +1069,9 @@ mod tests {
                         status: Status::Canceled,
                         remains: Remains::Unknown,
                         currency: String::new(),
+                        runs: None,
+                        interval: None,
+                        orders: Vec::new(),
                     })
                 ),
                 // Opaque ids are ids too: a key that is no order of ours is simply not used.

@@ -13,6 +13,21 @@ pub struct Drip {
     pub interval: u64,
 }
 
+impl Drip {
+    /// Runs done when `remains` of `total` units (the per-run quantity × runs) are still
+    /// undelivered: the whole runs' worth of what was delivered, never more than were ordered.
+    /// Over-delivery (negative `remains`) counts as every run done.
+    pub fn runs_done(self, total: u64, remains: i64) -> u64 {
+        let per_run = total / self.runs.max(1);
+        if per_run == 0 {
+            return 0;
+        }
+        let delivered = (i128::from(total) - i128::from(remains)).max(0);
+        let runs = delivered / i128::from(per_run);
+        u64::try_from(runs).map_or(self.runs, |r| r.min(self.runs))
+    }
+}
+
 /// Web Traffic's source of visits.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Traffic {
@@ -433,6 +448,24 @@ mod tests {
         ] {
             assert_eq!(ok(&T::Default, body).drip, None, "{body}");
         }
+    }
+
+    #[test]
+    fn runs_done_are_whole_runs_of_what_was_delivered() {
+        // 4 runs of 100: 400 units.
+        let d = Drip {
+            runs: 4,
+            interval: 30,
+        };
+        // 193 delivered: one whole run and part of the second.
+        assert_eq!(d.runs_done(400, 207), 1);
+        assert_eq!(d.runs_done(400, 400), 0);
+        assert_eq!(d.runs_done(400, 200), 2);
+        assert_eq!(d.runs_done(400, 0), 4);
+        // Over-delivered: every run, no more; a remains above the total: none.
+        assert_eq!(d.runs_done(400, -50), 4);
+        assert_eq!(d.runs_done(400, 900), 0);
+        assert_eq!(d.runs_done(400, i64::MIN), 4);
     }
 
     #[test]

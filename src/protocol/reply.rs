@@ -44,6 +44,8 @@ impl Serialize for Remains {
 }
 
 /// One order's status: `{"charge":"0.27819","start_count":"3572","status":"Partial","remains":"157","currency":"USD"}`.
+/// A drip-feed order adds `"runs"` (runs done so far) and `"interval"` (minutes), both
+/// strings; other orders carry neither key.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct OrderStatus {
     #[serde(serialize_with = "money_string")]
@@ -53,6 +55,15 @@ pub struct OrderStatus {
     pub status: Status,
     pub remains: Remains,
     pub currency: String,
+    #[serde(skip_serializing_if = "Option::is_none", serialize_with = "opt_string")]
+    pub runs: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none", serialize_with = "opt_string")]
+    pub interval: Option<u64>,
+    /// The child orders an upstream lists for a drip-feed order, by its ids. Kept for the
+    /// operator and never sent: they are the upstream's ids, and panels poll each child as an
+    /// order of its own, which ours are not (docs/operations.md, "Drip-feed orders").
+    #[serde(skip)]
+    pub orders: Vec<String>,
 }
 
 /// Multi-status: an object keyed by order id, in the order asked, errors in place of values.
@@ -183,6 +194,13 @@ impl<I: Serialize, T: Serialize> Serialize for Pair<'_, I, T> {
     }
 }
 
+fn opt_string<S: Serializer>(v: &Option<u64>, s: S) -> Result<S::Ok, S::Error> {
+    match v {
+        Some(n) => s.collect_str(n),
+        None => s.serialize_none(),
+    }
+}
+
 fn money_string<S: Serializer>(v: &Decimal, s: S) -> Result<S::Ok, S::Error> {
     s.serialize_str(&money::format(*v))
 }
@@ -202,6 +220,9 @@ mod tests {
             status: Status::Partial,
             remains: Remains::Count(157),
             currency: "USD".into(),
+            runs: None,
+            interval: None,
+            orders: Vec::new(),
         }
     }
 
@@ -258,6 +279,19 @@ mod tests {
         assert_eq!(
             String::from_utf8(error_bytes("Invalid API key").to_vec()).unwrap(),
             r#"{"error":"Invalid API key"}"#
+        );
+    }
+
+    #[test]
+    fn drip_feed_adds_runs_and_interval_after_the_usual_keys() {
+        let mut s = partial();
+        s.runs = Some(2);
+        s.interval = Some(30);
+        // The upstream's child order ids never go out.
+        s.orders = vec!["9001".into(), "9002".into()];
+        assert_eq!(
+            json(&s),
+            r#"{"charge":"0.27819","start_count":"3572","status":"Partial","remains":"157","currency":"USD","runs":"2","interval":"30"}"#
         );
     }
 

@@ -8,7 +8,7 @@ use rust_decimal::Decimal;
 
 use super::faults::{Chance, mix};
 use crate::money::{self, Billing};
-use crate::protocol::order::OrderFields;
+use crate::protocol::order::{Drip, OrderFields};
 use crate::protocol::reply::{OrderStatus, Remains};
 use crate::protocol::{Params, ProtocolError, RefillStatus, Service, Status};
 
@@ -56,6 +56,8 @@ struct Order {
     package: bool,
     /// How the panel reports and refunds, as the link's markers chose (see [`Quirks`]).
     quirks: Quirks,
+    /// Drip-feed runs and interval: `total` is the per-run quantity × runs.
+    drip: Option<Drip>,
 }
 
 /// Ways real panels report and refund that tests ask for through markers in the link.
@@ -67,6 +69,10 @@ struct Quirks {
     no_charge: bool,
     /// `sim-remains=unknown`: `remains` is always `"Unknown"`.
     no_remains: bool,
+    /// `sim-runs=none`: a drip-feed order's status carries no `runs` (many panels omit it).
+    no_runs: bool,
+    /// `sim-delivered=N`: a Partial stops after N units (otherwise a seeded 20–80 %).
+    delivered: Option<u64>,
 }
 
 impl Quirks {
@@ -77,6 +83,8 @@ impl Quirks {
                 .map_or(100, |p: u64| p.min(100)),
             no_charge: marker(link, "sim-charge=") == Some("none"),
             no_remains: marker(link, "sim-remains=") == Some("unknown"),
+            no_runs: marker(link, "sim-runs=") == Some("none"),
+            delivered: marker(link, "sim-delivered=").and_then(|m| m.parse().ok()),
         }
     }
 }
@@ -288,7 +296,8 @@ impl Panel {
         };
         let id = self.next_order;
         self.next_order += 1;
-        let fate = self.fate(id, total, package, fields.link.as_deref());
+        let quirks = Quirks::from_link(fields.link.as_deref());
+        let fate = self.fate(id, total, package, fields.link.as_deref(), quirks);
         // Start within 5–60 s; deliver 10–50 units a second, or over the drip-feed schedule.
         let start_at = now + 5_000 + self.draw(id, 1) % 55_000;
         let pace = 10 + self.draw(id, 2) % 41;
@@ -312,7 +321,8 @@ impl Panel {
             start_count: self.draw(id, 3) % 20_000,
             settled: false,
             package,
-            quirks: Quirks::from_link(fields.link.as_deref()),
+            quirks,
+            drip: fields.drip,
         };
         if let Some(at) = order.final_at() {
             self.unsettled.insert((at, id));
@@ -332,10 +342,11 @@ impl Panel {
     /// A link containing `sim-fate=partial|cancel|complete|hold|pending` chooses the fate, so
     /// tests can ask for the case they cover; otherwise the seeded shares decide (packages end
     /// Partial only when asked to).
-    fn fate(&self, id: u64, total: u64, package: bool, link: Option<&str>) -> Fate {
+    fn fate(&self, id: u64, total: u64, package: bool, link: Option<&str>, q: Quirks) -> Fate {
         let partial_units = || {
             let share = 200 + self.draw(id, 5) % 600; // 20–80 % delivered
-            (total * share / 1000).clamp(1, total.saturating_sub(1).max(1))
+            let units = q.delivered.unwrap_or(total * share / 1000);
+            units.clamp(1, total.saturating_sub(1).max(1))
         };
         match marker(link, "sim-fate=") {
             Some("complete") => Fate::Complete,
@@ -381,6 +392,13 @@ impl Panel {
             status,
             remains,
             currency: self.currency.clone(),
+            // Runs done as whole runs of what was delivered, as panels count them.
+            runs: order
+                .drip
+                .filter(|_| !order.quirks.no_runs)
+                .map(|d| d.runs_done(order.total, (order.total - delivered) as i64)),
+            interval: order.drip.map(|d| d.interval),
+            orders: Vec::new(),
         })
     }
 

@@ -90,6 +90,7 @@ macro_rules! conformance_tests {
             the_schema_guards_the_money_rules,
             a_placed_order_that_does_not_move_is_stuck_until_it_moves,
             one_upstream_order_follows_one_local_order,
+            a_drip_feed_order_keeps_its_runs_and_is_refunded_per_unit,
         );
     };
     (@cases $backend:ty; $($case:ident),* $(,)?) => {
@@ -151,6 +152,7 @@ pub(crate) fn new_order(customer_id: i64, charge: Units, billed: u64) -> NewOrde
         can_refill: true,
         can_cancel: true,
         dispatch_deadline: NOW + 60_000,
+        drip: None,
     }
 }
 
@@ -187,6 +189,8 @@ pub(crate) fn update(status: Status, remains: Option<i64>) -> StatusUpdate {
         remains,
         start_count: Some(10),
         cost: Some(500),
+        runs: None,
+        child_orders: Vec::new(),
     }
 }
 
@@ -511,6 +515,8 @@ pub(crate) async fn a_running_status_updates_a_placed_order_without_touching_mon
         remains: Some(200),
         start_count: None,
         cost: None,
+        runs: None,
+        child_orders: Vec::new(),
     };
     store.apply_status(o.id, &bare, NOW + 6).await.unwrap();
     let o = get(&*store, o.id).await;
@@ -1231,6 +1237,8 @@ pub(crate) async fn claimed_work_is_leased_to_one_claimer<B: Backend>() {
         remains: Some(10),
         start_count: None,
         cost: None,
+        runs: None,
+        child_orders: Vec::new(),
     };
     store.apply_status(a.id, &running, 1020).await.unwrap();
     assert_eq!(
@@ -1766,4 +1774,68 @@ pub(crate) async fn one_upstream_order_follows_one_local_order<B: Backend>() {
     // Unlinked, the funds are still held: the operator resolves it as ever.
     store.resolve_not_placed(resend.id, NOW + 2).await.unwrap();
     assert_eq!(books(&db, c.id).await, 10 * ONE - 2 * ONE);
+}
+
+pub(crate) async fn a_drip_feed_order_keeps_its_runs_and_is_refunded_per_unit<B: Backend>() {
+    let Some(db) = B::open().await else {
+        return;
+    };
+    let store = db.store();
+    let c = customer(&*store, "dora", 10 * ONE, 0).await;
+    // 4 runs of 100 every 30 minutes: 400 units billed, 2.00000 charged.
+    let drip = crate::protocol::order::Drip {
+        runs: 4,
+        interval: 30,
+    };
+    let new = NewOrder {
+        drip: Some(drip),
+        ..new_order(c.id, 2 * ONE, 400)
+    };
+    let o = store.create_order(&new, NOW).await.unwrap();
+    assert_eq!(
+        (o.drip, o.runs_done, o.child_orders.len()),
+        (Some(drip), None, 0)
+    );
+    store.mark_placed(o.id, "d1", NOW).await.unwrap();
+
+    // Running: the upstream's runs and child orders are kept; a report without them keeps
+    // the last ones.
+    let running = StatusUpdate {
+        runs: Some(1),
+        child_orders: vec!["c1".into(), "c2".into()],
+        ..update(Status::InProgress, Some(250))
+    };
+    store.apply_status(o.id, &running, NOW + 1).await.unwrap();
+    let bare = update(Status::InProgress, Some(220));
+    store.apply_status(o.id, &bare, NOW + 2).await.unwrap();
+    let o = get(&*store, o.id).await;
+    assert_eq!((o.remains, o.runs_done), (Some(220), Some(1)));
+    assert_eq!(o.child_orders, ["c1", "c2"]);
+
+    // Partial with 207 of 400 undelivered: 2.00000 × 207 / 400 = 1.03500 back, per unit.
+    let partial = StatusUpdate {
+        runs: Some(1),
+        cost: None,
+        ..update(Status::Partial, Some(207))
+    };
+    let applied = store.apply_status(o.id, &partial, NOW + 3).await.unwrap();
+    assert_eq!((applied.refund, applied.finalized), (103_500, true));
+    let o = get(&*store, o.id).await;
+    assert_eq!(
+        (o.state, o.refunded, o.runs_done),
+        (OrderState::Final, 103_500, Some(1))
+    );
+    assert_eq!(books(&db, c.id).await, 10 * ONE - 2 * ONE + 103_500);
+
+    // Orders that are not drip-feed have none of it.
+    let plain = order(&*store, c.id, ONE, 1000).await;
+    assert_eq!((plain.drip, plain.runs_done), (None, None));
+    // The schema refuses runs that make no sense.
+    let zero = db
+        .execute(&format!(
+            "UPDATE orders SET drip_runs = 0 WHERE id = {}",
+            plain.id
+        ))
+        .await;
+    assert!(zero.is_err());
 }

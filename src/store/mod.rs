@@ -7,6 +7,7 @@
 
 use async_trait::async_trait;
 
+use crate::protocol::order::Drip;
 use crate::protocol::{RefillStatus, Status};
 
 /// Integer count of 0.00001 of the gateway's currency (see [`crate::money::to_units`]).
@@ -206,6 +207,8 @@ pub struct NewOrder {
     /// When the `add` for it must have ended, every target and retry included; fixed now, so
     /// that a reload shortening timeouts cannot cut a dispatch already running.
     pub dispatch_deadline: Millis,
+    /// Drip-feed runs and interval as ordered (`billed` is then the per-run quantity × runs).
+    pub drip: Option<Drip>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -248,6 +251,14 @@ pub struct Order {
     pub dispatch_deadline: Option<Millis>,
     /// When the upstream last reported a change (status, remains, start count).
     pub progress_at: Option<Millis>,
+    /// Drip-feed runs and interval as ordered (`None`: not drip-feed, or placed before they
+    /// were kept).
+    pub drip: Option<Drip>,
+    /// The runs the upstream last reported done (`None`: it never said).
+    pub runs_done: Option<u64>,
+    /// The child orders the upstream last listed for a drip-feed order, by its ids, for the
+    /// operator (never shown to customers).
+    pub child_orders: Vec<String>,
 }
 
 /// Why an order needs a person (one mark, one listing, one gauge).
@@ -292,6 +303,10 @@ pub struct StatusUpdate {
     pub remains: Option<i64>,
     pub start_count: Option<u64>,
     pub cost: Option<Units>,
+    /// Drip-feed runs done, where the upstream says.
+    pub runs: Option<u64>,
+    /// A drip-feed order's child orders, where the upstream lists them (empty: not listed).
+    pub child_orders: Vec<String>,
 }
 
 /// The effect of applying a status.
@@ -365,6 +380,25 @@ pub(crate) fn moved(
     status != update.status
         || remains.is_some_and(|r| update.remains.is_some_and(|u| u != r))
         || start_count.is_some_and(|s| update.start_count.is_some_and(|u| u != s))
+}
+
+/// A drip-feed from its stored runs and interval (both set, or it is none).
+pub(crate) fn drip_from_db(runs: Option<i64>, interval: Option<i64>) -> Option<Drip> {
+    Some(Drip {
+        runs: u64::try_from(runs?).ok()?,
+        interval: u64::try_from(interval?).ok()?,
+    })
+}
+
+/// Child orders as stored: a JSON list of ids; `None` (keep the last list) when none were listed.
+pub(crate) fn child_orders_to_db(ids: &[String]) -> Option<String> {
+    (!ids.is_empty()).then(|| serde_json::Value::from(ids.to_vec()).to_string())
+}
+
+/// Child orders as read back (a list that does not parse reads as none: it is for display).
+pub(crate) fn child_orders_from_db(text: Option<&str>) -> Vec<String> {
+    text.and_then(|t| serde_json::from_str(t).ok())
+        .unwrap_or_default()
 }
 
 /// The SQL (both dialects) that lists every local order sharing its upstream order.

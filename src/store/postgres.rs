@@ -241,7 +241,9 @@ macro_rules! order_columns {
          o.note AS note, o.created_at AS created_at, o.updated_at AS updated_at, \
          o.synced_at AS synced_at, o.attention AS attention, o.list_cost AS list_cost, \
          o.first_cost AS first_cost, o.can_refill AS can_refill, o.can_cancel AS can_cancel, \
-         o.dispatch_deadline AS dispatch_deadline, o.progress_at AS progress_at"
+         o.dispatch_deadline AS dispatch_deadline, o.progress_at AS progress_at, \
+         o.drip_runs AS drip_runs, o.drip_interval AS drip_interval, \
+         o.runs_done AS runs_done, o.child_orders AS child_orders"
     };
 }
 
@@ -281,6 +283,9 @@ fn order_from_row(row: &PgRow) -> Result<Order> {
         can_cancel: row.try_get("can_cancel")?,
         dispatch_deadline: row.try_get("dispatch_deadline")?,
         progress_at: row.try_get("progress_at")?,
+        drip: super::drip_from_db(row.try_get("drip_runs")?, row.try_get("drip_interval")?),
+        runs_done: get_opt_u64(row, "runs_done")?,
+        child_orders: super::child_orders_from_db(row.try_get("child_orders")?),
     })
 }
 
@@ -494,6 +499,8 @@ struct OrderRow<'a> {
     service: i64,
     upstream_service: i64,
     billed: i64,
+    drip_runs: Option<i64>,
+    drip_interval: Option<i64>,
 }
 
 async fn create_order_in(
@@ -526,8 +533,9 @@ async fn create_order_in(
     let id: i64 = sqlx::query_scalar(
         "INSERT INTO orders (customer_id, service, upstream, upstream_service, state, status, \
          charge, refunded, billed, link, fields, created_at, updated_at, list_cost, \
-         can_refill, can_cancel, dispatch_deadline) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, 0, $8, $9, $10, $11, $11, $12, $13, $14, $15) \
+         can_refill, can_cancel, dispatch_deadline, drip_runs, drip_interval) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, 0, $8, $9, $10, $11, $11, $12, $13, $14, $15, \
+         $16, $17) \
          RETURNING id",
     )
     .bind(order.customer_id)
@@ -545,6 +553,8 @@ async fn create_order_in(
     .bind(order.can_refill)
     .bind(order.can_cancel)
     .bind(order.dispatch_deadline)
+    .bind(new.drip_runs)
+    .bind(new.drip_interval)
     .fetch_one(&mut *conn)
     .await?;
     // The charge entry is written even for a zero charge (per-post billing): it is the
@@ -692,6 +702,8 @@ async fn apply_status_in(
     start_count: Option<i64>,
     now: Millis,
 ) -> Result<Applied> {
+    let runs = opt_to_db(update.runs, "runs")?;
+    let children = super::child_orders_to_db(&update.child_orders);
     // Locked until commit: another instance applying a status to this order waits here and
     // then reads the state this transaction leaves.
     let row = sqlx::query(
@@ -726,6 +738,7 @@ async fn apply_status_in(
             "UPDATE orders SET status = $1, remains = $2, \
              start_count = COALESCE($3, start_count), cost = COALESCE($4, cost), \
              first_cost = COALESCE(first_cost, $8), \
+             runs_done = COALESCE($9, runs_done), child_orders = COALESCE($10, child_orders), \
              synced_at = $5, updated_at = $5, lease_until = NULL, \
              progress_at = CASE WHEN $7 THEN $5 ELSE progress_at END, \
              attention = CASE WHEN $7 AND attention = 'stuck' THEN NULL ELSE attention END \
@@ -739,6 +752,8 @@ async fn apply_status_in(
         .bind(id)
         .bind(moved)
         .bind(update.cost.filter(|&c| c > 0))
+        .bind(runs)
+        .bind(&children)
         .execute(&mut *conn)
         .await?;
         return Ok(Applied::default());
@@ -759,6 +774,7 @@ async fn apply_status_in(
         "UPDATE orders SET state = 'final', status = $1, remains = $2, \
          start_count = COALESCE($3, start_count), cost = COALESCE($4, cost), \
          refunded = refunded + $5, attention = $8, \
+         runs_done = COALESCE($9, runs_done), child_orders = COALESCE($10, child_orders), \
          synced_at = $6, updated_at = $6, lease_until = NULL, progress_at = $6 \
          WHERE id = $7 AND state = 'placed'",
     )
@@ -770,6 +786,8 @@ async fn apply_status_in(
     .bind(now)
     .bind(id)
     .bind(mark.map(Attention::as_str))
+    .bind(runs)
+    .bind(&children)
     .execute(&mut *conn)
     .await?;
     if changed.rows_affected() != 1 {
@@ -1142,6 +1160,8 @@ impl Store for PostgresStore {
             service: to_db(order.service, "service")?,
             upstream_service: to_db(order.upstream_service, "upstream service")?,
             billed: to_db(order.billed, "billed quantity")?,
+            drip_runs: opt_to_db(order.drip.map(|d| d.runs), "runs")?,
+            drip_interval: opt_to_db(order.drip.map(|d| d.interval), "interval")?,
         };
         transaction!(self, |conn| create_order_in(conn, &new, now))
     }

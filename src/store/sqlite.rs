@@ -370,7 +370,9 @@ const ORDER_SELECT: &str = "SELECT o.id AS id, o.customer_id AS customer_id, c.n
      o.note AS note, o.created_at AS created_at, o.updated_at AS updated_at, \
      o.synced_at AS synced_at, o.attention AS attention, o.list_cost AS list_cost, \
      o.first_cost AS first_cost, o.can_refill AS can_refill, o.can_cancel AS can_cancel, \
-     o.dispatch_deadline AS dispatch_deadline, o.progress_at AS progress_at \
+     o.dispatch_deadline AS dispatch_deadline, o.progress_at AS progress_at, \
+     o.drip_runs AS drip_runs, o.drip_interval AS drip_interval, o.runs_done AS runs_done, \
+     o.child_orders AS child_orders \
      FROM orders o JOIN customers c ON c.id = o.customer_id";
 
 fn order_from_row(row: &SqliteRow) -> Result<Order> {
@@ -403,6 +405,9 @@ fn order_from_row(row: &SqliteRow) -> Result<Order> {
         can_cancel: row.try_get("can_cancel")?,
         dispatch_deadline: row.try_get("dispatch_deadline")?,
         progress_at: row.try_get("progress_at")?,
+        drip: super::drip_from_db(row.try_get("drip_runs")?, row.try_get("drip_interval")?),
+        runs_done: get_opt_u64(row, "runs_done")?,
+        child_orders: super::child_orders_from_db(row.try_get("child_orders")?),
     })
 }
 
@@ -843,6 +848,8 @@ impl Store for SqliteStore {
         let service = to_db(order.service, "service")?;
         let upstream_service = to_db(order.upstream_service, "upstream service")?;
         let billed = to_db(order.billed, "billed quantity")?;
+        let drip_runs = opt_to_db(order.drip.map(|d| d.runs), "runs")?;
+        let drip_interval = opt_to_db(order.drip.map(|d| d.interval), "interval")?;
 
         let mut w = self.write().await?;
         // Refuse early, before inserting anything, when the funds are not there; `post` checks
@@ -865,8 +872,8 @@ impl Store for SqliteStore {
         let id = sqlx::query(
             "INSERT INTO orders (customer_id, service, upstream, upstream_service, state, status, \
              charge, refunded, billed, link, fields, created_at, updated_at, list_cost, \
-             can_refill, can_cancel, dispatch_deadline) \
-             VALUES (?, ?, ?, ?, ?, ?, ?, 0, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+             can_refill, can_cancel, dispatch_deadline, drip_runs, drip_interval) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, 0, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         )
         .bind(order.customer_id)
         .bind(service)
@@ -884,6 +891,8 @@ impl Store for SqliteStore {
         .bind(order.can_refill)
         .bind(order.can_cancel)
         .bind(order.dispatch_deadline)
+        .bind(drip_runs)
+        .bind(drip_interval)
         .execute(w.conn())
         .await?
         .last_insert_rowid();
@@ -1099,6 +1108,8 @@ impl Store for SqliteStore {
 
     async fn apply_status(&self, id: i64, update: &StatusUpdate, now: Millis) -> Result<Applied> {
         let start_count = opt_to_db(update.start_count, "start count")?;
+        let runs = opt_to_db(update.runs, "runs")?;
+        let children = super::child_orders_to_db(&update.child_orders);
         let mut w = self.write().await?;
         let row = sqlx::query(
             "SELECT customer_id, state, status, charge, refunded, billed, remains, start_count, \
@@ -1132,6 +1143,7 @@ impl Store for SqliteStore {
                 "UPDATE orders SET status = ?, remains = ?, \
                  start_count = COALESCE(?, start_count), cost = COALESCE(?, cost), \
                  first_cost = COALESCE(first_cost, ?), \
+                 runs_done = COALESCE(?, runs_done), child_orders = COALESCE(?, child_orders), \
                  synced_at = ?, updated_at = ?, lease_until = NULL, \
                  progress_at = CASE WHEN ? THEN ? ELSE progress_at END, \
                  attention = CASE WHEN ? AND attention = 'stuck' THEN NULL ELSE attention END \
@@ -1142,6 +1154,8 @@ impl Store for SqliteStore {
             .bind(start_count)
             .bind(update.cost)
             .bind(update.cost.filter(|&c| c > 0))
+            .bind(runs)
+            .bind(&children)
             .bind(now)
             .bind(now)
             .bind(moved)
@@ -1169,6 +1183,7 @@ impl Store for SqliteStore {
             "UPDATE orders SET state = 'final', status = ?, remains = ?, \
              start_count = COALESCE(?, start_count), cost = COALESCE(?, cost), \
              refunded = refunded + ?, attention = ?, \
+             runs_done = COALESCE(?, runs_done), child_orders = COALESCE(?, child_orders), \
              synced_at = ?, updated_at = ?, lease_until = NULL, progress_at = ? \
              WHERE id = ? AND state = 'placed'",
         )
@@ -1178,6 +1193,8 @@ impl Store for SqliteStore {
         .bind(update.cost)
         .bind(refund)
         .bind(mark.map(Attention::as_str))
+        .bind(runs)
+        .bind(&children)
         .bind(now)
         .bind(now)
         .bind(now)

@@ -323,6 +323,22 @@ impl Env {
         );
     }
 
+    /// The order once it is final as the store sees it (bounded).
+    pub async fn wait_final(&self, id: u64) -> panelgate::store::Order {
+        self.wait_order(id, |o| o.state == panelgate::store::OrderState::Final)
+            .await
+    }
+
+    /// What alpha itself answers for the order now, asked directly (not through the gateway).
+    pub async fn alpha_status(&self, o: &panelgate::store::Order) -> Value {
+        let pairs = [
+            ("key", ALPHA_KEY),
+            ("action", "status"),
+            ("order", o.upstream_order.as_deref().unwrap()),
+        ];
+        self.http.form(&self.alpha.url(), &pairs).await.json()
+    }
+
     /// Every customer's balance equals the sum of their ledger entries, and no balance is
     /// below its floor.
     pub async fn assert_ledgers_balance(&self) {
