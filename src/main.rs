@@ -203,6 +203,9 @@ struct SimulateArgs {
     /// Chance of an HTML 403 page instead of acting.
     #[arg(long)]
     http403: Option<Chance>,
+    /// Chance of a 429 with a JSON error instead of acting.
+    #[arg(long)]
+    http429: Option<Chance>,
     /// Chance of acting (an add creates its order) and then answering 504 with a JSON error.
     #[arg(long)]
     http504: Option<Chance>,
@@ -551,6 +554,7 @@ async fn simulate(config_path: &Path, args: SimulateArgs) -> anyhow::Result<()> 
         error: args.error.unwrap_or(base.error),
         error_text: args.error_text.or(base.error_text),
         http403: args.http403.unwrap_or(base.http403),
+        http429: args.http429.unwrap_or(base.http429),
         http504: args.http504.unwrap_or(base.http504),
         empty: args.empty.unwrap_or(base.empty),
         actions: args.fault_actions.unwrap_or(base.actions),

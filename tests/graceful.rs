@@ -8,7 +8,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use common::Http;
-use common::gw::{Env, Options, Scratch};
+use common::gw::{Env, Options, Scratch, sample, upstream_saw};
 use serde_json::Value;
 
 async fn rate_of(env: &Env, key: &str, id: u64) -> Value {
@@ -109,11 +109,11 @@ fn free_port() -> u16 {
 async fn sighup_reloads_and_sigterm_finishes_in_flight_requests() {
     let dir = Scratch::new("signals");
     let config = dir.path("config.yaml");
+    let upstream = format!("127.0.0.1:{}", free_port());
     std::fs::write(
         &config,
         format!(
-            "listen: \"127.0.0.1:0\"\ndatabase: \"sqlite://gw.db\"\nconfig_poll: 0s\nupstreams:\n  - name: up\n    url: \"http://127.0.0.1:{}/api/v2\"\n    key: up-key-123\n    simulate: {{ speed: 100000, faults: {{ slow: 1, slow_ms: 700, actions: [add] }} }}\nservices:\n  - id: 1\n    upstream: up\n    service: 101\n    markup: {{ percent: 25 }}\nclients:\n  - name: ann\n    key: ann-key-0123456789\n    balance: \"10\"\n",
-            free_port()
+            "listen: \"127.0.0.1:0\"\ndatabase: \"sqlite://gw.db\"\nconfig_poll: 0s\nupstreams:\n  - name: up\n    url: \"http://{upstream}/api/v2\"\n    key: up-key-123\n    simulate: {{ speed: 100000, faults: {{ slow: 1, slow_ms: 700, actions: [add] }} }}\nservices:\n  - id: 1\n    upstream: up\n    service: 101\n    markup: {{ percent: 25 }}\nclients:\n  - name: ann\n    key: ann-key-0123456789\n    balance: \"10\"\n",
         ),
     )
     .unwrap();
@@ -150,7 +150,21 @@ async fn sighup_reloads_and_sigterm_finishes_in_flight_requests() {
     assert!(reloaded, "SIGHUP did not reload");
     rewrite(&config, "percent: 60", "percnt: 70");
     server.signal("-HUP");
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    let metrics = url.replace("/api/v2", "/metrics");
+    let refused = r#"panelgate_config_reloads_total{outcome="refused"}"#;
+    let mut counted = None;
+    for _ in 0..500 {
+        counted = sample(&http.get(&metrics).await.text(), refused);
+        if counted.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(
+        counted,
+        Some(1.0),
+        "the invalid config's reload was not refused"
+    );
     assert_eq!(
         rate().await,
         "1.44",
@@ -173,7 +187,7 @@ async fn sighup_reloads_and_sigterm_finishes_in_flight_requests() {
         .await
         .json()
     });
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    upstream_saw(&http, &upstream, "up-key-123", "add", 1).await;
     server.signal("-TERM");
     let reply = in_flight.await.unwrap();
     assert_eq!(reply["order"], 1, "{reply}");

@@ -93,9 +93,17 @@ async fn connections_beyond_the_limit_wait_their_turn() {
     .await;
     let key = env.client("ann", "1", "default").await;
     let addr = env.gw().addr;
-    let idle1 = TcpStream::connect(addr).await.unwrap();
-    let _idle2 = TcpStream::connect(addr).await.unwrap();
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    // Two kept-alive connections, each known to be taken because it was answered once.
+    let mut held = Vec::new();
+    for _ in 0..2 {
+        let mut conn = TcpStream::connect(addr).await.unwrap();
+        conn.write_all(&balance_request(&key)).await.unwrap();
+        let mut reply = vec![0u8; 4096];
+        let n = conn.read(&mut reply).await.unwrap();
+        assert!(String::from_utf8_lossy(&reply[..n]).starts_with("HTTP/1.1 200"));
+        held.push(conn);
+    }
+    let idle1 = held.remove(0);
     let mut third = TcpStream::connect(addr).await.unwrap();
     third.write_all(&balance_request(&key)).await.unwrap();
     let mut buf = vec![0u8; 4096];

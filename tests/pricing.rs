@@ -7,48 +7,11 @@ mod common;
 
 use std::time::Duration;
 
-use common::gw::{self, ALPHA_KEY, Env, Options, Scratch};
-use panelgate::sim::SimConfig;
+use common::gw::{ALPHA_KEY, Env, Scratch, dec, replaced, with_services};
 use panelgate::store::OrderState;
 use serde_json::{Value, json};
 
 const UNAVAILABLE: &str = "Service is temporarily unavailable, please try again later";
-
-/// The suite's two simulators (tuned) and a gateway on the suite's config, edited.
-async fn start(
-    tune: impl FnOnce(&mut SimConfig, &mut SimConfig),
-    edit: impl FnOnce(String) -> String,
-) -> Env {
-    let dir = Scratch::new("pricing");
-    let mut a = gw::alpha_config(&dir.0, 100_000.0);
-    let mut b = gw::beta_config(&dir.0);
-    tune(&mut a, &mut b);
-    let alpha = common::simulator(a).await;
-    let beta = common::simulator(b).await;
-    let config_path = dir.path("config.yaml");
-    let text = gw::config_text(&dir.0, &alpha.url(), &beta.url(), &Options::default());
-    std::fs::write(&config_path, edit(text)).unwrap();
-    let mut env = Env {
-        dir,
-        alpha,
-        beta,
-        gw: None,
-        config_path,
-        http: common::Http::default(),
-    };
-    env.start_gateway().await;
-    env
-}
-
-/// The config with `services` put first in its `services:` list.
-fn with_services(text: String, services: &str) -> String {
-    text.replacen("services:\n", &format!("services:\n{services}"), 1)
-}
-
-fn replaced(text: String, from: &str, to: &str) -> String {
-    assert!(text.contains(from), "{from:?} not in the config");
-    text.replacen(from, to, 1)
-}
 
 /// `panelgate check-config` on the test's config: whether it succeeded, and its stdout.
 async fn check_config(env: &Env) -> (bool, String) {
@@ -111,7 +74,7 @@ const FALLBACKS: &str = r#"  - id: 50
 
 #[tokio::test]
 async fn a_fallback_takes_an_order_only_if_the_sell_price_covers_its_own_cost() {
-    let env = start(|_, _| {}, |t| with_services(t, FALLBACKS)).await;
+    let env = Env::tuned(|_, _| {}, |t| with_services(t, FALLBACKS)).await;
     let key = env.client("ann", "100", "default").await;
     env.set_faults(
         &env.alpha,
@@ -164,7 +127,7 @@ async fn a_fallback_takes_an_order_only_if_the_sell_price_covers_its_own_cost() 
 
 #[tokio::test]
 async fn check_config_shows_every_targets_cost_and_margin_currencies_and_the_worst_add() {
-    let env = start(|_, _| {}, |t| with_services(t, FALLBACKS)).await;
+    let env = Env::tuned(|_, _| {}, |t| with_services(t, FALLBACKS)).await;
     let (ok, out) = check_config(&env).await;
     assert!(ok, "{out}");
     for line in [
@@ -184,12 +147,12 @@ async fn check_config_shows_every_targets_cost_and_margin_currencies_and_the_wor
 
 #[tokio::test]
 async fn an_upstream_in_another_currency_than_configured_takes_no_orders_until_fixed() {
-    let env = start(|a, _| a.currency = "EUR".into(), |t| t).await;
+    let env = Env::tuned(|a, _| a.currency = "EUR".into(), |t| t).await;
     let key = env.client("ann", "100", "default").await;
     // alpha states EUR; the config gives it no currency, so it is expected to be in ours.
     assert_eq!(try_add(&env, &key, "1").await["error"], UNAVAILABLE);
     assert!(env.journal("alpha").is_empty());
-    assert_eq!(env.balance(&key).await, gw::dec("100"));
+    assert_eq!(env.balance(&key).await, dec("100"));
     // Its fallback-covered service goes to beta, whose EUR is declared with its fx.
     let id = env
         .add(
@@ -244,7 +207,7 @@ async fn an_upstream_in_another_currency_than_configured_takes_no_orders_until_f
         ("alpha", OrderState::Placed)
     );
     // 0.90 EUR × 1.1 × 1.25 = 1.2375 per 1000.
-    assert_eq!(panelgate::money::from_units(o.charge), gw::dec("0.12375"));
+    assert_eq!(panelgate::money::from_units(o.charge), dec("0.12375"));
     env.assert_ledgers_balance().await;
 }
 
@@ -252,7 +215,7 @@ async fn an_upstream_in_another_currency_than_configured_takes_no_orders_until_f
 async fn limits_outside_the_upstreams_range_are_refused_where_the_lists_are_read() {
     // alpha 101 takes 50..10000: a wider max is left out of the catalog at start.
     let bad = "  - id: 60\n    upstream: alpha\n    service: 101\n    markup: { percent: 25 }\n    max: 20000\n";
-    let env = start(|_, _| {}, |t| with_services(t, bad)).await;
+    let env = Env::tuned(|_, _| {}, |t| with_services(t, bad)).await;
     let key = env.client("ann", "100", "default").await;
     let list = listing(&env, &key).await;
     assert!(list.iter().all(|s| s["service"] != 60));
@@ -363,7 +326,7 @@ async fn a_reload_refused_for_a_services_limits_is_logged_with_the_service() {
 
 #[tokio::test]
 async fn refill_refusals_name_our_order_and_keep_their_other_numbers() {
-    let env = start(
+    let env = Env::tuned(
         |a, _| {
             a.first_order_id = 10;
             a.refill_refusal =
@@ -397,7 +360,7 @@ async fn refill_refusals_name_our_order_and_keep_their_other_numbers() {
 async fn a_services_list_of_strings_reads_and_an_empty_description_is_left_out() {
     let strings = r#"[{"service":"201","name":"Beta Followers","type":"Default","category":"Beta Instagram","rate":"2.00","min":"10","max":"5000","desc":""},
                       {"service":"202","name":"Beta Likes","type":"default","category":"Beta Instagram","rate":"0.40","min":"10","max":"100000","dripfeed":"0","desc":"Fast start"}]"#;
-    let env = start(
+    let env = Env::tuned(
         |_, b| b.services_body = Some(bytes::Bytes::from_static(strings.as_bytes())),
         |t| t,
     )
@@ -416,7 +379,7 @@ async fn a_services_list_of_strings_reads_and_an_empty_description_is_left_out()
 #[tokio::test]
 async fn an_upstream_answering_empty_data_lists_no_services() {
     let empty = br#"{"status":"success","data":"Empty Data"}"#;
-    let env = start(
+    let env = Env::tuned(
         |_, b| b.services_body = Some(bytes::Bytes::from_static(empty)),
         |t| t,
     )
@@ -446,7 +409,7 @@ async fn an_upstream_answering_empty_data_lists_no_services() {
 
 #[tokio::test]
 async fn import_rules_filter_by_type_whatever_its_spelling() {
-    let env = start(
+    let env = Env::tuned(
         |_, _| {},
         |t| {
             let t = replaced(

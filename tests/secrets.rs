@@ -8,7 +8,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use common::Http;
-use common::gw::Scratch;
+use common::gw::{Scratch, upstream_saw};
 
 const UPSTREAM_KEY: &str = "upstream-secret-key-5e3a9c";
 
@@ -23,11 +23,11 @@ fn free_port() -> u16 {
 async fn drive_every_action(format: &str) {
     let dir = Scratch::new("secrets");
     let config = dir.path("config.yaml");
+    let upstream = format!("127.0.0.1:{}", free_port());
     std::fs::write(
         &config,
         format!(
-            "listen: \"127.0.0.1:0\"\ndatabase: \"sqlite://gw.db\"\nlog_level: trace\nupstreams:\n  - name: up\n    url: \"http://127.0.0.1:{}/api/v2\"\n    key: \"${{UPSTREAM_KEY}}\"\n    simulate: {{ speed: 100000, partial_share: 0, cancel_share: 0 }}\nservices:\n  - import: up\n    markup: {{ percent: 10 }}\nsync:\n  interval: 50ms\nbalance_poll: 50ms\n",
-            free_port()
+            "listen: \"127.0.0.1:0\"\ndatabase: \"sqlite://gw.db\"\nlog_level: trace\nupstreams:\n  - name: up\n    url: \"http://{upstream}/api/v2\"\n    key: \"${{UPSTREAM_KEY}}\"\n    simulate: {{ speed: 100000, partial_share: 0, cancel_share: 0 }}\nservices:\n  - import: up\n    markup: {{ percent: 10 }}\nsync:\n  interval: 50ms\nbalance_poll: 50ms\n",
         ),
     )
     .unwrap();
@@ -89,13 +89,21 @@ async fn drive_every_action(format: &str) {
     ])
     .await["order"]
         .to_string();
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    call(vec![
-        k(),
-        ("action", "status".into()),
-        ("order", done.clone()),
-    ])
-    .await;
+    // The finished order is refillable: sync has seen it Completed.
+    let mut status = serde_json::Value::Null;
+    for _ in 0..500 {
+        status = call(vec![
+            k(),
+            ("action", "status".into()),
+            ("order", done.clone()),
+        ])
+        .await;
+        if status["status"] == "Completed" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(status["status"], "Completed", "{status}");
     call(vec![
         k(),
         ("action", "status".into()),
@@ -152,7 +160,10 @@ async fn drive_every_action(format: &str) {
         ("action", "balance".into()),
     ])
     .await;
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    // The background work calls the upstream with its key too: let two more balance polls
+    // happen (every 50 ms) before the logs are read.
+    let polled = upstream_saw(&http, &upstream, UPSTREAM_KEY, "balance", 1).await;
+    upstream_saw(&http, &upstream, UPSTREAM_KEY, "balance", polled + 2).await;
 
     let logs = tokio::task::spawn_blocking(move || server.terminate())
         .await

@@ -6,7 +6,6 @@
 mod common;
 
 use std::process::Command;
-use std::time::Duration;
 
 use common::Http;
 use common::gw::{ALPHA_KEY, Env, Options, Scratch, alpha_config, beta_config, config_text, dec};
@@ -386,7 +385,7 @@ async fn add_outcomes_are_counted_and_logged_by_what_the_reply_meant() {
             r#"panelgate_upstream_requests_total{{action="add",outcome="{want}",upstream="up"}} 1"#
         );
         assert!(metrics.contains(&series), "{want}:\n{metrics}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        // The request line is logged before the reply is sent, and flushed at exit.
         let logs = server.terminate();
         let request = logs
             .lines()

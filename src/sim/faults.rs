@@ -90,6 +90,8 @@ pub struct Faults {
     pub error_text: Option<String>,
     /// Answer an HTML 403 page without acting (a firewall in front of the panel).
     pub http403: Chance,
+    /// Answer HTTP 429 with a JSON error, without acting (a panel rate-limiting its users).
+    pub http429: Chance,
     /// Act on the request (an `add` creates its order), then answer HTTP 504 with the JSON
     /// body `{"error":"Gateway Timeout"}`: a proxy that gave up after the panel acted.
     pub http504: Chance,
@@ -109,6 +111,7 @@ pub struct Plan {
     pub error: Option<String>,
     pub hangup: bool,
     pub http403: bool,
+    pub http429: bool,
     pub http504: bool,
     pub empty: bool,
 }
@@ -137,6 +140,8 @@ impl Faults {
         // The newer kinds draw only when set, so a seed replays the older kinds as before.
         } else if self.http403 != Chance::NEVER && self.http403.hits(rng.next()) {
             plan.http403 = true;
+        } else if self.http429 != Chance::NEVER && self.http429.hits(rng.next()) {
+            plan.http429 = true;
         } else if self.http504 != Chance::NEVER && self.http504.hits(rng.next()) {
             plan.http504 = true;
         } else if self.empty != Chance::NEVER && self.empty.hits(rng.next()) {

@@ -365,6 +365,9 @@ impl Handler for Simulator {
             );
             return r.into();
         }
+        if plan.http429 {
+            return server::error_reply(StatusCode::TOO_MANY_REQUESTS, "Too many requests").into();
+        }
         if plan.garbage {
             let mut r = server::ok(Bytes::from_static(
                 b"<!DOCTYPE html><title>Just a moment...</title>",

@@ -1526,7 +1526,7 @@ mod tests {
                  fail rather than skip (PANELGATE_TEST_POSTGRES names the server)"
             );
         }
-        println!("skipped: PostgreSQL not reachable at {at} ({err})");
+        eprintln!("skipped: PostgreSQL not reachable at {at} ({err})");
         None
     }
 

@@ -203,27 +203,67 @@ catalog:
     )
 }
 
+/// The config with `services` put first in its `services:` list.
+pub fn with_services(text: String, services: &str) -> String {
+    text.replacen("services:\n", &format!("services:\n{services}"), 1)
+}
+
+/// The config with its first `from` replaced (which must be there).
+pub fn replaced(text: String, from: &str, to: &str) -> String {
+    assert!(text.contains(from), "{from:?} not in the config");
+    text.replacen(from, to, 1)
+}
+
 impl Env {
     pub async fn start(o: Options) -> Env {
+        let mut env = Env::prepare(o, |_, _| {}, |t| t).await;
+        env.start_gateway().await;
+        env
+    }
+
+    /// The suite's two simulators (tuned) and a gateway on the suite's config, edited.
+    pub async fn tuned(
+        tune: impl FnOnce(&mut SimConfig, &mut SimConfig),
+        edit: impl FnOnce(String) -> String,
+    ) -> Env {
+        Env::tuned_with(Options::default(), tune, edit).await
+    }
+
+    /// The same, from the knobs `o`.
+    pub async fn tuned_with(
+        o: Options,
+        tune: impl FnOnce(&mut SimConfig, &mut SimConfig),
+        edit: impl FnOnce(String) -> String,
+    ) -> Env {
+        let mut env = Env::prepare(o, tune, edit).await;
+        env.start_gateway().await;
+        env
+    }
+
+    /// Everything but the gateway: the simulators running, the config written. Tests that
+    /// need an upstream broken before the gateway first asks it start the gateway themselves.
+    pub async fn prepare(
+        o: Options,
+        tune: impl FnOnce(&mut SimConfig, &mut SimConfig),
+        edit: impl FnOnce(String) -> String,
+    ) -> Env {
         let dir = Scratch::new("gw");
-        let alpha = simulator(alpha_config(&dir.0, o.alpha_speed)).await;
-        let beta = simulator(beta_config(&dir.0)).await;
+        let mut a = alpha_config(&dir.0, o.alpha_speed);
+        let mut b = beta_config(&dir.0);
+        tune(&mut a, &mut b);
+        let alpha = simulator(a).await;
+        let beta = simulator(b).await;
         let config_path = dir.path("config.yaml");
-        std::fs::write(
-            &config_path,
-            config_text(&dir.0, &alpha.url(), &beta.url(), &o),
-        )
-        .unwrap();
-        let mut env = Env {
+        let text = config_text(&dir.0, &alpha.url(), &beta.url(), &o);
+        std::fs::write(&config_path, edit(text)).unwrap();
+        Env {
             dir,
             alpha,
             beta,
             gw: None,
             config_path,
             http: Http::default(),
-        };
-        env.start_gateway().await;
-        env
+        }
     }
 
     pub async fn start_gateway(&mut self) {
@@ -380,6 +420,24 @@ impl Env {
             .collect()
     }
 
+    /// How many API requests with `action` a simulator has received (its own count).
+    pub async fn requests(&self, sim: &SimHandle, key: &str, action: &str) -> u64 {
+        let state = self
+            .http
+            .get(&format!("http://{}/_sim/state?key={key}", sim.addr))
+            .await
+            .json();
+        state["requests"][action].as_u64().unwrap_or(0)
+    }
+
+    /// The gateway's `/metrics` scrape, over its API listener.
+    pub async fn metrics(&self) -> String {
+        self.http
+            .get(&format!("http://{}/metrics", self.gw().addr))
+            .await
+            .text()
+    }
+
     pub async fn set_faults(&self, sim: &SimHandle, key: &str, faults: Value) {
         let r = self
             .http
@@ -401,4 +459,40 @@ pub fn money(v: &Value) -> Decimal {
 
 pub fn dec(s: &str) -> Decimal {
     s.parse().unwrap()
+}
+
+/// The value of one series (`name{labels}` as the scrape spells it) in a `/metrics` scrape;
+/// `None` when it is not exported, so that a missing metric never reads as 0.
+pub fn sample(scrape: &str, series: &str) -> Option<f64> {
+    scrape.lines().find_map(|l| {
+        l.strip_prefix(series)?
+            .strip_prefix(' ')?
+            .trim()
+            .parse()
+            .ok()
+    })
+}
+
+/// Polls a simulator's own count of `action` requests (`/_sim/state` at `addr`) until it
+/// reaches `at_least`, 10 s at most; returns the count. The way to know a request has reached
+/// an upstream, where a fixed sleep would only hope so.
+pub async fn upstream_saw(
+    http: &Http,
+    addr: impl std::fmt::Display,
+    key: &str,
+    action: &str,
+    at_least: u64,
+) -> u64 {
+    let url = format!("http://{addr}/_sim/state?key={key}");
+    let mut seen = 0;
+    for _ in 0..1000 {
+        seen = http.get(&url).await.json()["requests"][action]
+            .as_u64()
+            .unwrap_or(0);
+        if seen >= at_least {
+            return seen;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("the upstream saw {seen} {action} requests, not {at_least}");
 }
