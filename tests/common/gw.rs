@@ -189,6 +189,7 @@ price_groups:
   vip:
     markup: {{ percent: 10 }}
     rate_limit: {{ per_second: 1000, burst: 1000 }}
+    read_rate_limit: {{ per_second: 1000, burst: 1000 }}
 sync:
   interval: {sync}
 catalog:
@@ -362,6 +363,27 @@ impl Env {
             .lines()
             .map(|l| serde_json::from_str(l).unwrap())
             .collect()
+    }
+
+    /// How many `action` requests a simulated upstream has received.
+    pub async fn upstream_requests(&self, sim: &SimHandle, key: &str, action: &str) -> u64 {
+        let state = self
+            .http
+            .get(&format!("http://{}/_sim/state?key={key}", sim.addr))
+            .await
+            .json();
+        state["requests"][action].as_u64().unwrap_or(0)
+    }
+
+    /// The value of one series on `/metrics` (`name{labels}` as exported), if exported.
+    pub async fn metric(&self, series: &str) -> Option<f64> {
+        let text = self
+            .http
+            .get(&format!("http://{}/metrics", self.gw().addr))
+            .await
+            .text();
+        text.lines()
+            .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
     }
 
     pub async fn set_faults(&self, sim: &SimHandle, key: &str, faults: Value) {
