@@ -583,18 +583,22 @@ impl Handler for Routes {
         };
         let mut trace = Trace::default();
         let result = gateway.handle(&api, peer.ip(), &mut trace).await;
-        let action = if trace.action.is_empty() {
+        let asked = if trace.action.is_empty() {
             "unknown"
         } else {
             trace.action
         };
+        // The log line names what a refused request asked for; the metrics count a request
+        // refused at the door (its key, a rate limit) under `unknown`, as they always have.
+        let action = if trace.admitted { asked } else { "unknown" };
         let outcome = match &result {
             Ok(_) => "ok",
             Err(e) => e.label(),
         };
         // The log line says what an `add` came to upstream (placed, refused, unknown,
-        // not_sent); the metric keeps `ok` / the error class the customer got.
-        let logged = trace.add_outcome.unwrap_or(outcome);
+        // not_sent), or that a read was answered over the limit; the metric keeps `ok` / the
+        // error class the customer got.
+        let logged = trace.outcome.unwrap_or(outcome);
         match &result {
             Err(ProtocolError::InvalidKey) => metrics.rejected_keys.inc(),
             Err(ProtocolError::TooManyRequests(_) | ProtocolError::TooManyKeyAttempts(_)) => {
@@ -609,8 +613,10 @@ impl Handler for Routes {
             .with_label_values(&[action])
             .observe(elapsed.as_secs_f64());
         tracing::info!(
-            action,
+            action = asked,
             client = trace.customer.as_ref().map_or("-", |c| c.name.as_str()),
+            ids = %trace.ids_text(),
+            ids_total = trace.ids_total,
             outcome = logged,
             error = result.as_ref().err().map(|e| e.to_string()).unwrap_or_default(),
             latency_us = elapsed.as_micros() as u64,
@@ -633,7 +639,7 @@ impl Handler for Routes {
             }
             Err(e) => server::protocol_error(&e),
         };
-        if action == "services" {
+        if asked == "services" {
             // The body depends on Accept-Encoding: caches between us and the panel must know.
             reply.headers_mut().insert(
                 http::header::VARY,

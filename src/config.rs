@@ -131,6 +131,7 @@ struct RawLimits {
     max_body_bytes: Option<usize>,
     max_connections: Option<usize>,
     per_client: Option<RateSpec>,
+    per_client_reads: Option<RateSpec>,
     failed_keys_per_minute: Option<u32>,
     header_read_timeout: Option<Span>,
     body_read_timeout: Option<Span>,
@@ -219,6 +220,7 @@ struct RawRule {
 struct RawGroup {
     markup: Markup,
     rate_limit: Option<RateSpec>,
+    read_rate_limit: Option<RateSpec>,
 }
 
 /// A rate limit: a sustained rate and the burst allowed on top of it.
@@ -228,6 +230,27 @@ pub struct RateSpec {
     pub per_second: u32,
     pub burst: Option<u32>,
 }
+
+/// A customer's two allowances: writes (`add`, `refill`, `cancel`, and requests whose action
+/// cannot be read) and reads (`status`, `refill_status`, `balance`, `services`). Panels poll
+/// statuses far more often than they order, so reads get a larger allowance of their own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClientRates {
+    pub writes: RateSpec,
+    pub reads: RateSpec,
+}
+
+/// `limits.per_client` unless the config says otherwise.
+pub const DEFAULT_WRITE_RATE: RateSpec = RateSpec {
+    per_second: 20,
+    burst: Some(100),
+};
+
+/// `limits.per_client_reads` unless the config says otherwise.
+pub const DEFAULT_READ_RATE: RateSpec = RateSpec {
+    per_second: 100,
+    burst: Some(500),
+};
 
 /// TLS termination: PEM files of the certificate chain and its private key.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -318,7 +341,7 @@ pub struct Config {
     pub clients: Vec<BootstrapClient>,
     pub simulator: Option<SimulatorSection>,
     /// Requests per customer, by price group (`default` for customers in no group).
-    pub client_rates: HashMap<String, RateSpec>,
+    pub client_rates: HashMap<String, ClientRates>,
     /// Failed key attempts one IP address may make per minute before it is refused outright.
     pub failed_keys_per_minute: u32,
     pub tls: Option<TlsFiles>,
@@ -566,6 +589,17 @@ pub fn expand_env(text: &str, var: impl Fn(&str) -> Option<String>) -> Result<St
     Ok(out)
 }
 
+/// The rate limit at `at`, or `default` when the config gives none.
+fn rate_or(at: &str, given: Option<RateSpec>, default: RateSpec) -> Result<RateSpec, String> {
+    match given {
+        Some(r) if r.per_second == 0 || r.burst == Some(0) => {
+            Err(format!("{at}: per_second and burst must be above 0"))
+        }
+        Some(r) => Ok(r),
+        None => Ok(default),
+    }
+}
+
 fn validate(raw: RawConfig, path: &Path, base: &Path) -> Result<Config, String> {
     let resolve = |p: &mut Option<PathBuf>| {
         if let Some(p) = p
@@ -656,30 +690,30 @@ fn validate(raw: RawConfig, path: &Path, base: &Path) -> Result<Config, String> 
     }
     let known = |name: &str| upstreams.iter().any(|u| u.name == name);
 
-    let valid_rate = |at: &str, r: &RateSpec| {
-        if r.per_second == 0 || r.burst == Some(0) {
-            return Err(format!("{at}: per_second and burst must be above 0"));
-        }
-        Ok(*r)
-    };
-    let default_rate = match &raw.limits.per_client {
-        Some(r) => valid_rate("limits.per_client", r)?,
-        None => RateSpec {
-            per_second: 20,
-            burst: Some(100),
-        },
+    let defaults = ClientRates {
+        writes: rate_or(
+            "limits.per_client",
+            raw.limits.per_client,
+            DEFAULT_WRITE_RATE,
+        )?,
+        reads: rate_or(
+            "limits.per_client_reads",
+            raw.limits.per_client_reads,
+            DEFAULT_READ_RATE,
+        )?,
     };
     let mut groups = HashMap::new();
-    let mut client_rates = HashMap::from([(DEFAULT_GROUP.to_owned(), default_rate)]);
+    let mut client_rates = HashMap::from([(DEFAULT_GROUP.to_owned(), defaults)]);
     for (name, g) in raw.price_groups {
         g.markup
             .validate()
             .map_err(|e| format!("price_groups.{name}.markup: {e}"))?;
-        let rate = match &g.rate_limit {
-            Some(r) => valid_rate(&format!("price_groups.{name}.rate_limit"), r)?,
-            None => default_rate,
+        let at = |key: &str| format!("price_groups.{name}.{key}");
+        let rates = ClientRates {
+            writes: rate_or(&at("rate_limit"), g.rate_limit, defaults.writes)?,
+            reads: rate_or(&at("read_rate_limit"), g.read_rate_limit, defaults.reads)?,
         };
-        client_rates.insert(name.clone(), rate);
+        client_rates.insert(name.clone(), rates);
         groups.insert(name, g.markup);
     }
 
@@ -992,6 +1026,49 @@ mod tests {
         // Retired is not removed: it still needs its url and key, to follow its orders.
         let err = parse_err(&format!("{BASE}  - name: beta\n    retired: true\n"));
         assert!(err.contains("url") || err.contains("key"), "{err}");
+    }
+
+    #[test]
+    fn reads_and_writes_have_their_own_rates_per_group() {
+        let rate = |per_second, burst| RateSpec {
+            per_second,
+            burst: Some(burst),
+        };
+        let c = parse_ok(&format!(
+            "{BASE}limits:\n  per_client: {{ per_second: 5, burst: 10 }}\nprice_groups:\n  vip:\n    markup: {{ percent: 10 }}\n    read_rate_limit: {{ per_second: 900, burst: 2000 }}\n  slow:\n    markup: {{ percent: 10 }}\n    rate_limit: {{ per_second: 1, burst: 2 }}\n"
+        ));
+        let rates = |group: &str| c.client_rates[group];
+        assert_eq!(rates("default").writes, rate(5, 10));
+        assert_eq!(rates("default").reads, DEFAULT_READ_RATE);
+        assert_eq!(rates("vip").writes, rate(5, 10));
+        assert_eq!(rates("vip").reads, rate(900, 2000));
+        assert_eq!(rates("slow").writes, rate(1, 2));
+        assert_eq!(rates("slow").reads, DEFAULT_READ_RATE);
+        let plain = parse_ok(BASE);
+        assert_eq!(
+            plain.client_rates["default"],
+            ClientRates {
+                writes: rate(20, 100),
+                reads: rate(100, 500)
+            }
+        );
+        for (text, needle) in [
+            (
+                "limits:\n  per_client_reads: { per_second: 0 }\n",
+                "limits.per_client_reads",
+            ),
+            (
+                "price_groups:\n  vip:\n    markup: { percent: 1 }\n    read_rate_limit: { per_second: 5, burst: 0 }\n",
+                "price_groups.vip.read_rate_limit",
+            ),
+            (
+                "price_groups:\n  vip:\n    markup: { percent: 1 }\n    read_rate_limt: { per_second: 5 }\n",
+                "read_rate_limt",
+            ),
+        ] {
+            let err = parse_err(&format!("{BASE}{text}"));
+            assert!(err.contains(needle), "{needle:?} not in {err:?}");
+        }
     }
 
     #[test]

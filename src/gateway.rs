@@ -14,7 +14,7 @@ use rust_decimal::Decimal;
 use crate::auth::{Authenticator, Caller};
 use crate::catalog::{Catalog, LocalCatalog, LocalService};
 use crate::config::Config;
-use crate::guard::{self, Guard};
+use crate::guard::{self, Allowance, Guard};
 use crate::metrics::{self, Metrics};
 use crate::money::{self, Billing};
 use crate::protocol::lenient::Refusal;
@@ -26,7 +26,7 @@ use crate::protocol::reply::{
 use crate::protocol::{Action, Ids, MAX_IDS, Params, ProtocolError};
 use crate::server::ApiRequest;
 use crate::status_cache::{self, Entry, StatusCache};
-use crate::store::{NewOrder, Order, OrderState, Store, StoreError};
+use crate::store::{NewOrder, Order, OrderState, Refill, Store, StoreError};
 use crate::sync::{Syncer, Tracked, now_ms};
 use crate::upstream::{AddOutcome, Upstreams};
 
@@ -53,17 +53,63 @@ impl From<Bytes> for Body {
     }
 }
 
+/// Ids a request's log line names at most (it gives their count too): enough to follow an
+/// order through the log, bounded however many a request asks about.
+const LOGGED_IDS: usize = 5;
+
 /// What one request did, for the request log line.
 #[derive(Debug, Default)]
 pub struct Trace {
     pub customer: Option<Arc<Caller>>,
+    /// The action asked for, when it could be read (empty otherwise).
     pub action: &'static str,
+    /// Whether the request got past its key and the rate limits (or was answered over the
+    /// read limit): the metrics count a request refused at the door under action `unknown`.
+    pub admitted: bool,
+    /// The first [`LOGGED_IDS`] ids asked about (orders, or refills for `refill_status`).
+    pub ids: Vec<u64>,
+    /// How many ids were asked about.
+    pub ids_total: usize,
     pub upstream: Option<String>,
     pub order: Option<i64>,
     pub upstream_order: Option<String>,
-    /// For an `add` that reached an upstream: what its reply meant (placed, refused, unknown,
-    /// not_sent), for the request log.
-    pub add_outcome: Option<&'static str>,
+    /// What the request came to where the log says more than the metric's outcome: for an
+    /// `add` that reached an upstream, what its reply meant (placed, refused, unknown,
+    /// not_sent); for a read over the customer's read limit answered from what is held,
+    /// `held_over_limit`.
+    pub outcome: Option<&'static str>,
+}
+
+impl Trace {
+    /// Notes what a request asks, before anything may refuse it.
+    fn asked(&mut self, action: &Action) {
+        self.action = action.name();
+        let ids = action.ids();
+        self.ids = ids.iter().take(LOGGED_IDS).copied().collect();
+        self.ids_total = ids.len();
+    }
+
+    /// The logged ids, comma-separated (`-` for none).
+    pub fn ids_text(&self) -> impl std::fmt::Display + '_ {
+        IdsText(&self.ids)
+    }
+}
+
+struct IdsText<'a>(&'a [u64]);
+
+impl std::fmt::Display for IdsText<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.0.is_empty() {
+            return f.write_str("-");
+        }
+        for (i, id) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str(",")?;
+            }
+            write!(f, "{id}")?;
+        }
+        Ok(())
+    }
 }
 
 pub struct Gateway {
@@ -164,6 +210,12 @@ impl Gateway {
 
     async fn act(&self, api: &ApiRequest, peer: IpAddr, trace: &mut Trace) -> Result<Body> {
         self.guard.sweep();
+        // Read first so that a refused request's log line says what it asked; a request that
+        // cannot be read is told so only once its caller is known and admitted, as ever.
+        let parsed = Action::parse(&api.params);
+        if let Ok(action) = &parsed {
+            trace.asked(action);
+        }
         let wait = |d| guard::retry_after_secs(d);
         self.guard
             .admit_address(peer)
@@ -177,23 +229,34 @@ impl Gateway {
             self.guard.failed_key(peer);
             return Err(ProtocolError::InvalidKey.into());
         };
-        self.guard
-            .admit_client(&customer.group, customer.id)
-            .map_err(|d| ProtocolError::TooManyRequests(wait(d)))?;
         trace.customer = Some(customer.clone());
-        let action = Action::parse(&api.params)?;
-        trace.action = action.name();
-        let body = match action {
-            Action::Services => {
-                let listing = self.catalog.get().await.reply(&customer.group);
-                return Ok(match api.accepts_gzip {
-                    true => Body {
-                        bytes: listing.gzip,
-                        gzip: true,
-                    },
-                    false => listing.json.into(),
-                });
+        let over = self
+            .guard
+            .admit_client(&customer.group, customer.id, Allowance::of(&parsed))
+            .err()
+            .map(wait);
+        trace.admitted = over.is_none();
+        match (parsed, over) {
+            (Err(e), None) => Err(e.into()),
+            (Err(_), Some(retry)) => Err(ProtocolError::TooManyRequests(retry).into()),
+            (Ok(action), None) => self.answer(action, &customer, key, api, trace).await,
+            (Ok(action), Some(retry)) => {
+                self.answer_over_limit(action, &customer, retry, api, trace)
+                    .await
             }
+        }
+    }
+
+    async fn answer(
+        &self,
+        action: Action,
+        customer: &Caller,
+        key: &str,
+        api: &ApiRequest,
+        trace: &mut Trace,
+    ) -> Result<Body> {
+        let body = match action {
+            Action::Services => return Ok(self.services(customer, api, self.catalog.get().await)),
             Action::Balance => {
                 // Read now, not remembered: it is the customer's money.
                 let fresh = self.auth.fresh(self.store.as_ref(), key).await?;
@@ -203,13 +266,62 @@ impl Gateway {
                     currency: self.cfg.currency.clone(),
                 })
             }
-            Action::Add { service } => self.add(&customer, service, &api.params, trace).await?,
-            Action::Status(ids) => self.status(&customer, &ids).await?,
-            Action::Refill(ids) => self.refill(&customer, &ids).await?,
-            Action::RefillStatus(ids) => self.refill_status(&customer, &ids).await?,
-            Action::Cancel(ids) => self.cancel(&customer, &ids).await?,
+            Action::Add { service } => self.add(customer, service, &api.params, trace).await?,
+            Action::Status(ids) => self.status(customer, &ids).await?,
+            Action::Refill(ids) => self.refill(customer, &ids).await?,
+            Action::RefillStatus(ids) => self.refill_status(customer, &ids).await?,
+            Action::Cancel(ids) => self.cancel(customer, &ids).await?,
         };
         Ok(body.into())
+    }
+
+    /// A request over the customer's limit. A panel takes an `error` in a status reply as the
+    /// order's final word, so `status` and `refill_status` are answered from what is held
+    /// (memory, the store) without asking an upstream, and `services` from the catalog held;
+    /// only what nothing is held for gets the refusal. `balance` (a fresh read of the
+    /// customer's money, and no order's fate) and writes get it too.
+    async fn answer_over_limit(
+        &self,
+        action: Action,
+        customer: &Caller,
+        retry: u64,
+        api: &ApiRequest,
+        trace: &mut Trace,
+    ) -> Result<Body> {
+        let refused = ProtocolError::TooManyRequests(retry);
+        let body = match &action {
+            Action::Services => self.services(customer, api, self.catalog.snapshot()),
+            Action::Status(ids) => self
+                .held_status(customer, ids)
+                .await?
+                .ok_or(refused)?
+                .into(),
+            Action::RefillStatus(ids) => self
+                .held_refill_status(customer, ids)
+                .await?
+                .ok_or(refused)?
+                .into(),
+            _ => return Err(refused.into()),
+        };
+        self.metrics
+            .reads_over_limit
+            .with_label_values(&[action.name()])
+            .inc();
+        trace.admitted = true;
+        trace.outcome = Some("held_over_limit");
+        Ok(body)
+    }
+
+    /// The customer's services listing from `catalog`, compressed if the request allows it.
+    fn services(&self, customer: &Caller, api: &ApiRequest, catalog: Arc<LocalCatalog>) -> Body {
+        let listing = catalog.reply(&customer.group);
+        match api.accepts_gzip {
+            true => Body {
+                bytes: listing.gzip,
+                gzip: true,
+            },
+            false => listing.json.into(),
+        }
     }
 
     async fn add(
@@ -279,7 +391,7 @@ impl Gateway {
                     ProtocolError::Internal
                 })?;
         trace.order = order;
-        trace.add_outcome = outcome;
+        trace.outcome = outcome;
         if let Some((upstream, upstream_order)) = placed_at {
             trace.upstream = Some(upstream);
             trace.upstream_order = upstream_order;
@@ -306,15 +418,7 @@ impl Gateway {
             .iter()
             .map(|&id| self.statuses.get(i64::try_from(id).ok()?, started))
             .collect();
-        let missing: Vec<i64> = asked
-            .iter()
-            .zip(&found)
-            .filter(|(_, e)| e.is_none())
-            .filter_map(|(&id, _)| i64::try_from(id).ok())
-            .collect();
-        if !missing.is_empty() {
-            self.read_statuses(c, &missing, asked, &mut found).await?;
-        }
+        self.read_missing(c, asked, &mut found).await?;
 
         let mut stale: Vec<Tracked<'_>> = Vec::new();
         for e in found.iter().flatten() {
@@ -354,19 +458,43 @@ impl Gateway {
             }
         }
 
-        for slot in &mut found {
-            if slot.as_ref().is_some_and(|e| !e.visible_to(c.id)) {
-                *slot = None;
-            }
+        hide_others(c, &mut found);
+        status_reply(ids, &found)
+    }
+
+    /// Over the read limit: the customer's orders as last known, from memory or the store,
+    /// without asking an upstream however old; `None` when none of `ids` is theirs.
+    async fn held_status(&self, c: &Caller, ids: &Ids) -> Result<Option<Bytes>> {
+        let asked = ids.as_slice();
+        let mut found: Vec<Option<Arc<Entry>>> = asked
+            .iter()
+            .map(|&id| self.statuses.held(i64::try_from(id).ok()?))
+            .collect();
+        self.read_missing(c, asked, &mut found).await?;
+        hide_others(c, &mut found);
+        if found.iter().all(Option::is_none) {
+            return Ok(None);
         }
-        Ok(match ids {
-            Ids::One(_) => found[0]
-                .as_ref()
-                .ok_or(ProtocolError::IncorrectOrderId)?
-                .json
-                .clone(),
-            Ids::Many(_) => status_cache::multi_reply(asked, &found),
-        })
+        status_reply(ids, &found).map(Some)
+    }
+
+    /// Reads the slots of `asked` that nothing was found for from the store.
+    async fn read_missing(
+        &self,
+        c: &Caller,
+        asked: &[u64],
+        found: &mut [Option<Arc<Entry>>],
+    ) -> Result<()> {
+        let missing: Vec<i64> = asked
+            .iter()
+            .zip(found.iter())
+            .filter(|(_, e)| e.is_none())
+            .filter_map(|(&id, _)| i64::try_from(id).ok())
+            .collect();
+        if missing.is_empty() {
+            return Ok(());
+        }
+        self.read_statuses(c, &missing, asked, found).await
     }
 
     /// Reads the customer's orders `wanted` from the store into the cache and into the slots
@@ -458,27 +586,20 @@ impl Gateway {
             self.syncer.refresh_refills(&stale).await;
             refills = self.store.customer_refills(c.id, &wanted).await?;
         }
-        let status_of = |id: &u64| {
-            refills
-                .iter()
-                .find(|r| r.id as u64 == *id)
-                .map(|r| r.status)
-        };
-        Ok(match ids {
-            Ids::One(id) => reply::to_bytes(&RefillState {
-                status: status_of(id).ok_or(ProtocolError::RefillNotFound)?,
-            }),
-            Ids::Many(list) => reply::to_bytes(&MultiRefillStatus(
-                list.iter()
-                    .map(|id| {
-                        (
-                            *id,
-                            status_of(id).ok_or_else(|| ProtocolError::RefillNotFound.to_string()),
-                        )
-                    })
-                    .collect(),
-            )),
-        })
+        refill_status_reply(ids, &refills)
+    }
+
+    /// Over the read limit: the customer's refills as the store has them, without asking an
+    /// upstream; `None` when none of `ids` is theirs.
+    async fn held_refill_status(&self, c: &Caller, ids: &Ids) -> Result<Option<Bytes>> {
+        let refills = self
+            .store
+            .customer_refills(c.id, &local_ids(ids.as_slice()))
+            .await?;
+        if refills.is_empty() {
+            return Ok(None);
+        }
+        refill_status_reply(ids, &refills).map(Some)
     }
 
     async fn cancel(&self, c: &Caller, ids: &[u64]) -> Result<Bytes> {
@@ -839,6 +960,52 @@ fn refillable(catalog: &LocalCatalog, o: &Order) -> bool {
 /// As [`refillable`], for cancel.
 fn cancellable(catalog: &LocalCatalog, o: &Order) -> bool {
     catalog.get(o.service).is_some_and(|s| s.listing.cancel)
+}
+
+/// Empties the slots of orders the customer may not see.
+fn hide_others(c: &Caller, found: &mut [Option<Arc<Entry>>]) {
+    for slot in found {
+        if slot.as_ref().is_some_and(|e| !e.visible_to(c.id)) {
+            *slot = None;
+        }
+    }
+}
+
+/// The `status` reply for `ids` from the entries found for each (`None`: not the caller's).
+fn status_reply(ids: &Ids, found: &[Option<Arc<Entry>>]) -> Result<Bytes> {
+    Ok(match ids {
+        Ids::One(_) => found[0]
+            .as_ref()
+            .ok_or(ProtocolError::IncorrectOrderId)?
+            .json
+            .clone(),
+        Ids::Many(asked) => status_cache::multi_reply(asked, found),
+    })
+}
+
+/// The `refill_status` reply for `ids` from the caller's `refills` among them.
+fn refill_status_reply(ids: &Ids, refills: &[Refill]) -> Result<Bytes> {
+    let status_of = |id: &u64| {
+        refills
+            .iter()
+            .find(|r| r.id as u64 == *id)
+            .map(|r| r.status)
+    };
+    Ok(match ids {
+        Ids::One(id) => reply::to_bytes(&RefillState {
+            status: status_of(id).ok_or(ProtocolError::RefillNotFound)?,
+        }),
+        Ids::Many(list) => reply::to_bytes(&MultiRefillStatus(
+            list.iter()
+                .map(|id| {
+                    (
+                        *id,
+                        status_of(id).ok_or_else(|| ProtocolError::RefillNotFound.to_string()),
+                    )
+                })
+                .collect(),
+        )),
+    })
 }
 
 /// Puts `entry` into every slot of `asked` that names its order.

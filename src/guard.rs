@@ -1,6 +1,7 @@
-//! Who may come in, and how often: a GCRA rate limit per customer (governor, keyed by
-//! customer, with a quota per price group), and a cap on failed key attempts per IP address
-//! so that keys cannot be guessed at line rate. Both are per instance.
+//! Who may come in, and how often: GCRA rate limits per customer (governor, keyed by
+//! customer, with quotas per price group), one for writes and one for reads, and a cap on
+//! failed key attempts per IP address so that keys cannot be guessed at line rate. All are
+//! per instance, and a reload starts them afresh (a new config's gateway gets a new guard).
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -14,12 +15,39 @@ use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use tokio::time::Instant;
 
 use crate::config::{Config, DEFAULT_GROUP, RateSpec};
+use crate::protocol::Action;
 
 /// Length of the window failed key attempts are counted in.
 const WINDOW: Duration = Duration::from_secs(60);
 
+/// Which of a customer's allowances a request draws on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Allowance {
+    Writes,
+    Reads,
+}
+
+impl Allowance {
+    /// Reads change nothing and are answered from what is held; everything else, a request
+    /// whose action cannot be read included, counts as a write.
+    pub fn of<E>(action: &Result<Action, E>) -> Allowance {
+        match action {
+            Ok(
+                Action::Status(_) | Action::RefillStatus(_) | Action::Balance | Action::Services,
+            ) => Allowance::Reads,
+            _ => Allowance::Writes,
+        }
+    }
+}
+
+/// One price group's limiters, keyed by customer.
+struct Limiters {
+    writes: DefaultKeyedRateLimiter<i64>,
+    reads: DefaultKeyedRateLimiter<i64>,
+}
+
 pub struct Guard {
-    clients: HashMap<String, DefaultKeyedRateLimiter<i64>>,
+    clients: HashMap<String, Limiters>,
     failed_keys_per_window: u32,
     /// Failed key attempts per address in the current window (start, count).
     failed: DashMap<IpAddr, (Instant, u32)>,
@@ -38,7 +66,13 @@ impl Guard {
             clients: cfg
                 .client_rates
                 .iter()
-                .map(|(group, r)| (group.clone(), RateLimiter::keyed(quota(r))))
+                .map(|(group, r)| {
+                    let limiters = Limiters {
+                        writes: RateLimiter::keyed(quota(&r.writes)),
+                        reads: RateLimiter::keyed(quota(&r.reads)),
+                    };
+                    (group.clone(), limiters)
+                })
                 .collect(),
             failed_keys_per_window: cfg.failed_keys_per_minute.max(1),
             failed: DashMap::new(),
@@ -47,11 +81,20 @@ impl Guard {
     }
 
     /// Takes one request from the customer's allowance; `Err(wait)` when it is spent.
-    pub fn admit_client(&self, group: &str, customer: i64) -> Result<(), Duration> {
-        let limiter = self
+    pub fn admit_client(
+        &self,
+        group: &str,
+        customer: i64,
+        allowance: Allowance,
+    ) -> Result<(), Duration> {
+        let limiters = self
             .clients
             .get(group)
             .or_else(|| self.clients.get(DEFAULT_GROUP));
+        let limiter = limiters.map(|l| match allowance {
+            Allowance::Writes => &l.writes,
+            Allowance::Reads => &l.reads,
+        });
         match limiter.map(|l| l.check_key(&customer)) {
             Some(Err(not_until)) => Err(not_until.wait_time_from(DefaultClock::default().now())),
             _ => Ok(()),
@@ -95,7 +138,7 @@ impl Guard {
             }
             *last = now;
         }
-        for limiter in self.clients.values() {
+        for limiter in self.clients.values().flat_map(|l| [&l.writes, &l.reads]) {
             limiter.retain_recent();
             limiter.shrink_to_fit();
         }

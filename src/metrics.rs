@@ -46,6 +46,7 @@ pub struct Metrics {
     pub cost: prometheus::CounterVec,
     pub rejected_keys: IntCounter,
     pub rate_limited: IntCounter,
+    pub reads_over_limit: IntCounterVec,
 }
 
 fn counter(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -248,6 +249,13 @@ impl Metrics {
             rate_limited: single(
                 "panelgate_rate_limited_total",
                 "Requests refused by a rate limit.",
+            ),
+            reads_over_limit: counter(
+                &r,
+                "panelgate_reads_over_limit_total",
+                "Reads over the customer's read limit answered from what is held (HTTP 200, \
+                 no upstream call), by action: status, refill_status, services.",
+                &["action"],
             ),
             registry: r,
         }

@@ -174,6 +174,12 @@ impl StatusCache {
         (e.settled() || now.duration_since(e.read_at) < TRUST).then(|| e.clone())
     }
 
+    /// The entry for order `id` as last read, however long ago: for answers that must not
+    /// wait for a fresher one (a customer over their read limit).
+    pub fn held(&self, id: i64) -> Option<Arc<Entry>> {
+        self.entries.get(&id).map(|e| e.clone())
+    }
+
     /// The reply for `ids`, written straight from the held entries, when every one of them is
     /// held, trusted at `now`, the customer's, and fresh from its upstream (not older than
     /// `max_age` at `now_ms`): the common poll. Anything else (`None`) takes the long way.

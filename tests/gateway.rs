@@ -1022,16 +1022,6 @@ async fn cli(env: &Env, args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-/// What a simulator has been asked, by action.
-async fn requests(env: &Env, sim: &panelgate::sim::SimHandle, key: &str, action: &str) -> u64 {
-    let state = env
-        .http
-        .get(&format!("http://{}/_sim/state?key={key}", sim.addr))
-        .await
-        .json();
-    state["requests"][action].as_u64().unwrap_or(0)
-}
-
 #[tokio::test]
 async fn statuses_are_fetched_in_batches_of_at_most_100_per_upstream() {
     let env = Env::start(Options {
@@ -1060,8 +1050,8 @@ async fn statuses_are_fetched_in_batches_of_at_most_100_per_upstream() {
         )
         .await;
     let (alpha_before, beta_before) = (
-        requests(&env, &env.alpha, ALPHA_KEY, "status").await,
-        requests(&env, &env.beta, BETA_KEY, "status").await,
+        env.requests(&env.alpha, ALPHA_KEY, "status").await,
+        env.requests(&env.beta, BETA_KEY, "status").await,
     );
     // 99 of alpha's and beta's one, all never synced: one call to each upstream.
     let list: Vec<String> = ids[..99]
@@ -1082,18 +1072,18 @@ async fn statuses_are_fetched_in_batches_of_at_most_100_per_upstream() {
         "{multi}"
     );
     assert_eq!(
-        requests(&env, &env.alpha, ALPHA_KEY, "status").await - alpha_before,
+        env.requests(&env.alpha, ALPHA_KEY, "status").await - alpha_before,
         1
     );
     assert_eq!(
-        requests(&env, &env.beta, BETA_KEY, "status").await - beta_before,
+        env.requests(&env.beta, BETA_KEY, "status").await - beta_before,
         1
     );
     // Now fresh: answered from the ledger, no upstream call at all.
     env.call(&key, &[("action", "status"), ("orders", &list.join(","))])
         .await;
     assert_eq!(
-        requests(&env, &env.alpha, ALPHA_KEY, "status").await - alpha_before,
+        env.requests(&env.alpha, ALPHA_KEY, "status").await - alpha_before,
         1
     );
     // A sync pass over the 100 alpha orders: finished ones are not polled again, so only the
@@ -1104,7 +1094,7 @@ async fn statuses_are_fetched_in_batches_of_at_most_100_per_upstream() {
         .pass(std::time::Duration::from_secs(3600))
         .await;
     assert_eq!(
-        requests(&env, &env.alpha, ALPHA_KEY, "status").await - alpha_before,
+        env.requests(&env.alpha, ALPHA_KEY, "status").await - alpha_before,
         2
     );
     env.assert_ledgers_balance().await;
@@ -1118,7 +1108,7 @@ async fn the_catalog_keeps_the_last_good_list_and_merges_concurrent_fetches() {
     })
     .await;
     let key = env.client("ann", "100", "default").await;
-    let before = requests(&env, &env.beta, BETA_KEY, "services").await;
+    let before = env.requests(&env.beta, BETA_KEY, "services").await;
     tokio::time::sleep(std::time::Duration::from_millis(350)).await;
     // The TTL has run out: 20 concurrent requests cause one fetch per upstream.
     let calls: Vec<_> = (0..20)
@@ -1136,7 +1126,7 @@ async fn the_catalog_keeps_the_last_good_list_and_merges_concurrent_fetches() {
     for c in calls {
         assert_eq!(c.await.unwrap().as_array().unwrap().len(), 25);
     }
-    let fetched = requests(&env, &env.beta, BETA_KEY, "services").await - before;
+    let fetched = env.requests(&env.beta, BETA_KEY, "services").await - before;
     assert!(
         (1..=2).contains(&fetched),
         "{fetched} fetches for one expiry (the refresher may add one)"

@@ -338,3 +338,150 @@ async fn health_and_readiness() {
     );
     env.assert_ledgers_balance().await;
 }
+
+/// The request lines of a JSON log, by their fields.
+fn request_lines(logs: &str) -> Vec<serde_json::Value> {
+    logs.lines()
+        .filter(|l| l.contains(r#""message":"request""#))
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["fields"].clone())
+        .collect()
+}
+
+/// The first request line of `action` that names `ids` and, if given, came to `outcome`.
+fn line<'a>(
+    lines: &'a [serde_json::Value],
+    action: &str,
+    outcome: Option<&str>,
+    ids: &str,
+) -> &'a serde_json::Value {
+    lines
+        .iter()
+        .find(|l| {
+            l["action"] == action
+                && l["ids"] == ids
+                && outcome.is_none_or(|outcome| l["outcome"] == outcome)
+        })
+        .unwrap_or_else(|| panic!("no {action} line for {ids} ({outcome:?}) in {lines:#?}"))
+}
+
+/// An operator follows an order through the request log: the lines of `status`, `refill`,
+/// `refill_status` and `cancel` name the ids asked about (the first five, and how many), also
+/// when a rate limit or a bad key refused the request.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn request_lines_name_the_ids_asked_about_even_when_refused() {
+    let dir = common::gw::Scratch::new("log-ids");
+    let config = dir.path("config.yaml");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let key = "ann-key-0123456789";
+    std::fs::write(
+        &config,
+        format!(
+            "listen: \"127.0.0.1:0\"\ndatabase: \"sqlite://gw.db\"\nconfig_poll: 0s\nlimits:\n  per_client: {{ per_second: 1, burst: 5 }}\n  per_client_reads: {{ per_second: 1, burst: 5 }}\nupstreams:\n  - name: up\n    url: \"http://127.0.0.1:{port}/api/v2\"\n    key: up-key-123\n    simulate: {{ speed: 100000, partial_share: 0, cancel_share: 0 }}\nservices:\n  - id: 1\n    upstream: up\n    service: 101\n    markup: {{ percent: 25 }}\nclients:\n  - name: ann\n    key: {key}\n    balance: \"10\"\n"
+        ),
+    )
+    .unwrap();
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_panelgate"));
+    command
+        .args(["serve", "--log-format", "json", "--config"])
+        .arg(&config);
+    let server = common::Spawned::start(command);
+    let http = common::Http::default();
+    let call = |pairs: Vec<(&'static str, String)>| {
+        let (http, url) = (http.clone(), server.url.clone());
+        async move {
+            let pairs: Vec<(&str, &str)> = pairs.iter().map(|(k, v)| (*k, v.as_str())).collect();
+            http.form(&url, &pairs).await
+        }
+    };
+    let k = || ("key", key.to_owned());
+    let add = call(vec![
+        k(),
+        ("action", "add".into()),
+        ("service", "1".into()),
+        ("link", "https://i.com/a".into()),
+        ("quantity", "100".into()),
+    ])
+    .await
+    .json();
+    let order = add["order"].to_string();
+    let many = format!("{order},91,92,93,94,95,96");
+    call(vec![
+        k(),
+        ("action", "status".into()),
+        ("order", order.clone()),
+    ])
+    .await;
+    call(vec![
+        k(),
+        ("action", "status".into()),
+        ("orders", many.clone()),
+    ])
+    .await;
+    call(vec![
+        k(),
+        ("action", "refill".into()),
+        ("order", order.clone()),
+    ])
+    .await;
+    call(vec![
+        k(),
+        ("action", "refill_status".into()),
+        ("refill", "77".into()),
+    ])
+    .await;
+    call(vec![
+        k(),
+        ("action", "cancel".into()),
+        ("orders", format!("{order},93")),
+    ])
+    .await;
+    let wrong = ("key", format!("{key}x"));
+    let r = call(vec![
+        wrong,
+        ("action", "status".into()),
+        ("order", order.clone()),
+    ])
+    .await;
+    assert_eq!(r.error(), "Invalid API key");
+    // Over the limits: reads (an id never seen), then writes.
+    for (action, asked) in [("status", "999"), ("refill", order.as_str())] {
+        let mut refused = false;
+        for _ in 0..20 {
+            let pairs = vec![k(), ("action", action.into()), ("order", asked.to_owned())];
+            if call(pairs).await.status == 429 {
+                refused = true;
+                break;
+            }
+        }
+        assert!(refused, "{action} was never refused");
+    }
+    let logs = tokio::task::spawn_blocking(move || server.terminate())
+        .await
+        .unwrap();
+    assert!(!logs.contains(key), "the key was logged");
+    let lines = request_lines(&logs);
+    let one = line(&lines, "status", Some("ok"), &order);
+    assert_eq!(
+        (&one["ids_total"], &one["client"]),
+        (&json!(1), &json!("ann"))
+    );
+    let first_five = format!("{order},91,92,93,94");
+    assert_eq!(
+        line(&lines, "status", Some("ok"), &first_five)["ids_total"],
+        7
+    );
+    assert_eq!(line(&lines, "refill", None, &order)["ids_total"], 1);
+    line(&lines, "refill_status", Some("incorrect_id"), "77");
+    let cancel = line(&lines, "cancel", Some("ok"), &format!("{order},93"));
+    assert_eq!(cancel["ids_total"], 2);
+    let bad_key = line(&lines, "status", Some("invalid_key"), &order);
+    assert_eq!(bad_key["client"], "-");
+    line(&lines, "status", Some("rate_limited"), "999");
+    line(&lines, "refill", Some("rate_limited"), &order);
+    // Requests without ids say so.
+    assert_eq!(line(&lines, "add", Some("placed"), "-")["ids_total"], 0);
+}

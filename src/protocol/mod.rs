@@ -52,6 +52,18 @@ impl ProtocolError {
     }
 }
 
+/// A wait in whole seconds, as a person would write it: "1 second", "2 seconds".
+struct Seconds(u64);
+
+impl std::fmt::Display for Seconds {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0 {
+            1 => f.write_str("1 second"),
+            n => write!(f, "{n} seconds"),
+        }
+    }
+}
+
 /// Everything a request can be refused for. The `Display` text is what the client receives in
 /// `{"error": …}`; the error texts of API v2 are kept to the letter because clients match them.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -109,13 +121,42 @@ pub enum ProtocolError {
     #[error("Internal error, please try again later")]
     Internal,
     /// The customer's rate limit is spent; the value is the seconds to wait.
-    #[error("Too many requests, retry in {0} seconds")]
+    #[error("Too many requests, retry in {}", Seconds(*.0))]
     TooManyRequests(u64),
     /// Too many failed key attempts from one address.
-    #[error("Too many failed API key attempts, retry in {0} seconds")]
+    #[error("Too many failed API key attempts, retry in {}", Seconds(*.0))]
     TooManyKeyAttempts(u64),
     /// An upstream's own refusal text, passed through where it means something to the
     /// customer (refill and cancel refusals).
     #[error("{0}")]
     Upstream(String),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ProtocolError;
+
+    #[test]
+    fn waits_are_worded_in_the_singular_and_the_plural() {
+        for (e, text) in [
+            (
+                ProtocolError::TooManyRequests(1),
+                "Too many requests, retry in 1 second",
+            ),
+            (
+                ProtocolError::TooManyRequests(2),
+                "Too many requests, retry in 2 seconds",
+            ),
+            (
+                ProtocolError::TooManyKeyAttempts(1),
+                "Too many failed API key attempts, retry in 1 second",
+            ),
+            (
+                ProtocolError::TooManyKeyAttempts(60),
+                "Too many failed API key attempts, retry in 60 seconds",
+            ),
+        ] {
+            assert_eq!(e.to_string(), text);
+        }
+    }
 }

@@ -76,6 +76,15 @@ impl Action {
         })
     }
 
+    /// The ids it asks about (orders, or refills for `refill_status`); none for the rest.
+    pub fn ids(&self) -> &[u64] {
+        match self {
+            Action::Status(ids) | Action::Refill(ids) | Action::RefillStatus(ids) => ids.as_slice(),
+            Action::Cancel(ids) => ids,
+            Action::Services | Action::Add { .. } | Action::Balance => &[],
+        }
+    }
+
     /// The action's canonical name, for logs and metric labels (bounded cardinality).
     pub fn name(&self) -> &'static str {
         match self {

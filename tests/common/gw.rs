@@ -189,6 +189,7 @@ price_groups:
   vip:
     markup: {{ percent: 10 }}
     rate_limit: {{ per_second: 1000, burst: 1000 }}
+    read_rate_limit: {{ per_second: 1000, burst: 1000 }}
 sync:
   interval: {sync}
 catalog:
@@ -436,6 +437,11 @@ impl Env {
             .get(&format!("http://{}/metrics", self.gw().addr))
             .await
             .text()
+    }
+
+    /// The value of one series on `/metrics` (`name{labels}` as exported), if exported.
+    pub async fn metric(&self, series: &str) -> Option<f64> {
+        sample(&self.metrics().await, series)
     }
 
     pub async fn set_faults(&self, sim: &SimHandle, key: &str, faults: Value) {
