@@ -185,7 +185,8 @@ impl Gateway {
         trace.action = action.name();
         let body = match action {
             Action::Services => {
-                let listing = self.catalog.get().await.reply(&customer.group);
+                let hidden = self.cfg.hiding.customer(&customer.group, &customer.name);
+                let listing = self.catalog.get().await.reply_for(&customer.group, &hidden);
                 return Ok(match api.accepts_gzip {
                     true => Body {
                         bytes: listing.gzip,
@@ -220,8 +221,9 @@ impl Gateway {
         trace: &mut Trace,
     ) -> Result<Bytes> {
         let catalog = self.catalog.get().await;
+        let hidden = self.cfg.hiding.customer(&c.group, &c.name);
         let svc: Arc<LocalService> = catalog
-            .get(service)
+            .offered(service, &hidden)
             .ok_or(ProtocolError::IncorrectServiceId)?
             .clone();
         let fields = OrderFields::parse(svc.kind(), params)?;
