@@ -297,13 +297,15 @@ fn listing_for(
 /// One upstream service sold under two local ids.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error(
-    "{target} is sold twice: as service {explicit} and as service {imported} (import rule {rule}); skip_mapped: true on that rule sells it once"
+    "{upstream}/{service} is sold twice: as service {explicit} and as service {imported} (the import rule of {upstream} with id_offset {id_offset}); skip_mapped: true on that rule sells it once"
 )]
 pub struct SoldTwice {
-    pub target: String,
+    pub upstream: String,
+    pub service: u64,
     pub explicit: u64,
     pub imported: u64,
-    pub rule: usize,
+    /// The import rule's, which names it in the config.
+    pub id_offset: u64,
 }
 
 /// A service a rule describes but that cannot be sold on its terms.
@@ -345,16 +347,17 @@ impl Built {
 
     /// Notes that import rule `rule` put `imported` on sale beside `explicit`, which sells
     /// the same upstream service, if both are on sale.
-    fn note_sold_twice(&mut self, explicit: u64, imported: u64, rule: usize) {
+    fn note_sold_twice(&mut self, explicit: u64, imported: u64, rule: &ImportRule) {
         if let (Some(e), true) = (
             self.services.get(&explicit),
             self.services.contains_key(&imported),
         ) {
             self.sold_twice.push(SoldTwice {
-                target: format!("{}/{}", e.target.upstream, e.target.service),
+                upstream: e.target.upstream.clone(),
+                service: e.target.service,
                 explicit,
                 imported,
-                rule,
+                id_offset: rule.id_offset,
             });
         }
     }
@@ -447,7 +450,7 @@ impl Pricer<'_> {
                 };
                 out.add(local, self.make(local, target, Vec::new(), s, &terms));
                 if let Some(explicit) = sold_as {
-                    out.note_sold_twice(explicit, local, rule_no);
+                    out.note_sold_twice(explicit, local, rule);
                 }
             }
         }
@@ -664,7 +667,7 @@ impl Catalog {
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         if *told != built.sold_twice {
             for d in &built.sold_twice {
-                tracing::warn!(upstream_service = %d.target, explicit = d.explicit, imported = d.imported, "{d}");
+                tracing::warn!(upstream = %d.upstream, upstream_service = d.service, explicit = d.explicit, imported = d.imported, "{d}");
             }
             told.clone_from(&built.sold_twice);
         }
@@ -830,10 +833,11 @@ mod tests {
         assert_eq!(
             c.sold_twice,
             [SoldTwice {
-                target: "a/101".into(),
+                upstream: "a".into(),
+                service: 101,
                 explicit: 1,
                 imported: 1101,
-                rule: 0
+                id_offset: 1000,
             }]
         );
         let c = rules("    skip_mapped: true\n");

@@ -134,6 +134,16 @@ async fn a_groups_hidden_types_and_categories_are_neither_listed_nor_sold() {
     let vics: Vec<_> = env.store().list_orders(&Default::default()).await.unwrap();
     assert!(vics.is_empty(), "orders were written: {vics:?}");
 
+    // check-config says what each group is not shown (and what the suite's config sells
+    // twice: its explicit ids map services its import rule takes too).
+    let (_, out) = env.check_config().await;
+    for line in [
+        "price group vip: 6 services hidden",
+        "warning: alpha/101 is sold twice: as service 1 and as service 1101 (the import rule of alpha with id_offset 1000); skip_mapped: true on that rule sells it once",
+    ] {
+        assert!(out.contains(line), "{line:?} not in:\n{out}");
+    }
+
     // Another group's customer orders them as before.
     let poll = env
         .add(
