@@ -414,6 +414,14 @@ pub async fn check_config(cfg: &Config) -> Summary {
                 cfg.currency
             ));
         }
+        let hidden = cfg.hiding.group(&g);
+        if !hidden.is_empty() {
+            let n = catalog.services().filter(|s| !s.shown(hidden)).count();
+            s.lines.push(format!(
+                "price group {g}: {n} services hidden (types {:?}, categories {:?})",
+                hidden.types, hidden.categories
+            ));
+        }
     }
     for e in &cfg.explicit {
         if catalog.get(e.id).is_none()
@@ -427,6 +435,8 @@ pub async fn check_config(cfg: &Config) -> Summary {
         }
     }
     s.problems.extend(catalog.problems.iter().cloned());
+    s.warnings
+        .extend(catalog.sold_twice.iter().map(ToString::to_string));
     s.problems
         .extend(catalog.refused.iter().map(|r| r.to_string()));
     margins(&mut s, cfg, &catalog);

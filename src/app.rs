@@ -389,7 +389,8 @@ pub async fn start(cfg: Config) -> Result<Running, StartError> {
 }
 
 /// Creates the config's `clients:` that do not exist yet (the demo's customer). Existing
-/// ones are left as they are: the config never resets a balance.
+/// ones are left as they are: the config never resets a balance. An entry without a key
+/// creates nothing: it carries settings for a client `client add` creates.
 async fn bootstrap_clients(cfg: &Config, store: &dyn Store) -> Result<(), StartError> {
     for c in &cfg.clients {
         let err = |source| StartError::Client {
@@ -404,6 +405,10 @@ async fn bootstrap_clients(cfg: &Config, store: &dyn Store) -> Result<(), StartE
         {
             continue;
         }
+        let Some(key) = &c.key else {
+            tracing::warn!(client = %c.name, "no client of this name and no key in the config to create it: its settings apply once `client add` creates it");
+            continue;
+        };
         let units = |d| {
             money::to_units(d).ok_or(StoreError::Conflict(
                 "amount has more than 5 decimals".into(),
@@ -414,7 +419,7 @@ async fn bootstrap_clients(cfg: &Config, store: &dyn Store) -> Result<(), StartE
         store
             .create_customer(
                 &c.name,
-                &crate::keys::hash(c.key.expose()),
+                &crate::keys::hash(key.expose()),
                 &c.group,
                 credit,
                 balance,

@@ -5,10 +5,12 @@
 //! upstream share one call (`try_get_with`), and when a refresh fails the last good list keeps
 //! serving. The built catalog (and its `services` reply for each price group, serialized once)
 //! is swapped in atomically whenever a list changes, so a `services` request costs a lookup.
-//! Each reply is also kept gzip-compressed, for the panels that accept it.
+//! Each reply is also kept gzip-compressed, for the panels that accept it. A customer whose
+//! filter (`hide_types`, `hide_categories`) differs from its group's gets a reply built at its
+//! first request and kept with the catalog for every customer of that group and filter.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use arc_swap::ArcSwap;
@@ -17,6 +19,7 @@ use dashmap::DashMap;
 use rust_decimal::Decimal;
 
 use crate::config::{Config, DEFAULT_GROUP, ImportRule, Overrides, Target, markup_for};
+use crate::matcher::Hidden;
 use crate::metrics::Metrics;
 use crate::pricing::{self, Markup};
 use crate::protocol::{Service, ServiceType, reply};
@@ -51,6 +54,12 @@ impl LocalService {
 
     pub fn kind(&self) -> &ServiceType {
         &self.listing.kind
+    }
+
+    /// Whether a customer who is not shown `hidden` may see (and order) this service: by
+    /// its type and by the category it is listed under.
+    pub fn shown(&self, hidden: &Hidden) -> bool {
+        !hidden.hides(self.kind().as_str(), &self.listing.category)
     }
 
     pub fn rate_for(&self, group: &str) -> Decimal {
@@ -123,12 +132,22 @@ impl Listing {
     }
 }
 
+/// A price group's `services` reply and the filter it was built with.
+#[derive(Debug, Clone)]
+struct GroupReply {
+    hidden: Hidden,
+    listing: Listing,
+}
+
 /// A built catalog: immutable, shared.
 #[derive(Debug, Default)]
 pub struct LocalCatalog {
     services: BTreeMap<u64, Arc<LocalService>>,
     /// Pre-serialized `services` reply per price group.
-    replies: HashMap<String, Listing>,
+    replies: HashMap<String, GroupReply>,
+    /// Replies for customers whose filter is not their group's, by group and filter: built
+    /// when first asked for. Filters come from the config only, so this stays as small as it.
+    tailored: Mutex<HashMap<(String, Hidden), Listing>>,
     /// Local services per upstream (their primary target).
     pub per_upstream: HashMap<String, usize>,
     /// The lists it was built from, to notice when one changes (held, so that a pointer
@@ -138,6 +157,9 @@ pub struct LocalCatalog {
     pub problems: Vec<String>,
     /// Services the config describes on terms the upstream's list rules out; left out.
     pub refused: Vec<Refused>,
+    /// Upstream services sold under two local ids (an explicit one and an import rule's
+    /// without `skip_mapped`), for the operator.
+    pub sold_twice: Vec<SoldTwice>,
 }
 
 impl LocalCatalog {
@@ -157,13 +179,46 @@ impl LocalCatalog {
         self.services.values()
     }
 
-    /// The `services` reply for a customer of `group`.
+    /// The `services` reply for a customer of `group` with its group's filter.
     pub fn reply(&self, group: &str) -> Listing {
+        self.group_reply(group)
+            .map(|r| r.listing.clone())
+            .unwrap_or_else(|| Listing::new(Bytes::from_static(b"[]")))
+    }
+
+    /// The `services` reply for a customer of `group` who is not shown `hidden`: the
+    /// group's own reply when that is its filter, else one built once per group and filter.
+    pub fn reply_for(&self, group: &str, hidden: &Hidden) -> Listing {
+        if let Some(r) = self.group_reply(group).filter(|r| r.hidden == *hidden) {
+            return r.listing.clone();
+        }
+        let key = (group.to_owned(), hidden.clone());
+        if let Some(l) = self.tailored().get(&key) {
+            return l.clone();
+        }
+        // Built outside the lock: serializing and compressing a large list takes a while,
+        // and two requests racing here build the same bytes.
+        let listing = listing_for(&self.services, group, hidden);
+        self.tailored().entry(key).or_insert(listing).clone()
+    }
+
+    /// Service `id` if a customer who is not shown `hidden` may order it. A hidden service
+    /// is as absent as an unknown one: its orders are refused the same way.
+    pub fn offered(&self, id: u64, hidden: &Hidden) -> Option<&Arc<LocalService>> {
+        self.get(id).filter(|s| s.shown(hidden))
+    }
+
+    fn group_reply(&self, group: &str) -> Option<&GroupReply> {
         self.replies
             .get(group)
             .or_else(|| self.replies.get(DEFAULT_GROUP))
-            .cloned()
-            .unwrap_or_else(|| Listing::new(Bytes::from_static(b"[]")))
+    }
+
+    fn tailored(&self) -> std::sync::MutexGuard<'_, HashMap<(String, Hidden), Listing>> {
+        // A panic elsewhere while holding it leaves whole entries only.
+        self.tailored
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// Builds the catalog from the rules of `cfg` and whatever upstream lists are known.
@@ -189,6 +244,7 @@ impl LocalCatalog {
             services,
             problems,
             refused,
+            sold_twice,
         } = built;
         let mut per_upstream: HashMap<String, usize> = HashMap::new();
         for s in services.values() {
@@ -196,16 +252,11 @@ impl LocalCatalog {
         }
         let replies = cfg
             .group_names()
-            .iter()
+            .into_iter()
             .map(|g| {
-                let listing: Vec<Service> = services
-                    .values()
-                    .map(|s| Service {
-                        rate: s.rate_for(g),
-                        ..s.listing.clone()
-                    })
-                    .collect();
-                (g.clone(), Listing::new(reply::to_bytes(&listing)))
+                let hidden = cfg.hiding.group(&g).clone();
+                let listing = listing_for(&services, &g, &hidden);
+                (g, GroupReply { hidden, listing })
             })
             .collect();
         let mut sources: Vec<(String, Arc<UpstreamList>)> = lists
@@ -216,12 +267,45 @@ impl LocalCatalog {
         LocalCatalog {
             services,
             replies,
+            tailored: Mutex::default(),
             per_upstream,
             sources,
             problems,
             refused,
+            sold_twice,
         }
     }
+}
+
+/// The `services` reply for customers of `group` who are not shown `hidden`.
+fn listing_for(
+    services: &BTreeMap<u64, Arc<LocalService>>,
+    group: &str,
+    hidden: &Hidden,
+) -> Listing {
+    let listing: Vec<Service> = services
+        .values()
+        .filter(|s| s.shown(hidden))
+        .map(|s| Service {
+            rate: s.rate_for(group),
+            ..s.listing.clone()
+        })
+        .collect();
+    Listing::new(reply::to_bytes(&listing))
+}
+
+/// One upstream service sold under two local ids.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "{upstream}/{service} is sold twice: as service {explicit} and as service {imported} (the import rule of {upstream} with id_offset {id_offset}); skip_mapped: true on that rule sells it once"
+)]
+pub struct SoldTwice {
+    pub upstream: String,
+    pub service: u64,
+    pub explicit: u64,
+    pub imported: u64,
+    /// The import rule's, which names it in the config.
+    pub id_offset: u64,
 }
 
 /// A service a rule describes but that cannot be sold on its terms.
@@ -250,6 +334,7 @@ struct Built {
     services: BTreeMap<u64, Arc<LocalService>>,
     problems: Vec<String>,
     refused: Vec<Refused>,
+    sold_twice: Vec<SoldTwice>,
 }
 
 impl Built {
@@ -257,6 +342,23 @@ impl Built {
         match made {
             Ok(s) => drop(self.services.insert(id, s)),
             Err(r) => self.refused.push(r),
+        }
+    }
+
+    /// Notes that import rule `rule` put `imported` on sale beside `explicit`, which sells
+    /// the same upstream service, if both are on sale.
+    fn note_sold_twice(&mut self, explicit: u64, imported: u64, rule: &ImportRule) {
+        if let (Some(e), true) = (
+            self.services.get(&explicit),
+            self.services.contains_key(&imported),
+        ) {
+            self.sold_twice.push(SoldTwice {
+                upstream: e.target.upstream.clone(),
+                service: e.target.service,
+                explicit,
+                imported,
+                id_offset: rule.id_offset,
+            });
         }
     }
 }
@@ -293,10 +395,17 @@ impl Pricer<'_> {
         }
     }
 
-    /// Import rules in order; an id an explicit service or an earlier rule has is skipped.
+    /// Import rules in order; an id an explicit service or an earlier rule has is skipped,
+    /// and so is an upstream service an explicit entry sells, under `skip_mapped`.
     fn imported(&self, out: &mut Built) {
         let explicit: std::collections::HashSet<u64> =
             self.cfg.explicit.iter().map(|e| e.id).collect();
+        let mapped: HashMap<(&str, u64), u64> = self
+            .cfg
+            .explicit
+            .iter()
+            .map(|e| ((e.target.upstream.as_str(), e.target.service), e.id))
+            .collect();
         let mut imported_by: HashMap<u64, usize> = HashMap::new();
         for (rule_no, rule) in self.cfg.imports.iter().enumerate() {
             let Some(list) = self
@@ -313,7 +422,12 @@ impl Pricer<'_> {
                 let Some(local) = rule.id_offset.checked_add(*id) else {
                     continue;
                 };
-                if !sellable(&s.kind) || !imported(rule, s) || explicit.contains(&local) {
+                let sold_as = mapped.get(&(rule.upstream.as_str(), *id)).copied();
+                if !sellable(&s.kind)
+                    || !imported(rule, s)
+                    || explicit.contains(&local)
+                    || (rule.skip_mapped && sold_as.is_some())
+                {
                     continue;
                 }
                 if let Some(first) = imported_by.insert(local, rule_no) {
@@ -335,6 +449,9 @@ impl Pricer<'_> {
                     strict_range: false,
                 };
                 out.add(local, self.make(local, target, Vec::new(), s, &terms));
+                if let Some(explicit) = sold_as {
+                    out.note_sold_twice(explicit, local, rule);
+                }
             }
         }
     }
@@ -470,6 +587,8 @@ pub struct Catalog {
     current: ArcSwap<LocalCatalog>,
     rebuild: tokio::sync::Mutex<()>,
     hits: prometheus::IntCounter,
+    /// The services sold twice that were last logged (see [`Catalog::report`]).
+    told_sold_twice: Mutex<Vec<SoldTwice>>,
 }
 
 impl Catalog {
@@ -486,6 +605,7 @@ impl Catalog {
             current: ArcSwap::from_pointee(LocalCatalog::default()),
             rebuild: tokio::sync::Mutex::new(()),
             hits: metrics.catalog_lookups.with_label_values(&["hit"]),
+            told_sold_twice: Default::default(),
             metrics,
         }
     }
@@ -526,12 +646,32 @@ impl Catalog {
             return current;
         }
         let built = Arc::new(LocalCatalog::build(&self.cfg, &lists));
+        self.report(&built);
+        self.current.store(built.clone());
+        built
+    }
+
+    /// Logs what a new build found and counts its services per upstream.
+    fn report(&self, built: &LocalCatalog) {
         for p in &built.problems {
             tracing::error!(problem = %p, "catalog");
         }
         for r in &built.refused {
             tracing::error!(service = r.service, reason = %r.reason, "service left out of the catalog: the config's terms do not fit the upstream's list");
         }
+        // Said when it changes (at start, after a reload), not at every refresh: it may be
+        // deliberate.
+        let mut told = self
+            .told_sold_twice
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if *told != built.sold_twice {
+            for d in &built.sold_twice {
+                tracing::warn!(upstream = %d.upstream, upstream_service = d.service, explicit = d.explicit, imported = d.imported, "{d}");
+            }
+            told.clone_from(&built.sold_twice);
+        }
+        drop(told);
         tracing::info!(services = built.len(), "catalog rebuilt");
         for u in &self.cfg.upstreams {
             let n = built.per_upstream.get(&u.name).copied().unwrap_or(0);
@@ -540,8 +680,6 @@ impl Catalog {
                 .with_label_values(&[&u.name])
                 .set(n as i64);
         }
-        self.current.store(built.clone());
-        built
     }
 
     /// Takes over another catalog's last good lists (after a reload), so that an upstream that
@@ -679,6 +817,75 @@ mod tests {
         assert_eq!(s.rate_for(DEFAULT_GROUP), d("1.26"));
         assert_eq!(s.floor(DEFAULT_GROUP, Some(d("1.1"))), Some(d("1.3")));
         assert!(!s.covers(DEFAULT_GROUP, Some(d("1.1"))));
+    }
+
+    #[test]
+    fn an_import_rule_skips_mapped_services_only_when_told() {
+        let rules = |skip: &str| {
+            build(&format!(
+                "  - id: 1\n    upstream: a\n    service: 101\n    markup: {{ percent: 25 }}\n  - import: a\n    id_offset: 1000\n{skip}    markup: {{ percent: 40 }}\n  - import: b\n    id_offset: 2000\n{skip}    markup: {{ percent: 40 }}\n"
+            ))
+        };
+        // Without skip_mapped (as configs before it): both ids stay on sale, and the operator
+        // is told.
+        let c = rules("");
+        assert!(c.get(1).is_some() && c.get(1101).is_some());
+        assert_eq!(
+            c.sold_twice,
+            [SoldTwice {
+                upstream: "a".into(),
+                service: 101,
+                explicit: 1,
+                imported: 1101,
+                id_offset: 1000,
+            }]
+        );
+        let c = rules("    skip_mapped: true\n");
+        assert!(c.get(1).is_some() && c.get(1101).is_none() && c.get(1102).is_some());
+        // Another upstream's 101 is another service.
+        assert!(c.get(2101).is_some());
+        assert!(c.sold_twice.is_empty());
+    }
+
+    #[test]
+    fn replies_are_built_once_per_group_and_filter() {
+        let c = build(
+            "  - import: a\n    id_offset: 1000\n    markup: { percent: 40 }\nprice_groups:\n  vip:\n    markup: { percent: 10 }\n    hide_types: [Poll]\n",
+        );
+        let ids = |l: &Listing| -> Vec<u64> {
+            let list: Vec<serde_json::Value> = serde_json::from_slice(&l.json).unwrap();
+            list.iter()
+                .map(|s| s["service"].as_u64().unwrap())
+                .collect()
+        };
+        let vip = c.reply("vip");
+        assert!(!ids(&vip).contains(&1113) && ids(&vip).contains(&1105));
+        assert!(ids(&c.reply(DEFAULT_GROUP)).contains(&1113));
+        let more = Hidden {
+            types: crate::matcher::NameSet::new(&["poll", "Mentions"]).unwrap(),
+            categories: crate::matcher::NameSet::new(&["youtube"]).unwrap(),
+        };
+        let first = c.reply_for("vip", &more);
+        let shown = ids(&first);
+        for gone in [1105, 1113, 1117, 1119] {
+            assert!(!shown.contains(&gone), "{gone} in {shown:?}");
+        }
+        assert!(shown.contains(&1101) && shown.contains(&1106));
+        // The same filter again is the same bytes; the group's own filter is its reply.
+        assert_eq!(c.reply_for("vip", &more).json.as_ptr(), first.json.as_ptr());
+        let own = c.reply_for("vip", &c.replies["vip"].hidden);
+        assert_eq!(own.json.as_ptr(), vip.json.as_ptr());
+        // Priced for the group, and compressed alike.
+        let list: Vec<serde_json::Value> = serde_json::from_slice(&first.json).unwrap();
+        assert_eq!(list[0]["rate"], "0.99");
+        let mut unzipped = Vec::new();
+        std::io::Read::read_to_end(
+            &mut flate2::read::GzDecoder::new(&first.gzip[..]),
+            &mut unzipped,
+        )
+        .unwrap();
+        assert_eq!(unzipped, first.json);
+        assert!(c.offered(1113, &more).is_none() && c.offered(1101, &more).is_some());
     }
 
     #[test]

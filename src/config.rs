@@ -2,6 +2,7 @@
 //! refuses unknown keys (serde reports them with their line), then validated into the runtime
 //! [`Config`] with errors that name the key at fault.
 
+use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::net::SocketAddr;
@@ -11,8 +12,9 @@ use std::time::Duration;
 use rust_decimal::Decimal;
 use serde::{Deserialize, Deserializer};
 
-use crate::matcher::{Filter, NameSet};
+use crate::matcher::{Filter, Hidden, NameSet};
 use crate::pricing::Markup;
+use crate::protocol::ServiceType;
 use crate::server::Limits;
 use crate::sim::{Chance, Faults};
 
@@ -197,6 +199,8 @@ struct RawRule {
     categories: Option<Vec<String>>,
     types: Option<Vec<String>>,
     exclude_types: Option<Vec<String>>,
+    /// Leave out upstream services an explicit entry already sells.
+    skip_mapped: Option<bool>,
     markup: Option<Markup>,
     /// Lets this service's markups sell below cost (a loss leader); refused otherwise.
     allow_loss: Option<bool>,
@@ -218,9 +222,12 @@ struct RawRule {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawGroup {
-    markup: Markup,
+    /// Required, except on `default` (whose customers pay each entry's markup).
+    markup: Option<Markup>,
     rate_limit: Option<RateSpec>,
     read_rate_limit: Option<RateSpec>,
+    hide_types: Option<Vec<String>>,
+    hide_categories: Option<Vec<String>>,
 }
 
 /// A rate limit: a sustained rate and the burst allowed on top of it.
@@ -264,13 +271,17 @@ pub struct TlsFiles {
 #[serde(deny_unknown_fields)]
 struct RawClient {
     name: String,
-    key: Secret,
+    /// Needed only to create the client; an entry without one carries settings (its
+    /// `hide_*`) for a client created with `client add`.
+    key: Option<Secret>,
     #[serde(default)]
     balance: Option<Decimal>,
     #[serde(default)]
     group: Option<String>,
     #[serde(default)]
     credit_limit: Option<Decimal>,
+    hide_types: Option<Vec<String>>,
+    hide_categories: Option<Vec<String>>,
 }
 
 /// `simulator:` (for `panelgate simulate`) and an upstream's `simulate:` (a simulated panel
@@ -339,6 +350,8 @@ pub struct Config {
     /// unless the rule has a `group_markup` for that group).
     pub groups: HashMap<String, Markup>,
     pub clients: Vec<BootstrapClient>,
+    /// What price groups and customers are not shown (nor sold).
+    pub hiding: Hiding,
     pub simulator: Option<SimulatorSection>,
     /// Requests per customer, by price group (`default` for customers in no group).
     pub client_rates: HashMap<String, ClientRates>,
@@ -416,6 +429,8 @@ pub struct ImportRule {
     pub categories: Vec<regex::Regex>,
     /// `types:` / `exclude_types:`.
     pub types: Filter,
+    /// `skip_mapped:` leave out the upstream's services that an explicit entry names.
+    pub skip_mapped: bool,
     pub markup: Markup,
     pub group_markup: HashMap<String, Markup>,
     pub overrides: Overrides,
@@ -477,10 +492,145 @@ fn type_filter(
     })
 }
 
+/// `hide_types` and `hide_categories` of the price groups and of `clients:` entries.
+#[derive(Debug, Clone, Default)]
+pub struct Hiding {
+    /// Every configured group (`default` included), hiding something or not.
+    groups: HashMap<String, Hidden>,
+    /// Customers (by name) with a filter of their own.
+    clients: HashMap<String, Hidden>,
+}
+
+static NOTHING: Hidden = Hidden::NOTHING;
+
+impl Hiding {
+    /// What every customer of `group` is not shown; a group the config no longer has is
+    /// `default`, as for its prices.
+    pub fn group(&self, group: &str) -> &Hidden {
+        self.groups
+            .get(group)
+            .or_else(|| self.groups.get(DEFAULT_GROUP))
+            .unwrap_or(&NOTHING)
+    }
+
+    /// What customer `name` of `group` is not shown: the group's filter and the customer's
+    /// own, together (a customer can hide more than its group, never less).
+    pub fn customer(&self, group: &str, name: &str) -> Cow<'_, Hidden> {
+        let shared = self.group(group);
+        match self.clients.get(name) {
+            Some(own) => Cow::Owned(shared.union(own)),
+            None => Cow::Borrowed(shared),
+        }
+    }
+}
+
+/// `price_groups:`, validated: per group its markup, request rate and filter.
+struct PriceGroups {
+    groups: HashMap<String, Markup>,
+    client_rates: HashMap<String, ClientRates>,
+    /// Every group, `default` included.
+    hidden: HashMap<String, Hidden>,
+}
+
+fn price_groups(
+    raw: HashMap<String, RawGroup>,
+    defaults: ClientRates,
+) -> Result<PriceGroups, String> {
+    let mut out = PriceGroups {
+        groups: HashMap::new(),
+        client_rates: HashMap::from([(DEFAULT_GROUP.to_owned(), defaults)]),
+        hidden: HashMap::from([(DEFAULT_GROUP.to_owned(), Hidden::default())]),
+    };
+    for (name, g) in raw {
+        let at = format!("price_groups.{name}");
+        match g.markup {
+            Some(m) => {
+                m.validate().map_err(|e| format!("{at}.markup: {e}"))?;
+                out.groups.insert(name.clone(), m);
+            }
+            // Customers in no group pay each entry's markup; `default` may be here only
+            // for its rate limit or its filter.
+            None if name == DEFAULT_GROUP => {}
+            None => {
+                return Err(format!(
+                    "{at}.markup: required (e.g. markup: {{ percent: 15 }})"
+                ));
+            }
+        }
+        let rates = ClientRates {
+            writes: rate_or(&format!("{at}.rate_limit"), g.rate_limit, defaults.writes)?,
+            reads: rate_or(
+                &format!("{at}.read_rate_limit"),
+                g.read_rate_limit,
+                defaults.reads,
+            )?,
+        };
+        out.client_rates.insert(name.clone(), rates);
+        let hidden = hidden(&at, g.hide_types, g.hide_categories)?;
+        out.hidden.insert(name, hidden);
+    }
+    Ok(out)
+}
+
+/// `clients:`: the clients to create when missing, and the customers' own filters (two
+/// entries of one name hide what either hides).
+fn clients(
+    raw: Vec<RawClient>,
+    groups: &HashMap<String, Markup>,
+) -> Result<(Vec<BootstrapClient>, HashMap<String, Hidden>), String> {
+    let mut clients = Vec::new();
+    let mut own: HashMap<String, Hidden> = HashMap::new();
+    for (i, c) in raw.into_iter().enumerate() {
+        let at = format!("clients[{i}] ({})", c.name);
+        if c.key.as_ref().is_some_and(|k| k.expose().len() < 16) {
+            return Err(format!("{at}.key: must be at least 16 characters"));
+        }
+        let group = c.group.unwrap_or_else(|| DEFAULT_GROUP.into());
+        if group != DEFAULT_GROUP && !groups.contains_key(&group) {
+            return Err(format!("{at}.group: no price group named {group:?}"));
+        }
+        let hidden = hidden(&at, c.hide_types, c.hide_categories)?;
+        if !hidden.is_empty() {
+            let entry = own.entry(c.name.clone()).or_default();
+            *entry = entry.union(&hidden);
+        }
+        clients.push(BootstrapClient {
+            name: c.name,
+            key: c.key,
+            balance: c.balance.unwrap_or_default(),
+            group,
+            credit_limit: c.credit_limit.unwrap_or_default(),
+        });
+    }
+    Ok((clients, own))
+}
+
+/// `hide_types:` and `hide_categories:` at `at`. Types are checked against the types of API
+/// v2: a misspelt one would hide nothing and sell what it was meant to hide.
+fn hidden(
+    at: &str,
+    types: Option<Vec<String>>,
+    categories: Option<Vec<String>>,
+) -> Result<Hidden, String> {
+    let types =
+        NameSet::new(&types.unwrap_or_default()).map_err(|e| format!("{at}.hide_types: {e}"))?;
+    let known: Vec<&str> = ServiceType::ALL.iter().map(ServiceType::as_str).collect();
+    if let Some(bad) = types.first_unknown(&known) {
+        return Err(format!(
+            "{at}.hide_types: {bad:?} is not a service type (known: {})",
+            known.join(", ")
+        ));
+    }
+    let categories = NameSet::new(&categories.unwrap_or_default())
+        .map_err(|e| format!("{at}.hide_categories: {e}"))?;
+    Ok(Hidden { types, categories })
+}
+
 #[derive(Debug, Clone)]
 pub struct BootstrapClient {
     pub name: String,
-    pub key: Secret,
+    /// `None`: the entry creates no client (it only carries settings for an existing one).
+    pub key: Option<Secret>,
     pub balance: Decimal,
     pub group: String,
     pub credit_limit: Decimal,
@@ -702,20 +852,11 @@ fn validate(raw: RawConfig, path: &Path, base: &Path) -> Result<Config, String> 
             DEFAULT_READ_RATE,
         )?,
     };
-    let mut groups = HashMap::new();
-    let mut client_rates = HashMap::from([(DEFAULT_GROUP.to_owned(), defaults)]);
-    for (name, g) in raw.price_groups {
-        g.markup
-            .validate()
-            .map_err(|e| format!("price_groups.{name}.markup: {e}"))?;
-        let at = |key: &str| format!("price_groups.{name}.{key}");
-        let rates = ClientRates {
-            writes: rate_or(&at("rate_limit"), g.rate_limit, defaults.writes)?,
-            reads: rate_or(&at("read_rate_limit"), g.read_rate_limit, defaults.reads)?,
-        };
-        client_rates.insert(name.clone(), rates);
-        groups.insert(name, g.markup);
-    }
+    let PriceGroups {
+        groups,
+        client_rates,
+        hidden: group_hidden,
+    } = price_groups(raw.price_groups, defaults)?;
 
     let mut explicit: Vec<ExplicitService> = Vec::new();
     let mut imports = Vec::new();
@@ -787,9 +928,10 @@ fn validate(raw: RawConfig, path: &Path, base: &Path) -> Result<Config, String> 
                     || r.id_offset.is_some()
                     || r.types.is_some()
                     || r.exclude_types.is_some()
+                    || r.skip_mapped.is_some()
                 {
                     return Err(format!(
-                        "{at}: categories, types, exclude_types and id_offset belong to import rules"
+                        "{at}: categories, types, exclude_types, skip_mapped and id_offset belong to import rules"
                     ));
                 }
                 explicit.push(ExplicitService {
@@ -823,6 +965,7 @@ fn validate(raw: RawConfig, path: &Path, base: &Path) -> Result<Config, String> 
                     id_offset: r.id_offset.unwrap_or(0),
                     categories,
                     types,
+                    skip_mapped: r.skip_mapped.unwrap_or(false),
                     markup,
                     group_markup: r.group_markup,
                     overrides,
@@ -837,24 +980,11 @@ fn validate(raw: RawConfig, path: &Path, base: &Path) -> Result<Config, String> 
         }
     }
 
-    let mut clients = Vec::new();
-    for (i, c) in raw.clients.into_iter().enumerate() {
-        let at = format!("clients[{i}] ({})", c.name);
-        if c.key.expose().len() < 16 {
-            return Err(format!("{at}.key: must be at least 16 characters"));
-        }
-        let group = c.group.unwrap_or_else(|| DEFAULT_GROUP.into());
-        if group != DEFAULT_GROUP && !groups.contains_key(&group) {
-            return Err(format!("{at}.group: no price group named {group:?}"));
-        }
-        clients.push(BootstrapClient {
-            name: c.name,
-            key: c.key,
-            balance: c.balance.unwrap_or_default(),
-            group,
-            credit_limit: c.credit_limit.unwrap_or_default(),
-        });
-    }
+    let (clients, client_hidden) = clients(raw.clients, &groups)?;
+    let hiding = Hiding {
+        groups: group_hidden,
+        clients: client_hidden,
+    };
 
     let mut tls = raw.tls;
     if let Some(t) = &mut tls {
@@ -921,6 +1051,7 @@ fn validate(raw: RawConfig, path: &Path, base: &Path) -> Result<Config, String> 
         imports,
         groups,
         clients,
+        hiding,
         simulator,
         client_rates,
         failed_keys_per_minute: raw.limits.failed_keys_per_minute.unwrap_or(20),
@@ -1172,6 +1303,78 @@ mod tests {
             "{BASE}services:\n  - import: alpha\n    exclude_types: [\"\"]\n    markup: {{percent: 1}}\n"
         ));
         assert!(err.contains("exclude_types"), "{err}");
+    }
+
+    #[test]
+    fn hide_filters_name_known_types_per_group_and_customer() {
+        let c = parse_ok(&format!(
+            "{BASE}price_groups:\n  scripts:\n    markup: {{ percent: 5 }}\n    hide_types: [comment_replies, POLL]\n  default:\n    hide_categories: [Telegram]\nclients:\n  - name: ann\n    hide_types: [Mentions]\n  - name: ann\n    hide_categories: [\"twitter\"]\n"
+        ));
+        let h = &c.hiding;
+        assert!(
+            h.group("scripts").hides("Comment Replies", "x")
+                && h.group("scripts").hides("poll", "x")
+        );
+        assert!(!h.group("scripts").hides("Default", "Telegram"));
+        assert!(h.group("default").hides("Default", "TELEGRAM"));
+        // A group the config does not have is the default group, as for prices.
+        assert!(h.group("gone").hides("Default", "Telegram"));
+        // A customer's own filter adds to its group's; both of its entries count.
+        let ann = h.customer("scripts", "ann");
+        assert!(
+            ann.hides("Mentions", "x") && ann.hides("Poll", "x") && ann.hides("Default", "Twitter")
+        );
+        assert_eq!(*h.customer("scripts", "bob"), *h.group("scripts"));
+        // An entry without a key creates no client.
+        assert!(c.clients[0].key.is_none());
+        // The default group's markup is each entry's: it may be left out there only.
+        assert!(!c.groups.contains_key("default"));
+        let err = parse_err(&format!(
+            "{BASE}price_groups:\n  vip:\n    hide_types: [Poll]\n"
+        ));
+        assert!(err.contains("price_groups.vip.markup"), "{err}");
+    }
+
+    #[test]
+    fn a_misspelt_hidden_type_is_named() {
+        for (text, at) in [
+            (
+                "price_groups:\n  vip:\n    markup: { percent: 5 }\n    hide_types: [Poll, \"Comment Replys\"]\n",
+                "price_groups.vip.hide_types",
+            ),
+            (
+                "clients:\n  - name: ann\n    hide_types: [Comment Replys]\n",
+                "clients[0] (ann).hide_types",
+            ),
+        ] {
+            let err = parse_err(&format!("{BASE}{text}"));
+            assert!(
+                err.contains(at)
+                    && err.contains("\"Comment Replys\" is not a service type")
+                    && err.contains("Comment Replies"),
+                "{err}"
+            );
+        }
+        let err = parse_err(&format!(
+            "{BASE}clients:\n  - name: ann\n    hide_categories: [\" \"]\n"
+        ));
+        assert!(err.contains("clients[0] (ann).hide_categories"), "{err}");
+        let err = parse_err(&format!(
+            "{BASE}clients:\n  - name: ann\n    hide_type: [Poll]\n"
+        ));
+        assert!(err.contains("hide_type") && err.contains("line"), "{err}");
+    }
+
+    #[test]
+    fn skip_mapped_belongs_to_import_rules() {
+        let c = parse_ok(&format!(
+            "{BASE}services:\n  - import: alpha\n    skip_mapped: true\n    markup: {{percent: 1}}\n  - import: alpha\n    id_offset: 5000\n    markup: {{percent: 1}}\n"
+        ));
+        assert!(c.imports[0].skip_mapped && !c.imports[1].skip_mapped);
+        let err = parse_err(&format!(
+            "{BASE}services:\n  - id: 1\n    upstream: alpha\n    service: 1\n    skip_mapped: true\n    markup: {{percent: 1}}\n"
+        ));
+        assert!(err.contains("belong to import rules"), "{err}");
     }
 
     #[test]

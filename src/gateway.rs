@@ -314,7 +314,8 @@ impl Gateway {
 
     /// The customer's services listing from `catalog`, compressed if the request allows it.
     fn services(&self, customer: &Caller, api: &ApiRequest, catalog: Arc<LocalCatalog>) -> Body {
-        let listing = catalog.reply(&customer.group);
+        let hidden = self.cfg.hiding.customer(&customer.group, &customer.name);
+        let listing = catalog.reply_for(&customer.group, &hidden);
         match api.accepts_gzip {
             true => Body {
                 bytes: listing.gzip,
@@ -332,8 +333,9 @@ impl Gateway {
         trace: &mut Trace,
     ) -> Result<Bytes> {
         let catalog = self.catalog.get().await;
+        let hidden = self.cfg.hiding.customer(&c.group, &c.name);
         let svc: Arc<LocalService> = catalog
-            .get(service)
+            .offered(service, &hidden)
             .ok_or(ProtocolError::IncorrectServiceId)?
             .clone();
         let fields = OrderFields::parse(svc.kind(), params)?;

@@ -2,7 +2,8 @@
 //! dashboard and the Prometheus alerts query is one that src/metrics.rs registers (so renaming
 //! a metric breaks this test, not an operator's dashboard), every panel is complete, and the
 //! alerting rules pass `promtool check rules` and their unit tests (`promtool test rules`)
-//! wherever promtool is installed — always in CI.
+//! wherever promtool is installed — always in CI. And the shipped demo `config.yaml` sells
+//! what a panel can import without duplicates.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -458,4 +459,44 @@ fn metric_names_are_found_whole() {
         "panelgate_x_seconds"
     );
     assert_eq!(base_name("panelgate_orders"), "panelgate_orders");
+}
+
+/// A panel importing the demo's catalog gets each upstream service once (an explicit entry
+/// and an import rule may both name one), and every service the demo upstream sells.
+#[test]
+fn the_shipped_config_sells_each_upstream_service_once() {
+    use panelgate::catalog::{LocalCatalog, UpstreamList};
+    use panelgate::protocol::ServiceType;
+    use panelgate::sim::catalog::builtin;
+    use std::sync::Arc;
+
+    let cfg = panelgate::config::load(&repo().join("config.yaml")).unwrap();
+    let lists: std::collections::HashMap<String, Arc<UpstreamList>> = cfg
+        .upstreams
+        .iter()
+        .map(|u| {
+            // What `serve` starts for it: the simulator's built-in catalog.
+            assert!(u.simulate.is_some(), "{} is not simulated", u.name);
+            let list = UpstreamList {
+                services: builtin().into_iter().map(|s| (s.service, s)).collect(),
+                fetched_at: std::time::Instant::now(),
+            };
+            (u.name.clone(), Arc::new(list))
+        })
+        .collect();
+    let catalog = LocalCatalog::build(&cfg, &lists);
+    let mut sold_as: BTreeMap<String, u64> = BTreeMap::new();
+    for s in catalog.services() {
+        let target = format!("{}/{}", s.target.upstream, s.target.service);
+        if let Some(first) = sold_as.insert(target.clone(), s.id()) {
+            panic!("{target} is sold twice: as {first} and as {}", s.id());
+        }
+    }
+    assert!(catalog.sold_twice.is_empty(), "{:?}", catalog.sold_twice);
+    assert_eq!(sold_as["demo/101"], 1);
+    let sellable = builtin()
+        .iter()
+        .filter(|s| s.kind != ServiceType::Subscriptions)
+        .count();
+    assert_eq!(catalog.len(), sellable);
 }

@@ -13,18 +13,6 @@ use serde_json::{Value, json};
 
 const UNAVAILABLE: &str = "Service is temporarily unavailable, please try again later";
 
-/// `panelgate check-config` on the test's config: whether it succeeded, and its stdout.
-async fn check_config(env: &Env) -> (bool, String) {
-    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_panelgate"))
-        .args(["check-config", "--config"])
-        .arg(&env.config_path)
-        .output()
-        .await
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    (out.status.success(), text)
-}
-
 async fn get(env: &Env, path: &str) -> common::Reply {
     env.http
         .get(&format!("http://{}{path}", env.gw().addr))
@@ -128,7 +116,7 @@ async fn a_fallback_takes_an_order_only_if_the_sell_price_covers_its_own_cost() 
 #[tokio::test]
 async fn check_config_shows_every_targets_cost_and_margin_currencies_and_the_worst_add() {
     let env = Env::tuned(|_, _| {}, |t| with_services(t, FALLBACKS)).await;
-    let (ok, out) = check_config(&env).await;
+    let (ok, out) = env.check_config().await;
     assert!(ok, "{out}");
     for line in [
         "service 50 [default] sells at 0.495 USD: alpha/102 cost 0.45 margin 0.045; fallback beta/201 cost 2.2 margin -1.705; fallback beta/202 cost 0.44 margin 0.055",
@@ -178,7 +166,7 @@ async fn an_upstream_in_another_currency_than_configured_takes_no_orders_until_f
             ),
         "{metrics}"
     );
-    let (ok, out) = check_config(&env).await;
+    let (ok, out) = env.check_config().await;
     assert!(!ok);
     assert!(
         out.contains("upstream alpha: balance 1000.00000 EUR (the config expects USD)")
@@ -224,7 +212,7 @@ async fn limits_outside_the_upstreams_range_are_refused_where_the_lists_are_read
         try_add(&env, &key, "60").await["error"],
         "Incorrect service ID"
     );
-    let (ok, out) = check_config(&env).await;
+    let (ok, out) = env.check_config().await;
     assert!(!ok);
     assert!(
         out.contains("problem: service 60: max 20000 is outside the upstream's range 50..10000"),
@@ -399,7 +387,7 @@ async fn an_upstream_answering_empty_data_lists_no_services() {
     assert!(
         !metrics.contains(r#"panelgate_catalog_refreshes_total{outcome="error",upstream="beta"}"#)
     );
-    let (ok, out) = check_config(&env).await;
+    let (ok, out) = env.check_config().await;
     assert!(ok, "{out}");
     assert!(
         out.contains("warning: upstream beta: 127.0.0.1 lists no services"),

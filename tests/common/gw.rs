@@ -444,6 +444,19 @@ impl Env {
         sample(&self.metrics().await, series)
     }
 
+    /// `panelgate check-config` on this gateway's config, as the operator runs it: whether
+    /// it succeeded, and its stdout.
+    pub async fn check_config(&self) -> (bool, String) {
+        let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_panelgate"))
+            .args(["check-config", "--config"])
+            .arg(&self.config_path)
+            .output()
+            .await
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        (out.status.success(), text)
+    }
+
     pub async fn set_faults(&self, sim: &SimHandle, key: &str, faults: Value) {
         let r = self
             .http
