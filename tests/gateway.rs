@@ -910,10 +910,13 @@ async fn fresh_statuses_are_answered_without_the_upstream() {
         .add(
             &key,
             "1",
-            &[("link", "https://i.com/a"), ("quantity", "100")],
+            &[
+                ("link", "https://i.com/a?sim-fate=hold"),
+                ("quantity", "100"),
+            ],
         )
         .await;
-    // Never synced: asked upstream once, then fresh for an hour.
+    // Never synced (and never final): asked upstream once, then fresh for an hour.
     let first = env.status(&key, id).await;
     assert!(first["status"].is_string());
     assert_eq!(requests(&env, &env.alpha, ALPHA_KEY, "status").await, 1);
