@@ -715,12 +715,11 @@ async fn kill_under_load(instances: usize) {
                 OrderState::Final => {
                     let due = match o.status {
                         Status::Canceled => o.charge,
-                        Status::Partial => money::to_units(money::partial_refund(
-                            money::from_units(o.charge),
+                        Status::Partial => common::reference::refund(
+                            i128::from(o.charge),
                             o.billed,
-                            o.remains.unwrap_or(0).max(0) as u64,
-                        ))
-                        .unwrap(),
+                            o.remains.unwrap_or(0).clamp(0, o.billed as i64) as u64,
+                        ) as i64,
                         Status::Completed => 0,
                         _ => {
                             bad("final with a status that is not".into());

@@ -4,7 +4,7 @@
 
 mod common;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::gw::{ALPHA_KEY, Env, Options, dec};
 use panelgate::store::OrderState;
@@ -19,8 +19,10 @@ async fn breaker_state(env: &Env, upstream: &str) -> f64 {
     let series = format!(r#"panelgate_upstream_breaker_state{{upstream="{upstream}"}} "#);
     text.lines()
         .find_map(|l| l.strip_prefix(&series))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0.0)
+        .unwrap_or_else(|| panic!("{series}not exported:\n{text}"))
+        .trim()
+        .parse()
+        .unwrap_or_else(|e| panic!("{series}is not a number: {e}"))
 }
 
 #[tokio::test]
@@ -129,6 +131,17 @@ async fn a_broken_reply_to_add_is_an_unknown_outcome() {
 #[tokio::test]
 async fn a_dead_upstream_opens_its_breaker_and_recovers_when_it_returns() {
     let mut env = Env::start(Options::default()).await;
+    // A cooldown long enough to look at the open breaker with alpha back up.
+    env.stop_gateway().await;
+    let config = std::fs::read_to_string(&env.config_path).unwrap();
+    let alpha_breaker = "breaker: { failures: 3, cooldown: 300ms }";
+    assert!(config.contains(alpha_breaker));
+    std::fs::write(
+        &env.config_path,
+        config.replacen(alpha_breaker, "breaker: { failures: 3, cooldown: 2s }", 1),
+    )
+    .unwrap();
+    env.start_gateway().await;
     let key = env.client("ann", "10", "default").await;
     let addr = env.alpha.addr;
     let alpha = std::mem::replace(
@@ -136,43 +149,34 @@ async fn a_dead_upstream_opens_its_breaker_and_recovers_when_it_returns() {
         common::simulator(panelgate::sim::SimConfig::new("unused")).await,
     );
     alpha.stop().await;
+    let add_1 = [
+        ("action", "add"),
+        ("service", "1"),
+        ("link", "x"),
+        ("quantity", "100"),
+    ];
     // Three refused connections open the breaker (failures: 3 in the test config).
     for _ in 0..3 {
-        let r = env
-            .call(
-                &key,
-                &[
-                    ("action", "add"),
-                    ("service", "1"),
-                    ("link", "x"),
-                    ("quantity", "100"),
-                ],
-            )
-            .await;
         assert_eq!(
-            r["error"],
+            env.call(&key, &add_1).await["error"],
             "Service is temporarily unavailable, please try again later"
         );
     }
     assert_eq!(breaker_state(&env, "alpha").await, 2.0);
-    // Open: orders fail fast without touching the network; fallbacks still serve.
-    let started = Instant::now();
-    let r = env
-        .call(
-            &key,
-            &[
-                ("action", "add"),
-                ("service", "1"),
-                ("link", "x"),
-                ("quantity", "100"),
-            ],
-        )
-        .await;
+    // alpha is back, but the breaker is open: orders fail without reaching it; fallbacks
+    // still serve.
+    env.alpha = panelgate::sim::start(common::gw::alpha_config(&env.dir.0, 100_000.0), addr)
+        .await
+        .unwrap();
     assert_eq!(
-        r["error"],
+        env.call(&key, &add_1).await["error"],
         "Service is temporarily unavailable, please try again later"
     );
-    assert!(started.elapsed() < Duration::from_secs(1));
+    assert_eq!(
+        alpha_requests(&env).await,
+        0,
+        "the open breaker let a call out"
+    );
     let id = env
         .add(
             &key,
@@ -192,12 +196,9 @@ async fn a_dead_upstream_opens_its_breaker_and_recovers_when_it_returns() {
     // The catalog keeps selling alpha's services from the last good list.
     let list = env.call(&key, &[("action", "services")]).await;
     assert!(list.as_array().unwrap().iter().any(|s| s["service"] == 1));
-    // alpha returns; after the cooldown a probe closes the breaker.
-    env.alpha = panelgate::sim::start(common::gw::alpha_config(&env.dir.0, 100_000.0), addr)
-        .await
-        .unwrap();
+    // After the cooldown a probe closes the breaker.
     let mut placed = None;
-    for _ in 0..100 {
+    for _ in 0..200 {
         let r = env
             .call(
                 &key,
@@ -226,15 +227,29 @@ async fn a_dead_upstream_opens_its_breaker_and_recovers_when_it_returns() {
         OrderState::Placed
     );
     assert_eq!(breaker_state(&env, "alpha").await, 0.0);
-    // Every refused order gave its money back.
+    assert_eq!(
+        alpha_requests(&env).await,
+        1,
+        "only the probe reached alpha"
+    );
+    // Every refused order gave its money back: 10 less the two placed, 100 units each at
+    // 0.5625 (service 2, at beta) and 1.125 (service 1) per 1000.
+    assert_eq!(
+        env.call(&key, &[("action", "balance")]).await["balance"],
+        "9.83125"
+    );
     env.assert_ledgers_balance().await;
-    let rejected = env
-        .store()
-        .list_orders(&panelgate::store::OrderFilter {
-            state: Some(OrderState::Rejected),
-            ..Default::default()
-        })
+}
+
+/// `add` requests that reached alpha.
+async fn alpha_requests(env: &Env) -> u64 {
+    let state = env
+        .http
+        .get(&format!(
+            "http://{}/_sim/state?key={ALPHA_KEY}",
+            env.alpha.addr
+        ))
         .await
-        .unwrap();
-    assert!(rejected.iter().all(|o| o.refunded == 0));
+        .json();
+    state["requests"]["add"].as_u64().unwrap_or(0)
 }

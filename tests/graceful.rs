@@ -5,6 +5,9 @@
 mod common;
 
 use std::process::Command;
+use std::sync::Arc;
+use std::sync::atomic::Ordering::SeqCst;
+use std::sync::atomic::{AtomicBool, AtomicUsize};
 use std::time::Duration;
 
 use common::Http;
@@ -21,6 +24,23 @@ async fn rate_of(env: &Env, key: &str, id: u64) -> Value {
         .unwrap_or(Value::Null)
 }
 
+/// The rates of services 1, 2 and 3 in a `services` reply.
+fn rates_in(list: &Value) -> Vec<Value> {
+    [1, 2, 3]
+        .map(|id| {
+            list.as_array()
+                .unwrap()
+                .iter()
+                .find(|s| s["service"] == id)
+                .map_or(Value::Null, |s| s["rate"].clone())
+        })
+        .to_vec()
+}
+
+async fn rates(env: &Env, key: &str) -> Vec<Value> {
+    rates_in(&env.call(key, &[("action", "services")]).await)
+}
+
 fn rewrite(path: &std::path::Path, from: &str, to: &str) {
     let text = std::fs::read_to_string(path).unwrap();
     assert!(text.contains(from), "{from:?} not in the config");
@@ -35,14 +55,53 @@ async fn a_reload_switches_atomically_and_an_invalid_config_is_refused() {
     })
     .await;
     let key = env.client("ann", "10", "default").await;
-    assert_eq!(rate_of(&env, &key, 1).await, "1.125");
-    rewrite(
-        &env.config_path,
-        "markup: { percent: 25 }",
-        "markup: { percent: 50 }",
+    let old = rates(&env, &key).await;
+    assert_eq!(old[0], "1.125");
+    // Services 1, 2 and 3 all go from +25 % to +50 %, in one reload.
+    for _ in 0..3 {
+        rewrite(
+            &env.config_path,
+            "markup: { percent: 25 }",
+            "markup: { percent: 50 }",
+        );
+    }
+    // A reader lists the services all through the swap: each list is wholly old or new.
+    let (reads, swapped) = (
+        Arc::new(AtomicUsize::new(0)),
+        Arc::new(AtomicBool::new(false)),
     );
+    let reader = {
+        let (http, url, key) = (env.http.clone(), env.url(), key.clone());
+        let (reads, swapped) = (reads.clone(), swapped.clone());
+        tokio::spawn(async move {
+            let mut seen = Vec::new();
+            loop {
+                let last = swapped.load(SeqCst);
+                let list = http
+                    .form(&url, &[("key", &key), ("action", "services")])
+                    .await;
+                seen.push(rates_in(&list.json()));
+                reads.fetch_add(1, SeqCst);
+                if last {
+                    return seen;
+                }
+            }
+        })
+    };
+    while reads.load(SeqCst) == 0 {
+        tokio::task::yield_now().await;
+    }
     env.gw().reload().await.unwrap();
-    assert_eq!(rate_of(&env, &key, 1).await, "1.35");
+    swapped.store(true, SeqCst);
+    let seen = reader.await.unwrap();
+    let new = rates(&env, &key).await;
+    assert_eq!(new[0], "1.35");
+    assert!(old.iter().zip(&new).all(|(o, n)| o != n), "{old:?} {new:?}");
+    assert!(
+        seen.iter().all(|r| *r == old || *r == new),
+        "a list mixed old and new prices: {seen:?}"
+    );
+    assert_eq!(seen.last(), Some(&new));
     // Orders are charged at the new price, and the clients, balances and ids carry on.
     let id = env
         .add(

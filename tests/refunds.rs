@@ -8,10 +8,9 @@
 mod common;
 
 use common::gw::{Env, Options, dec, money};
+use common::reference::{refund, share, units, wire};
 use panelgate::admin;
-use panelgate::money::{from_units, partial_refund, round_down};
-use panelgate::store::{Attention, EntryKind};
-use rust_decimal::Decimal;
+use panelgate::store::{Attention, EntryKind, Order};
 use serde_json::Value;
 
 const PACKAGE: &str = "1119";
@@ -22,6 +21,11 @@ async fn place(env: &Env, key: &str, service: &str, link: &str) -> u64 {
         fields.push(("quantity", "1000"));
     }
     env.add(key, service, &fields).await
+}
+
+/// What alpha itself charges for the order now, in 0.00001 units.
+async fn upstream_units(env: &Env, o: &Order) -> i128 {
+    units(env.alpha_status(o).await["charge"].as_str().unwrap())
 }
 
 /// The value of `series` once it is `wanted` (counted just after the store's commit, so a
@@ -63,18 +67,21 @@ async fn a_package_partial_refunds_the_share_the_upstream_gave_back() {
     let o = env.wait_final(id).await;
     assert_eq!(o.status.as_str(), "Partial");
     // Alpha charged 3.00 and ends charging what it delivered; we give back the same share.
-    let last = money(&env.alpha_status(&o).await["charge"]);
-    assert!(last > Decimal::ZERO && last < dec("3"), "{last}");
-    let refund = round_down(dec("4.2") * (Decimal::ONE - last / dec("3")));
-    assert_eq!(from_units(o.refunded), refund);
-    assert!(refund > Decimal::ZERO && refund < dec("4.2"));
+    let last = upstream_units(&env, &o).await;
+    assert!(last > 0 && last < units("3"), "{last}");
+    let refund = share(units("4.2"), units("3"), last);
+    assert_eq!(i128::from(o.refunded), refund);
+    assert!(refund > 0 && refund < units("4.2"));
     assert_eq!(o.attention, None);
     // The customer sees the net charge, and nothing left (not refunded in full).
     let s = env.status(&key, id).await;
     assert_eq!(s["status"], "Partial");
-    assert_eq!(money(&s["charge"]), dec("4.2") - refund);
+    assert_eq!(s["charge"], wire(units("4.2") - refund));
     assert_eq!(s["remains"], "0");
-    assert_eq!(env.balance(&key).await, dec("100") - dec("4.2") + refund);
+    assert_eq!(
+        env.call(&key, &[("action", "balance")]).await["balance"],
+        wire(units("100") - units("4.2") + refund)
+    );
     env.assert_ledgers_balance().await;
 }
 
@@ -89,8 +96,8 @@ async fn a_package_partial_without_a_usable_charge_refunds_nothing_until_settled
     assert_eq!(o.attention, Some(Attention::RefundUnknown));
     let s = env.status(&key, id).await;
     assert_eq!(
-        (money(&s["charge"]), &s["remains"]),
-        (dec("4.2"), &"0".into())
+        (&s["charge"], &s["remains"]),
+        (&"4.20000".into(), &"0".into())
     );
     assert_eq!(env.balance(&key).await, dec("95.8"));
     // Counted, and shown to the operator.
@@ -136,16 +143,16 @@ async fn a_per_unit_partial_is_capped_by_the_share_the_upstream_gave_back() {
     let id = place(&env, &key, "1", link).await;
     let o = env.wait_final(id).await;
     let remains = o.remains.unwrap() as u64;
-    let last = money(&env.alpha_status(&o).await["charge"]);
-    let by_remains = partial_refund(dec("1.125"), 1000, remains);
-    let by_share = round_down(dec("1.125") * (Decimal::ONE - last / dec("0.9")));
+    let last = upstream_units(&env, &o).await;
+    let by_remains = refund(units("1.125"), 1000, remains);
+    let by_share = share(units("1.125"), units("0.9"), last);
     assert!(by_share < by_remains, "{by_share} vs {by_remains}");
-    assert_eq!(from_units(o.refunded), by_share);
+    assert_eq!(i128::from(o.refunded), by_share);
     assert_eq!(o.attention, None);
     // `remains` shows what the refund paid for, so a panel refunding by it matches us.
     let s = env.status(&key, id).await;
-    assert_eq!(money(&s["charge"]), dec("1.125") - by_share);
-    let shown = (by_share * dec("1000") / dec("1.125")).floor();
+    assert_eq!(s["charge"], wire(units("1.125") - by_share));
+    let shown = by_share * 1000 / units("1.125");
     assert_eq!(s["remains"], shown.to_string());
     env.assert_ledgers_balance().await;
 }
@@ -165,8 +172,8 @@ async fn a_partial_without_remains_shows_nothing_left_until_settled() {
     // Nothing refunded, nothing shown as left: a panel refunding by `remains` matches us.
     let s = env.status(&key, id).await;
     assert_eq!(
-        (money(&s["charge"]), &s["remains"]),
-        (dec("1.125"), &"0".into())
+        (&s["charge"], &s["remains"]),
+        (&"1.12500".into(), &"0".into())
     );
     let withheld =
         r#"panelgate_refunds_withheld_total{reason="partial_without_remains",upstream="alpha"}"#;

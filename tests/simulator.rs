@@ -5,13 +5,14 @@ mod common;
 
 use std::time::Duration;
 
+use common::reference::{refund, units, wire};
 use common::{Http, KEY, encode, fast_config, raw, simulator};
 use panelgate::sim::{Chance, Faults, SimConfig};
 use rust_decimal::Decimal;
 use serde_json::{Value, json};
 
 fn dec(v: &Value) -> Decimal {
-    v.as_str().expect("money is a string").parse().unwrap()
+    common::gw::money(v)
 }
 
 async fn balance(http: &Http, url: &str) -> Decimal {
@@ -290,11 +291,7 @@ async fn every_service_type_can_be_ordered_and_is_charged_exactly() {
             )
             .await
             .json();
-        assert_eq!(
-            dec(&s["charge"]),
-            charge.parse::<Decimal>().unwrap(),
-            "service {service}"
-        );
+        assert_eq!(s["charge"], wire(units(charge)), "service {service}");
     }
 }
 
@@ -587,7 +584,7 @@ async fn status_refill_and_cancel_in_single_and_multi_form() {
         (s["status"].as_str(), s["remains"].as_str()),
         (Some("Partial"), Some("500"))
     );
-    assert_eq!(dec(&s["charge"]), "0.45".parse::<Decimal>().unwrap());
+    assert_eq!(s["charge"], "0.45000");
     assert_eq!(
         balance(&http, &url).await - before,
         "0.45".parse::<Decimal>().unwrap()
@@ -624,14 +621,12 @@ async fn partial_and_canceled_orders_are_refunded_to_the_panel_balance() {
     let sc = wait_final(&http, &url, c).await;
     assert_eq!(sp["status"], "Partial");
     assert_eq!(sc["status"], "Canceled");
-    assert_eq!(dec(&sc["charge"]), Decimal::ZERO);
+    assert_eq!(sc["charge"], "0.00000");
     let remains: u64 = sp["remains"].as_str().unwrap().parse().unwrap();
     assert!(remains > 0 && remains < 1000);
-    let refund = panelgate::money::partial_refund("0.9".parse().unwrap(), 1000, remains);
-    assert_eq!(
-        dec(&sp["charge"]),
-        "0.9".parse::<Decimal>().unwrap() - refund
-    );
+    // 0.90 paid for 1000 units: the undelivered share of it, rounded down, comes back.
+    let kept = units("0.9") - refund(units("0.9"), 1000, remains);
+    assert_eq!(sp["charge"], wire(kept));
     assert_eq!(start - balance(&http, &url).await, dec(&sp["charge"]));
 }
 

@@ -7,6 +7,7 @@
 //! `GET /_sim/state` (balance and counts) and `GET|POST /_sim/faults` (read or replace the
 //! fault settings, a JSON [`Faults`] object).
 
+mod amounts;
 pub mod catalog;
 pub mod dialect;
 pub mod faults;
@@ -116,6 +117,8 @@ pub struct Simulator {
     services_reply: Bytes,
     /// API requests received, by action, so tests can count what reached the upstream.
     requests: Mutex<std::collections::BTreeMap<String, u64>>,
+    /// `status` requests by how many ids they asked about, so tests can see the batches.
+    status_batches: Mutex<std::collections::BTreeMap<usize, u64>>,
     dialect: Dialect,
     api_path: Option<String>,
     refill_refusal: Option<String>,
@@ -155,6 +158,7 @@ impl Simulator {
             rng: SplitMix::new(cfg.seed),
             journal,
             requests: Mutex::default(),
+            status_batches: Mutex::default(),
         })
     }
 
@@ -179,6 +183,18 @@ impl Simulator {
         let translated = self.dialect.incoming(&api.params);
         let action = Action::parse(translated.as_ref().unwrap_or(&api.params))?;
         let wire = |id| self.dialect.id(id);
+        if let Action::Status(ids) = &action {
+            let asked = match ids {
+                Ids::One(_) => 1,
+                Ids::Many(ids) => ids.len(),
+            };
+            *self
+                .status_batches
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .entry(asked)
+                .or_default() += 1;
+        }
         let now = self.clock.now();
         let mut panel = self.panel();
         panel.settle_due(now);
@@ -286,6 +302,7 @@ impl Simulator {
                     "orders": panel.order_count(),
                     "refills": panel.refill_count(),
                     "requests": *self.requests.lock().unwrap_or_else(PoisonError::into_inner),
+                    "status_batches": *self.status_batches.lock().unwrap_or_else(PoisonError::into_inner),
                 })))
             }
             (Method::GET, "/_sim/faults") => server::ok(reply::to_bytes(

@@ -6,6 +6,7 @@ use std::collections::{BTreeSet, HashMap};
 
 use rust_decimal::Decimal;
 
+use super::amounts;
 use super::faults::{Chance, mix};
 use crate::money::{self, Billing};
 use crate::protocol::order::{Drip, OrderFields};
@@ -257,12 +258,12 @@ impl Panel {
         let (status, delivered) = order.progress(now);
         let refund = match status {
             Status::Canceled => order.charge,
-            Status::Partial => {
-                let full =
-                    money::partial_refund(order.charge, order.total, order.total - delivered);
-                let percent = Decimal::from(order.quirks.refund_percent) / Decimal::ONE_HUNDRED;
-                money::round_down(full * percent)
-            }
+            Status::Partial => amounts::refund(
+                order.charge,
+                order.total,
+                order.total - delivered,
+                order.quirks.refund_percent,
+            ),
             _ => return,
         };
         order.settled = true;
@@ -284,7 +285,7 @@ impl Panel {
         fields.check_limits(&service.kind, service.min, service.max, service.dripfeed)?;
         let billing = fields.billing(&service.kind);
         // Too large to compute is more than any balance.
-        let charge = money::charge(service.rate, billing).ok_or(ProtocolError::NotEnoughFunds)?;
+        let charge = amounts::charge(service.rate, billing).ok_or(ProtocolError::NotEnoughFunds)?;
         if charge > self.balance {
             return Err(ProtocolError::NotEnoughFunds);
         }
@@ -532,7 +533,8 @@ mod tests {
         let Remains::Count(remains) = s.remains else {
             panic!()
         };
-        let refund = money::partial_refund(d("0.9"), 1000, remains as u64);
+        // 0.90 for 1000 units: 0.00090 (90 units of 0.00001) per undelivered one.
+        let refund = Decimal::new(90 * remains, 5);
         assert!(refund > Decimal::ZERO);
         assert_eq!(s.charge, d("0.9") - refund);
         assert_eq!(p.balance, d("9.1") + refund);
@@ -590,8 +592,8 @@ mod tests {
         let Remains::Count(remains) = s.remains else {
             panic!()
         };
-        let full = money::partial_refund(d("0.9"), 1000, remains as u64);
-        assert_eq!(p.balance - before, money::round_down(full / d("2")));
+        // Half of 0.00090 per undelivered unit, the half unit dropped.
+        assert_eq!(p.balance - before, Decimal::new(90 * remains / 2, 5));
         assert_eq!(s.charge, d("0.9") - (p.balance - before));
     }
 

@@ -469,11 +469,17 @@ impl Env {
     }
 }
 
+/// An amount from a reply, which must come in the wire form: a string with five decimals.
 pub fn money(v: &Value) -> Decimal {
-    v.as_str()
-        .unwrap_or_else(|| panic!("money is a string: {v}"))
-        .parse()
-        .unwrap()
+    let text = v
+        .as_str()
+        .unwrap_or_else(|| panic!("money is a string: {v}"));
+    let decimals = text.split_once('.').map_or("", |(_, d)| d);
+    assert!(
+        decimals.len() == 5 && decimals.bytes().all(|b| b.is_ascii_digit()),
+        "money has five decimals: {text:?}"
+    );
+    text.parse().unwrap()
 }
 
 pub fn dec(s: &str) -> Decimal {

@@ -164,15 +164,43 @@ pub fn escape(s: &str) -> String {
 }
 
 /// Sends raw bytes on a fresh connection and returns everything the server sent back before
-/// closing (or until `wait` passes).
+/// closing. A server that neither answers in full nor closes within `wait` fails the test.
 pub async fn raw(addr: SocketAddr, request: &[u8], wait: Duration) -> Vec<u8> {
     let mut stream = TcpStream::connect(addr).await.unwrap();
     stream.write_all(request).await.unwrap();
     let mut out = Vec::new();
-    let _ = tokio::time::timeout(wait, stream.read_to_end(&mut out)).await;
-    out
+    match tokio::time::timeout(wait, stream.read_to_end(&mut out)).await {
+        Ok(read) => {
+            // A reset after the reply still counts as the server closing.
+            if let Err(e) = read {
+                assert!(!out.is_empty() || is_reset(&e), "reading the reply: {e}");
+            }
+            out
+        }
+        Err(_) => panic!(
+            "the server kept the connection open for {wait:?} without closing it; got {:?}",
+            String::from_utf8_lossy(&out)
+        ),
+    }
+}
+
+fn is_reset(e: &std::io::Error) -> bool {
+    matches!(
+        e.kind(),
+        std::io::ErrorKind::ConnectionReset | std::io::ErrorKind::ConnectionAborted
+    )
+}
+
+/// Sends raw bytes on a fresh connection and hangs up after `after`, whatever came back: a
+/// client that walks away mid-request.
+pub async fn send_and_hang_up(addr: SocketAddr, request: &[u8], after: Duration) {
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    stream.write_all(request).await.unwrap();
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(after, stream.read_to_end(&mut out)).await;
 }
 pub mod gw;
+pub mod reference;
 
 /// A `panelgate` process a test started: its API URL (read from the `listening on URL` line it
 /// prints first) and everything it logs to stderr.
