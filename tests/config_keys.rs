@@ -593,7 +593,8 @@ async fn an_explicit_id_beats_an_imported_one_and_import_clashes_are_reported() 
 #[tokio::test]
 async fn rate_limited_requests_are_counted() {
     let env = Env::start(Options {
-        extra: "limits:\n  per_client: { per_second: 1, burst: 2 }\n  failed_keys_per_minute: 2\n",
+        // `balance` is a read: the read limit is the one it meets.
+        extra: "limits:\n  per_client_reads: { per_second: 1, burst: 2 }\n  failed_keys_per_minute: 2\n",
         ..Options::default()
     })
     .await;
