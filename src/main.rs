@@ -281,13 +281,15 @@ async fn serve(path: &Path, log_format: LogFormat) -> anyhow::Result<()> {
     let cfg = config::load(path)?;
     let _logs = init_logs(log_format, &cfg.log_level)?;
     let running = app::start(cfg).await?;
+    // Handlers first: a SIGHUP sent as soon as the line below is read (by a test, or a
+    // service manager's reload) would otherwise meet the default action and kill us.
+    let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
+    let stop = shutdown_signal();
+    tokio::pin!(stop);
     // Tests and scripts read this line to learn the port; keep its shape.
     println!("listening on {}", running.url());
     std::io::stdout().flush()?;
     tracing::info!(addr = %running.addr, "panelgate serving");
-    let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
-    let stop = shutdown_signal();
-    tokio::pin!(stop);
     loop {
         tokio::select! {
             () = &mut stop => break,
@@ -580,7 +582,6 @@ async fn simulate(config_path: &Path, args: SimulateArgs) -> anyhow::Result<()> 
     Ok(())
 }
 
-/// Resolves on SIGINT or SIGTERM.
 /// Resolves on SIGTERM or Ctrl-C. The SIGTERM handler is installed when this is called, not
 /// when first polled: a signal sent right after the "ready" line must not kill the process.
 fn shutdown_signal() -> impl std::future::Future<Output = ()> {
