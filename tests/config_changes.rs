@@ -319,14 +319,6 @@ async fn a_reload_shortening_timeouts_does_not_cut_a_dispatch_in_flight() {
     env.assert_ledgers_balance().await;
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// `panelgate serve` with upstream `up` (simulated) and its service 101 as local 1, plus
 /// `more_upstreams` and `more_services`.
 fn served_config(up: u16, more_upstreams: &str, more_services: &str) -> String {
@@ -339,7 +331,7 @@ fn served_config(up: u16, more_upstreams: &str, more_services: &str) -> String {
 async fn sighup_and_the_file_watch_refuse_to_strand_orders_and_say_why() {
     let dir = common::gw::Scratch::new("strand");
     let config = dir.path("config.yaml");
-    let (up, old) = (free_port(), free_port());
+    let (up, old) = (common::free_port(), common::free_port());
     let old_entry = format!(
         "  - name: old\n    url: \"http://127.0.0.1:{old}/api/v2\"\n    key: old-key-123\n    simulate: {{ speed: 100000 }}\n"
     );

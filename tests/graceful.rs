@@ -156,19 +156,11 @@ async fn a_changed_config_file_is_picked_up() {
     panic!("the changed file was not reloaded");
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sighup_reloads_and_sigterm_finishes_in_flight_requests() {
     let dir = Scratch::new("signals");
     let config = dir.path("config.yaml");
-    let upstream = format!("127.0.0.1:{}", free_port());
+    let upstream = format!("127.0.0.1:{}", common::free_port());
     std::fs::write(
         &config,
         format!(

@@ -380,11 +380,7 @@ fn line<'a>(
 async fn request_lines_name_the_ids_asked_about_even_when_refused() {
     let dir = common::gw::Scratch::new("log-ids");
     let config = dir.path("config.yaml");
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = common::free_port();
     let key = "ann-key-0123456789";
     std::fs::write(
         &config,

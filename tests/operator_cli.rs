@@ -43,14 +43,6 @@ fn stdout(out: &Output) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// Starts `panelgate serve` (with `--config` before the subcommand, which works too).
 fn serve(config: &Path) -> common::Spawned {
     let mut command = Command::new(env!("CARGO_BIN_EXE_panelgate"));
@@ -96,7 +88,7 @@ services:
 sync:
   interval: 50ms
 "#,
-            port = free_port()
+            port = common::free_port()
         ),
     )
     .unwrap();

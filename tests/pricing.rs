@@ -245,11 +245,7 @@ async fn limits_outside_the_upstreams_range_are_refused_where_the_lists_are_read
 async fn a_reload_refused_for_a_services_limits_is_logged_with_the_service() {
     let dir = Scratch::new("pricing-reload");
     let config = dir.path("config.yaml");
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = common::free_port();
     std::fs::write(
         &config,
         format!(

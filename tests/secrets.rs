@@ -12,18 +12,10 @@ use common::gw::{Scratch, upstream_saw};
 
 const UPSTREAM_KEY: &str = "upstream-secret-key-5e3a9c";
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 async fn drive_every_action(format: &str) {
     let dir = Scratch::new("secrets");
     let config = dir.path("config.yaml");
-    let upstream = format!("127.0.0.1:{}", free_port());
+    let upstream = format!("127.0.0.1:{}", common::free_port());
     std::fs::write(
         &config,
         format!(

@@ -324,14 +324,6 @@ async fn opaque_ids_are_placed_and_synced_to_completed_and_partial() {
     env.assert_ledgers_balance().await;
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// Issue 20.8: the upstream metric and the request log say what each `add` reply meant;
 /// `rejected` stays as a deprecated alias of `refused`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -343,7 +335,7 @@ async fn add_outcomes_are_counted_and_logged_by_what_the_reply_meant() {
             &config,
             format!(
                 "listen: \"127.0.0.1:0\"\ndatabase: \"sqlite://gw.db\"\nconfig_poll: 0s\nupstreams:\n  - name: up\n    url: \"http://127.0.0.1:{}/api/v2\"\n    key: up-key-123\n    simulate: {{ speed: 100000, dialect: panel_script{faults} }}\nservices:\n  - id: 1\n    upstream: up\n    service: 101\n    markup: {{ percent: 25 }}\nclients:\n  - name: ann\n    key: ann-key-0123456789\n    balance: \"10\"\n",
-                free_port()
+                common::free_port()
             ),
         )
         .unwrap();

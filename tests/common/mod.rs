@@ -75,6 +75,16 @@ impl Reply {
     }
 }
 
+/// A loopback port free a moment ago, for a config that must name its upstream's port before
+/// the upstream is started (`simulate:` upstreams are started by `serve` itself).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
 #[derive(Clone)]
 pub struct Http {
     client: Client<HttpConnector, Full<Bytes>>,
