@@ -311,7 +311,7 @@ async fn a_reload_shortening_timeouts_does_not_cut_a_dispatch_in_flight() {
             &[("link", "https://i.com/b"), ("quantity", "100")],
         )
         .await;
-    let n = env.store().order(next as i64).await.unwrap().unwrap();
+    let n = env.order(next).await;
     assert!(
         n.dispatch_deadline.unwrap() - n.created_at <= 1_000,
         "{n:?}"

@@ -569,7 +569,7 @@ async fn an_explicit_id_beats_an_imported_one_and_import_clashes_are_reported() 
             &[("link", "https://i.com/e"), ("quantity", "100")],
         )
         .await;
-    let order = env.store().order(id as i64).await.unwrap().unwrap();
+    let order = env.order(id).await;
     assert_eq!(order.upstream, "beta");
     assert_eq!(env.journal("beta")[0]["service"], 201);
     assert!(env.journal("alpha").is_empty());

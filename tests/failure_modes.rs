@@ -67,10 +67,7 @@ async fn a_cancel_the_upstream_garbles_or_times_out_refunds_only_what_sync_later
             n as u64 + 1
         );
         assert_eq!(env.balance(&key).await, dec("8.875"));
-        assert_eq!(
-            env.store().order(id as i64).await.unwrap().unwrap().state,
-            OrderState::Placed
-        );
+        assert_eq!(env.order(id).await.state, OrderState::Placed);
     }
     // The late one did cancel upstream: sync sees it and refunds the whole charge, once.
     env.set_faults(&env.alpha, ALPHA_KEY, json!({})).await;
@@ -300,21 +297,11 @@ async fn a_429_from_the_upstream_is_a_refusal_that_charges_nothing() {
         .await;
     assert_eq!(env.requests(&env.alpha, ALPHA_KEY, "add").await, 2);
     assert_eq!(env.requests(&env.beta, BETA_KEY, "add").await, 1);
-    assert_eq!(
-        env.store()
-            .order(id as i64)
-            .await
-            .unwrap()
-            .unwrap()
-            .upstream,
-        "beta"
-    );
+    assert_eq!(env.order(id).await.upstream, "beta");
     assert_eq!(env.balance(&key).await, dec("9.4375"));
     let rejected = env
-        .store()
-        .list_orders(&Default::default())
+        .orders()
         .await
-        .unwrap()
         .into_iter()
         .filter(|o| o.state == OrderState::Rejected)
         .count();
@@ -330,7 +317,7 @@ async fn an_add_answered_500_is_never_sent_again() {
     let id = r["order"]
         .as_u64()
         .unwrap_or_else(|| panic!("held, with an id: {r}"));
-    let o = env.store().order(id as i64).await.unwrap().unwrap();
+    let o = env.order(id).await;
     assert_eq!(
         (o.state, o.attention),
         (OrderState::Unknown, Some(Attention::UnknownOutcome))

@@ -47,7 +47,7 @@ async fn a_slow_upstream_times_out_into_a_held_order_that_is_never_resent() {
             &[("link", "https://i.com/slow"), ("quantity", "100")],
         )
         .await;
-    let o = env.store().order(id as i64).await.unwrap().unwrap();
+    let o = env.order(id).await;
     assert_eq!(
         (o.state, o.upstream.as_str()),
         (OrderState::Unknown, "alpha")
@@ -112,7 +112,7 @@ async fn a_broken_reply_to_add_is_an_unknown_outcome() {
                 &[("link", "https://i.com/x"), ("quantity", "100")],
             )
             .await;
-        let o = env.store().order(id as i64).await.unwrap().unwrap();
+        let o = env.order(id).await;
         assert_eq!(
             (o.state, o.upstream.as_str()),
             (OrderState::Unknown, "alpha"),
@@ -184,15 +184,7 @@ async fn a_dead_upstream_opens_its_breaker_and_recovers_when_it_returns() {
             &[("link", "https://i.com/f"), ("quantity", "100")],
         )
         .await;
-    assert_eq!(
-        env.store()
-            .order(id as i64)
-            .await
-            .unwrap()
-            .unwrap()
-            .upstream,
-        "beta"
-    );
+    assert_eq!(env.order(id).await.upstream, "beta");
     // The catalog keeps selling alpha's services from the last good list.
     let list = env.call(&key, &[("action", "services")]).await;
     assert!(list.as_array().unwrap().iter().any(|s| s["service"] == 1));
@@ -217,15 +209,7 @@ async fn a_dead_upstream_opens_its_breaker_and_recovers_when_it_returns() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let placed = placed.expect("alpha takes orders again");
-    assert_eq!(
-        env.store()
-            .order(placed as i64)
-            .await
-            .unwrap()
-            .unwrap()
-            .state,
-        OrderState::Placed
-    );
+    assert_eq!(env.order(placed).await.state, OrderState::Placed);
     assert_eq!(breaker_state(&env, "alpha").await, 0.0);
     assert_eq!(
         alpha_requests(&env).await,

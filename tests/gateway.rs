@@ -373,7 +373,7 @@ async fn our_order_ids_not_theirs_and_each_customer_sees_only_their_own() {
         .await;
     assert_eq!((a1, b1, a2), (1, 2, 3));
     // Upstream ids differ (beta hands out 5001+), and never show.
-    let o = env.store().order(b1 as i64).await.unwrap().unwrap();
+    let o = env.order(b1).await;
     assert_eq!(
         (o.upstream.as_str(), o.upstream_order),
         ("beta", Some("5001".to_owned()))
@@ -495,7 +495,7 @@ async fn partial_and_canceled_orders_are_refunded_exactly_once() {
         .count();
     assert_eq!(refunds, 2);
     // Our cost is what the upstream charged, in our currency (beta: EUR × 1.1).
-    let placed_done = env.store().order(done as i64).await.unwrap().unwrap();
+    let placed_done = env.order(done).await;
     assert_eq!(placed_done.cost, Some(90_000));
     env.assert_ledgers_balance().await;
 }
@@ -642,7 +642,7 @@ async fn a_definite_failure_falls_back_and_our_problems_stay_neutral() {
             &[("link", "https://i.com/a"), ("quantity", "100")],
         )
         .await;
-    let o = env.store().order(id as i64).await.unwrap().unwrap();
+    let o = env.order(id).await;
     assert_eq!(
         (o.upstream.as_str(), o.upstream_service, o.state),
         ("beta", 202, OrderState::Placed)
@@ -718,7 +718,7 @@ async fn a_definite_failure_falls_back_and_our_problems_stay_neutral() {
             &[("link", "https://i.com/z"), ("quantity", "100")],
         )
         .await;
-    let o = env.store().order(id as i64).await.unwrap().unwrap();
+    let o = env.order(id).await;
     assert_eq!((o.upstream.as_str(), o.state), ("beta", OrderState::Placed));
     env.assert_ledgers_balance().await;
 }
@@ -752,7 +752,7 @@ async fn an_unknown_outcome_is_held_never_resent_and_resolved_by_the_operator() 
     // Placed once at alpha, never resent, and not tried on the fallback either.
     assert_eq!(env.journal("alpha").len(), 2);
     assert!(env.journal("beta").is_empty());
-    let o = env.store().order(id as i64).await.unwrap().unwrap();
+    let o = env.order(id).await;
     assert_eq!(
         (o.state, o.upstream.as_str()),
         (OrderState::Unknown, "alpha")
@@ -1115,7 +1115,7 @@ async fn statuses_are_fetched_in_batches_of_at_most_100_per_upstream() {
         [(50, 1), (99, 1), (100, 2)]
     );
     for &id in &ids[99..] {
-        let o = env.store().order(id as i64).await.unwrap().unwrap();
+        let o = env.order(id).await;
         assert_eq!(o.state, OrderState::Final, "order {id} was not synced");
     }
     env.assert_ledgers_balance().await;
@@ -1344,7 +1344,7 @@ async fn clients_hanging_up_at_any_instant_leave_every_order_whole() {
     // Whatever reached the ledger leaves `dispatching`, placed upstream.
     let mut orders = Vec::new();
     for _ in 0..500 {
-        orders = env.store().list_orders(&Default::default()).await.unwrap();
+        orders = env.orders().await;
         if orders.iter().all(|o| o.state != OrderState::Dispatching) {
             break;
         }

@@ -124,7 +124,7 @@ async fn metrics_move_with_the_workload_and_pass_promtool() {
     for id in [a, b, c] {
         env.wait_order(id, |o| o.state == OrderState::Final).await;
     }
-    let partial = env.store().order(a as i64).await.unwrap().unwrap();
+    let partial = env.order(a).await;
     let remains = partial.remains.unwrap() as u64;
     // alpha charged 0.90 for each 1000 units and gave back the undelivered share of the
     // Partial one, rounded down; we charged 1.125 and gave back the same share of that.

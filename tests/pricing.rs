@@ -78,7 +78,7 @@ async fn a_fallback_takes_an_order_only_if_the_sell_price_covers_its_own_cost() 
             &[("link", "https://i.com/a"), ("quantity", "100")],
         )
         .await;
-    let o = env.store().order(id as i64).await.unwrap().unwrap();
+    let o = env.order(id).await;
     assert_eq!(
         (o.upstream.as_str(), o.upstream_service, o.state),
         ("beta", 202, OrderState::Placed)
@@ -101,7 +101,7 @@ async fn a_fallback_takes_an_order_only_if_the_sell_price_covers_its_own_cost() 
             &[("link", "https://i.com/b"), ("quantity", "100")],
         )
         .await;
-    let o = env.store().order(id as i64).await.unwrap().unwrap();
+    let o = env.order(id).await;
     assert_eq!((o.upstream.as_str(), o.upstream_service), ("beta", 201));
     let metrics = get(&env, "/metrics").await.text();
     assert!(
@@ -149,7 +149,7 @@ async fn an_upstream_in_another_currency_than_configured_takes_no_orders_until_f
             &[("link", "https://i.com/a"), ("quantity", "100")],
         )
         .await;
-    let o = env.store().order(id as i64).await.unwrap().unwrap();
+    let o = env.order(id).await;
     assert_eq!(o.upstream, "beta");
     let ready = get(&env, "/readyz").await.json();
     assert_eq!(ready["currency"]["beta"], "ok");
@@ -189,7 +189,7 @@ async fn an_upstream_in_another_currency_than_configured_takes_no_orders_until_f
             &[("link", "https://i.com/b"), ("quantity", "100")],
         )
         .await;
-    let o = env.store().order(id as i64).await.unwrap().unwrap();
+    let o = env.order(id).await;
     assert_eq!(
         (o.upstream.as_str(), o.state),
         ("alpha", OrderState::Placed)
@@ -327,7 +327,7 @@ async fn refill_refusals_name_our_order_and_keep_their_other_numbers() {
             &[("link", "https://i.com/r"), ("quantity", "100")],
         )
         .await;
-    let o = env.store().order(id as i64).await.unwrap().unwrap();
+    let o = env.order(id).await;
     assert_eq!(o.upstream_order, Some("10".to_owned()));
     assert_ne!(id, 10);
     env.wait_status(&key, id, &["Completed"]).await;

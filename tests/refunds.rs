@@ -117,7 +117,7 @@ async fn a_package_partial_without_a_usable_charge_refunds_nothing_until_settled
         .unwrap();
     let again = admin::settle(env.store(), id as i64, dec("1"), "ops: ann").await;
     assert!(again.is_err());
-    let o = env.store().order(id as i64).await.unwrap().unwrap();
+    let o = env.order(id).await;
     assert_eq!((o.refunded, o.attention), (100_000, None));
     let entry = env.store().ledger(1).await.unwrap().pop().unwrap();
     assert_eq!(

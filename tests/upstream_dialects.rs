@@ -85,7 +85,7 @@ async fn a_504_after_the_order_was_created_holds_it_and_never_sends_it_elsewhere
             &[("link", "https://i.com/504"), ("quantity", "100")],
         )
         .await;
-    let o = env.store().order(id as i64).await.unwrap().unwrap();
+    let o = env.order(id).await;
     assert_eq!(
         (o.state, o.upstream.as_str()),
         (OrderState::Unknown, "alpha")
@@ -123,7 +123,7 @@ async fn an_html_403_is_a_refusal_and_the_fallback_takes_the_order() {
             &[("link", "https://i.com/403"), ("quantity", "100")],
         )
         .await;
-    let o = env.store().order(id as i64).await.unwrap().unwrap();
+    let o = env.order(id).await;
     assert_eq!((o.state, o.upstream.as_str()), (OrderState::Placed, "beta"));
     assert!(env.journal("alpha").is_empty());
     assert_eq!(env.journal("beta").len(), 1);
@@ -132,10 +132,8 @@ async fn an_html_403_is_a_refusal_and_the_fallback_takes_the_order() {
     let r = add_reply(&env, &key, "1", "https://i.com/403b").await;
     assert_eq!(r["error"], UNAVAILABLE, "{r}");
     let rejected = env
-        .store()
-        .list_orders(&Default::default())
+        .orders()
         .await
-        .unwrap()
         .into_iter()
         .find(|o| o.state == OrderState::Rejected)
         .expect("a rejected order");
@@ -189,7 +187,7 @@ async fn a_panel_script_places_refuses_and_leaves_unknown_as_it_means() {
             &[("link", "https://i.com/empty"), ("quantity", "100")],
         )
         .await;
-    let o = env.store().order(unknown as i64).await.unwrap().unwrap();
+    let o = env.order(unknown).await;
     assert_eq!(o.state, OrderState::Unknown);
     assert_eq!(env.status(&key, unknown).await["status"], "Pending");
     assert_eq!(env.balance(&key).await, dec("10") - charge - charge);
@@ -231,7 +229,7 @@ async fn refusal_texts_are_kept_on_the_order_and_mapped_for_the_customer() {
         let link = format!("https://i.com/r{i}");
         let r = add_reply(&env, &key, "1", &link).await;
         assert_eq!(r["error"], customer_text, "{upstream_text}: {r}");
-        let orders = env.store().list_orders(&Default::default()).await.unwrap();
+        let orders = env.orders().await;
         let o = orders
             .iter()
             .find(|o| o.link.as_deref() == Some(link.as_str()))
@@ -260,7 +258,7 @@ async fn a_one_element_list_reply_is_placed_and_synced() {
             &[("link", "https://i.com/list"), ("quantity", "100")],
         )
         .await;
-    let o = env.store().order(id as i64).await.unwrap().unwrap();
+    let o = env.order(id).await;
     assert_eq!(o.state, OrderState::Placed);
     assert_eq!(
         o.upstream_order.as_deref(),
@@ -300,7 +298,7 @@ async fn opaque_ids_are_placed_and_synced_to_completed_and_partial() {
         )
         .await;
     for id in [done, partial] {
-        let o = env.store().order(id as i64).await.unwrap().unwrap();
+        let o = env.order(id).await;
         assert_eq!(o.state, OrderState::Placed);
         assert!(
             o.upstream_order.as_deref().unwrap().starts_with("ord_01HG"),

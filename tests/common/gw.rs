@@ -345,6 +345,17 @@ impl Env {
     }
 
     /// Polls until `check` holds for the order as the store sees it (bounded).
+    /// Order `id` as the store holds it now; it must exist.
+    pub async fn order(&self, id: u64) -> panelgate::store::Order {
+        let found = self.store().order(id as i64).await.unwrap();
+        found.unwrap_or_else(|| panic!("no order {id}"))
+    }
+
+    /// Every order in the store.
+    pub async fn orders(&self) -> Vec<panelgate::store::Order> {
+        self.store().list_orders(&Default::default()).await.unwrap()
+    }
+
     pub async fn wait_order(
         &self,
         id: u64,
@@ -403,7 +414,7 @@ impl Env {
                 c.name
             );
         }
-        for o in self.store().list_orders(&Default::default()).await.unwrap() {
+        for o in self.orders().await {
             assert!(
                 o.refunded <= o.charge,
                 "order {} refunded more than charged",
