@@ -2,11 +2,11 @@
 //! replies (serialized and gzip-compressed per price group), writing a multi-status reply from
 //! the status cache, and the ledger's hold + commit of one order on a durable SQLite file.
 
+use panelgate::clock::Instant;
 use std::collections::HashMap;
 use std::hint::black_box;
 use std::path::Path;
 use std::sync::Arc;
-use std::time::Instant;
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use panelgate::catalog::{LocalCatalog, UpstreamList};

@@ -7,6 +7,9 @@
 //!   slow server cannot hide its stalls by slowing the generator down (coordinated omission).
 //! - `seed`: finished orders, with their ledger entries, into an existing panelgate database.
 //! - `check`: the ledger invariant over a whole database, after a run.
+// The load generator paces real traffic against another process on the wall clock; nothing
+// here runs on a paused clock.
+#![allow(clippy::disallowed_types, clippy::disallowed_methods)]
 
 use std::convert::Infallible;
 use std::net::SocketAddr;

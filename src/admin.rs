@@ -588,7 +588,7 @@ fn worst_case_add(s: &mut Summary, cfg: &Config, catalog: &LocalCatalog) {
 fn list_of(services: Vec<crate::protocol::Service>) -> UpstreamList {
     UpstreamList {
         services: services.into_iter().map(|s| (s.service, s)).collect(),
-        fetched_at: std::time::Instant::now(),
+        fetched_at: crate::clock::now(),
     }
 }
 

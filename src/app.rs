@@ -4,7 +4,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use http::{Request, StatusCode};
@@ -573,7 +573,7 @@ impl Handler for Routes {
             path if self.api && server::is_api_path(path) => {}
             _ => return server::not_found().into(),
         }
-        let started = Instant::now();
+        let started = crate::clock::now();
         let gateway = self.live.gateway();
         let metrics = &gateway.metrics;
         let api = match server::read_api_request(req, &self.limits).await {

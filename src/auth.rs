@@ -9,10 +9,11 @@
 //! transaction that holds them.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use dashmap::DashMap;
 
+use crate::clock::{self, Instant};
 use crate::keys;
 use crate::store::{Customer, KeyHash, Store, StoreError};
 
@@ -72,7 +73,7 @@ impl Authenticator {
         if self.known.len() >= CAPACITY {
             self.known.clear();
         }
-        self.known.insert(hash, (Instant::now(), caller.clone()));
+        self.known.insert(hash, (clock::now(), caller.clone()));
         Ok(Some(caller))
     }
 

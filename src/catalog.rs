@@ -1,23 +1,24 @@
 //! The local catalog: what we sell, at what price, built from the upstreams' services lists
 //! and the config's rules.
 //!
-//! Upstream lists are cached in moka with the configured TTL; concurrent misses for one
-//! upstream share one call (`try_get_with`), and when a refresh fails the last good list keeps
-//! serving. The built catalog (and its `services` reply for each price group, serialized once)
-//! is swapped in atomically whenever a list changes, so a `services` request costs a lookup.
-//! Each reply is also kept gzip-compressed, for the panels that accept it. A customer whose
-//! filter (`hide_types`, `hide_categories`) differs from its group's gets a reply built at its
-//! first request and kept with the catalog for every customer of that group and filter.
+//! Upstream lists are cached in moka and kept for the configured TTL, timed on
+//! [`crate::clock`]; concurrent misses for one upstream share one call (`try_get_with`), and
+//! when a refresh fails the last good list keeps serving. The built catalog (and its
+//! `services` reply for each price group, serialized once) is swapped in atomically whenever a
+//! list changes, so a `services` request costs a lookup. Each reply is also kept
+//! gzip-compressed, for the panels that accept it. A customer whose filter (`hide_types`,
+//! `hide_categories`) differs from its group's gets a reply built at its first request and
+//! kept with the catalog for every customer of that group and filter.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
 
 use arc_swap::ArcSwap;
 use bytes::Bytes;
 use dashmap::DashMap;
 use rust_decimal::Decimal;
 
+use crate::clock;
 use crate::config::{Config, DEFAULT_GROUP, ImportRule, Overrides, Target, markup_for};
 use crate::matcher::Hidden;
 use crate::metrics::Metrics;
@@ -106,7 +107,7 @@ impl LocalService {
 #[derive(Debug)]
 pub struct UpstreamList {
     pub services: HashMap<u64, Service>,
-    pub fetched_at: Instant,
+    pub fetched_at: clock::Instant,
 }
 
 /// A `services` reply, serialized and compressed once per catalog build.
@@ -363,6 +364,15 @@ impl Built {
     }
 }
 
+/// Local ids already given out while import rules are applied, and the upstream services
+/// explicit entries sell.
+struct Taken<'a> {
+    explicit: std::collections::HashSet<u64>,
+    mapped: HashMap<(&'a str, u64), u64>,
+    /// Which rule produced each imported id.
+    imported_by: HashMap<u64, usize>,
+}
+
 /// Prices services from the config and the upstream lists.
 struct Pricer<'a> {
     cfg: &'a Config,
@@ -398,15 +408,16 @@ impl Pricer<'_> {
     /// Import rules in order; an id an explicit service or an earlier rule has is skipped,
     /// and so is an upstream service an explicit entry sells, under `skip_mapped`.
     fn imported(&self, out: &mut Built) {
-        let explicit: std::collections::HashSet<u64> =
-            self.cfg.explicit.iter().map(|e| e.id).collect();
-        let mapped: HashMap<(&str, u64), u64> = self
-            .cfg
-            .explicit
-            .iter()
-            .map(|e| ((e.target.upstream.as_str(), e.target.service), e.id))
-            .collect();
-        let mut imported_by: HashMap<u64, usize> = HashMap::new();
+        let mut taken = Taken {
+            explicit: self.cfg.explicit.iter().map(|e| e.id).collect(),
+            mapped: self
+                .cfg
+                .explicit
+                .iter()
+                .map(|e| ((e.target.upstream.as_str(), e.target.service), e.id))
+                .collect(),
+            imported_by: HashMap::new(),
+        };
         for (rule_no, rule) in self.cfg.imports.iter().enumerate() {
             let Some(list) = self
                 .lists
@@ -418,41 +429,55 @@ impl Pricer<'_> {
             let mut ids: Vec<&u64> = list.services.keys().collect();
             ids.sort();
             for id in ids {
-                let s = &list.services[id];
-                let Some(local) = rule.id_offset.checked_add(*id) else {
-                    continue;
-                };
-                let sold_as = mapped.get(&(rule.upstream.as_str(), *id)).copied();
-                if !sellable(&s.kind)
-                    || !imported(rule, s)
-                    || explicit.contains(&local)
-                    || (rule.skip_mapped && sold_as.is_some())
-                {
-                    continue;
-                }
-                if let Some(first) = imported_by.insert(local, rule_no) {
-                    imported_by.insert(local, first);
-                    out.problems.push(format!(
-                        "local id {local} is produced by import rules {first} and {rule_no}; the first wins: change an id_offset"
-                    ));
-                    continue;
-                }
-                let target = Target {
-                    upstream: rule.upstream.clone(),
-                    service: *id,
-                };
-                let terms = Rule {
-                    markup: &rule.markup,
-                    group_markup: &rule.group_markup,
-                    overrides: &rule.overrides,
-                    allow_loss: rule.allow_loss,
-                    strict_range: false,
-                };
-                out.add(local, self.make(local, target, Vec::new(), s, &terms));
-                if let Some(explicit) = sold_as {
-                    out.note_sold_twice(explicit, local, rule);
-                }
+                self.import(rule_no, rule, &list.services[id], &mut taken, out);
             }
+        }
+    }
+
+    /// Upstream service `s` under import rule `rule`, unless it is not to be imported.
+    fn import(
+        &self,
+        rule_no: usize,
+        rule: &ImportRule,
+        s: &Service,
+        taken: &mut Taken<'_>,
+        out: &mut Built,
+    ) {
+        let Some(local) = rule.id_offset.checked_add(s.service) else {
+            return;
+        };
+        let sold_as = taken
+            .mapped
+            .get(&(rule.upstream.as_str(), s.service))
+            .copied();
+        if !sellable(&s.kind)
+            || !imported(rule, s)
+            || taken.explicit.contains(&local)
+            || (rule.skip_mapped && sold_as.is_some())
+        {
+            return;
+        }
+        if let Some(first) = taken.imported_by.insert(local, rule_no) {
+            taken.imported_by.insert(local, first);
+            out.problems.push(format!(
+                "local id {local} is produced by import rules {first} and {rule_no}; the first wins: change an id_offset"
+            ));
+            return;
+        }
+        let target = Target {
+            upstream: rule.upstream.clone(),
+            service: s.service,
+        };
+        let terms = Rule {
+            markup: &rule.markup,
+            group_markup: &rule.group_markup,
+            overrides: &rule.overrides,
+            allow_loss: rule.allow_loss,
+            strict_range: false,
+        };
+        out.add(local, self.make(local, target, Vec::new(), s, &terms));
+        if let Some(explicit) = sold_as {
+            out.note_sold_twice(explicit, local, rule);
         }
     }
 
@@ -593,8 +618,9 @@ pub struct Catalog {
 
 impl Catalog {
     pub fn new(cfg: Arc<Config>, upstreams: Arc<Upstreams>, metrics: Arc<Metrics>) -> Catalog {
+        // No moka TTL: moka keeps time on a clock of its own, which tests cannot move. A
+        // list's age is read on crate::clock instead (see `list`).
         let cache = moka::future::Cache::builder()
-            .time_to_live(cfg.catalog_ttl)
             .max_capacity(cfg.upstreams.len().max(1) as u64 * 2)
             .build();
         Catalog {
@@ -616,10 +642,7 @@ impl Catalog {
         // The common case, without touching the list cache: every list is within its TTL.
         let current = self.current.load();
         if current.sources.len() == self.cfg.upstreams.len()
-            && current
-                .sources
-                .iter()
-                .all(|(_, l)| l.fetched_at.elapsed() < self.cfg.catalog_ttl)
+            && current.sources.iter().all(|(_, l)| self.fresh(l))
         {
             self.hits.inc();
             return Arc::clone(&current);
@@ -693,6 +716,11 @@ impl Catalog {
         }
     }
 
+    /// Whether `list` is within its TTL.
+    fn fresh(&self, list: &UpstreamList) -> bool {
+        list.fetched_at.elapsed() < self.cfg.catalog_ttl
+    }
+
     /// Age of the list held for each upstream (for the metrics scrape).
     pub fn list_ages(&self) -> Vec<(String, std::time::Duration)> {
         self.last_good
@@ -707,6 +735,11 @@ impl Catalog {
     }
 
     async fn list(&self, upstream: &str) -> Option<Arc<UpstreamList>> {
+        if let Some(held) = self.cache.get(upstream).await
+            && !self.fresh(&held)
+        {
+            self.cache.invalidate(upstream).await;
+        }
         let fetched = self
             .cache
             .try_get_with(upstream.to_owned(), self.fetch(upstream))
@@ -752,7 +785,7 @@ impl Catalog {
         }
         Ok(Arc::new(UpstreamList {
             services: list.services.into_iter().map(|s| (s.service, s)).collect(),
-            fetched_at: Instant::now(),
+            fetched_at: clock::now(),
         }))
     }
 }
@@ -784,7 +817,7 @@ mod tests {
         let list = |services: Vec<Service>| {
             Arc::new(UpstreamList {
                 services: services.into_iter().map(|s| (s.service, s)).collect(),
-                fetched_at: Instant::now(),
+                fetched_at: clock::now(),
             })
         };
         let mut cheap = builtin()[0].clone();

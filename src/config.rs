@@ -56,11 +56,11 @@ impl fmt::Display for Secret {
     }
 }
 
-/// `2s`, `500ms`, `5m`, `1h`, or a bare number of seconds.
+/// A duration as the config writes it: `2s`, `500ms`, `5m`, `1h`, or a bare number of seconds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Span(pub Duration);
+pub struct HumanDuration(pub Duration);
 
-impl<'de> Deserialize<'de> for Span {
+impl<'de> Deserialize<'de> for HumanDuration {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let v = serde_yaml_ng::Value::deserialize(d)?;
         let text = match v {
@@ -72,7 +72,7 @@ impl<'de> Deserialize<'de> for Span {
                 ));
             }
         };
-        parse_duration(&text).map(Span).ok_or_else(|| {
+        parse_duration(&text).map(HumanDuration).ok_or_else(|| {
             serde::de::Error::custom(format!("{text:?} is not a duration like 2s, 500ms, 5m, 1h"))
         })
     }
@@ -106,9 +106,9 @@ struct RawConfig {
     log_level: Option<String>,
     database: Option<String>,
     currency: Option<String>,
-    status_max_age: Option<Span>,
-    balance_poll: Option<Span>,
-    config_poll: Option<Span>,
+    status_max_age: Option<HumanDuration>,
+    balance_poll: Option<HumanDuration>,
+    config_poll: Option<HumanDuration>,
     #[serde(default)]
     limits: RawLimits,
     #[serde(default)]
@@ -135,23 +135,23 @@ struct RawLimits {
     per_client: Option<RateSpec>,
     per_client_reads: Option<RateSpec>,
     failed_keys_per_minute: Option<u32>,
-    header_read_timeout: Option<Span>,
-    body_read_timeout: Option<Span>,
-    shutdown_grace: Option<Span>,
+    header_read_timeout: Option<HumanDuration>,
+    body_read_timeout: Option<HumanDuration>,
+    shutdown_grace: Option<HumanDuration>,
 }
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawCatalog {
-    ttl: Option<Span>,
+    ttl: Option<HumanDuration>,
 }
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawSync {
-    interval: Option<Span>,
-    lease: Option<Span>,
-    stuck_after: Option<Span>,
+    interval: Option<HumanDuration>,
+    lease: Option<HumanDuration>,
+    stuck_after: Option<HumanDuration>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -162,8 +162,8 @@ struct RawUpstream {
     key: Secret,
     currency: Option<String>,
     fx: Option<Decimal>,
-    timeout: Option<Span>,
-    connect_timeout: Option<Span>,
+    timeout: Option<HumanDuration>,
+    connect_timeout: Option<HumanDuration>,
     max_concurrency: Option<usize>,
     rate_limit: Option<u32>,
     retries: Option<u32>,
@@ -177,7 +177,7 @@ struct RawUpstream {
 #[serde(deny_unknown_fields)]
 struct RawBreaker {
     failures: Option<u32>,
-    cooldown: Option<Span>,
+    cooldown: Option<HumanDuration>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -214,7 +214,7 @@ struct RawRule {
     cancel: Option<bool>,
     dripfeed: Option<bool>,
     desc: Option<String>,
-    stuck_after: Option<Span>,
+    stuck_after: Option<HumanDuration>,
     #[serde(default)]
     fallback: Vec<RawTarget>,
 }
@@ -751,266 +751,17 @@ fn rate_or(at: &str, given: Option<RateSpec>, default: RateSpec) -> Result<RateS
 }
 
 fn validate(raw: RawConfig, path: &Path, base: &Path) -> Result<Config, String> {
-    let resolve = |p: &mut Option<PathBuf>| {
-        if let Some(p) = p
-            && p.is_relative()
-        {
-            *p = base.join(&*p);
-        }
-    };
-    let currency = raw.currency.unwrap_or_else(|| "USD".into());
-    if currency.trim().is_empty() {
-        return Err("currency: must not be empty".into());
-    }
-
-    let mut upstreams = Vec::new();
-    let mut names = HashSet::new();
-    for (i, u) in raw.upstreams.into_iter().enumerate() {
-        let at = format!("upstreams[{i}] ({})", u.name);
-        if u.name.is_empty()
-            || !u
-                .name
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
-        {
-            return Err(format!("{at}: name must be letters, digits, - or _"));
-        }
-        if !names.insert(u.name.clone()) {
-            return Err(format!("{at}: name used twice"));
-        }
-        let url: http::Uri = u.url.parse().map_err(|e| format!("{at}.url: {e}"))?;
-        if !matches!(url.scheme_str(), Some("http" | "https")) || url.host().is_none() {
-            return Err(format!("{at}.url: must be an http:// or https:// URL"));
-        }
-        if u.key.expose().is_empty() {
-            return Err(format!("{at}.key: must not be empty"));
-        }
-        let fx = u.fx.unwrap_or(Decimal::ONE);
-        if fx <= Decimal::ZERO {
-            return Err(format!("{at}.fx: must be above 0"));
-        }
-        let expected_currency = u.currency.clone().unwrap_or_else(|| currency.clone());
-        // Without its rate, a foreign upstream would be priced as if its money were ours.
-        if !expected_currency.eq_ignore_ascii_case(&currency) && u.fx.is_none() {
-            return Err(format!(
-                "{at}.fx: currency is {expected_currency}, not ours ({currency}): give fx, our money per unit of theirs"
-            ));
-        }
-        let timeout = u.timeout.map_or(Duration::from_secs(30), |s| s.0);
-        let connect_timeout = u
-            .connect_timeout
-            .map_or(Duration::from_secs(5), |s| s.0)
-            .min(timeout);
-        let max_concurrency = u.max_concurrency.unwrap_or(16);
-        if max_concurrency == 0 || timeout.is_zero() {
-            return Err(format!("{at}: timeout and max_concurrency must be above 0"));
-        }
-        let mut simulate = u.simulate;
-        if let Some(sim) = &mut simulate {
-            resolve(&mut sim.catalog);
-            resolve(&mut sim.journal);
-            if url.scheme_str() != Some("http") {
-                return Err(format!(
-                    "{at}.simulate: a simulated upstream needs an http:// url"
-                ));
-            }
-        }
-        if u.rate_limit == Some(0) || u.breaker.failures == Some(0) {
-            return Err(format!(
-                "{at}: rate_limit and breaker.failures must be above 0"
-            ));
-        }
-        upstreams.push(UpstreamConfig {
-            name: u.name,
-            url,
-            key: u.key,
-            currency: u.currency,
-            expected_currency,
-            fx,
-            timeout,
-            connect_timeout,
-            max_concurrency,
-            rate_limit: u.rate_limit,
-            retries: u.retries.unwrap_or(2),
-            breaker_failures: u.breaker.failures.unwrap_or(5),
-            breaker_cooldown: u.breaker.cooldown.map_or(Duration::from_secs(10), |s| s.0),
-            simulate,
-            retired: u.retired.unwrap_or(false),
-        });
-    }
-    let known = |name: &str| upstreams.iter().any(|u| u.name == name);
-
-    let defaults = ClientRates {
-        writes: rate_or(
-            "limits.per_client",
-            raw.limits.per_client,
-            DEFAULT_WRITE_RATE,
-        )?,
-        reads: rate_or(
-            "limits.per_client_reads",
-            raw.limits.per_client_reads,
-            DEFAULT_READ_RATE,
-        )?,
-    };
+    let currency = build_currency(raw.currency)?;
+    let upstreams = build_upstreams(raw.upstreams, &currency, base)?;
     let PriceGroups {
         groups,
         client_rates,
         hidden: group_hidden,
-    } = price_groups(raw.price_groups, defaults)?;
-
-    let mut explicit: Vec<ExplicitService> = Vec::new();
-    let mut imports = Vec::new();
-    let mut explicit_ids = HashSet::new();
-    for (i, r) in raw.services.into_iter().enumerate() {
-        let at = match (r.id, &r.import) {
-            (Some(id), _) => format!("services[{i}] (id {id})"),
-            (None, Some(up)) => format!("services[{i}] (import {up})"),
-            _ => format!("services[{i}]"),
-        };
-        let markup = r
-            .markup
-            .ok_or_else(|| format!("{at}: markup is required (e.g. markup: {{ percent: 25 }})"))?;
-        markup.validate().map_err(|e| format!("{at}.markup: {e}"))?;
-        for (g, m) in &r.group_markup {
-            m.validate()
-                .map_err(|e| format!("{at}.group_markup.{g}: {e}"))?;
-        }
-        let allow_loss = r.allow_loss.unwrap_or(false);
-        if !allow_loss {
-            check_margins(&at, &markup, &r.group_markup, &groups)?;
-        }
-        let overrides = Overrides {
-            name: r.name,
-            category: r.category,
-            min: r.min,
-            max: r.max,
-            refill: r.refill,
-            cancel: r.cancel,
-            dripfeed: r.dripfeed,
-            desc: r.desc,
-            stuck_after: r.stuck_after.map(|s| s.0),
-        };
-        if let (Some(min), Some(max)) = (overrides.min, overrides.max)
-            && (min == 0 || min > max)
-        {
-            return Err(format!("{at}: need 0 < min <= max"));
-        }
-        match (r.id, r.import) {
-            (Some(id), None) => {
-                let (Some(upstream), Some(service)) = (r.upstream, r.service) else {
-                    return Err(format!(
-                        "{at}: an explicit service needs upstream and service"
-                    ));
-                };
-                if id == 0 {
-                    return Err(format!("{at}: id must be above 0"));
-                }
-                if !known(&upstream) {
-                    return Err(format!("{at}.upstream: no upstream named {upstream:?}"));
-                }
-                if !explicit_ids.insert(id) {
-                    return Err(format!("{at}: id {id} is defined twice"));
-                }
-                let mut fallback = Vec::new();
-                for (j, f) in r.fallback.into_iter().enumerate() {
-                    if !known(&f.upstream) {
-                        return Err(format!(
-                            "{at}.fallback[{j}].upstream: no upstream named {:?}",
-                            f.upstream
-                        ));
-                    }
-                    fallback.push(Target {
-                        upstream: f.upstream,
-                        service: f.service,
-                    });
-                }
-                if r.categories.is_some()
-                    || r.id_offset.is_some()
-                    || r.types.is_some()
-                    || r.exclude_types.is_some()
-                    || r.skip_mapped.is_some()
-                {
-                    return Err(format!(
-                        "{at}: categories, types, exclude_types, skip_mapped and id_offset belong to import rules"
-                    ));
-                }
-                explicit.push(ExplicitService {
-                    id,
-                    target: Target { upstream, service },
-                    fallback,
-                    markup,
-                    group_markup: r.group_markup,
-                    overrides,
-                    allow_loss,
-                });
-            }
-            (None, Some(upstream)) => {
-                if !known(&upstream) {
-                    return Err(format!("{at}.import: no upstream named {upstream:?}"));
-                }
-                if r.upstream.is_some() || r.service.is_some() || !r.fallback.is_empty() {
-                    return Err(format!(
-                        "{at}: upstream, service and fallback belong to explicit services"
-                    ));
-                }
-                let categories = r
-                    .categories
-                    .unwrap_or_default()
-                    .iter()
-                    .map(|c| regex::Regex::new(c).map_err(|e| format!("{at}.categories: {e}")))
-                    .collect::<Result<_, _>>()?;
-                let types = type_filter(&at, r.types, r.exclude_types)?;
-                imports.push(ImportRule {
-                    upstream,
-                    id_offset: r.id_offset.unwrap_or(0),
-                    categories,
-                    types,
-                    skip_mapped: r.skip_mapped.unwrap_or(false),
-                    markup,
-                    group_markup: r.group_markup,
-                    overrides,
-                    allow_loss,
-                });
-            }
-            _ => {
-                return Err(format!(
-                    "{at}: give either id (explicit) or import (bulk), not both"
-                ));
-            }
-        }
-    }
-
+    } = price_groups(raw.price_groups, build_default_rates(&raw.limits)?)?;
+    let known: HashSet<&str> = upstreams.iter().map(|u| u.name.as_str()).collect();
+    let Services { explicit, imports } = build_services(raw.services, &known, &groups)?;
     let (clients, client_hidden) = clients(raw.clients, &groups)?;
-    let hiding = Hiding {
-        groups: group_hidden,
-        clients: client_hidden,
-    };
-
-    let mut tls = raw.tls;
-    if let Some(t) = &mut tls {
-        for p in [&mut t.cert, &mut t.key] {
-            if p.is_relative() {
-                *p = base.join(&*p);
-            }
-        }
-    }
-    let mut simulator = raw.simulator;
-    if let Some(sim) = &mut simulator {
-        resolve(&mut sim.catalog);
-        resolve(&mut sim.journal);
-    }
-
-    let database = raw
-        .database
-        .unwrap_or_else(|| "sqlite://panelgate.db".into());
-    let database = match database.strip_prefix("sqlite://") {
-        Some(file) if !file.starts_with('/') && !file.is_empty() => {
-            format!("sqlite://{}", base.join(file).display())
-        }
-        _ => database,
-    };
-
-    let d = Limits::default();
+    let sync = build_sync(&raw.sync);
     Ok(Config {
         path: path.to_owned(),
         listen: raw
@@ -1018,44 +769,395 @@ fn validate(raw: RawConfig, path: &Path, base: &Path) -> Result<Config, String> 
             .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8080))),
         metrics_listen: raw.metrics_listen,
         log_level: raw.log_level.unwrap_or_else(|| "info".into()),
-        balance_poll: raw.balance_poll.map_or(Duration::from_secs(60), |s| s.0),
-        config_poll: Some(raw.config_poll.map_or(Duration::from_secs(2), |s| s.0))
+        balance_poll: or_default(raw.balance_poll, Duration::from_secs(60)),
+        config_poll: Some(or_default(raw.config_poll, Duration::from_secs(2)))
             .filter(|d| !d.is_zero()),
-        database,
+        database: build_database(raw.database, base),
         currency,
-        status_max_age: raw.status_max_age.map_or(Duration::from_secs(60), |s| s.0),
-        limits: Limits {
-            max_body_bytes: raw.limits.max_body_bytes.unwrap_or(d.max_body_bytes),
-            header_read_timeout: raw
-                .limits
-                .header_read_timeout
-                .map_or(d.header_read_timeout, |s| s.0),
-            body_read_timeout: raw
-                .limits
-                .body_read_timeout
-                .map_or(d.body_read_timeout, |s| s.0),
-            shutdown_grace: raw.limits.shutdown_grace.map_or(d.shutdown_grace, |s| s.0),
-            max_connections: raw
-                .limits
-                .max_connections
-                .unwrap_or(d.max_connections)
-                .max(1),
-        },
-        catalog_ttl: raw.catalog.ttl.map_or(Duration::from_secs(300), |s| s.0),
-        sync_interval: raw.sync.interval.map_or(Duration::from_secs(30), |s| s.0),
-        sync_lease: raw.sync.lease.map_or(Duration::from_secs(60), |s| s.0),
-        stuck_after: Some(raw.sync.stuck_after.map_or(DEFAULT_STUCK_AFTER, |s| s.0))
-            .filter(|d| !d.is_zero()),
+        status_max_age: or_default(raw.status_max_age, Duration::from_secs(60)),
+        failed_keys_per_minute: raw.limits.failed_keys_per_minute.unwrap_or(20),
+        limits: build_limits(&raw.limits),
+        catalog_ttl: or_default(raw.catalog.ttl, Duration::from_secs(300)),
+        sync_interval: sync.interval,
+        sync_lease: sync.lease,
+        stuck_after: sync.stuck_after,
         upstreams,
         explicit,
         imports,
         groups,
         clients,
-        hiding,
-        simulator,
+        hiding: Hiding {
+            groups: group_hidden,
+            clients: client_hidden,
+        },
+        simulator: raw.simulator.map(|s| build_simulator(s, base)),
         client_rates,
-        failed_keys_per_minute: raw.limits.failed_keys_per_minute.unwrap_or(20),
-        tls,
+        tls: raw.tls.map(|t| build_tls(t, base)),
+    })
+}
+
+/// The duration the config gives, or `default`.
+fn or_default(given: Option<HumanDuration>, default: Duration) -> Duration {
+    given.map_or(default, |d| d.0)
+}
+
+/// `path` as given when absolute, else relative to the config file's directory `base`.
+fn beside(base: &Path, path: &mut PathBuf) {
+    if path.is_relative() {
+        *path = base.join(&*path);
+    }
+}
+
+fn build_currency(raw: Option<String>) -> Result<String, String> {
+    let currency = raw.unwrap_or_else(|| "USD".into());
+    if currency.trim().is_empty() {
+        return Err("currency: must not be empty".into());
+    }
+    Ok(currency)
+}
+
+/// `database:`, a relative SQLite file read as beside the config file.
+fn build_database(raw: Option<String>, base: &Path) -> String {
+    let database = raw.unwrap_or_else(|| "sqlite://panelgate.db".into());
+    match database.strip_prefix("sqlite://") {
+        Some(file) if !file.starts_with('/') && !file.is_empty() => {
+            format!("sqlite://{}", base.join(file).display())
+        }
+        _ => database,
+    }
+}
+
+fn build_tls(mut tls: TlsFiles, base: &Path) -> TlsFiles {
+    beside(base, &mut tls.cert);
+    beside(base, &mut tls.key);
+    tls
+}
+
+fn build_simulator(mut sim: SimulatorSection, base: &Path) -> SimulatorSection {
+    for p in [&mut sim.catalog, &mut sim.journal].into_iter().flatten() {
+        beside(base, p);
+    }
+    sim
+}
+
+/// `limits:` for the HTTP edge (the per-client rates are read with the price groups).
+fn build_limits(raw: &RawLimits) -> Limits {
+    let d = Limits::default();
+    Limits {
+        max_body_bytes: raw.max_body_bytes.unwrap_or(d.max_body_bytes),
+        header_read_timeout: or_default(raw.header_read_timeout, d.header_read_timeout),
+        body_read_timeout: or_default(raw.body_read_timeout, d.body_read_timeout),
+        shutdown_grace: or_default(raw.shutdown_grace, d.shutdown_grace),
+        max_connections: raw.max_connections.unwrap_or(d.max_connections).max(1),
+    }
+}
+
+/// `limits.per_client` and `limits.per_client_reads`: the rates of customers whose price
+/// group sets none.
+fn build_default_rates(raw: &RawLimits) -> Result<ClientRates, String> {
+    Ok(ClientRates {
+        writes: rate_or("limits.per_client", raw.per_client, DEFAULT_WRITE_RATE)?,
+        reads: rate_or(
+            "limits.per_client_reads",
+            raw.per_client_reads,
+            DEFAULT_READ_RATE,
+        )?,
+    })
+}
+
+/// `sync:`, with its defaults.
+struct SyncTimings {
+    interval: Duration,
+    lease: Duration,
+    stuck_after: Option<Duration>,
+}
+
+fn build_sync(raw: &RawSync) -> SyncTimings {
+    SyncTimings {
+        interval: or_default(raw.interval, Duration::from_secs(30)),
+        lease: or_default(raw.lease, Duration::from_secs(60)),
+        stuck_after: Some(or_default(raw.stuck_after, DEFAULT_STUCK_AFTER))
+            .filter(|d| !d.is_zero()),
+    }
+}
+
+/// `upstreams:`, each named once.
+fn build_upstreams(
+    raw: Vec<RawUpstream>,
+    currency: &str,
+    base: &Path,
+) -> Result<Vec<UpstreamConfig>, String> {
+    let mut names = HashSet::new();
+    let mut upstreams = Vec::with_capacity(raw.len());
+    for (i, u) in raw.into_iter().enumerate() {
+        let at = format!("upstreams[{i}] ({})", u.name);
+        let valid_name = !u.name.is_empty()
+            && u.name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+        if !valid_name {
+            return Err(format!("{at}: name must be letters, digits, - or _"));
+        }
+        if !names.insert(u.name.clone()) {
+            return Err(format!("{at}: name used twice"));
+        }
+        upstreams.push(build_upstream(&at, u, currency, base)?);
+    }
+    Ok(upstreams)
+}
+
+fn build_upstream(
+    at: &str,
+    u: RawUpstream,
+    currency: &str,
+    base: &Path,
+) -> Result<UpstreamConfig, String> {
+    let url: http::Uri = u.url.parse().map_err(|e| format!("{at}.url: {e}"))?;
+    if !matches!(url.scheme_str(), Some("http" | "https")) || url.host().is_none() {
+        return Err(format!("{at}.url: must be an http:// or https:// URL"));
+    }
+    if u.key.expose().is_empty() {
+        return Err(format!("{at}.key: must not be empty"));
+    }
+    let (expected_currency, fx) = upstream_money(at, &u, currency)?;
+    let timeout = or_default(u.timeout, Duration::from_secs(30));
+    let max_concurrency = u.max_concurrency.unwrap_or(16);
+    if max_concurrency == 0 || timeout.is_zero() {
+        return Err(format!("{at}: timeout and max_concurrency must be above 0"));
+    }
+    if u.simulate.is_some() && url.scheme_str() != Some("http") {
+        return Err(format!(
+            "{at}.simulate: a simulated upstream needs an http:// url"
+        ));
+    }
+    if u.rate_limit == Some(0) || u.breaker.failures == Some(0) {
+        return Err(format!(
+            "{at}: rate_limit and breaker.failures must be above 0"
+        ));
+    }
+    Ok(UpstreamConfig {
+        name: u.name,
+        url,
+        key: u.key,
+        currency: u.currency,
+        expected_currency,
+        fx,
+        timeout,
+        connect_timeout: or_default(u.connect_timeout, Duration::from_secs(5)).min(timeout),
+        max_concurrency,
+        rate_limit: u.rate_limit,
+        retries: u.retries.unwrap_or(2),
+        breaker_failures: u.breaker.failures.unwrap_or(5),
+        breaker_cooldown: or_default(u.breaker.cooldown, Duration::from_secs(10)),
+        simulate: u.simulate.map(|s| build_simulator(s, base)),
+        retired: u.retired.unwrap_or(false),
+    })
+}
+
+/// An upstream's currency (the one its `balance` must state) and its rate to ours.
+fn upstream_money(at: &str, u: &RawUpstream, currency: &str) -> Result<(String, Decimal), String> {
+    let fx = u.fx.unwrap_or(Decimal::ONE);
+    if fx <= Decimal::ZERO {
+        return Err(format!("{at}.fx: must be above 0"));
+    }
+    let expected_currency = u.currency.clone().unwrap_or_else(|| currency.to_owned());
+    // Without its rate, a foreign upstream would be priced as if its money were ours.
+    if !expected_currency.eq_ignore_ascii_case(currency) && u.fx.is_none() {
+        return Err(format!(
+            "{at}.fx: currency is {expected_currency}, not ours ({currency}): give fx, our money per unit of theirs"
+        ));
+    }
+    Ok((expected_currency, fx))
+}
+
+/// `services:`, split into explicit services and import rules.
+#[derive(Debug, Default)]
+struct Services {
+    explicit: Vec<ExplicitService>,
+    imports: Vec<ImportRule>,
+}
+
+/// What every entry of `services:` has, explicit or import rule.
+struct Terms {
+    markup: Markup,
+    group_markup: HashMap<String, Markup>,
+    overrides: Overrides,
+    allow_loss: bool,
+}
+
+fn build_services(
+    raw: Vec<RawRule>,
+    known: &HashSet<&str>,
+    groups: &HashMap<String, Markup>,
+) -> Result<Services, String> {
+    let mut out = Services::default();
+    let mut explicit_ids = HashSet::new();
+    for (i, mut r) in raw.into_iter().enumerate() {
+        let at = match (r.id, &r.import) {
+            (Some(id), _) => format!("services[{i}] (id {id})"),
+            (None, Some(up)) => format!("services[{i}] (import {up})"),
+            _ => format!("services[{i}]"),
+        };
+        let terms = build_terms(&at, &mut r, groups)?;
+        match (r.id, r.import.take()) {
+            (Some(id), None) => {
+                let service = build_explicit(&at, id, r, terms, known, &mut explicit_ids)?;
+                out.explicit.push(service);
+            }
+            (None, Some(upstream)) => out
+                .imports
+                .push(build_import(&at, upstream, r, terms, known)?),
+            _ => {
+                return Err(format!(
+                    "{at}: give either id (explicit) or import (bulk), not both"
+                ));
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// An entry's markups (checked against the price groups' unless it may sell at a loss) and
+/// overrides, taken out of `r`.
+fn build_terms(
+    at: &str,
+    r: &mut RawRule,
+    groups: &HashMap<String, Markup>,
+) -> Result<Terms, String> {
+    let markup = r
+        .markup
+        .take()
+        .ok_or_else(|| format!("{at}: markup is required (e.g. markup: {{ percent: 25 }})"))?;
+    markup.validate().map_err(|e| format!("{at}.markup: {e}"))?;
+    for (g, m) in &r.group_markup {
+        m.validate()
+            .map_err(|e| format!("{at}.group_markup.{g}: {e}"))?;
+    }
+    let allow_loss = r.allow_loss.unwrap_or(false);
+    if !allow_loss {
+        check_margins(at, &markup, &r.group_markup, groups)?;
+    }
+    let overrides = Overrides {
+        name: r.name.take(),
+        category: r.category.take(),
+        min: r.min,
+        max: r.max,
+        refill: r.refill,
+        cancel: r.cancel,
+        dripfeed: r.dripfeed,
+        desc: r.desc.take(),
+        stuck_after: r.stuck_after.map(|s| s.0),
+    };
+    if let (Some(min), Some(max)) = (overrides.min, overrides.max)
+        && (min == 0 || min > max)
+    {
+        return Err(format!("{at}: need 0 < min <= max"));
+    }
+    Ok(Terms {
+        markup,
+        group_markup: std::mem::take(&mut r.group_markup),
+        overrides,
+        allow_loss,
+    })
+}
+
+fn build_explicit(
+    at: &str,
+    id: u64,
+    r: RawRule,
+    terms: Terms,
+    known: &HashSet<&str>,
+    ids: &mut HashSet<u64>,
+) -> Result<ExplicitService, String> {
+    let (Some(upstream), Some(service)) = (r.upstream, r.service) else {
+        return Err(format!(
+            "{at}: an explicit service needs upstream and service"
+        ));
+    };
+    if id == 0 {
+        return Err(format!("{at}: id must be above 0"));
+    }
+    if !known.contains(upstream.as_str()) {
+        return Err(format!("{at}.upstream: no upstream named {upstream:?}"));
+    }
+    if !ids.insert(id) {
+        return Err(format!("{at}: id {id} is defined twice"));
+    }
+    let fallback = build_fallback(at, r.fallback, known)?;
+    if r.categories.is_some()
+        || r.id_offset.is_some()
+        || r.types.is_some()
+        || r.exclude_types.is_some()
+        || r.skip_mapped.is_some()
+    {
+        return Err(format!(
+            "{at}: categories, types, exclude_types, skip_mapped and id_offset belong to import rules"
+        ));
+    }
+    Ok(ExplicitService {
+        id,
+        target: Target { upstream, service },
+        fallback,
+        markup: terms.markup,
+        group_markup: terms.group_markup,
+        overrides: terms.overrides,
+        allow_loss: terms.allow_loss,
+    })
+}
+
+fn build_fallback(
+    at: &str,
+    raw: Vec<RawTarget>,
+    known: &HashSet<&str>,
+) -> Result<Vec<Target>, String> {
+    let mut fallback = Vec::with_capacity(raw.len());
+    for (j, f) in raw.into_iter().enumerate() {
+        if !known.contains(f.upstream.as_str()) {
+            return Err(format!(
+                "{at}.fallback[{j}].upstream: no upstream named {:?}",
+                f.upstream
+            ));
+        }
+        fallback.push(Target {
+            upstream: f.upstream,
+            service: f.service,
+        });
+    }
+    Ok(fallback)
+}
+
+fn build_import(
+    at: &str,
+    upstream: String,
+    r: RawRule,
+    terms: Terms,
+    known: &HashSet<&str>,
+) -> Result<ImportRule, String> {
+    if !known.contains(upstream.as_str()) {
+        return Err(format!("{at}.import: no upstream named {upstream:?}"));
+    }
+    if r.upstream.is_some() || r.service.is_some() || !r.fallback.is_empty() {
+        return Err(format!(
+            "{at}: upstream, service and fallback belong to explicit services"
+        ));
+    }
+    let categories = r
+        .categories
+        .unwrap_or_default()
+        .iter()
+        .map(|c| regex::Regex::new(c).map_err(|e| format!("{at}.categories: {e}")))
+        .collect::<Result<_, _>>()?;
+    let types = type_filter(at, r.types, r.exclude_types)?;
+    Ok(ImportRule {
+        upstream,
+        id_offset: r.id_offset.unwrap_or(0),
+        categories,
+        types,
+        skip_mapped: r.skip_mapped.unwrap_or(false),
+        markup: terms.markup,
+        group_markup: terms.group_markup,
+        overrides: terms.overrides,
+        allow_loss: terms.allow_loss,
     })
 }
 
@@ -1063,6 +1165,137 @@ fn validate(raw: RawConfig, path: &Path, base: &Path) -> Result<Config, String> 
 /// keys it does not use (but does on a malformed file).
 pub fn load_simulator(path: &Path) -> Result<Option<SimulatorSection>, ConfigError> {
     Ok(load(path)?.simulator)
+}
+
+/// One test per section builder: a valid section, and an error naming its path.
+#[cfg(test)]
+mod builders {
+    use super::*;
+
+    fn raw<T: serde::de::DeserializeOwned>(yaml: &str) -> T {
+        serde_yaml_ng::from_str(yaml).unwrap()
+    }
+
+    fn base() -> &'static Path {
+        Path::new("/etc/panelgate")
+    }
+
+    #[test]
+    fn currency() {
+        assert_eq!(build_currency(None).unwrap(), "USD");
+        assert_eq!(build_currency(Some("EUR".into())).unwrap(), "EUR");
+        assert_eq!(
+            build_currency(Some(" ".into())).unwrap_err(),
+            "currency: must not be empty"
+        );
+    }
+
+    #[test]
+    fn database_files_sit_beside_the_config() {
+        assert_eq!(
+            build_database(None, base()),
+            "sqlite:///etc/panelgate/panelgate.db"
+        );
+        assert_eq!(
+            build_database(Some("sqlite:///var/x.db".into()), base()),
+            "sqlite:///var/x.db"
+        );
+        let pg = "postgres://u@h/db";
+        assert_eq!(build_database(Some(pg.into()), base()), pg);
+    }
+
+    #[test]
+    fn limits() {
+        let l = build_limits(&raw("max_connections: 0\nshutdown_grace: 3s\n"));
+        assert_eq!(l.max_connections, 1, "at least one connection");
+        assert_eq!(l.shutdown_grace, Duration::from_secs(3));
+        assert_eq!(l.max_body_bytes, Limits::default().max_body_bytes);
+        let r = build_default_rates(&raw("per_client_reads: {per_second: 7}\n")).unwrap();
+        assert_eq!((r.writes, r.reads.per_second), (DEFAULT_WRITE_RATE, 7));
+        let err = build_default_rates(&raw("per_client: {per_second: 0}\n")).unwrap_err();
+        assert_eq!(
+            err,
+            "limits.per_client: per_second and burst must be above 0"
+        );
+    }
+
+    #[test]
+    fn sync() {
+        let s = build_sync(&raw("interval: 5s\nstuck_after: 0s\n"));
+        assert_eq!(s.interval, Duration::from_secs(5));
+        assert_eq!(s.lease, Duration::from_secs(60));
+        assert_eq!(s.stuck_after, None, "0s: never stuck");
+        assert_eq!(
+            build_sync(&raw("{}")).stuck_after,
+            Some(DEFAULT_STUCK_AFTER)
+        );
+    }
+
+    #[test]
+    fn upstreams() {
+        let yaml = "- name: a\n  url: http://127.0.0.1:1/api/v2\n  key: k\n  timeout: 2s\n  simulate: {catalog: c.yaml}\n";
+        let u = &build_upstreams(raw(yaml), "USD", base()).unwrap()[0];
+        assert_eq!(
+            (u.timeout, u.connect_timeout),
+            (Duration::from_secs(2), Duration::from_secs(2))
+        );
+        assert_eq!((u.expected_currency.as_str(), u.fx), ("USD", Decimal::ONE));
+        let sim = u.simulate.as_ref().unwrap();
+        assert_eq!(
+            sim.catalog.as_deref(),
+            Some(Path::new("/etc/panelgate/c.yaml"))
+        );
+        let twice = format!("{yaml}{yaml}");
+        let err = build_upstreams(raw(&twice), "USD", base()).unwrap_err();
+        assert_eq!(err, "upstreams[1] (a): name used twice");
+        let foreign = "- name: b\n  url: https://x.example/api/v2\n  key: k\n  currency: EUR\n";
+        let err = build_upstreams(raw(foreign), "USD", base()).unwrap_err();
+        assert!(
+            err.starts_with("upstreams[0] (b).fx: currency is EUR"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn services() {
+        let known = HashSet::from(["a"]);
+        let groups = HashMap::new();
+        let yaml = "- {id: 1, upstream: a, service: 5, markup: {percent: 10}, min: 10}\n- {import: a, id_offset: 1000, markup: {percent: 20}, categories: [Likes]}\n";
+        let s = build_services(raw(yaml), &known, &groups).unwrap();
+        assert_eq!((s.explicit.len(), s.imports.len()), (1, 1));
+        assert_eq!(
+            s.explicit[0].target,
+            Target {
+                upstream: "a".into(),
+                service: 5
+            }
+        );
+        assert_eq!(s.explicit[0].overrides.min, Some(10));
+        assert_eq!(s.imports[0].id_offset, 1000);
+        let twice = "- {id: 1, upstream: a, service: 5, markup: {percent: 10}}\n- {id: 1, upstream: a, service: 6, markup: {percent: 10}}\n";
+        let err = build_services(raw(twice), &known, &groups).unwrap_err();
+        assert_eq!(err, "services[1] (id 1): id 1 is defined twice");
+        let unknown = "- {import: b, markup: {percent: 10}}\n";
+        let err = build_services(raw(unknown), &known, &groups).unwrap_err();
+        assert_eq!(
+            err,
+            "services[0] (import b).import: no upstream named \"b\""
+        );
+    }
+
+    #[test]
+    fn tls_and_simulator_paths_sit_beside_the_config() {
+        let tls = build_tls(raw("{cert: c.pem, key: /k.pem}"), base());
+        assert_eq!(
+            (tls.cert.as_path(), tls.key.as_path()),
+            (Path::new("/etc/panelgate/c.pem"), Path::new("/k.pem"))
+        );
+        let sim = build_simulator(raw("{journal: j.log}"), base());
+        assert_eq!(
+            sim.journal.as_deref(),
+            Some(Path::new("/etc/panelgate/j.log"))
+        );
+    }
 }
 
 #[cfg(test)]

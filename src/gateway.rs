@@ -406,7 +406,7 @@ impl Gateway {
     /// only an answer that changes something is written.
     async fn status(&self, c: &Caller, ids: &Ids) -> Result<Bytes> {
         let asked = ids.as_slice();
-        let started = std::time::Instant::now();
+        let started = crate::clock::now();
         let now = now_ms();
         let max_age = self.cfg.status_max_age.as_millis() as i64;
         let many = matches!(ids, Ids::Many(_));

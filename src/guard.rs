@@ -10,10 +10,10 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use dashmap::DashMap;
-use governor::clock::{Clock, DefaultClock};
-use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
-use tokio::time::Instant;
+use governor::Quota;
+use governor::clock::Clock;
 
+use crate::clock::{self, Instant, KeyedLimiter};
 use crate::config::{Config, DEFAULT_GROUP, RateSpec};
 use crate::protocol::Action;
 
@@ -42,8 +42,8 @@ impl Allowance {
 
 /// One price group's limiters, keyed by customer.
 struct Limiters {
-    writes: DefaultKeyedRateLimiter<i64>,
-    reads: DefaultKeyedRateLimiter<i64>,
+    writes: KeyedLimiter<i64>,
+    reads: KeyedLimiter<i64>,
 }
 
 pub struct Guard {
@@ -68,15 +68,15 @@ impl Guard {
                 .iter()
                 .map(|(group, r)| {
                     let limiters = Limiters {
-                        writes: RateLimiter::keyed(quota(&r.writes)),
-                        reads: RateLimiter::keyed(quota(&r.reads)),
+                        writes: clock::keyed_limiter(quota(&r.writes)),
+                        reads: clock::keyed_limiter(quota(&r.reads)),
                     };
                     (group.clone(), limiters)
                 })
                 .collect(),
             failed_keys_per_window: cfg.failed_keys_per_minute.max(1),
             failed: DashMap::new(),
-            last_sweep: Mutex::new(Instant::now()),
+            last_sweep: Mutex::new(clock::now()),
         }
     }
 
@@ -95,15 +95,15 @@ impl Guard {
             Allowance::Writes => &l.writes,
             Allowance::Reads => &l.reads,
         });
-        match limiter.map(|l| l.check_key(&customer)) {
-            Some(Err(not_until)) => Err(not_until.wait_time_from(DefaultClock::default().now())),
+        match limiter.map(|l| (l, l.check_key(&customer))) {
+            Some((l, Err(not_until))) => Err(not_until.wait_time_from(l.clock().now())),
             _ => Ok(()),
         }
     }
 
     /// Whether an address may still try keys; `Err(wait)` after too many failures.
     pub fn admit_address(&self, ip: IpAddr) -> Result<(), Duration> {
-        let now = Instant::now();
+        let now = clock::now();
         match self.failed.get(&ip).map(|e| *e) {
             Some((start, count))
                 if now < start + WINDOW && count >= self.failed_keys_per_window =>
@@ -116,7 +116,7 @@ impl Guard {
 
     /// Counts a failed key attempt from `ip`.
     pub fn failed_key(&self, ip: IpAddr) {
-        let now = Instant::now();
+        let now = clock::now();
         let mut entry = self.failed.entry(ip).or_insert((now, 0));
         if now >= entry.0 + WINDOW {
             *entry = (now, 0);
@@ -127,7 +127,7 @@ impl Guard {
     /// Housekeeping, at most once a minute: forget limiter state of customers who have gone
     /// quiet and windows that are over, so that memory stays bounded.
     pub fn sweep(&self) {
-        let now = Instant::now();
+        let now = clock::now();
         {
             let mut last = self
                 .last_sweep
@@ -155,6 +155,46 @@ pub fn retry_after_secs(wait: Duration) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn guard(limits: &str) -> Guard {
+        let text = format!("limits:\n{limits}");
+        Guard::new(&crate::config::parse(&text, std::path::Path::new("/x/config.yaml")).unwrap())
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_spent_allowance_refills_as_time_passes() {
+        let guard = guard("  per_client_reads: { per_second: 1, burst: 2 }\n");
+        let read = || guard.admit_client(DEFAULT_GROUP, 7, Allowance::Reads);
+        assert_eq!((read(), read()), (Ok(()), Ok(())));
+        assert_eq!(read(), Err(Duration::from_secs(1)));
+        assert_eq!(
+            guard.admit_client(DEFAULT_GROUP, 8, Allowance::Reads),
+            Ok(())
+        );
+        assert_eq!(
+            guard.admit_client(DEFAULT_GROUP, 7, Allowance::Writes),
+            Ok(())
+        );
+        tokio::time::advance(Duration::from_millis(999)).await;
+        assert!(read().is_err());
+        tokio::time::advance(Duration::from_millis(1)).await;
+        assert_eq!(read(), Ok(()));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_address_that_guesses_keys_is_shut_out_for_the_rest_of_the_minute() {
+        let guard = guard("  failed_keys_per_minute: 3\n");
+        let ip = IpAddr::from([192, 0, 2, 1]);
+        for _ in 0..3 {
+            assert_eq!(guard.admit_address(ip), Ok(()));
+            guard.failed_key(ip);
+        }
+        tokio::time::advance(Duration::from_secs(20)).await;
+        assert_eq!(guard.admit_address(ip), Err(Duration::from_secs(40)));
+        assert_eq!(guard.admit_address(IpAddr::from([192, 0, 2, 2])), Ok(()));
+        tokio::time::advance(Duration::from_secs(40)).await;
+        assert_eq!(guard.admit_address(ip), Ok(()));
+    }
 
     #[test]
     fn waits_round_up_to_whole_seconds() {

@@ -9,6 +9,7 @@ pub mod admin;
 pub mod app;
 pub mod auth;
 pub mod catalog;
+pub mod clock;
 pub mod config;
 pub mod gateway;
 pub mod guard;

@@ -5,9 +5,10 @@
 //! an order id or a link. Money counters are in the gateway's currency (exact amounts live in
 //! the ledger; these are for graphs and alerts).
 
+use prometheus::core::Collector;
 use prometheus::{
-    Encoder, GaugeVec, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGaugeVec, Opts,
-    Registry, TextEncoder,
+    CounterVec, Encoder, GaugeVec, HistogramOpts, HistogramVec, IntCounter, IntCounterVec,
+    IntGaugeVec, Opts, Registry, TextEncoder,
 };
 use rust_decimal::Decimal;
 use rust_decimal::prelude::ToPrimitive;
@@ -40,223 +41,262 @@ pub struct Metrics {
     pub orders: IntGaugeVec,
     pub orders_attention: IntGaugeVec,
     pub refunds: IntCounterVec,
-    pub refunded: prometheus::CounterVec,
+    pub refunded: CounterVec,
     pub refunds_withheld: IntCounterVec,
-    pub revenue: prometheus::CounterVec,
-    pub cost: prometheus::CounterVec,
+    pub revenue: CounterVec,
+    pub cost: CounterVec,
     pub rejected_keys: IntCounter,
     pub rate_limited: IntCounter,
     pub reads_over_limit: IntCounterVec,
 }
 
-fn counter(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
-    let c = IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric");
-    r.register(Box::new(c.clone())).expect("registered once");
-    c
+/// What a metric is called, what it means, and the labels it is split by.
+struct Spec {
+    name: &'static str,
+    help: &'static str,
+    labels: &'static [&'static str],
 }
 
-fn amount(r: &Registry, name: &str, help: &str, labels: &[&str]) -> prometheus::CounterVec {
-    let c = prometheus::CounterVec::new(Opts::new(name, help), labels).expect("valid metric");
-    r.register(Box::new(c.clone())).expect("registered once");
-    c
+const BUILD_INFO: Spec = Spec {
+    name: "panelgate_build_info",
+    help: "Always 1; the labels say which build runs.",
+    labels: &["version"],
+};
+
+// The API edge: requests as they come in and what was refused.
+const REQUESTS: Spec = Spec {
+    name: "panelgate_requests_total",
+    help: "API requests by action and outcome (ok, or the error class).",
+    labels: &["action", "outcome"],
+};
+const REQUEST_SECONDS: Spec = Spec {
+    name: "panelgate_request_duration_seconds",
+    help: "Time to answer an API request, by action.",
+    labels: &["action"],
+};
+const REJECTED_KEYS: Spec = Spec {
+    name: "panelgate_rejected_keys_total",
+    help: "Requests refused for a missing or invalid API key.",
+    labels: &[],
+};
+const RATE_LIMITED: Spec = Spec {
+    name: "panelgate_rate_limited_total",
+    help: "Requests refused by a rate limit.",
+    labels: &[],
+};
+const READS_OVER_LIMIT: Spec = Spec {
+    name: "panelgate_reads_over_limit_total",
+    help: "Reads over the customer's read limit answered from what is held (HTTP 200, \
+    no upstream call), by action: status, refill_status, services.",
+    labels: &["action"],
+};
+
+// The upstream panels: calls, breakers, balances.
+const UPSTREAM_REQUESTS: Spec = Spec {
+    name: "panelgate_upstream_requests_total",
+    help: "Calls to upstream panels by outcome. add: placed, refused, unknown, not_sent (what the reply meant). Other actions: ok, refused, unknown, not_sent, timeout, unreadable. rejected: deprecated alias counted beside refused.",
+    labels: &["upstream", "action", "outcome"],
+};
+const UPSTREAM_SECONDS: Spec = Spec {
+    name: "panelgate_upstream_request_duration_seconds",
+    help: "Duration of calls to upstream panels.",
+    labels: &["upstream", "action"],
+};
+const UPSTREAM_BREAKER: Spec = Spec {
+    name: "panelgate_upstream_breaker_state",
+    help: "Circuit breaker per upstream: 0 closed, 1 half-open (probing), 2 open (failing fast).",
+    labels: &["upstream"],
+};
+const UPSTREAM_HEALTHY: Spec = Spec {
+    name: "panelgate_upstream_healthy",
+    help: "1 while an upstream's circuit breaker is closed (it answers), else 0.",
+    labels: &["upstream"],
+};
+const UPSTREAM_BALANCE: Spec = Spec {
+    name: "panelgate_upstream_balance",
+    help: "Our account balance at each upstream, in its currency, as last polled.",
+    labels: &["upstream", "currency"],
+};
+const UPSTREAM_SERVICES_LISTED: Spec = Spec {
+    name: "panelgate_upstream_services_listed",
+    help: "Services in each upstream's last services list (0: it lists none).",
+    labels: &["upstream"],
+};
+const UPSTREAM_CURRENCY_MISMATCH: Spec = Spec {
+    name: "panelgate_upstream_currency_mismatch",
+    help: "1 while an upstream states a currency the config does not expect: it takes no orders.",
+    labels: &["upstream"],
+};
+
+// The catalog: services lists and what is sold.
+const CATALOG_LOOKUPS: Spec = Spec {
+    name: "panelgate_catalog_lookups_total",
+    help: "Catalog reads answered from the built catalog (hit) or after rebuilding it (miss).",
+    labels: &["result"],
+};
+const CATALOG_REFRESHES: Spec = Spec {
+    name: "panelgate_catalog_refreshes_total",
+    help: "Fetches of upstream services lists by outcome.",
+    labels: &["upstream", "outcome"],
+};
+const CATALOG_SERVICES: Spec = Spec {
+    name: "panelgate_catalog_services",
+    help: "Local services sold, by the upstream they are placed at.",
+    labels: &["upstream"],
+};
+const CATALOG_AGE_SECONDS: Spec = Spec {
+    name: "panelgate_catalog_list_age_seconds",
+    help: "Age of the services list we hold for each upstream.",
+    labels: &["upstream"],
+};
+
+// Orders and money.
+const TARGETS_SKIPPED: Spec = Spec {
+    name: "panelgate_order_targets_skipped_total",
+    help: "Targets an order was not sent to: below_cost (the sell price does not cover it) or currency (its stated currency is wrong or unknown).",
+    labels: &["upstream", "reason"],
+};
+const ORDERS_PLACED: Spec = Spec {
+    name: "panelgate_orders_placed_total",
+    help: "Orders an upstream took, by upstream.",
+    labels: &["upstream"],
+};
+const ORDERS: Spec = Spec {
+    name: "panelgate_orders",
+    help: "Orders by state (unknown: the operator must resolve them).",
+    labels: &["state"],
+};
+const ORDERS_ATTENTION: Spec = Spec {
+    name: "panelgate_orders_attention",
+    help: "Orders that need the operator, by reason (unknown_outcome, refund_unknown, \
+    partial_without_remains, stuck) and upstream: `panelgate order list --attention`.",
+    labels: &["reason", "upstream"],
+};
+const REFUNDS: Spec = Spec {
+    name: "panelgate_refunds_total",
+    help: "Refunds applied, by the status that caused them.",
+    labels: &["status"],
+};
+const REFUNDED: Spec = Spec {
+    name: "panelgate_refunded_amount_total",
+    help: "Money refunded to customers, in our currency.",
+    labels: &["upstream"],
+};
+const REFUNDS_WITHHELD: Spec = Spec {
+    name: "panelgate_refunds_withheld_total",
+    help: "Partial orders that got no automatic refund because the upstream's figures \
+    cannot tell it, by attention reason (refund_unknown, partial_without_remains) \
+    and upstream: each waits for `panelgate order settle`.",
+    labels: &["reason", "upstream"],
+};
+const REVENUE: Spec = Spec {
+    name: "panelgate_revenue_total",
+    help: "Money charged for placed orders, in our currency.",
+    labels: &["upstream"],
+};
+const COST: Spec = Spec {
+    name: "panelgate_cost_total",
+    help: "What upstreams charged us for finished orders, in our currency.",
+    labels: &["upstream"],
+};
+
+// Operation.
+const CONFIG_RELOADS: Spec = Spec {
+    name: "panelgate_config_reloads_total",
+    help: "Config reloads by outcome: ok, or refused (invalid file, or rules the upstreams' lists break; the running config stays).",
+    labels: &["outcome"],
+};
+
+fn register<M: Collector + Clone + 'static>(r: &Registry, metric: M) -> M {
+    r.register(Box::new(metric.clone()))
+        .expect("registered once");
+    metric
 }
 
-fn gauge(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
-    let g = IntGaugeVec::new(Opts::new(name, help), labels).expect("valid metric");
-    r.register(Box::new(g.clone())).expect("registered once");
-    g
+fn opts(spec: &Spec) -> Opts {
+    Opts::new(spec.name, spec.help)
 }
 
-fn float_gauge(r: &Registry, name: &str, help: &str, labels: &[&str]) -> GaugeVec {
-    let g = GaugeVec::new(Opts::new(name, help), labels).expect("valid metric");
-    r.register(Box::new(g.clone())).expect("registered once");
-    g
-}
-
-fn histogram(r: &Registry, name: &str, help: &str, labels: &[&str]) -> HistogramVec {
-    let h = HistogramVec::new(
-        HistogramOpts::new(name, help).buckets(LATENCY_BUCKETS.to_vec()),
-        labels,
+fn counter(r: &Registry, spec: &Spec) -> IntCounterVec {
+    register(
+        r,
+        IntCounterVec::new(opts(spec), spec.labels).expect("valid metric"),
     )
-    .expect("valid metric");
-    r.register(Box::new(h.clone())).expect("registered once");
-    h
+}
+
+fn single(r: &Registry, spec: &Spec) -> IntCounter {
+    register(r, IntCounter::with_opts(opts(spec)).expect("valid metric"))
+}
+
+fn amount(r: &Registry, spec: &Spec) -> CounterVec {
+    register(
+        r,
+        CounterVec::new(opts(spec), spec.labels).expect("valid metric"),
+    )
+}
+
+fn gauge(r: &Registry, spec: &Spec) -> IntGaugeVec {
+    register(
+        r,
+        IntGaugeVec::new(opts(spec), spec.labels).expect("valid metric"),
+    )
+}
+
+fn float_gauge(r: &Registry, spec: &Spec) -> GaugeVec {
+    register(
+        r,
+        GaugeVec::new(opts(spec), spec.labels).expect("valid metric"),
+    )
+}
+
+fn histogram(r: &Registry, spec: &Spec) -> HistogramVec {
+    let opts = HistogramOpts::new(spec.name, spec.help).buckets(LATENCY_BUCKETS.to_vec());
+    register(
+        r,
+        HistogramVec::new(opts, spec.labels).expect("valid metric"),
+    )
 }
 
 impl Metrics {
-    /// A fresh registry with every metric. The names are constants, so registering cannot
+    /// A fresh registry with every metric. The specs are constants, so registering cannot
     /// fail; the `expect`s above document that, they never fire.
     pub fn new() -> Metrics {
         let r = Registry::new();
-        let build = gauge(
-            &r,
-            "panelgate_build_info",
-            "Always 1; the labels say which build runs.",
-            &["version"],
-        );
-        build.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
-        let single = |name: &str, help: &str| {
-            let c = IntCounter::new(name, help).expect("valid metric");
-            r.register(Box::new(c.clone())).expect("registered once");
-            c
-        };
+        gauge(&r, &BUILD_INFO)
+            .with_label_values(&[env!("CARGO_PKG_VERSION")])
+            .set(1);
         Metrics {
-            requests: counter(
-                &r,
-                "panelgate_requests_total",
-                "API requests by action and outcome (ok, or the error class).",
-                &["action", "outcome"],
-            ),
-            request_seconds: histogram(
-                &r,
-                "panelgate_request_duration_seconds",
-                "Time to answer an API request, by action.",
-                &["action"],
-            ),
-            upstream_requests: counter(
-                &r,
-                "panelgate_upstream_requests_total",
-                "Calls to upstream panels by outcome. add: placed, refused, unknown, not_sent (what the reply meant). Other actions: ok, refused, unknown, not_sent, timeout, unreadable. rejected: deprecated alias counted beside refused.",
-                &["upstream", "action", "outcome"],
-            ),
-            upstream_seconds: histogram(
-                &r,
-                "panelgate_upstream_request_duration_seconds",
-                "Duration of calls to upstream panels.",
-                &["upstream", "action"],
-            ),
-            upstream_breaker: gauge(
-                &r,
-                "panelgate_upstream_breaker_state",
-                "Circuit breaker per upstream: 0 closed, 1 half-open (probing), 2 open (failing fast).",
-                &["upstream"],
-            ),
-            upstream_healthy: gauge(
-                &r,
-                "panelgate_upstream_healthy",
-                "1 while an upstream's circuit breaker is closed (it answers), else 0.",
-                &["upstream"],
-            ),
-            upstream_balance: float_gauge(
-                &r,
-                "panelgate_upstream_balance",
-                "Our account balance at each upstream, in its currency, as last polled.",
-                &["upstream", "currency"],
-            ),
-            catalog_lookups: counter(
-                &r,
-                "panelgate_catalog_lookups_total",
-                "Catalog reads answered from the built catalog (hit) or after rebuilding it (miss).",
-                &["result"],
-            ),
-            catalog_refreshes: counter(
-                &r,
-                "panelgate_catalog_refreshes_total",
-                "Fetches of upstream services lists by outcome.",
-                &["upstream", "outcome"],
-            ),
-            catalog_services: gauge(
-                &r,
-                "panelgate_catalog_services",
-                "Local services sold, by the upstream they are placed at.",
-                &["upstream"],
-            ),
-            catalog_age_seconds: float_gauge(
-                &r,
-                "panelgate_catalog_list_age_seconds",
-                "Age of the services list we hold for each upstream.",
-                &["upstream"],
-            ),
-            upstream_services_listed: gauge(
-                &r,
-                "panelgate_upstream_services_listed",
-                "Services in each upstream's last services list (0: it lists none).",
-                &["upstream"],
-            ),
-            upstream_currency_mismatch: gauge(
-                &r,
-                "panelgate_upstream_currency_mismatch",
-                "1 while an upstream states a currency the config does not expect: it takes no orders.",
-                &["upstream"],
-            ),
-            targets_skipped: counter(
-                &r,
-                "panelgate_order_targets_skipped_total",
-                "Targets an order was not sent to: below_cost (the sell price does not cover it) or currency (its stated currency is wrong or unknown).",
-                &["upstream", "reason"],
-            ),
-            config_reloads: counter(
-                &r,
-                "panelgate_config_reloads_total",
-                "Config reloads by outcome: ok, or refused (invalid file, or rules the upstreams' lists break; the running config stays).",
-                &["outcome"],
-            ),
-            orders_placed: counter(
-                &r,
-                "panelgate_orders_placed_total",
-                "Orders an upstream took, by upstream.",
-                &["upstream"],
-            ),
-            orders: gauge(
-                &r,
-                "panelgate_orders",
-                "Orders by state (unknown: the operator must resolve them).",
-                &["state"],
-            ),
-            orders_attention: gauge(
-                &r,
-                "panelgate_orders_attention",
-                "Orders that need the operator, by reason (unknown_outcome, refund_unknown, \
-                 partial_without_remains, stuck) and upstream: `panelgate order list --attention`.",
-                &["reason", "upstream"],
-            ),
-            refunds: counter(
-                &r,
-                "panelgate_refunds_total",
-                "Refunds applied, by the status that caused them.",
-                &["status"],
-            ),
-            refunded: amount(
-                &r,
-                "panelgate_refunded_amount_total",
-                "Money refunded to customers, in our currency.",
-                &["upstream"],
-            ),
-            refunds_withheld: counter(
-                &r,
-                "panelgate_refunds_withheld_total",
-                "Partial orders that got no automatic refund because the upstream's figures \
-                 cannot tell it, by attention reason (refund_unknown, partial_without_remains) \
-                 and upstream: each waits for `panelgate order settle`.",
-                &["reason", "upstream"],
-            ),
-            revenue: amount(
-                &r,
-                "panelgate_revenue_total",
-                "Money charged for placed orders, in our currency.",
-                &["upstream"],
-            ),
-            cost: amount(
-                &r,
-                "panelgate_cost_total",
-                "What upstreams charged us for finished orders, in our currency.",
-                &["upstream"],
-            ),
-            rejected_keys: single(
-                "panelgate_rejected_keys_total",
-                "Requests refused for a missing or invalid API key.",
-            ),
-            rate_limited: single(
-                "panelgate_rate_limited_total",
-                "Requests refused by a rate limit.",
-            ),
-            reads_over_limit: counter(
-                &r,
-                "panelgate_reads_over_limit_total",
-                "Reads over the customer's read limit answered from what is held (HTTP 200, \
-                 no upstream call), by action: status, refill_status, services.",
-                &["action"],
-            ),
+            // The API edge.
+            requests: counter(&r, &REQUESTS),
+            request_seconds: histogram(&r, &REQUEST_SECONDS),
+            rejected_keys: single(&r, &REJECTED_KEYS),
+            rate_limited: single(&r, &RATE_LIMITED),
+            reads_over_limit: counter(&r, &READS_OVER_LIMIT),
+            // The upstream panels.
+            upstream_requests: counter(&r, &UPSTREAM_REQUESTS),
+            upstream_seconds: histogram(&r, &UPSTREAM_SECONDS),
+            upstream_breaker: gauge(&r, &UPSTREAM_BREAKER),
+            upstream_healthy: gauge(&r, &UPSTREAM_HEALTHY),
+            upstream_balance: float_gauge(&r, &UPSTREAM_BALANCE),
+            upstream_services_listed: gauge(&r, &UPSTREAM_SERVICES_LISTED),
+            upstream_currency_mismatch: gauge(&r, &UPSTREAM_CURRENCY_MISMATCH),
+            // The catalog.
+            catalog_lookups: counter(&r, &CATALOG_LOOKUPS),
+            catalog_refreshes: counter(&r, &CATALOG_REFRESHES),
+            catalog_services: gauge(&r, &CATALOG_SERVICES),
+            catalog_age_seconds: float_gauge(&r, &CATALOG_AGE_SECONDS),
+            // Orders and money.
+            targets_skipped: counter(&r, &TARGETS_SKIPPED),
+            orders_placed: counter(&r, &ORDERS_PLACED),
+            orders: gauge(&r, &ORDERS),
+            orders_attention: gauge(&r, &ORDERS_ATTENTION),
+            refunds: counter(&r, &REFUNDS),
+            refunded: amount(&r, &REFUNDED),
+            refunds_withheld: counter(&r, &REFUNDS_WITHHELD),
+            revenue: amount(&r, &REVENUE),
+            cost: amount(&r, &COST),
+            // Operation.
+            config_reloads: counter(&r, &CONFIG_RELOADS),
             registry: r,
         }
     }

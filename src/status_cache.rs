@@ -11,11 +11,12 @@
 //! the cache is full.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::Bytes;
 use dashmap::DashMap;
 
+use crate::clock::{self, Instant};
 use crate::money;
 use crate::protocol::order::Drip;
 use crate::protocol::reply::{self, OrderStatus, Remains};
@@ -212,7 +213,7 @@ impl StatusCache {
 
     /// Holds a row just read from the store.
     pub fn put(&self, o: &Order) -> Arc<Entry> {
-        let mut entry = Entry::new(o, &self.currency, Instant::now());
+        let mut entry = Entry::new(o, &self.currency, clock::now());
         // A confirmation held only in memory outlives the re-read of its row.
         if let Some(old) = self.entries.get(&o.id) {
             entry.synced_at = entry.synced_at.max(old.synced_at);

@@ -13,18 +13,14 @@ use crate::config::Config;
 use crate::metrics::{self, Metrics};
 use crate::money;
 use crate::pricing;
-use crate::protocol::reply::Remains;
+use crate::protocol::reply::{OrderStatus, Remains};
 use crate::protocol::{MAX_IDS, Status};
 use crate::status_cache::StatusCache;
 use crate::store::{Claim, Millis, Order, Refill, StatusUpdate, Store, StuckCutoffs, Units};
 use crate::upstream::Upstreams;
 
-/// Unix time in milliseconds.
-pub fn now_ms() -> Millis {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as Millis)
-}
+// Kept under its old name so that callers outside this module need not change with it.
+pub use crate::clock::now_millis as now_ms;
 
 /// What sync needs: the store, the upstream clients and the config (for currency rates).
 #[derive(Clone)]
@@ -112,18 +108,7 @@ impl Syncer {
                             continue;
                         }
                     };
-                    let update = StatusUpdate {
-                        status: status.status,
-                        remains: match status.remains {
-                            Remains::Count(n) => Some(n),
-                            Remains::Unknown => None,
-                        },
-                        start_count: Some(status.start_count),
-                        cost: money::to_units(money::round_up(pricing::convert(status.charge, fx))),
-                        runs: status.runs,
-                        child_orders: status.orders,
-                    };
-                    answers.push((t, update));
+                    answers.push((t, update_from(status, fx)));
                 }
             }
         }
@@ -336,6 +321,21 @@ pub fn abandoned_before(cfg: &Config, now: Millis) -> (Millis, Millis) {
         now - CLOCK_MARGIN,
         now - cfg.dispatch_deadline().as_millis() as Millis,
     )
+}
+
+/// An upstream's status of one order as the store takes it, its charge in our money.
+fn update_from(status: OrderStatus, fx: rust_decimal::Decimal) -> StatusUpdate {
+    StatusUpdate {
+        status: status.status,
+        remains: match status.remains {
+            Remains::Count(n) => Some(n),
+            Remains::Unknown => None,
+        },
+        start_count: Some(status.start_count),
+        cost: money::to_units(money::round_up(pricing::convert(status.charge, fx))),
+        runs: status.runs,
+        child_orders: status.orders,
+    }
 }
 
 #[cfg(test)]

@@ -4,9 +4,10 @@ mod common;
 
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::Http;
+use tokio::time::Instant;
 
 fn panelgate() -> Command {
     Command::new(env!("CARGO_BIN_EXE_panelgate"))

@@ -479,7 +479,7 @@ fn the_shipped_config_sells_each_upstream_service_once() {
             assert!(u.simulate.is_some(), "{} is not simulated", u.name);
             let list = UpstreamList {
                 services: builtin().into_iter().map(|s| (s.service, s)).collect(),
-                fetched_at: std::time::Instant::now(),
+                fetched_at: tokio::time::Instant::now(),
             };
             (u.name.clone(), Arc::new(list))
         })

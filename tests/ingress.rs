@@ -5,8 +5,8 @@ mod common;
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::Reply;
 use common::gw::{ALPHA_KEY, Env, Options};
+use common::{Reply, skip};
 use panelgate::store::OrderState;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -324,14 +324,6 @@ async fn guessing_keys_gets_an_address_shut_out_for_a_while() {
     skip(Duration::from_secs(6)).await;
     let r = balance().await;
     assert_eq!((r.status, &r.json()["balance"]), (200, &"1.00000".into()));
-}
-
-/// Moves the runtime's clock (which the gateway's lockouts read) ahead by `by`, then lets it
-/// run on in real time.
-async fn skip(by: Duration) {
-    tokio::time::pause();
-    tokio::time::advance(by).await;
-    tokio::time::resume();
 }
 
 #[tokio::test]

@@ -501,9 +501,9 @@ fn run_to_end(config: &Path, args: &[&str]) -> Output {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(60);
     while child.try_wait().unwrap().is_none() {
-        if std::time::Instant::now() > deadline {
+        if tokio::time::Instant::now() > deadline {
             let _ = child.kill();
             panic!("{args:?} kept running");
         }

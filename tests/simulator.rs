@@ -965,7 +965,7 @@ async fn faults_can_be_injected_and_changed_at_run_time() {
 
     // Slow replies arrive late but whole.
     set(json!({"slow": 1, "slow_ms": 300})).await;
-    let started = std::time::Instant::now();
+    let started = tokio::time::Instant::now();
     assert_eq!(
         http.form(&url, &[("key", KEY), ("action", "balance")])
             .await

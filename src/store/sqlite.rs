@@ -1865,8 +1865,8 @@ mod tests {
             });
             // Dropped after 0–600 µs: at some of these instants the BEGIN has run on the
             // connection's thread and its answer is on the way back.
-            let until = std::time::Instant::now() + Duration::from_micros(round);
-            while std::time::Instant::now() < until {
+            let until = tokio::time::Instant::now() + Duration::from_micros(round);
+            while tokio::time::Instant::now() < until {
                 tokio::task::yield_now().await;
             }
             write.abort();

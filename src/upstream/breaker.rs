@@ -6,7 +6,7 @@
 use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
-use tokio::time::Instant;
+use crate::clock::{self, Instant};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum State {
@@ -59,7 +59,7 @@ impl Breaker {
     /// Whether a call may go out now. Moving from open to half-open admits the one probe.
     pub fn admit(&self) -> bool {
         let mut inner = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
-        let now = Instant::now();
+        let now = clock::now();
         match *inner {
             Inner::Closed { .. } => true,
             Inner::Open { until } if now >= until => {
@@ -80,7 +80,7 @@ impl Breaker {
     pub fn record(&self, answered: bool) {
         let mut inner = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
         let open = Inner::Open {
-            until: Instant::now() + self.cooldown,
+            until: clock::now() + self.cooldown,
         };
         *inner = match (&*inner, answered) {
             (_, true) => Inner::Closed { failures: 0 },

@@ -25,7 +25,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
+use governor::Quota;
 use http::header::{CONTENT_TYPE, USER_AGENT};
 use http::{Request, StatusCode};
 use http_body_util::{BodyExt, Full, Limited};
@@ -37,6 +37,7 @@ use tokio::sync::Semaphore;
 
 use breaker::Breaker;
 
+use crate::clock::{self, Limiter};
 use crate::config::{Secret, UpstreamConfig};
 use crate::metrics::Metrics;
 use crate::protocol::lenient::{self, ReadError, Refusal, ServiceList};
@@ -219,11 +220,11 @@ pub struct Upstream {
     metrics: Arc<Metrics>,
     breaker: Breaker,
     /// Our own pace towards it, if the config sets one.
-    pace: Option<DefaultDirectRateLimiter>,
+    pace: Option<Limiter>,
     retries: u32,
     /// Retries are capped per upstream (2 a second, bursts of 10), so that a struggling
     /// upstream is not hammered by our retries on top of our traffic.
-    retry_budget: DefaultDirectRateLimiter,
+    retry_budget: Limiter,
     /// The currency its `balance` must state, and whether the config declared it.
     expected_currency: String,
     declared_currency: bool,
@@ -267,9 +268,9 @@ impl Upstream {
             client,
             metrics,
             breaker: Breaker::new(cfg.breaker_failures, cfg.breaker_cooldown),
-            pace: cfg.rate_limit.map(|n| RateLimiter::direct(per_second(n))),
+            pace: cfg.rate_limit.map(|n| clock::limiter(per_second(n))),
             retries: cfg.retries,
-            retry_budget: RateLimiter::direct(
+            retry_budget: clock::limiter(
                 per_second(2).allow_burst(NonZeroU32::new(10).unwrap_or(NonZeroU32::MIN)),
             ),
             expected_currency: cfg.expected_currency.clone(),
@@ -363,7 +364,7 @@ impl Upstream {
         action: &'static str,
         fields: &[(&str, String)],
     ) -> Result<Bytes, CallError> {
-        let started = std::time::Instant::now();
+        let started = clock::now();
         let result = self
             .guarded(action, fields)
             .await
@@ -395,7 +396,7 @@ impl Upstream {
     }
 
     /// Counts one call by `outcome`, times it, and publishes the breaker's state.
-    fn measure(&self, action: &'static str, outcome: &str, started: std::time::Instant) {
+    fn measure(&self, action: &'static str, outcome: &str, started: clock::Instant) {
         let m = &self.metrics;
         m.upstream_requests
             .with_label_values(&[&self.name, action, outcome])
@@ -473,7 +474,7 @@ impl Upstream {
             .map_err(|_| CallError::NotSent("no free connection slot in time".into()))?
             .map_err(|_| CallError::NotSent("upstream client closed".into()))?;
         if let Some(pace) = &self.pace {
-            tokio::time::timeout(self.timeout, pace.until_ready())
+            tokio::time::timeout(self.timeout, clock::until_ready(pace))
                 .await
                 .map_err(|_| {
                     CallError::NotSent("our rate limit towards it left no room in time".into())
@@ -519,7 +520,7 @@ impl Upstream {
     pub async fn add(&self, service: u64, fields: &OrderFields) -> AddOutcome {
         let mut form: Vec<(&str, String)> = vec![("service", service.to_string())];
         form.extend(fields.to_form());
-        let started = std::time::Instant::now();
+        let started = clock::now();
         let outcome = match self.guarded("add", &form).await {
             Ok((status, body)) => add_outcome(status, &body),
             Err(CallError::NotSent(why)) => AddOutcome::NotSent(why),

@@ -212,6 +212,17 @@ pub async fn send_and_hang_up(addr: SocketAddr, request: &[u8], after: Duration)
 pub mod gw;
 pub mod reference;
 
+/// Moves the runtime's clock (which an in-process gateway's TTLs, cooldowns and rate limits
+/// read) ahead by `by`, then lets it run on in real time. The whole test cannot run paused:
+/// while the runtime waits on a socket or on sqlx's own threads, a paused clock would jump to
+/// the next timer by itself (server timeouts, sync ticks). A gateway in another process keeps
+/// its own clock: tests of one wait for events instead.
+pub async fn skip(by: Duration) {
+    tokio::time::pause();
+    tokio::time::advance(by).await;
+    tokio::time::resume();
+}
+
 /// A `panelgate` process a test started: its API URL (read from the `listening on URL` line it
 /// prints first) and everything it logs to stderr.
 pub struct Spawned {
@@ -265,14 +276,14 @@ impl Spawned {
     /// Waits (20 s at most) for the process to exit, which it must do with 0. Returns what it
     /// logged.
     pub fn wait(mut self) -> String {
-        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
         loop {
             if let Some(exit) = self.child.try_wait().unwrap() {
                 assert!(exit.success(), "exit on SIGTERM: {exit:?}");
                 return self.logs.join().unwrap();
             }
             assert!(
-                std::time::Instant::now() < deadline,
+                tokio::time::Instant::now() < deadline,
                 "did not stop on SIGTERM"
             );
             std::thread::sleep(Duration::from_millis(20));
