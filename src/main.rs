@@ -363,22 +363,7 @@ async fn client(path: &Path, cmd: ClientCommand) -> anyhow::Result<()> {
                 show(&admin::adjust(store, &name, -amount, note.as_deref()).await?)
             );
         }
-        ClientCommand::List => {
-            println!(
-                "{:<24} {:<12} {:>16} {:>8}",
-                "NAME", "GROUP", "BALANCE", "ORDERS"
-            );
-            for (c, orders) in store.list_customers().await? {
-                let state = if c.enabled { "" } else { "disabled" };
-                println!(
-                    "{:<24} {:<12} {:>16} {:>8} {state}",
-                    c.name,
-                    c.group,
-                    money::format(money::from_units(c.balance)),
-                    orders
-                );
-            }
-        }
+        ClientCommand::List => print_clients(store).await?,
         ClientCommand::Disable { name } => {
             admin::set_enabled(store, &name, false).await?;
             println!("{name}: disabled");
@@ -396,6 +381,25 @@ async fn client(path: &Path, cmd: ClientCommand) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `client list`: every client, one a line.
+async fn print_clients(store: &dyn panelgate::store::Store) -> anyhow::Result<()> {
+    println!(
+        "{:<24} {:<12} {:>16} {:>8}",
+        "NAME", "GROUP", "BALANCE", "ORDERS"
+    );
+    for (c, orders) in store.list_customers().await? {
+        let state = if c.enabled { "" } else { "disabled" };
+        println!(
+            "{:<24} {:<12} {:>16} {:>8} {state}",
+            c.name,
+            c.group,
+            money::format(money::from_units(c.balance)),
+            orders
+        );
+    }
+    Ok(())
+}
+
 async fn order(path: &Path, cmd: OrderCommand) -> anyhow::Result<()> {
     let cfg = config::load(path)?;
     let store = app::open_store(&cfg.database).await?;
@@ -408,6 +412,7 @@ async fn order(path: &Path, cmd: OrderCommand) -> anyhow::Result<()> {
             stuck,
             json,
         } => {
+            // `--stuck` is short for `--attention stuck`.
             let attention = if stuck {
                 Some("stuck".into())
             } else {
@@ -421,23 +426,7 @@ async fn order(path: &Path, cmd: OrderCommand) -> anyhow::Result<()> {
             } else if attention.is_some() {
                 print_attention(&orders);
             } else {
-                println!(
-                    "{:>8} {:<16} {:>7} {:<11} {:<11} {:>12} {:<10} UPSTREAM ORDER",
-                    "ID", "CLIENT", "SERVICE", "STATE", "STATUS", "CHARGE", "UPSTREAM"
-                );
-                for o in &orders {
-                    println!(
-                        "{:>8} {:<16} {:>7} {:<11} {:<11} {:>12} {:<10} {}",
-                        o.id,
-                        o.customer,
-                        o.service,
-                        o.state.as_str(),
-                        o.status.as_str(),
-                        money::format(money::from_units(o.charge - o.refunded)),
-                        o.upstream,
-                        o.upstream_order.as_deref().unwrap_or("-")
-                    );
-                }
+                print_orders(&orders);
             }
         }
         OrderCommand::Show { id } => {
@@ -467,6 +456,27 @@ async fn order(path: &Path, cmd: OrderCommand) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// `order list`: one order a line, newest first.
+fn print_orders(orders: &[panelgate::store::Order]) {
+    println!(
+        "{:>8} {:<16} {:>7} {:<11} {:<11} {:>12} {:<10} UPSTREAM ORDER",
+        "ID", "CLIENT", "SERVICE", "STATE", "STATUS", "CHARGE", "UPSTREAM"
+    );
+    for o in orders {
+        println!(
+            "{:>8} {:<16} {:>7} {:<11} {:<11} {:>12} {:<10} {}",
+            o.id,
+            o.customer,
+            o.service,
+            o.state.as_str(),
+            o.status.as_str(),
+            money::format(money::from_units(o.charge - o.refunded)),
+            o.upstream,
+            o.upstream_order.as_deref().unwrap_or("-")
+        );
+    }
 }
 
 /// `order list --attention`: the orders that need the operator, why, and how long they waited.
