@@ -179,29 +179,33 @@ impl Live {
             let _ = u.learn_currency().await;
         }
         self.current.store(next.clone());
-        // An upstream that is gone must not keep its last readings (and alerts) alive.
-        let m = &next.metrics;
-        let gone: Vec<&str> = old
-            .cfg
-            .upstreams
-            .iter()
-            .map(|u| u.name.as_str())
-            .filter(|name| next.cfg.upstream(name).is_none())
-            .collect();
-        for name in &gone {
-            let _ = m.upstream_healthy.remove_label_values(&[name]);
-            let _ = m.upstream_breaker.remove_label_values(&[name]);
-            let _ = m.catalog_services.remove_label_values(&[name]);
-            let _ = m.catalog_age_seconds.remove_label_values(&[name]);
-            let _ = m.upstream_services_listed.remove_label_values(&[name]);
-            let _ = m.upstream_currency_mismatch.remove_label_values(&[name]);
-        }
-        if !gone.is_empty() {
-            // Balances are labelled by currency too; the poll refills the ones that remain.
-            m.upstream_balance.reset();
-        }
+        forget_gone_upstreams(&old, &next);
         tracing::info!(services = catalog.len(), "config reloaded");
         Ok(())
+    }
+}
+
+/// An upstream that is gone after a reload must not keep its last readings (and alerts) alive.
+fn forget_gone_upstreams(old: &Gateway, next: &Gateway) {
+    let m = &next.metrics;
+    let gone: Vec<&str> = old
+        .cfg
+        .upstreams
+        .iter()
+        .map(|u| u.name.as_str())
+        .filter(|name| next.cfg.upstream(name).is_none())
+        .collect();
+    for name in &gone {
+        let _ = m.upstream_healthy.remove_label_values(&[name]);
+        let _ = m.upstream_breaker.remove_label_values(&[name]);
+        let _ = m.catalog_services.remove_label_values(&[name]);
+        let _ = m.catalog_age_seconds.remove_label_values(&[name]);
+        let _ = m.upstream_services_listed.remove_label_values(&[name]);
+        let _ = m.upstream_currency_mismatch.remove_label_values(&[name]);
+    }
+    if !gone.is_empty() {
+        // Balances are labelled by currency too; the poll refills the ones that remain.
+        m.upstream_balance.reset();
     }
 }
 
