@@ -11,6 +11,7 @@ use crate::protocol::ProtocolError;
 use crate::protocol::reply::{self, Canceled};
 
 impl Gateway {
+    /// Asks the orders' upstreams to cancel the eligible ones; each id gets its own answer.
     pub(super) async fn cancel(&self, c: &Caller, ids: &[u64]) -> Result<Bytes> {
         let orders = self.store.customer_orders(c.id, &local_ids(ids)).await?;
         let catalog = self.catalog.get().await;

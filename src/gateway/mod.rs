@@ -72,6 +72,8 @@ impl From<Bytes> for ReplyBytes {
     }
 }
 
+/// Everything that answers API requests under one config; a reload builds a new one
+/// ([`Gateway::reconfigured`]) and requests in flight finish under the old.
 pub struct Gateway {
     pub cfg: Arc<Config>,
     pub metrics: Arc<Metrics>,

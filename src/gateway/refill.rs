@@ -13,6 +13,7 @@ use crate::store::Refill;
 use crate::sync::now_ms;
 
 impl Gateway {
+    /// Asks the orders' upstreams to refill the eligible ones, and records each refill taken.
     pub(super) async fn refill(&self, c: &Caller, ids: &Ids) -> Result<Bytes> {
         let orders = self
             .store
@@ -54,6 +55,8 @@ impl Gateway {
         })
     }
 
+    /// The caller's refills, asked about again at their upstream when not final and older
+    /// than `status_max_age`.
     pub(super) async fn refill_status(&self, c: &Caller, ids: &Ids) -> Result<Bytes> {
         let wanted = local_ids(ids.as_slice());
         let mut refills = self.store.customer_refills(c.id, &wanted).await?;
