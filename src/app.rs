@@ -1,27 +1,25 @@
 //! Assembles a running gateway from its config: the store (migrated, crash-recovered), the
-//! demo's simulated upstreams, the upstream clients, the catalog, the sync loop and the
-//! listener. `panelgate serve` and the black-box tests both start the gateway through here.
+//! demo's simulated upstreams, the upstream clients, the catalog, the background tasks
+//! ([`crate::tasks`]) and the listeners ([`crate::server`]); and switches configs on reload.
+//! `panelgate serve` and the black-box tests both start the gateway through here.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
 
 use arc_swap::ArcSwap;
-use http::{Request, StatusCode};
-use hyper::body::Incoming;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use crate::config::{Config, SimulatorSection, UpstreamConfig};
-use crate::gateway::{Gateway, Trace};
+use crate::gateway::Gateway;
 use crate::metrics::Metrics;
 use crate::money;
-use crate::protocol::ProtocolError;
-use crate::server::{self, Answer, Handler};
-use crate::sim::{self, SimConfig, SimHandle, catalog as sim_catalog};
+use crate::server::{self, Routes};
+use crate::sim::{self, SimConfig, SimHandle};
 use crate::store::{self, Millis, Store, StoreError};
 use crate::sync::{self, now_ms};
-use crate::upstream::{CurrencyError, Upstreams};
+use crate::tasks;
+use crate::upstream::Upstreams;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -126,7 +124,7 @@ impl Live {
 
     /// Counts a reload by its outcome (`ok`, `refused`), so that a refused one is seen
     /// without reading the logs.
-    fn count_reload(&self, result: &Result<(), String>) {
+    pub(crate) fn count_reload(&self, result: &Result<(), String>) {
         let outcome = if result.is_ok() { "ok" } else { "refused" };
         self.gateway()
             .metrics
@@ -181,29 +179,33 @@ impl Live {
             let _ = u.learn_currency().await;
         }
         self.current.store(next.clone());
-        // An upstream that is gone must not keep its last readings (and alerts) alive.
-        let m = &next.metrics;
-        let gone: Vec<&str> = old
-            .cfg
-            .upstreams
-            .iter()
-            .map(|u| u.name.as_str())
-            .filter(|name| next.cfg.upstream(name).is_none())
-            .collect();
-        for name in &gone {
-            let _ = m.upstream_healthy.remove_label_values(&[name]);
-            let _ = m.upstream_breaker.remove_label_values(&[name]);
-            let _ = m.catalog_services.remove_label_values(&[name]);
-            let _ = m.catalog_age_seconds.remove_label_values(&[name]);
-            let _ = m.upstream_services_listed.remove_label_values(&[name]);
-            let _ = m.upstream_currency_mismatch.remove_label_values(&[name]);
-        }
-        if !gone.is_empty() {
-            // Balances are labelled by currency too; the poll refills the ones that remain.
-            m.upstream_balance.reset();
-        }
+        forget_gone_upstreams(&old, &next);
         tracing::info!(services = catalog.len(), "config reloaded");
         Ok(())
+    }
+}
+
+/// An upstream that is gone after a reload must not keep its last readings (and alerts) alive.
+fn forget_gone_upstreams(old: &Gateway, next: &Gateway) {
+    let m = &next.metrics;
+    let gone: Vec<&str> = old
+        .cfg
+        .upstreams
+        .iter()
+        .map(|u| u.name.as_str())
+        .filter(|name| next.cfg.upstream(name).is_none())
+        .collect();
+    for name in &gone {
+        let _ = m.upstream_healthy.remove_label_values(&[name]);
+        let _ = m.upstream_breaker.remove_label_values(&[name]);
+        let _ = m.catalog_services.remove_label_values(&[name]);
+        let _ = m.catalog_age_seconds.remove_label_values(&[name]);
+        let _ = m.upstream_services_listed.remove_label_values(&[name]);
+        let _ = m.upstream_currency_mismatch.remove_label_values(&[name]);
+    }
+    if !gone.is_empty() {
+        // Balances are labelled by currency too; the poll refills the ones that remain.
+        m.upstream_balance.reset();
     }
 }
 
@@ -262,96 +264,21 @@ impl Running {
 /// Starts everything `cfg` describes.
 pub async fn start(cfg: Config) -> Result<Running, StartError> {
     let cfg = Arc::new(cfg);
-    let store = open_store(&cfg.database).await?;
-    // Before anything is written: a refused start leaves the database as it was.
-    check_open_orders(&cfg, store.as_ref())
-        .await
-        .map_err(|e| e.at_start(&cfg.database))?;
-    // Two local orders following one upstream order would both be refunded for it: the
-    // operator unlinks the extras (the error names them and the command) before serving.
-    store
-        .unique_upstream_orders()
-        .await
-        .map_err(|source| StartError::Store {
-            url: redact_url(&cfg.database),
-            source,
-        })?;
-    // One SQLite file has one gateway: whatever is still dispatching was left by its previous
-    // run. A shared database may have other instances dispatching right now; theirs are only
-    // abandoned once past the dispatch deadline (the sync loop checks that periodically).
-    let now = now_ms();
-    let (deadline_before, updated_before) = if cfg.database.starts_with("sqlite:") {
-        (Millis::MAX, now + 1)
-    } else {
-        sync::abandoned_before(&cfg, now)
-    };
-    let recovered = store
-        .recover_dispatching(deadline_before, updated_before, now)
-        .await
-        .map_err(|source| StartError::Store {
-            url: redact_url(&cfg.database),
-            source,
-        })?;
-    if recovered > 0 {
-        tracing::error!(
-            orders = recovered,
-            "orders interrupted mid-dispatch are now `unknown`: resolve them with `panelgate order resolve`"
-        );
-    }
+    let store = prepare_store(&cfg).await?;
     bootstrap_clients(&cfg, store.as_ref()).await?;
-
-    let mut simulators = Vec::new();
-    for u in &cfg.upstreams {
-        if let Some(section) = &u.simulate {
-            simulators.push(start_simulator(u, section).await?);
-        }
-    }
-
-    let listener = TcpListener::bind(cfg.listen)
-        .await
-        .map_err(|source| StartError::Listen {
-            addr: cfg.listen,
-            source,
-        })?;
-    let addr = listener.local_addr().map_err(|source| StartError::Listen {
-        addr: cfg.listen,
-        source,
-    })?;
-
-    let metrics = Arc::new(Metrics::new());
-    let upstreams = Arc::new(Upstreams::new(&cfg.upstreams, metrics.clone()));
-    let gateway = Arc::new(Gateway::new(cfg.clone(), store.clone(), upstreams, metrics));
-    let catalog = gateway.catalog.get().await;
-    tracing::info!(services = catalog.len(), "catalog loaded");
-    // Every upstream's currency is known before it takes an order; one that cannot be asked
-    // now is asked again before its first order as a primary, and skipped as a fallback.
-    for u in &gateway.upstreams.0 {
-        let _ = u.learn_currency().await;
-    }
+    let simulators = start_simulators(&cfg).await?;
+    let (listener, addr) = bind(cfg.listen).await?;
     let live = Arc::new(Live {
-        current: ArcSwap::new(gateway),
+        current: ArcSwap::new(first_gateway(&cfg, &store).await),
         reloading: tokio::sync::Mutex::new(()),
     });
-
     let (stop, stopped) = watch::channel(false);
-    let mut tasks = vec![
-        tokio::spawn(run_sync(live.clone(), stopped.clone())),
-        tokio::spawn(refresh_catalog(live.clone(), stopped.clone())),
-        tokio::spawn(poll_balances(live.clone(), stopped.clone())),
-    ];
-    if let Some(every) = cfg.config_poll {
-        tasks.push(tokio::spawn(watch_config(
-            live.clone(),
-            every,
-            stopped.clone(),
-        )));
-    }
+    let mut tasks = tasks::spawn(&live, &cfg, &stopped);
     let mut listeners = vec![(listener, true)];
     let mut metrics_addr = None;
     if let Some(addr) = cfg.metrics_listen {
-        let listen_err = |source| StartError::Listen { addr, source };
-        let metrics_listener = TcpListener::bind(addr).await.map_err(listen_err)?;
-        metrics_addr = Some(metrics_listener.local_addr().map_err(listen_err)?);
+        let (metrics_listener, bound) = bind(addr).await?;
+        metrics_addr = Some(bound);
         listeners.push((metrics_listener, false));
     }
     let tls = match &cfg.tls {
@@ -359,22 +286,9 @@ pub async fn start(cfg: Config) -> Result<Running, StartError> {
         None => None,
     };
     for (listener, api) in listeners {
-        let routes = Arc::new(Routes {
-            live: live.clone(),
-            limits: cfg.limits.clone(),
-            api,
-        });
-        let mut shutdown = stopped.clone();
-        tasks.push(tokio::spawn(server::serve(
-            listener,
-            routes,
-            cfg.limits.clone(),
-            // The metrics listener stays plain HTTP: it is scraped from inside.
-            if api { tls.clone() } else { None },
-            async move {
-                let _ = shutdown.changed().await;
-            },
-        )));
+        // The metrics listener stays plain HTTP: it is scraped from inside.
+        let tls = if api { tls.clone() } else { None };
+        tasks.push(serve(listener, api, &live, &cfg, tls, &stopped));
     }
     Ok(Running {
         addr,
@@ -386,6 +300,94 @@ pub async fn start(cfg: Config) -> Result<Running, StartError> {
         stop,
         tasks,
     })
+}
+
+/// Opens the store and readies it for this start: refused (unchanged) if `cfg` strands open
+/// orders or two orders follow one upstream order, and orders a previous run left
+/// mid-dispatch are marked `unknown`.
+async fn prepare_store(cfg: &Config) -> Result<Arc<dyn Store>, StartError> {
+    let store = open_store(&cfg.database).await?;
+    let failed = |source| StartError::Store {
+        url: redact_url(&cfg.database),
+        source,
+    };
+    // Before anything is written: a refused start leaves the database as it was.
+    check_open_orders(cfg, store.as_ref())
+        .await
+        .map_err(|e| e.at_start(&cfg.database))?;
+    // Two local orders following one upstream order would both be refunded for it: the
+    // operator unlinks the extras (the error names them and the command) before serving.
+    store.unique_upstream_orders().await.map_err(failed)?;
+    // One SQLite file has one gateway: whatever is still dispatching was left by its previous
+    // run. A shared database may have other instances dispatching right now; theirs are only
+    // abandoned once past the dispatch deadline (the sync loop checks that periodically).
+    let now = now_ms();
+    let (deadline_before, updated_before) = if cfg.database.starts_with("sqlite:") {
+        (Millis::MAX, now + 1)
+    } else {
+        sync::abandoned_before(cfg, now)
+    };
+    let recovered = store
+        .recover_dispatching(deadline_before, updated_before, now)
+        .await
+        .map_err(failed)?;
+    if recovered > 0 {
+        tracing::error!(
+            orders = recovered,
+            "orders interrupted mid-dispatch are now `unknown`: resolve them with `panelgate order resolve`"
+        );
+    }
+    Ok(store)
+}
+
+/// The gateway for the config at start, its catalog loaded and its upstreams' currencies
+/// asked.
+async fn first_gateway(cfg: &Arc<Config>, store: &Arc<dyn Store>) -> Arc<Gateway> {
+    let metrics = Arc::new(Metrics::new());
+    let upstreams = Arc::new(Upstreams::new(&cfg.upstreams, metrics.clone()));
+    let gateway = Arc::new(Gateway::new(cfg.clone(), store.clone(), upstreams, metrics));
+    let catalog = gateway.catalog.get().await;
+    tracing::info!(services = catalog.len(), "catalog loaded");
+    // Every upstream's currency is known before it takes an order; one that cannot be asked
+    // now is asked again before its first order as a primary, and skipped as a fallback.
+    for u in &gateway.upstreams.0 {
+        let _ = u.learn_currency().await;
+    }
+    gateway
+}
+
+/// A listener on `addr`, and the address it got (port 0 picks one).
+async fn bind(addr: SocketAddr) -> Result<(TcpListener, SocketAddr), StartError> {
+    let failed = |source| StartError::Listen { addr, source };
+    let listener = TcpListener::bind(addr).await.map_err(failed)?;
+    let bound = listener.local_addr().map_err(failed)?;
+    Ok((listener, bound))
+}
+
+/// Serves the gateway's routes on `listener` (the API too when `api`) until `stop` changes.
+fn serve(
+    listener: TcpListener,
+    api: bool,
+    live: &Arc<Live>,
+    cfg: &Config,
+    tls: Option<Arc<rustls::ServerConfig>>,
+    stop: &watch::Receiver<bool>,
+) -> tokio::task::JoinHandle<()> {
+    let routes = Arc::new(Routes {
+        live: live.clone(),
+        limits: cfg.limits.clone(),
+        api,
+    });
+    let mut shutdown = stop.clone();
+    tokio::spawn(server::serve(
+        listener,
+        routes,
+        cfg.limits.clone(),
+        tls,
+        async move {
+            let _ = shutdown.changed().await;
+        },
+    ))
 }
 
 /// Creates the config's `clients:` that do not exist yet (the demo's customer). Existing
@@ -432,6 +434,17 @@ async fn bootstrap_clients(cfg: &Config, store: &dyn Store) -> Result<(), StartE
     Ok(())
 }
 
+/// The simulated upstreams the config asks for, each on its upstream's address.
+async fn start_simulators(cfg: &Config) -> Result<Vec<SimHandle>, StartError> {
+    let mut simulators = Vec::new();
+    for u in &cfg.upstreams {
+        if let Some(section) = &u.simulate {
+            simulators.push(start_simulator(u, section).await?);
+        }
+    }
+    Ok(simulators)
+}
+
 async fn start_simulator(
     u: &UpstreamConfig,
     s: &SimulatorSection,
@@ -447,361 +460,17 @@ async fn start_simulator(
         .unwrap_or_default()
         .parse()
         .map_err(|_| err("the url of a simulated upstream must be http://IP:PORT/…".into()))?;
-    let mut cfg = SimConfig::new(u.key.expose());
-    cfg.seed = s.seed.unwrap_or(cfg.seed);
-    cfg.balance = s.balance.unwrap_or(cfg.balance);
-    cfg.currency = s
-        .currency
-        .clone()
-        .or_else(|| u.currency.clone())
-        .unwrap_or(cfg.currency);
-    cfg.speed = s.speed.unwrap_or(cfg.speed);
-    cfg.services = match (&s.catalog, s.services) {
-        (Some(path), _) => sim_catalog::load(path).map_err(err)?,
-        (None, Some(n)) => sim_catalog::generated(n, cfg.seed),
-        (None, None) => sim_catalog::builtin(),
+    // It states the currency the upstream is configured with, unless it says otherwise.
+    let settings = SimulatorSection {
+        currency: s.currency.clone().or_else(|| u.currency.clone()),
+        ..s.clone()
     };
-    cfg.shares.partial = s.partial_share.unwrap_or(cfg.shares.partial);
-    cfg.shares.cancel = s.cancel_share.unwrap_or(cfg.shares.cancel);
-    cfg.first_order_id = s.first_order_id.unwrap_or(1);
-    cfg.journal = s.journal.clone();
-    cfg.faults = s.faults.clone().unwrap_or_default();
-    cfg.dialect = s.dialect.unwrap_or_default();
-    cfg.api_path = s.api_path.clone();
+    let cfg = SimConfig::from_settings(u.key.expose(), &settings).map_err(err)?;
     let handle = sim::start(cfg, addr)
         .await
         .map_err(|e| err(format!("listening on {addr}: {e}")))?;
     tracing::info!(upstream = %u.name, url = %handle.url(), "simulated upstream started");
     Ok(handle)
-}
-
-/// Background sync: a pass over every upstream each `sync.interval`, under the config in force.
-async fn run_sync(live: Arc<Live>, mut stop: watch::Receiver<bool>) {
-    // Weak: an old gateway is not kept alive, and its address cannot be reused meanwhile.
-    let mut last = Arc::downgrade(&live.gateway());
-    loop {
-        let gateway = live.gateway();
-        let interval = gateway.cfg.sync_interval;
-        gateway.syncer.pass(interval).await;
-        let current = Arc::downgrade(&gateway);
-        if !std::sync::Weak::ptr_eq(&last, &current) {
-            warn_unfollowed(&gateway).await;
-        }
-        last = current;
-        gateway.syncer.mark_stuck(&gateway.catalog.snapshot()).await;
-        drop(gateway);
-        tokio::select! {
-            () = tokio::time::sleep(interval) => {}
-            _ = stop.changed() => return,
-        }
-    }
-}
-
-/// After a reload: a dispatch the previous config started may have created its order at an
-/// upstream the reload then removed (the reload's own check ran a moment before). Nothing
-/// follows such an order; say so, once, a sync interval after the reload.
-async fn warn_unfollowed(gateway: &Gateway) {
-    match check_open_orders(&gateway.cfg, gateway.store.as_ref()).await {
-        Ok(()) => {}
-        Err(e) => tracing::error!(error = %e, "orders are not being synced"),
-    }
-}
-
-/// Keeps the catalog warm: lists are re-fetched every TTL even when nobody asks.
-async fn refresh_catalog(live: Arc<Live>, mut stop: watch::Receiver<bool>) {
-    loop {
-        let ttl = live.gateway().cfg.catalog_ttl.max(Duration::from_secs(1));
-        tokio::select! {
-            () = tokio::time::sleep(ttl) => {}
-            _ = stop.changed() => return,
-        }
-        live.gateway().catalog.get().await;
-    }
-}
-
-/// Reloads the config when its file changes (checked every `config_poll`).
-async fn watch_config(live: Arc<Live>, every: Duration, mut stop: watch::Receiver<bool>) {
-    let path = live.gateway().cfg.path.clone();
-    let stamp = |p: &std::path::Path| {
-        std::fs::metadata(p)
-            .ok()
-            .map(|m| (m.modified().ok(), m.len()))
-    };
-    let mut last = stamp(&path);
-    loop {
-        tokio::select! {
-            () = tokio::time::sleep(every) => {}
-            _ = stop.changed() => return,
-        }
-        let now = stamp(&path);
-        if now == last {
-            continue;
-        }
-        last = now;
-        match crate::config::load(&path) {
-            Ok(cfg) => {
-                let result = live.reload(cfg).await;
-                live.count_reload(&result);
-                if let Err(e) = result {
-                    tracing::error!(error = %e, "config not reloaded; the running config stays");
-                }
-            }
-            Err(e) => {
-                live.count_reload(&Err(String::new()));
-                tracing::error!(error = %e, "config file changed but is invalid; the running config stays")
-            }
-        }
-    }
-}
-
-/// The gateway's HTTP routes: `/api/v2`, `/metrics`, `/healthz`, `/readyz`.
-struct Routes {
-    live: Arc<Live>,
-    limits: server::Limits,
-    /// The metrics listener serves everything but the API.
-    api: bool,
-}
-
-impl Handler for Routes {
-    async fn handle(&self, req: Request<Incoming>, peer: SocketAddr) -> Answer {
-        match req.uri().path() {
-            "/healthz" => {
-                return server::ok(bytes::Bytes::from_static(br#"{"status":"ok"}"#)).into();
-            }
-            "/readyz" => return readiness(&self.live.gateway()).await.into(),
-            "/metrics" => return metrics_reply(&self.live.gateway()).await.into(),
-            path if self.api && server::is_api_path(path) => {}
-            _ => return server::not_found().into(),
-        }
-        let started = crate::clock::now();
-        let gateway = self.live.gateway();
-        let metrics = &gateway.metrics;
-        let api = match server::read_api_request(req, &self.limits).await {
-            Ok(api) => api,
-            Err(reply) => {
-                metrics
-                    .requests
-                    .with_label_values(&["unknown", "refused"])
-                    .inc();
-                return reply.into();
-            }
-        };
-        let mut trace = Trace::default();
-        let result = gateway.handle(&api, peer.ip(), &mut trace).await;
-        let asked = if trace.action.is_empty() {
-            "unknown"
-        } else {
-            trace.action
-        };
-        // The log line names what a refused request asked for; the metrics count a request
-        // refused at the door (its key, a rate limit) under `unknown`, as they always have.
-        let action = if trace.admitted { asked } else { "unknown" };
-        let outcome = match &result {
-            Ok(_) => "ok",
-            Err(e) => e.label(),
-        };
-        // The log line says what an `add` came to upstream (placed, refused, unknown,
-        // not_sent), or that a read was answered over the limit; the metric keeps `ok` / the
-        // error class the customer got.
-        let logged = trace.outcome.unwrap_or(outcome);
-        match &result {
-            Err(ProtocolError::InvalidKey) => metrics.rejected_keys.inc(),
-            Err(ProtocolError::TooManyRequests(_) | ProtocolError::TooManyKeyAttempts(_)) => {
-                metrics.rate_limited.inc()
-            }
-            _ => {}
-        }
-        let elapsed = started.elapsed();
-        metrics.requests.with_label_values(&[action, outcome]).inc();
-        metrics
-            .request_seconds
-            .with_label_values(&[action])
-            .observe(elapsed.as_secs_f64());
-        tracing::info!(
-            action = asked,
-            client = trace.customer.as_ref().map_or("-", |c| c.name.as_str()),
-            ids = %trace.ids_text(),
-            ids_total = trace.ids_total,
-            outcome = logged,
-            error = result.as_ref().err().map(|e| e.to_string()).unwrap_or_default(),
-            latency_us = elapsed.as_micros() as u64,
-            upstream = trace.upstream.as_deref().unwrap_or("-"),
-            order = trace.order.unwrap_or(0),
-            upstream_order = trace.upstream_order.as_deref().unwrap_or("-"),
-            %peer,
-            "request"
-        );
-        let mut reply = match result {
-            Ok(body) => {
-                let mut reply = server::ok(body.bytes);
-                if body.gzip {
-                    reply.headers_mut().insert(
-                        http::header::CONTENT_ENCODING,
-                        http::HeaderValue::from_static("gzip"),
-                    );
-                }
-                reply
-            }
-            Err(e) => server::protocol_error(&e),
-        };
-        if asked == "services" {
-            // The body depends on Accept-Encoding: caches between us and the panel must know.
-            reply.headers_mut().insert(
-                http::header::VARY,
-                http::HeaderValue::from_static("accept-encoding"),
-            );
-        }
-        reply.into()
-    }
-}
-
-/// `/readyz`: 200 when the database answers, the catalog has services and at least one
-/// upstream is healthy; 503 otherwise, with a JSON body saying what is wrong.
-async fn readiness(gw: &Gateway) -> server::Reply {
-    let database = match gw.store.ping().await {
-        Ok(()) => "ok".to_owned(),
-        Err(e) => format!("error: {e}"),
-    };
-    let services = gw.catalog.snapshot().len();
-    let upstreams: serde_json::Map<String, serde_json::Value> = gw
-        .upstreams
-        .0
-        .iter()
-        .map(|u| {
-            (
-                u.name.clone(),
-                (if u.is_healthy() {
-                    "healthy"
-                } else {
-                    "unhealthy"
-                })
-                .into(),
-            )
-        })
-        .collect();
-    // An upstream whose currency does not fit the config takes no orders.
-    let currency: serde_json::Map<String, serde_json::Value> = gw
-        .upstreams
-        .0
-        .iter()
-        .map(|u| {
-            let state = match u.currency_check() {
-                Ok(()) => "ok".to_owned(),
-                Err(e) => e.to_string(),
-            };
-            (u.name.clone(), state.into())
-        })
-        .collect();
-    let mut problems = Vec::new();
-    if database != "ok" {
-        problems.push("database unreachable".to_owned());
-    }
-    if services == 0 {
-        problems.push("catalog empty: no upstream services list loaded yet".to_owned());
-    }
-    if !gw.upstreams.0.iter().any(|u| u.is_healthy()) {
-        problems.push("no healthy upstream".to_owned());
-    } else if !gw.upstreams.0.iter().any(|u| {
-        u.is_healthy()
-            && !matches!(
-                u.currency_check(),
-                Err(CurrencyError::Mismatch { .. } | CurrencyError::NotStated)
-            )
-    }) {
-        problems.push("no healthy upstream may take orders: see currency".to_owned());
-    }
-    let body = serde_json::json!({
-        "ready": problems.is_empty(),
-        "problems": problems,
-        "database": database,
-        "catalog_services": services,
-        "upstreams": upstreams,
-        "currency": currency,
-    });
-    let status = if problems.is_empty() {
-        StatusCode::OK
-    } else {
-        StatusCode::SERVICE_UNAVAILABLE
-    };
-    server::json_reply(status, crate::protocol::reply::to_bytes(&body))
-}
-
-/// `/metrics`: gauges read at scrape time (orders by state, list ages), then everything.
-async fn metrics_reply(gw: &Gateway) -> server::Reply {
-    let m = &gw.metrics;
-    match gw.store.count_orders_by_state().await {
-        Ok(counts) => {
-            for (state, n) in counts {
-                m.orders.with_label_values(&[state.as_str()]).set(n as i64);
-            }
-        }
-        Err(e) => tracing::warn!(error = %e, "counting orders for the metrics failed"),
-    }
-    attention_gauge(gw).await;
-    for (upstream, age) in gw.catalog.list_ages() {
-        m.catalog_age_seconds
-            .with_label_values(&[&upstream])
-            .set(age.as_secs_f64());
-    }
-    let mut reply = server::ok(bytes::Bytes::from(m.render()));
-    reply.headers_mut().insert(
-        http::header::CONTENT_TYPE,
-        http::HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
-    );
-    reply
-}
-
-/// `panelgate_orders_attention{reason, upstream}`: every reason at every configured upstream,
-/// zeros included, so that a count drops back to 0 and an alert resolves; an upstream no longer
-/// configured keeps a series only while it has such orders.
-async fn attention_gauge(gw: &Gateway) {
-    let counts = match gw.store.count_attention().await {
-        Ok(c) => c,
-        Err(e) => {
-            tracing::warn!(error = %e, "counting orders that need the operator failed");
-            return;
-        }
-    };
-    let g = &gw.metrics.orders_attention;
-    g.reset();
-    for reason in crate::store::Attention::ALL {
-        for u in &gw.cfg.upstreams {
-            g.with_label_values(&[reason.as_str(), &u.name]).set(0);
-        }
-    }
-    for (reason, upstream, n) in counts {
-        g.with_label_values(&[reason.as_str(), &upstream])
-            .set(n as i64);
-    }
-}
-
-/// Polls each upstream's balance for the metrics, so operators hear of an account running dry
-/// before orders start failing.
-async fn poll_balances(live: Arc<Live>, mut stop: watch::Receiver<bool>) {
-    loop {
-        let gateway = live.gateway();
-        for u in &gateway.upstreams.0 {
-            match u.balance().await {
-                Ok(b) => {
-                    let currency = if b.currency.is_empty() {
-                        "unknown"
-                    } else {
-                        b.currency.as_str()
-                    };
-                    gateway
-                        .metrics
-                        .upstream_balance
-                        .with_label_values(&[&u.name, currency])
-                        .set(crate::metrics::as_metric(b.balance));
-                }
-                Err(e) => tracing::warn!(upstream = %u.name, error = %e, "balance poll failed"),
-            }
-        }
-        tokio::select! {
-            () = tokio::time::sleep(gateway.cfg.balance_poll) => {}
-            _ = stop.changed() => return,
-        }
-    }
 }
 
 /// A database URL without its password, for error texts.

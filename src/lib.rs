@@ -25,4 +25,5 @@ pub mod sim;
 pub mod status_cache;
 pub mod store;
 pub mod sync;
+pub mod tasks;
 pub mod upstream;

@@ -1,4 +1,6 @@
-//! The `panelgate` command line: thin wiring around the library.
+//! The `panelgate` command line: its flags and subcommands (`serve`, `check-config`,
+//! `migrate`, `client …`, `order …`, `simulate`), each run against the library, with its
+//! output printed for an operator or a script.
 #![forbid(unsafe_code)]
 
 use std::io::Write;
@@ -8,8 +10,8 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
-use panelgate::config::{self, SimulatorSection};
-use panelgate::sim::{self, Chance, Faults, SimConfig, catalog};
+use panelgate::config::{self, Secret, SimulatorSection};
+use panelgate::sim::{self, Chance, Faults, SimConfig};
 use panelgate::{admin, app, money};
 use rust_decimal::Decimal;
 use std::path::Path;
@@ -361,22 +363,7 @@ async fn client(path: &Path, cmd: ClientCommand) -> anyhow::Result<()> {
                 show(&admin::adjust(store, &name, -amount, note.as_deref()).await?)
             );
         }
-        ClientCommand::List => {
-            println!(
-                "{:<24} {:<12} {:>16} {:>8}",
-                "NAME", "GROUP", "BALANCE", "ORDERS"
-            );
-            for (c, orders) in store.list_customers().await? {
-                let state = if c.enabled { "" } else { "disabled" };
-                println!(
-                    "{:<24} {:<12} {:>16} {:>8} {state}",
-                    c.name,
-                    c.group,
-                    money::format(money::from_units(c.balance)),
-                    orders
-                );
-            }
-        }
+        ClientCommand::List => print_clients(store).await?,
         ClientCommand::Disable { name } => {
             admin::set_enabled(store, &name, false).await?;
             println!("{name}: disabled");
@@ -394,6 +381,25 @@ async fn client(path: &Path, cmd: ClientCommand) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `client list`: every client, one a line.
+async fn print_clients(store: &dyn panelgate::store::Store) -> anyhow::Result<()> {
+    println!(
+        "{:<24} {:<12} {:>16} {:>8}",
+        "NAME", "GROUP", "BALANCE", "ORDERS"
+    );
+    for (c, orders) in store.list_customers().await? {
+        let state = if c.enabled { "" } else { "disabled" };
+        println!(
+            "{:<24} {:<12} {:>16} {:>8} {state}",
+            c.name,
+            c.group,
+            money::format(money::from_units(c.balance)),
+            orders
+        );
+    }
+    Ok(())
+}
+
 async fn order(path: &Path, cmd: OrderCommand) -> anyhow::Result<()> {
     let cfg = config::load(path)?;
     let store = app::open_store(&cfg.database).await?;
@@ -406,6 +412,7 @@ async fn order(path: &Path, cmd: OrderCommand) -> anyhow::Result<()> {
             stuck,
             json,
         } => {
+            // `--stuck` is short for `--attention stuck`.
             let attention = if stuck {
                 Some("stuck".into())
             } else {
@@ -419,23 +426,7 @@ async fn order(path: &Path, cmd: OrderCommand) -> anyhow::Result<()> {
             } else if attention.is_some() {
                 print_attention(&orders);
             } else {
-                println!(
-                    "{:>8} {:<16} {:>7} {:<11} {:<11} {:>12} {:<10} UPSTREAM ORDER",
-                    "ID", "CLIENT", "SERVICE", "STATE", "STATUS", "CHARGE", "UPSTREAM"
-                );
-                for o in &orders {
-                    println!(
-                        "{:>8} {:<16} {:>7} {:<11} {:<11} {:>12} {:<10} {}",
-                        o.id,
-                        o.customer,
-                        o.service,
-                        o.state.as_str(),
-                        o.status.as_str(),
-                        money::format(money::from_units(o.charge - o.refunded)),
-                        o.upstream,
-                        o.upstream_order.as_deref().unwrap_or("-")
-                    );
-                }
+                print_orders(&orders);
             }
         }
         OrderCommand::Show { id } => {
@@ -465,6 +456,27 @@ async fn order(path: &Path, cmd: OrderCommand) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// `order list`: one order a line, newest first.
+fn print_orders(orders: &[panelgate::store::Order]) {
+    println!(
+        "{:>8} {:<16} {:>7} {:<11} {:<11} {:>12} {:<10} UPSTREAM ORDER",
+        "ID", "CLIENT", "SERVICE", "STATE", "STATUS", "CHARGE", "UPSTREAM"
+    );
+    for o in orders {
+        println!(
+            "{:>8} {:<16} {:>7} {:<11} {:<11} {:>12} {:<10} {}",
+            o.id,
+            o.customer,
+            o.service,
+            o.state.as_str(),
+            o.status.as_str(),
+            money::format(money::from_units(o.charge - o.refunded)),
+            o.upstream,
+            o.upstream_order.as_deref().unwrap_or("-")
+        );
+    }
 }
 
 /// `order list --attention`: the orders that need the operator, why, and how long they waited.
@@ -510,60 +522,19 @@ fn simulator_section(path: &Path) -> anyhow::Result<SimulatorSection> {
 
 async fn simulate(config_path: &Path, args: SimulateArgs) -> anyhow::Result<()> {
     let _logs = init_logs(args.log_format, "info")?;
-    let file = simulator_section(config_path)?;
-    let key = args
+    let settings = with_flags(simulator_section(config_path)?, args);
+    let key = settings
         .key
-        .or(file.key.map(|k| k.expose().to_owned()))
+        .as_ref()
+        .map(|k| k.expose().to_owned())
         .context("no key: pass --key or set simulator.key in the config file")?;
-    let mut cfg = SimConfig::new(key);
-    let speed = args.speed.or(file.speed).unwrap_or(1.0);
+    let speed = settings.speed.unwrap_or(1.0);
     if !(speed > 0.0 && speed.is_finite()) {
         bail!("speed must be a positive number");
     }
-    cfg.speed = speed;
-    cfg.seed = args.seed.or(file.seed).unwrap_or(cfg.seed);
-    cfg.balance = args.balance.or(file.balance).unwrap_or(cfg.balance);
-    cfg.currency = args.currency.or(file.currency).unwrap_or(cfg.currency);
-    cfg.services = match (
-        args.catalog.or(file.catalog),
-        args.services.or(file.services),
-    ) {
-        (Some(path), _) => catalog::load(&path).map_err(anyhow::Error::msg)?,
-        (None, Some(n)) => catalog::generated(n, cfg.seed),
-        (None, None) => catalog::builtin(),
-    };
-    cfg.shares.partial = args
-        .partial_share
-        .or(file.partial_share)
-        .unwrap_or(cfg.shares.partial);
-    cfg.shares.cancel = args
-        .cancel_share
-        .or(file.cancel_share)
-        .unwrap_or(cfg.shares.cancel);
-    cfg.first_order_id = args.first_order_id.or(file.first_order_id).unwrap_or(1);
-    cfg.journal = args.journal.or(file.journal);
-    cfg.dialect = args.dialect.or(file.dialect).unwrap_or_default();
-    cfg.api_path = args.api_path.or(file.api_path);
-    let base = file.faults.unwrap_or_default();
-    cfg.faults = Faults {
-        slow: args.slow.unwrap_or(base.slow),
-        slow_ms: args
-            .slow_ms
-            .unwrap_or(if base.slow_ms > 0 { base.slow_ms } else { 5000 }),
-        http500: args.http500.unwrap_or(base.http500),
-        garbage: args.garbage.unwrap_or(base.garbage),
-        hangup: args.hangup.unwrap_or(base.hangup),
-        error: args.error.unwrap_or(base.error),
-        error_text: args.error_text.or(base.error_text),
-        http403: args.http403.unwrap_or(base.http403),
-        http429: args.http429.unwrap_or(base.http429),
-        http504: args.http504.unwrap_or(base.http504),
-        empty: args.empty.unwrap_or(base.empty),
-        actions: args.fault_actions.unwrap_or(base.actions),
-    };
-    let listen = args
+    let cfg = SimConfig::from_settings(key, &settings).map_err(anyhow::Error::msg)?;
+    let listen = settings
         .listen
-        .or(file.listen)
         .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 9001)));
     let count = cfg.services.len();
     let stop = shutdown_signal();
@@ -580,6 +551,49 @@ async fn simulate(config_path: &Path, args: SimulateArgs) -> anyhow::Result<()> 
         .await
         .ok();
     Ok(())
+}
+
+/// The config file's `simulator:` section with the flags given in place of its values.
+fn with_flags(file: SimulatorSection, mut args: SimulateArgs) -> SimulatorSection {
+    let faults = faults_with_flags(file.faults.unwrap_or_default(), &mut args);
+    SimulatorSection {
+        listen: args.listen.or(file.listen),
+        key: args.key.map(Secret::new).or(file.key),
+        seed: args.seed.or(file.seed),
+        balance: args.balance.or(file.balance),
+        currency: args.currency.or(file.currency),
+        speed: args.speed.or(file.speed),
+        services: args.services.or(file.services),
+        catalog: args.catalog.or(file.catalog),
+        journal: args.journal.or(file.journal),
+        first_order_id: args.first_order_id.or(file.first_order_id),
+        partial_share: args.partial_share.or(file.partial_share),
+        cancel_share: args.cancel_share.or(file.cancel_share),
+        faults: Some(faults),
+        dialect: args.dialect.or(file.dialect),
+        api_path: args.api_path.or(file.api_path),
+    }
+}
+
+/// The file's faults with the fault flags given in place of their values. A slow reply is
+/// 5 s unless the file or a flag says how slow.
+fn faults_with_flags(base: Faults, args: &mut SimulateArgs) -> Faults {
+    Faults {
+        slow: args.slow.unwrap_or(base.slow),
+        slow_ms: args
+            .slow_ms
+            .unwrap_or(if base.slow_ms > 0 { base.slow_ms } else { 5000 }),
+        http500: args.http500.unwrap_or(base.http500),
+        garbage: args.garbage.unwrap_or(base.garbage),
+        hangup: args.hangup.unwrap_or(base.hangup),
+        error: args.error.unwrap_or(base.error),
+        error_text: args.error_text.take().or(base.error_text),
+        http403: args.http403.unwrap_or(base.http403),
+        http429: args.http429.unwrap_or(base.http429),
+        http504: args.http504.unwrap_or(base.http504),
+        empty: args.empty.unwrap_or(base.empty),
+        actions: args.fault_actions.take().unwrap_or(base.actions),
+    }
 }
 
 /// Resolves on SIGTERM or Ctrl-C. The SIGTERM handler is installed when this is called, not

@@ -12,6 +12,7 @@ pub mod catalog;
 pub mod dialect;
 pub mod faults;
 pub mod panel;
+mod settings;
 
 use std::fs::{File, OpenOptions};
 use std::io::Write;

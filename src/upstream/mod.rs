@@ -53,6 +53,10 @@ pub enum CallError {
     /// Nothing was written: connecting (or TLS) failed, or no slot freed up in time.
     #[error("not sent: {0}")]
     NotSent(String),
+    /// Nothing was written: the upstream's circuit is open (it has been failing). Unlike
+    /// [`CallError::NotSent`], retrying at once cannot help.
+    #[error("not sent: {CIRCUIT_OPEN}")]
+    CircuitOpen,
     /// Written, and then no reply or a cut one.
     #[error("no usable reply: {0}")]
     Unknown(String),
@@ -79,7 +83,7 @@ impl CallError {
     /// A label for logs and metrics.
     pub fn kind(&self) -> &'static str {
         match self {
-            CallError::NotSent(_) => "not_sent",
+            CallError::NotSent(_) | CallError::CircuitOpen => "not_sent",
             CallError::Unknown(_) => "unknown",
             CallError::Timeout(_) => "timeout",
             CallError::Unreadable(_) => "unreadable",
@@ -206,7 +210,7 @@ fn answer(status: StatusCode, body: Bytes) -> Result<Bytes, CallError> {
 
 type HttpClient = Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
 
-/// Why a call was not sent while the circuit is open.
+/// Why a call was not sent while the circuit is open, in logs and order notes.
 const CIRCUIT_OPEN: &str = "circuit open: the upstream has been failing";
 
 /// One upstream panel.
@@ -385,7 +389,7 @@ impl Upstream {
         fields: &[(&str, String)],
     ) -> Result<(StatusCode, Bytes), CallError> {
         if !self.breaker.admit() {
-            return Err(CallError::NotSent(CIRCUIT_OPEN.into()));
+            return Err(CallError::CircuitOpen);
         }
         let result = self.send(action, fields).await;
         self.breaker.record(matches!(
@@ -431,7 +435,8 @@ impl Upstream {
         loop {
             let result = self.call(action, fields).await;
             let retryable = match &result {
-                Err(CallError::NotSent(why)) => why != CIRCUIT_OPEN,
+                Err(CallError::NotSent(_)) => true,
+                Err(CallError::CircuitOpen) => false,
                 Err(CallError::Unknown(_) | CallError::Timeout(_) | CallError::Unreadable(_)) => {
                     true
                 }
@@ -524,6 +529,7 @@ impl Upstream {
         let outcome = match self.guarded("add", &form).await {
             Ok((status, body)) => add_outcome(status, &body),
             Err(CallError::NotSent(why)) => AddOutcome::NotSent(why),
+            Err(CallError::CircuitOpen) => AddOutcome::NotSent(CIRCUIT_OPEN.into()),
             Err(e @ CallError::Timeout(_)) => AddOutcome::Unknown(e.to_string()),
             Err(CallError::Unknown(why) | CallError::Unreadable(why)) => AddOutcome::Unknown(why),
             // `send` never refuses by itself; a refusal is read from the reply above.
