@@ -280,7 +280,7 @@ pub async fn start(cfg: Config) -> Result<Running, StartError> {
     // run. A shared database may have other instances dispatching right now; theirs are only
     // abandoned once past the dispatch deadline (the sync loop checks that periodically).
     let now = now_ms();
-    let (deadline_before, updated_before) = if cfg.database.starts_with("sqlite:") {
+    let (deadline_before, updated_before) = if store.single_writer() {
         (Millis::MAX, now + 1)
     } else {
         sync::abandoned_before(&cfg, now)
@@ -410,7 +410,7 @@ async fn bootstrap_clients(cfg: &Config, store: &dyn Store) -> Result<(), StartE
             continue;
         };
         let units = |d| {
-            money::to_units(d).ok_or(StoreError::Conflict(
+            money::to_units(d).ok_or(StoreError::Invalid(
                 "amount has more than 5 decimals".into(),
             ))
         };
