@@ -329,7 +329,9 @@ pub async fn settle(store: &dyn Store, id: i64, refund: Decimal, note: &str) -> 
     let order = show_order(store, id).await?;
     let refund = units(refund, "refund")?;
     let refunded = match store.settle(id, refund, note, now_ms()).await {
-        Err(StoreError::Conflict(why)) => return Err(AdminError::Invalid(why)),
+        Err(StoreError::Conflict(why) | StoreError::Invalid(why)) => {
+            return Err(AdminError::Invalid(why));
+        }
         other => other?,
     };
     Ok(format!(

@@ -318,11 +318,11 @@ async fn prepare_store(cfg: &Config) -> Result<Arc<dyn Store>, StartError> {
     // Two local orders following one upstream order would both be refunded for it: the
     // operator unlinks the extras (the error names them and the command) before serving.
     store.unique_upstream_orders().await.map_err(failed)?;
-    // One SQLite file has one gateway: whatever is still dispatching was left by its previous
+    // A single-writer store (one SQLite file) has one gateway: whatever is still dispatching was left by its previous
     // run. A shared database may have other instances dispatching right now; theirs are only
     // abandoned once past the dispatch deadline (the sync loop checks that periodically).
     let now = now_ms();
-    let (deadline_before, updated_before) = if cfg.database.starts_with("sqlite:") {
+    let (deadline_before, updated_before) = if store.single_writer() {
         (Millis::MAX, now + 1)
     } else {
         sync::abandoned_before(cfg, now)
@@ -412,7 +412,7 @@ async fn bootstrap_clients(cfg: &Config, store: &dyn Store) -> Result<(), StartE
             continue;
         };
         let units = |d| {
-            money::to_units(d).ok_or(StoreError::Conflict(
+            money::to_units(d).ok_or(StoreError::Invalid(
                 "amount has more than 5 decimals".into(),
             ))
         };

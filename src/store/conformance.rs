@@ -18,7 +18,9 @@ use std::sync::Arc;
 
 use tokio::task::JoinSet;
 
-use super::sqlite::INTERRUPTED_NOTE;
+use super::engine::Engine;
+use super::rows::{Conn, Fields, Stmt};
+use super::rules::Entry;
 use super::*;
 use crate::protocol::{RefillStatus, Status};
 
@@ -38,21 +40,33 @@ pub(crate) trait Backend: Sized + Send + Sync + 'static {
     /// (the CLI next to the server, or a second gateway instance).
     async fn another(&self) -> Arc<dyn Store>;
 
+    /// The engine under the store, for statements around it.
+    type Engine: Engine;
+
+    fn engine(&self) -> &Self::Engine;
+
     /// Runs one statement on the database directly, around the store.
-    async fn execute(&self, sql: &str) -> std::result::Result<u64, sqlx::Error>;
+    async fn execute(&self, sql: &str) -> Result<u64> {
+        let mut read = self.engine().read().await?;
+        read.execute(Stmt::new(sql.to_owned())).await
+    }
 
     /// The one integer that `sql` returns.
-    async fn scalar(&self, sql: &str) -> i64;
+    async fn scalar(&self, sql: &str) -> i64 {
+        let stmt = Stmt::new(format!("SELECT ({sql}) AS n"));
+        let mut read = self.engine().read().await.unwrap();
+        let row = read.fetch_optional(stmt).await.unwrap().expect("no row");
+        row.i64("n").unwrap()
+    }
 
     /// Writes a ledger entry with the store's own posting function, in a transaction that is
     /// then rolled back.
-    async fn post_and_roll_back(
-        &self,
-        customer_id: i64,
-        amount: Units,
-        kind: EntryKind,
-        order_id: Option<i64>,
-    ) -> Result<()>;
+    async fn post_and_roll_back(&self, entry: &Entry<'_>) -> Result<()> {
+        let mut tx = self.engine().begin().await?;
+        let conn = <Self::Engine as Engine>::conn(&mut tx);
+        super::engine::post(conn, <Self::Engine as Engine>::LOCK, entry).await
+        // Dropping `tx` rolls back.
+    }
 }
 
 /// Instantiates every case below as a `#[tokio::test]` for the backend `$backend`.
@@ -583,7 +597,7 @@ pub(crate) async fn a_partial_without_remains_refunds_nothing<B: Backend>() {
 
     // The operator settles it: never above the charge, once, with the note on the ledger.
     let over = store.settle(o.id, ONE + 1, "ops: ann", NOW).await;
-    assert!(matches!(over, Err(StoreError::Conflict(_))), "{over:?}");
+    assert!(matches!(over, Err(StoreError::Invalid(_))), "{over:?}");
     assert_eq!(
         store.settle(o.id, 40_000, "ops: ann", NOW).await.unwrap(),
         40_000
@@ -1557,9 +1571,15 @@ pub(crate) async fn the_schema_guards_the_money_rules<B: Backend>() {
         assert!(db.execute(sql).await.is_err(), "{sql}");
     }
     // The store's own posting cannot write a second refund (or charge) either.
-    let err = db
-        .post_and_roll_back(c.id, ONE, EntryKind::Refund, Some(o.id))
-        .await;
+    let refund = Entry {
+        customer_id: c.id,
+        amount: ONE,
+        kind: EntryKind::Refund,
+        order_id: Some(o.id),
+        note: None,
+        now: NOW,
+    };
+    let err = db.post_and_roll_back(&refund).await;
     assert!(matches!(err, Err(StoreError::Duplicate(_))), "{err:?}");
     assert_eq!(books(&db, c.id).await, ONE);
     assert_eq!(store.ledger(c.id).await.unwrap().len(), 3);

@@ -36,10 +36,23 @@ pub enum StoreError {
     /// `unknown`); nothing was written.
     #[error("{0}")]
     Conflict(String),
+    /// The request itself is wrong whatever the rows hold (a negative charge, a number too
+    /// large to store, a refund above the charge); nothing was written.
+    #[error("{0}")]
+    Invalid(String),
+    /// The database cannot be reached: no connection within the timeout, a broken or refused
+    /// connection, the file cannot be opened, the server shutting down.
+    #[error("database unavailable: {0}")]
+    Unavailable(String),
+    /// Another transaction got in the way (a deadlock, a serialization failure): this one was
+    /// rolled back and may simply run again.
     #[error("database: {0}")]
-    Db(#[from] sqlx::Error),
+    Contended(String),
+    /// Any other database error, or a row that breaks the store's own invariants.
+    #[error("database: {0}")]
+    Backend(String),
     #[error("database migration: {0}")]
-    Migrate(#[from] sqlx::migrate::MigrateError),
+    Migration(String),
     /// Upstream orders held by more than one local order: the unique index on
     /// `(upstream, upstream_order)` cannot be created until the operator unlinks the extras.
     #[error("{}", shared_message(.0))]
@@ -368,96 +381,6 @@ pub struct StuckCutoffs {
     pub services: Vec<(u64, Millis)>,
 }
 
-/// Whether a status report moves an order on: its status, or a `remains` or start count it
-/// had reported before, changed. A first report of `remains` or start count is not
-/// progress: a panel showing a failed order as Pending reports them too.
-pub(crate) fn moved(
-    status: Status,
-    remains: Option<i64>,
-    start_count: Option<u64>,
-    update: &StatusUpdate,
-) -> bool {
-    status != update.status
-        || remains.is_some_and(|r| update.remains.is_some_and(|u| u != r))
-        || start_count.is_some_and(|s| update.start_count.is_some_and(|u| u != s))
-}
-
-/// A drip-feed from its stored runs and interval (both set, or it is none).
-pub(crate) fn drip_from_db(runs: Option<i64>, interval: Option<i64>) -> Option<Drip> {
-    Some(Drip {
-        runs: u64::try_from(runs?).ok()?,
-        interval: u64::try_from(interval?).ok()?,
-    })
-}
-
-/// Child orders as stored: a JSON list of ids; `None` (keep the last list) when none were listed.
-pub(crate) fn child_orders_to_db(ids: &[String]) -> Option<String> {
-    (!ids.is_empty()).then(|| serde_json::Value::from(ids.to_vec()).to_string())
-}
-
-/// Child orders as read back (a list that does not parse reads as none: it is for display).
-pub(crate) fn child_orders_from_db(text: Option<&str>) -> Vec<String> {
-    text.and_then(|t| serde_json::from_str(t).ok())
-        .unwrap_or_default()
-}
-
-/// The SQL (both dialects) that lists every local order sharing its upstream order.
-pub(crate) const SHARED_UPSTREAM_ORDERS: &str = "SELECT upstream, upstream_order, id FROM orders \
-     WHERE upstream_order IS NOT NULL AND (upstream, upstream_order) IN \
-     (SELECT upstream, upstream_order FROM orders WHERE upstream_order IS NOT NULL \
-      GROUP BY upstream, upstream_order HAVING COUNT(*) > 1) \
-     ORDER BY upstream, upstream_order, id";
-
-/// One upstream order, one local order: created once no upstream order is shared.
-pub(crate) const UNIQUE_UPSTREAM_ORDER_INDEX: &str = "CREATE UNIQUE INDEX IF NOT EXISTS \
-     orders_upstream_order_unique ON orders (upstream, upstream_order) \
-     WHERE upstream_order IS NOT NULL";
-
-/// Groups the rows of [`SHARED_UPSTREAM_ORDERS`].
-pub(crate) fn group_shared(rows: Vec<(String, String, i64)>) -> Vec<SharedUpstreamOrder> {
-    let mut shared: Vec<SharedUpstreamOrder> = Vec::new();
-    for (upstream, upstream_order, id) in rows {
-        match shared.last_mut() {
-            Some(s) if s.upstream == upstream && s.upstream_order == upstream_order => {
-                s.orders.push(id)
-            }
-            _ => shared.push(SharedUpstreamOrder {
-                upstream,
-                upstream_order,
-                orders: vec![id],
-            }),
-        }
-    }
-    shared
-}
-
-/// Orders needing the operator by reason and upstream (both dialects).
-pub(crate) const COUNT_ATTENTION: &str = "SELECT attention, upstream, COUNT(*) AS n FROM orders \
-     WHERE attention IS NOT NULL GROUP BY attention, upstream";
-
-/// Why `unlink_order` changed nothing on `order` (as it is now).
-pub(crate) fn cannot_unlink(order: Option<Order>, id: i64) -> StoreError {
-    match order {
-        None => StoreError::NotFound,
-        Some(o) if o.upstream_order.is_none() => {
-            StoreError::Conflict(format!("order {id} holds no upstream order"))
-        }
-        Some(o) => StoreError::Conflict(format!(
-            "order {id} is {}: wait until its dispatch ends",
-            o.state.as_str()
-        )),
-    }
-}
-
-/// The refusal naming the order that already holds an upstream order.
-pub(crate) fn already_held(upstream: &str, upstream_order: &str, holder: i64) -> StoreError {
-    StoreError::Conflict(format!(
-        "upstream order {upstream_order} at {upstream} is already order {holder}'s: one \
-         upstream order follows one local order (check that this is not the customer's resend \
-         of order {holder})"
-    ))
-}
-
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
     // ---- customers ----
@@ -617,16 +540,23 @@ pub trait Store: Send + Sync + 'static {
 
     /// Checks that the database answers (for `/readyz`).
     async fn ping(&self) -> Result<()>;
-}
 
-/// The query behind [`Store::open_orders_by_upstream`], the same for every backend.
-const OPEN_ORDERS_BY_UPSTREAM: &str = "SELECT upstream, COUNT(*) AS n FROM orders \
-     WHERE state IN ('dispatching', 'placed', 'unknown') GROUP BY upstream ORDER BY upstream";
+    /// Whether one gateway alone dispatches orders on this database (a SQLite file): then
+    /// whatever is still dispatching when it starts was left by its own previous run, and is
+    /// recovered at once rather than after its dispatch deadline.
+    fn single_writer(&self) -> bool;
+}
 
 #[cfg(test)]
 mod conformance;
+mod engine;
 pub mod postgres;
+mod rows;
+mod rules;
 pub mod sqlite;
+mod via_sqlx;
+
+pub use rules::INTERRUPTED_NOTE;
 
 /// Opens the store a database URL names (`sqlite://file.db`, `postgres://…` or
 /// `postgresql://…`), applying migrations.
@@ -639,7 +569,7 @@ pub async fn open(url: &str) -> Result<std::sync::Arc<dyn Store>> {
             postgres::PostgresStore::open(url).await?,
         ));
     }
-    Err(StoreError::Conflict(format!(
+    Err(StoreError::Invalid(format!(
         "unsupported database URL (expected sqlite://FILE or postgres://…): {}",
         url.split("://").next().unwrap_or("")
     )))
