@@ -14,6 +14,7 @@ use tokio::sync::watch;
 
 use crate::config::{Config, SimulatorSection, UpstreamConfig};
 use crate::gateway::{Gateway, Trace};
+use crate::journal::Journal;
 use crate::metrics::Metrics;
 use crate::money;
 use crate::protocol::ProtocolError;
@@ -40,6 +41,8 @@ pub enum StartError {
     Tls(String),
     #[error(transparent)]
     Stranded(#[from] Stranded),
+    #[error(transparent)]
+    Journal(#[from] crate::journal::JournalError),
 }
 
 /// A config that leaves out upstreams whose orders are not settled yet (upstream, how many):
@@ -276,6 +279,13 @@ pub async fn start(cfg: Config) -> Result<Running, StartError> {
             url: redact_url(&cfg.database),
             source,
         })?;
+    // ---- issue #18: upstream order ids kept while the database was away go in first, so
+    // that the recovery below does not make their orders `unknown` ----
+    let journal = Arc::new(Journal::open(&Journal::path_for(&cfg))?);
+    let replayed = crate::journal::replay(&journal, store.as_ref()).await?;
+    if replayed > 0 {
+        tracing::warn!(orders = replayed, journal = %journal.describe(), "upstream orders kept in the journal while the database was away are recorded");
+    }
     // One SQLite file has one gateway: whatever is still dispatching was left by its previous
     // run. A shared database may have other instances dispatching right now; theirs are only
     // abandoned once past the dispatch deadline (the sync loop checks that periodically).
@@ -320,7 +330,9 @@ pub async fn start(cfg: Config) -> Result<Running, StartError> {
 
     let metrics = Arc::new(Metrics::new());
     let upstreams = Arc::new(Upstreams::new(&cfg.upstreams, metrics.clone()));
-    let gateway = Arc::new(Gateway::new(cfg.clone(), store.clone(), upstreams, metrics));
+    let mut gateway = Gateway::new(cfg.clone(), store.clone(), upstreams, metrics);
+    gateway.journal = journal;
+    let gateway = Arc::new(gateway);
     let catalog = gateway.catalog.get().await;
     tracing::info!(services = catalog.len(), "catalog loaded");
     // Every upstream's currency is known before it takes an order; one that cannot be asked
@@ -658,7 +670,7 @@ impl Handler for Routes {
 /// `/readyz`: 200 when the database answers, the catalog has services and at least one
 /// upstream is healthy; 503 otherwise, with a JSON body saying what is wrong.
 async fn readiness(gw: &Gateway) -> server::Reply {
-    let database = match gw.store.ping().await {
+    let database = match ping(gw).await {
         Ok(()) => "ok".to_owned(),
         Err(e) => format!("error: {e}"),
     };
@@ -727,17 +739,34 @@ async fn readiness(gw: &Gateway) -> server::Reply {
 }
 
 /// `/metrics`: gauges read at scrape time (orders by state, list ages), then everything.
+const PING_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Asks the database whether it answers, keeping `panelgate_store_up` (and its alert) current.
+async fn ping(gw: &Gateway) -> Result<(), StoreError> {
+    // A prober or scraper waits seconds at most, not the pool's whole acquire timeout.
+    let answered = match tokio::time::timeout(PING_TIMEOUT, gw.store.ping()).await {
+        Ok(answered) => answered,
+        Err(_) => Err(StoreError::Unavailable(format!(
+            "no answer within {}s",
+            PING_TIMEOUT.as_secs()
+        ))),
+    };
+    match &answered {
+        Ok(()) => gw.metrics.store_answered(),
+        Err(e) => gw.metrics.store_failed("ping", e),
+    }
+    answered
+}
+
 async fn metrics_reply(gw: &Gateway) -> server::Reply {
     let m = &gw.metrics;
-    match gw.store.count_orders_by_state().await {
-        Ok(counts) => {
-            for (state, n) in counts {
-                m.orders.with_label_values(&[state.as_str()]).set(n as i64);
-            }
-        }
-        Err(e) => tracing::warn!(error = %e, "counting orders for the metrics failed"),
+    // The database away: the counts below would each wait out the pool's timeout, longer
+    // than a scrape may take; the last ones stay, and `panelgate_store_up` says why.
+    let answers = ping(gw).await.is_ok();
+    match answers {
+        true => order_gauges(gw).await,
+        false => tracing::warn!("database unreachable: order gauges not refreshed"),
     }
-    attention_gauge(gw).await;
     for (upstream, age) in gw.catalog.list_ages() {
         m.catalog_age_seconds
             .with_label_values(&[&upstream])
@@ -749,6 +778,22 @@ async fn metrics_reply(gw: &Gateway) -> server::Reply {
         http::HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
     );
     reply
+}
+
+/// `panelgate_orders{state}` and the attention gauges, from the database.
+async fn order_gauges(gw: &Gateway) {
+    match gw.store.count_orders_by_state().await {
+        Ok(counts) => {
+            for (state, n) in counts {
+                gw.metrics
+                    .orders
+                    .with_label_values(&[state.as_str()])
+                    .set(n as i64);
+            }
+        }
+        Err(e) => tracing::warn!(error = %e, "counting orders for the metrics failed"),
+    }
+    attention_gauge(gw).await;
 }
 
 /// `panelgate_orders_attention{reason, upstream}`: every reason at every configured upstream,

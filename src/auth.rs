@@ -60,7 +60,16 @@ impl Authenticator {
         {
             return Ok(Some(known.1.clone()));
         }
-        let Some(customer) = customer(store, &hash).await? else {
+        let found = match customer(store, &hash).await {
+            // The database away: a key known a moment ago is still its customer's (their
+            // orders are refused anyway, since nothing can be held).
+            Err(e) if e.is_unavailable() => match self.known.get(&hash) {
+                Some(known) => return Ok(Some(known.1.clone())),
+                None => return Err(e),
+            },
+            other => other?,
+        };
+        let Some(customer) = found else {
             self.known.remove(&hash);
             return Ok(None);
         };

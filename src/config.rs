@@ -125,6 +125,7 @@ struct RawConfig {
     clients: Vec<RawClient>,
     simulator: Option<SimulatorSection>,
     tls: Option<TlsFiles>,
+    journal: Option<PathBuf>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -358,6 +359,9 @@ pub struct Config {
     /// Failed key attempts one IP address may make per minute before it is refused outright.
     pub failed_keys_per_minute: u32,
     pub tls: Option<TlsFiles>,
+    /// Where upstream answers the store could not take yet are kept until it does
+    /// ([`crate::journal`]); `None`: the default beside the database or the config file.
+    pub journal: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -999,6 +1003,8 @@ fn validate(raw: RawConfig, path: &Path, base: &Path) -> Result<Config, String> 
         resolve(&mut sim.catalog);
         resolve(&mut sim.journal);
     }
+    let mut journal = raw.journal;
+    resolve(&mut journal);
 
     let database = raw
         .database
@@ -1056,6 +1062,7 @@ fn validate(raw: RawConfig, path: &Path, base: &Path) -> Result<Config, String> 
         client_rates,
         failed_keys_per_minute: raw.limits.failed_keys_per_minute.unwrap_or(20),
         tls,
+        journal,
     })
 }
 

@@ -15,6 +15,7 @@ use crate::auth::{Authenticator, Caller};
 use crate::catalog::{Catalog, LocalCatalog, LocalService};
 use crate::config::Config;
 use crate::guard::{self, Allowance, Guard};
+use crate::journal::{self, Journal};
 use crate::metrics::{self, Metrics};
 use crate::money::{self, Billing};
 use crate::protocol::lenient::Refusal;
@@ -122,6 +123,8 @@ pub struct Gateway {
     guard: Guard,
     auth: Authenticator,
     statuses: Arc<StatusCache>,
+    /// Upstream order ids the store could not take yet ([`crate::journal`]).
+    pub journal: Arc<Journal>,
 }
 
 impl Gateway {
@@ -152,6 +155,7 @@ impl Gateway {
             cfg,
             store,
             upstreams,
+            journal: Arc::new(Journal::in_memory()),
         }
     }
 
@@ -181,12 +185,13 @@ impl Gateway {
                 )
                 .collect(),
         );
-        let next = Gateway::new(
+        let mut next = Gateway::new(
             cfg,
             self.store.clone(),
             Arc::new(upstreams),
             self.metrics.clone(),
         );
+        next.journal = self.journal.clone();
         next.catalog.inherit(&self.catalog);
         next
     }
@@ -202,8 +207,13 @@ impl Gateway {
             Ok(body) => Ok(body),
             Err(GatewayError::Protocol(e)) => Err(e),
             Err(GatewayError::Store(e)) => {
+                self.metrics.store_failed(store_operation(trace.action), &e);
                 tracing::error!(error = %e, action = trace.action, "store failure");
-                Err(ProtocolError::Internal)
+                // The database away is a moment's unavailability, not our bug.
+                Err(match e.is_unavailable() {
+                    true => ProtocolError::Unavailable,
+                    false => ProtocolError::Internal,
+                })
             }
         }
     }
@@ -267,7 +277,14 @@ impl Gateway {
                 })
             }
             Action::Add { service } => self.add(customer, service, &api.params, trace).await?,
-            Action::Status(ids) => self.status(customer, &ids).await?,
+            Action::Status(ids) => match self.status(customer, &ids).await {
+                // A panel takes an error in a status reply as the order's final word: while
+                // the database is away, answer what the cache holds where it holds it all.
+                Err(GatewayError::Store(e)) if e.is_unavailable() => self
+                    .cached_status(customer, &ids)
+                    .ok_or(GatewayError::Store(e))?,
+                other => other?,
+            },
             Action::Refill(ids) => self.refill(customer, &ids).await?,
             Action::RefillStatus(ids) => self.refill_status(customer, &ids).await?,
             Action::Cancel(ids) => self.cancel(customer, &ids).await?,
@@ -379,6 +396,7 @@ impl Gateway {
         // drops this request's future, and funds held for an order that then never went
         // upstream would stay held until an operator found them.
         let dispatch = Dispatch {
+            journal: self.journal.clone(),
             store: self.store.clone(),
             upstreams: self.upstreams.clone(),
             metrics: self.metrics.clone(),
@@ -478,6 +496,21 @@ impl Gateway {
             return Ok(None);
         }
         status_reply(ids, &found).map(Some)
+    }
+
+    /// Every one of `ids` as the status cache last held it, without the store; `None` unless
+    /// the cache holds each one of them for the caller.
+    fn cached_status(&self, c: &Caller, ids: &Ids) -> Option<Bytes> {
+        let found: Vec<Option<Arc<Entry>>> = ids
+            .as_slice()
+            .iter()
+            .map(|&id| self.statuses.held(i64::try_from(id).ok()?))
+            .map(|e| e.filter(|e| e.visible_to(c.id)))
+            .collect();
+        if found.iter().any(Option::is_none) {
+            return None;
+        }
+        status_reply(ids, &found).ok()
     }
 
     /// Reads the slots of `asked` that nothing was found for from the store.
@@ -651,6 +684,7 @@ impl Gateway {
 
 /// Sends a held order to its targets in turn, and records what became of it.
 struct Dispatch {
+    journal: Arc<Journal>,
     store: Arc<dyn Store>,
     upstreams: Arc<Upstreams>,
     metrics: Arc<Metrics>,
@@ -677,6 +711,7 @@ impl Dispatch {
         let order = match self.store.create_order(&new, now_ms()).await {
             Ok(o) => o,
             Err(e) => {
+                // Nothing was held, so nothing goes upstream: `handle` says unavailable.
                 let refusal = match e {
                     StoreError::InsufficientFunds => ProtocolError::NotEnoughFunds.into(),
                     StoreError::Disabled => ProtocolError::InvalidKey.into(),
@@ -742,16 +777,15 @@ impl Dispatch {
                     m.revenue
                         .with_label_values(&[&target.upstream])
                         .inc_by(metrics::as_metric(money::from_units(order.charge)));
-                    if let Err(e) = self
-                        .store
-                        .mark_placed(order.id, &upstream_order, now_ms())
-                        .await
-                    {
-                        // Placed upstream but not recorded: the order stays `dispatching`,
-                        // becomes `unknown` at the next start, and this line tells the operator
-                        // which upstream order it is.
-                        tracing::error!(order = order.id, upstream = %target.upstream, %upstream_order, error = %e, "placed upstream but not recorded; resolve with `panelgate order resolve`");
-                    }
+                    // ---- issue #18: the upstream's id is never lost to a store failure ----
+                    let placed = journal::Placed {
+                        order: order.id,
+                        upstream: target.upstream.clone(),
+                        upstream_order: upstream_order.clone(),
+                        at: now_ms(),
+                    };
+                    let (store, journal) = (self.store.clone(), self.journal.clone());
+                    journal::record_placed_durably(store, journal, m.clone(), placed).await;
                     return (
                         Some((target.upstream.clone(), Some(upstream_order))),
                         Some("placed"),
@@ -1023,6 +1057,21 @@ fn local_ids(ids: &[u64]) -> Vec<i64> {
     ids.iter()
         .filter_map(|&id| i64::try_from(id).ok())
         .collect()
+}
+
+/// The `operation` label of a store failure met answering `action` (a fixed set of names).
+fn store_operation(action: &str) -> &'static str {
+    match action {
+        "add" => "hold",
+        "" => "auth",
+        "balance" => "balance",
+        "status" => "status",
+        "refill" => "refill",
+        "refill_status" => "refill_status",
+        "cancel" => "cancel",
+        "services" => "services",
+        _ => "other",
+    }
 }
 
 /// The sum of a customer's ledger entries, for invariant checks.

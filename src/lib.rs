@@ -12,6 +12,7 @@ pub mod catalog;
 pub mod config;
 pub mod gateway;
 pub mod guard;
+pub mod journal;
 pub mod keys;
 pub mod logs;
 pub mod matcher;

@@ -47,6 +47,8 @@ pub struct Metrics {
     pub rejected_keys: IntCounter,
     pub rate_limited: IntCounter,
     pub reads_over_limit: IntCounterVec,
+    pub store_errors: IntCounterVec,
+    pub store_up: IntGaugeVec,
 }
 
 fn counter(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -100,7 +102,21 @@ impl Metrics {
             r.register(Box::new(c.clone())).expect("registered once");
             c
         };
+        let store_up = gauge(
+            &r,
+            "panelgate_store_up",
+            "1 while the database answers (the last readiness ping or write), 0 while it is unreachable.",
+            &[],
+        );
+        store_up.with_label_values(&[] as &[&str]).set(1);
         Metrics {
+            store_errors: counter(
+                &r,
+                "panelgate_store_errors_total",
+                "Failed database operations by operation (hold, mark_placed, replay, apply_status, ping, balance, status, auth, …).",
+                &["operation"],
+            ),
+            store_up,
             requests: counter(
                 &r,
                 "panelgate_requests_total",
@@ -259,6 +275,20 @@ impl Metrics {
             ),
             registry: r,
         }
+    }
+
+    /// Counts a failed database `operation` (a fixed name, never customer data); one that
+    /// says the database is unreachable also turns `panelgate_store_up` to 0.
+    pub fn store_failed(&self, operation: &'static str, e: &crate::store::StoreError) {
+        self.store_errors.with_label_values(&[operation]).inc();
+        if e.is_unavailable() {
+            self.store_up.with_label_values(&[] as &[&str]).set(0);
+        }
+    }
+
+    /// The database answered: `panelgate_store_up` back to 1.
+    pub fn store_answered(&self) {
+        self.store_up.with_label_values(&[] as &[&str]).set(1);
     }
 
     /// The text exposition of every metric.

@@ -158,7 +158,12 @@ impl Syncer {
                 }
             }
             Ok(_) => {}
-            Err(e) => tracing::error!(order = id, error = %e, "applying a status failed"),
+            // Nothing was written: the order stays placed and stale, so the next pass (or
+            // the next `status` poll) asks the upstream again and applies it then.
+            Err(e) => {
+                self.metrics.store_failed("apply_status", &e);
+                tracing::error!(order = id, error = %e, "applying a status failed");
+            }
         }
     }
 
@@ -228,6 +233,7 @@ impl Syncer {
                 let batch = match self.store.orders_to_sync(&upstream.name, &claim).await {
                     Ok(b) => b,
                     Err(e) => {
+                        self.metrics.store_failed("sync_claim", &e);
                         tracing::error!(error = %e, "claiming orders to sync failed");
                         break;
                     }
@@ -246,6 +252,7 @@ impl Syncer {
                 let batch = match self.store.refills_to_sync(&upstream.name, &claim).await {
                     Ok(b) => b,
                     Err(e) => {
+                        self.metrics.store_failed("sync_claim", &e);
                         tracing::error!(error = %e, "claiming refills to sync failed");
                         break;
                     }

@@ -36,14 +36,61 @@ pub enum StoreError {
     /// `unknown`); nothing was written.
     #[error("{0}")]
     Conflict(String),
+    /// The database cannot be reached right now (pool timeout, connection refused or lost,
+    /// server shutting down, SQLite file locked past the busy timeout): worth retrying, and
+    /// nothing was written.
+    #[error("database unavailable: {0}")]
+    Unavailable(String),
     #[error("database: {0}")]
-    Db(#[from] sqlx::Error),
+    Db(sqlx::Error),
     #[error("database migration: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
     /// Upstream orders held by more than one local order: the unique index on
     /// `(upstream, upstream_order)` cannot be created until the operator unlinks the extras.
     #[error("{}", shared_message(.0))]
     SharedUpstreamOrders(Vec<SharedUpstreamOrder>),
+}
+
+impl From<sqlx::Error> for StoreError {
+    fn from(e: sqlx::Error) -> StoreError {
+        if unreachable(&e) {
+            StoreError::Unavailable(e.to_string())
+        } else {
+            StoreError::Db(e)
+        }
+    }
+}
+
+/// Whether `e` says the database is away rather than that the statement was wrong: the
+/// callers that must not lose a write retry these.
+fn unreachable(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::Protocol(_)
+        | sqlx::Error::WorkerCrashed => true,
+        sqlx::Error::Database(db) => db.code().is_some_and(|c| unreachable_code(&c)),
+        _ => false,
+    }
+}
+
+/// PostgreSQL: connection exceptions (class 08) and the server shutting down or starting
+/// (57P01–57P03). SQLite (numeric extended codes): the file busy or locked by another
+/// connection past the busy timeout, read-only, unopenable or failing I/O.
+fn unreachable_code(code: &str) -> bool {
+    if let Ok(sqlite) = code.parse::<u32>() {
+        return matches!(sqlite & 0xff, 5 | 6 | 8 | 10 | 14);
+    }
+    code.starts_with("08") || matches!(code, "57P01" | "57P02" | "57P03")
+}
+
+impl StoreError {
+    /// Whether the database was unreachable (see [`StoreError::Unavailable`]).
+    pub fn is_unavailable(&self) -> bool {
+        matches!(self, StoreError::Unavailable(_))
+    }
 }
 
 /// One upstream order that several local orders claim (each would be refunded for it).

@@ -199,7 +199,7 @@ fn duplicate(err: sqlx::Error, what: impl FnOnce(&str) -> String) -> StoreError 
     {
         return StoreError::Duplicate(what(db.constraint().unwrap_or_default()));
     }
-    StoreError::Db(err)
+    err.into()
 }
 
 /// The statuses a refill can still leave, as an SQL list of literals (`'Pending', …`): written
@@ -399,7 +399,7 @@ async fn not_in_state(conn: &mut PgConnection, id: i64, expected: OrderState) ->
         Ok(Some(state)) => {
             StoreError::Conflict(format!("order {id} is {state}, not {}", expected.as_str()))
         }
-        Err(e) => StoreError::Db(e),
+        Err(e) => e.into(),
     }
 }
 

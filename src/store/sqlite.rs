@@ -331,7 +331,7 @@ fn duplicate(err: sqlx::Error, what: impl FnOnce(&str) -> String) -> StoreError 
         let constraint = message.rsplit(": ").next().unwrap_or(message);
         return StoreError::Duplicate(what(constraint));
     }
-    StoreError::Db(err)
+    err.into()
 }
 
 fn placeholders(n: usize) -> String {
@@ -639,7 +639,7 @@ async fn not_in_state(conn: &mut SqliteConnection, id: i64, expected: OrderState
         Ok(Some(state)) => {
             StoreError::Conflict(format!("order {id} is {state}, not {}", expected.as_str()))
         }
-        Err(e) => StoreError::Db(e),
+        Err(e) => e.into(),
     }
 }
 
