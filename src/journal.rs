@@ -27,7 +27,7 @@ use crate::sync::now_ms;
 
 /// The first wait before writing again; it doubles up to [`MAX_BACKOFF`].
 const FIRST_BACKOFF: Duration = Duration::from_millis(200);
-const MAX_BACKOFF: Duration = Duration::from_secs(5);
+const MAX_BACKOFF: Duration = Duration::from_secs(2);
 
 /// The file's name beside the SQLite database (`FILE.db` + this), or `panelgate` + this
 /// in the config file's folder.

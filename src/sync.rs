@@ -134,7 +134,10 @@ impl Syncer {
     /// Canceled); failures are logged.
     pub async fn apply(&self, upstream: &str, id: i64, update: &StatusUpdate) {
         let applied = self.store.apply_status(id, update, now_ms()).await;
-        self.statuses.forget(id);
+        // With the database away nothing changed: what is held still answers `status`.
+        if !matches!(&applied, Err(e) if e.is_unavailable()) {
+            self.statuses.forget(id);
+        }
         match applied {
             Ok(applied) if applied.finalized => {
                 tracing::info!(
