@@ -97,9 +97,13 @@ impl Journal {
             match serde_json::from_str(&line.map_err(io)?) {
                 Ok(Line::Placed(p)) => pending.push(p),
                 Ok(Line::Recorded { recorded }) => pending.retain(|p| p.order != recorded),
-                Err(e) => tracing::warn!(journal = %path.display(), error = %e, "unreadable journal line skipped"),
+                Err(e) => {
+                    tracing::warn!(journal = %path.display(), error = %e, "unreadable journal line skipped")
+                }
             }
         }
+        drop(file);
+        compact(path, &pending).map_err(io)?;
         Ok(Journal {
             path: Some(path.to_owned()),
             pending: Mutex::new(pending),
@@ -181,6 +185,31 @@ impl Journal {
     }
 }
 
+/// Rewrites the journal with only what is `pending` (atomically: a new file renamed over it),
+/// so that it does not grow across restarts and a line cut short by a crash is gone before
+/// anything is appended after it.
+fn compact(path: &Path, pending: &[Placed]) -> std::io::Result<()> {
+    let mut text = String::new();
+    for p in pending {
+        text.push_str(
+            &serde_json::to_string(&Line::Placed(p.clone())).map_err(std::io::Error::other)?,
+        );
+        text.push('\n');
+    }
+    let mut fresh = path.as_os_str().to_owned();
+    fresh.push(".new");
+    let fresh = PathBuf::from(fresh);
+    let mut file = File::create(&fresh)?;
+    file.write_all(text.as_bytes())?;
+    file.sync_all()?;
+    std::fs::rename(&fresh, path)?;
+    // The rename itself is durable once the folder is synced (not possible everywhere).
+    if let Some(dir) = path.parent().and_then(|d| File::open(d).ok()) {
+        let _ = dir.sync_all();
+    }
+    Ok(())
+}
+
 /// Writes every answer the journal holds into the store (at start, before traffic and
 /// before dispatching orders are recovered as `unknown`). Returns how many it held.
 pub async fn replay(journal: &Journal, store: &dyn Store) -> Result<usize, JournalError> {
@@ -205,7 +234,10 @@ pub async fn replay(journal: &Journal, store: &dyn Store) -> Result<usize, Journ
 /// and one the start-up recovery already made `unknown` is resolved to placed. An error is
 /// the store's (worth retrying); an order in any other state is left for the operator.
 pub async fn record(store: &dyn Store, p: &Placed) -> Result<(), StoreError> {
-    match store.mark_placed(p.order, &p.upstream_order, now_ms()).await {
+    match store
+        .mark_placed(p.order, &p.upstream_order, now_ms())
+        .await
+    {
         Err(StoreError::Conflict(_) | StoreError::NotFound) => {}
         other => return other,
     }
@@ -273,4 +305,51 @@ async fn retry(store: Arc<dyn Store>, journal: Arc<Journal>, metrics: Arc<Metric
         tracing::warn!(journal = %journal.describe(), error = %e, "journal entry not retired (replaying it is harmless)");
     }
     tracing::info!(order = p.order, upstream = %p.upstream, upstream_order = %p.upstream_order, "journaled upstream order recorded");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Journal, Placed};
+
+    fn placed(order: i64) -> Placed {
+        Placed {
+            order,
+            upstream: "alpha".into(),
+            upstream_order: format!("u{order}"),
+            at: 1,
+        }
+    }
+
+    #[test]
+    fn what_is_kept_survives_a_restart_until_it_is_retired() {
+        let dir = std::env::temp_dir().join(format!("panelgate-journal-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("j.jsonl");
+        let _ = std::fs::remove_file(&path);
+
+        let journal = Journal::open(&path).unwrap();
+        journal.keep(&placed(1)).unwrap();
+        journal.keep(&placed(2)).unwrap();
+        journal.retire(1).unwrap();
+        // A line cut short by a crash mid-append is skipped.
+        std::fs::OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .and_then(|mut f| std::io::Write::write_all(&mut f, b"{\"order\":3,\"upstr"))
+            .unwrap();
+        assert_eq!(Journal::open(&path).unwrap().pending(), vec![placed(2)]);
+
+        journal.retire(2).unwrap();
+        assert_eq!(std::fs::metadata(&path).unwrap().len(), 0, "emptied");
+        assert!(Journal::open(&path).unwrap().pending().is_empty());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn an_unwritable_journal_is_refused_naming_the_config_key() {
+        let err = Journal::open(std::path::Path::new("/proc/panelgate/j.jsonl"))
+            .err()
+            .expect("refused");
+        assert!(err.to_string().contains("`journal:`"), "{err}");
+    }
 }

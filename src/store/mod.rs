@@ -76,14 +76,14 @@ fn unreachable(e: &sqlx::Error) -> bool {
     }
 }
 
-/// PostgreSQL: connection exceptions (class 08) and the server shutting down or starting
-/// (57P01–57P03). SQLite (numeric extended codes): the file busy or locked by another
-/// connection past the busy timeout, read-only, unopenable or failing I/O.
+/// PostgreSQL: connection exceptions (class 08), the server shutting down or starting
+/// (57P01–57P03) or full (53300). SQLite (numeric extended codes): the file busy or locked by
+/// another connection past the busy timeout, read-only, unopenable or failing I/O.
 fn unreachable_code(code: &str) -> bool {
     if let Ok(sqlite) = code.parse::<u32>() {
         return matches!(sqlite & 0xff, 5 | 6 | 8 | 10 | 14);
     }
-    code.starts_with("08") || matches!(code, "57P01" | "57P02" | "57P03")
+    code.starts_with("08") || matches!(code, "57P01" | "57P02" | "57P03" | "53300")
 }
 
 impl StoreError {
