@@ -255,16 +255,7 @@ async fn assert_settled(store: &dyn Store, created: &HashMap<String, String>) {
             o.id
         );
     }
-    for (c, _) in store.list_customers().await.unwrap() {
-        let sum: i64 = store
-            .ledger(c.id)
-            .await
-            .unwrap()
-            .iter()
-            .map(|e| e.amount)
-            .sum();
-        assert_eq!(sum, c.balance, "{}'s balance is their ledger's sum", c.name);
-    }
+    common::gw::assert_ledgers_balance(store).await;
 }
 
 /// Answers the journal holds: `placed` lines not followed by their `recorded` line.
