@@ -80,7 +80,11 @@ fn unreachable(e: &sqlx::Error) -> bool {
 /// (57P01–57P03) or full (53300). SQLite (numeric extended codes): the file busy or locked by
 /// another connection past the busy timeout, read-only, unopenable or failing I/O.
 fn unreachable_code(code: &str) -> bool {
-    if let Ok(sqlite) = code.parse::<u32>() {
+    // PostgreSQL's SQLSTATEs are five characters, digits alone for many ("08006");
+    // SQLite's extended codes are numbers of at most four digits.
+    if code.len() < 5
+        && let Ok(sqlite) = code.parse::<u32>()
+    {
         return matches!(sqlite & 0xff, 5 | 6 | 8 | 10 | 14);
     }
     code.starts_with("08") || matches!(code, "57P01" | "57P02" | "57P03" | "53300")
@@ -702,5 +706,38 @@ pub(crate) async fn index_unless_shared(store: &dyn Store) -> Result<()> {
             Ok(())
         }
         other => other,
+    }
+}
+
+#[cfg(test)]
+mod unreachable_tests {
+    use super::StoreError;
+
+    #[test]
+    fn a_database_away_is_unavailable_and_a_wrong_statement_is_not() {
+        let away = [
+            sqlx::Error::PoolTimedOut,
+            sqlx::Error::PoolClosed,
+            sqlx::Error::Io(std::io::ErrorKind::ConnectionRefused.into()),
+        ];
+        for e in away {
+            let text = e.to_string();
+            assert!(StoreError::from(e).is_unavailable(), "{text}");
+        }
+        assert!(!StoreError::from(sqlx::Error::RowNotFound).is_unavailable());
+        for (code, away) in [
+            ("5", true),     // SQLITE_BUSY
+            ("517", true),   // SQLITE_BUSY_SNAPSHOT
+            ("6", true),     // SQLITE_LOCKED
+            ("19", false),   // SQLITE_CONSTRAINT
+            ("2067", false), // SQLITE_CONSTRAINT_UNIQUE
+            ("53300", true), // too_many_connections
+            ("08006", true), // connection_failure
+            ("57P01", true), // admin_shutdown
+            ("23505", false),
+            ("40001", false),
+        ] {
+            assert_eq!(super::unreachable_code(code), away, "{code}");
+        }
     }
 }
