@@ -405,7 +405,8 @@ async fn outage_under_load(mut db: Db, dir: Scratch) {
             ],
         )
         .await;
-    // Polled once: the status cache holds it.
+    // Final (sync no longer touches it), then polled once: the status cache holds it.
+    env.wait_final(first).await;
     assert!(env.status(&key, first).await["status"].is_string());
 
     let calls = add_in_flight(&env.url(), &key, env.alpha.addr, "during").await;
