@@ -12,6 +12,7 @@ use tokio::sync::watch;
 
 use crate::config::{Config, SimulatorSection, UpstreamConfig};
 use crate::gateway::Gateway;
+use crate::journal::Journal;
 use crate::metrics::Metrics;
 use crate::money;
 use crate::server::{self, Routes};
@@ -38,6 +39,8 @@ pub enum StartError {
     Tls(String),
     #[error(transparent)]
     Stranded(#[from] Stranded),
+    #[error(transparent)]
+    Journal(#[from] crate::journal::JournalError),
 }
 
 /// A config that leaves out upstreams whose orders are not settled yet (upstream, how many):
@@ -264,12 +267,12 @@ impl Running {
 /// Starts everything `cfg` describes.
 pub async fn start(cfg: Config) -> Result<Running, StartError> {
     let cfg = Arc::new(cfg);
-    let store = prepare_store(&cfg).await?;
+    let (store, journal) = prepare_store(&cfg).await?;
     bootstrap_clients(&cfg, store.as_ref()).await?;
     let simulators = start_simulators(&cfg).await?;
     let (listener, addr) = bind(cfg.listen).await?;
     let live = Arc::new(Live {
-        current: ArcSwap::new(first_gateway(&cfg, &store).await),
+        current: ArcSwap::new(first_gateway(&cfg, &store, journal).await),
         reloading: tokio::sync::Mutex::new(()),
     });
     let (stop, stopped) = watch::channel(false);
@@ -304,8 +307,9 @@ pub async fn start(cfg: Config) -> Result<Running, StartError> {
 
 /// Opens the store and readies it for this start: refused (unchanged) if `cfg` strands open
 /// orders or two orders follow one upstream order, and orders a previous run left
-/// mid-dispatch are marked `unknown`.
-async fn prepare_store(cfg: &Config) -> Result<Arc<dyn Store>, StartError> {
+/// mid-dispatch are marked `unknown`, after the upstream order ids a previous run journaled
+/// while the database was away are recorded.
+async fn prepare_store(cfg: &Config) -> Result<(Arc<dyn Store>, Arc<Journal>), StartError> {
     let store = open_store(&cfg.database).await?;
     let failed = |source| StartError::Store {
         url: redact_url(&cfg.database),
@@ -318,6 +322,13 @@ async fn prepare_store(cfg: &Config) -> Result<Arc<dyn Store>, StartError> {
     // Two local orders following one upstream order would both be refunded for it: the
     // operator unlinks the extras (the error names them and the command) before serving.
     store.unique_upstream_orders().await.map_err(failed)?;
+    // Upstream order ids kept while the database was away go in first, so that the recovery
+    // below does not make their orders `unknown`.
+    let journal = Arc::new(Journal::open(&Journal::path_for(cfg))?);
+    let replayed = crate::journal::replay(&journal, store.as_ref()).await?;
+    if replayed > 0 {
+        tracing::warn!(orders = replayed, journal = %journal.describe(), "upstream orders kept in the journal while the database was away are recorded");
+    }
     // A single-writer store (one SQLite file) has one gateway: whatever is still dispatching was left by its previous
     // run. A shared database may have other instances dispatching right now; theirs are only
     // abandoned once past the dispatch deadline (the sync loop checks that periodically).
@@ -337,15 +348,21 @@ async fn prepare_store(cfg: &Config) -> Result<Arc<dyn Store>, StartError> {
             "orders interrupted mid-dispatch are now `unknown`: resolve them with `panelgate order resolve`"
         );
     }
-    Ok(store)
+    Ok((store, journal))
 }
 
 /// The gateway for the config at start, its catalog loaded and its upstreams' currencies
 /// asked.
-async fn first_gateway(cfg: &Arc<Config>, store: &Arc<dyn Store>) -> Arc<Gateway> {
+async fn first_gateway(
+    cfg: &Arc<Config>,
+    store: &Arc<dyn Store>,
+    journal: Arc<Journal>,
+) -> Arc<Gateway> {
     let metrics = Arc::new(Metrics::new());
     let upstreams = Arc::new(Upstreams::new(&cfg.upstreams, metrics.clone()));
-    let gateway = Arc::new(Gateway::new(cfg.clone(), store.clone(), upstreams, metrics));
+    let mut gateway = Gateway::new(cfg.clone(), store.clone(), upstreams, metrics);
+    gateway.journal = journal;
+    let gateway = Arc::new(gateway);
     let catalog = gateway.catalog.get().await;
     tracing::info!(services = catalog.len(), "catalog loaded");
     // Every upstream's currency is known before it takes an order; one that cannot be asked

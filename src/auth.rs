@@ -19,6 +19,9 @@ use crate::store::{Customer, KeyHash, Store, StoreError};
 
 pub const TRUST: Duration = Duration::from_secs(1);
 
+/// How long remembered keys are trusted without asking a database found unreachable.
+const AWAY_TRUST: Duration = Duration::from_secs(5);
+
 /// Keys remembered at most; when full, the cache starts over.
 const CAPACITY: usize = 10_000;
 
@@ -33,6 +36,10 @@ pub struct Caller {
 pub struct Authenticator {
     // Keys are SHA-256 digests of valid keys only: a fast non-keyed hash is safe.
     known: DashMap<KeyHash, (Instant, Arc<Caller>), rustc_hash::FxBuildHasher>,
+    /// Until when remembered keys are trusted without asking the database, which a read found
+    /// unreachable: each request of an outage then waits out the pool's timeout once (for
+    /// what it came to do), not twice; a read every [`AWAY_TRUST`] looks whether it is back.
+    store_away: std::sync::Mutex<Option<Instant>>,
 }
 
 impl Default for Authenticator {
@@ -45,6 +52,7 @@ impl Authenticator {
     pub fn new() -> Authenticator {
         Authenticator {
             known: DashMap::default(),
+            store_away: std::sync::Mutex::new(None),
         }
     }
 
@@ -57,11 +65,24 @@ impl Authenticator {
     ) -> Result<Option<Arc<Caller>>, StoreError> {
         let hash = keys::hash(key);
         if let Some(known) = self.known.get(&hash)
-            && known.0.elapsed() < TRUST
+            && (known.0.elapsed() < TRUST || self.store_away())
         {
             return Ok(Some(known.1.clone()));
         }
-        let Some(customer) = customer(store, &hash).await? else {
+        let found = match customer(store, &hash).await {
+            // The database away: a key known a moment ago is still its customer's (their
+            // orders are refused anyway, since nothing can be held).
+            Err(e) if e.is_unavailable() => {
+                self.set_away(true);
+                return match self.known.get(&hash) {
+                    Some(known) => Ok(Some(known.1.clone())),
+                    None => Err(e),
+                };
+            }
+            other => other?,
+        };
+        self.set_away(false);
+        let Some(customer) = found else {
             self.known.remove(&hash);
             return Ok(None);
         };
@@ -77,6 +98,16 @@ impl Authenticator {
         Ok(Some(caller))
     }
 
+    fn store_away(&self) -> bool {
+        let until = self.store_away.lock().unwrap_or_else(|e| e.into_inner());
+        until.is_some_and(|t| Instant::now() < t)
+    }
+
+    fn set_away(&self, away: bool) {
+        let mut until = self.store_away.lock().unwrap_or_else(|e| e.into_inner());
+        *until = away.then(|| Instant::now() + AWAY_TRUST);
+    }
+
     /// The customer as the store has it now, balance included: for the `balance` action.
     pub async fn fresh(
         &self,
@@ -84,7 +115,9 @@ impl Authenticator {
         key: &str,
     ) -> Result<Option<Customer>, StoreError> {
         let hash = keys::hash(key);
-        let found = customer(store, &hash).await?;
+        let found = customer(store, &hash).await;
+        self.set_away(matches!(&found, Err(e) if e.is_unavailable()));
+        let found = found?;
         if found.is_none() {
             self.known.remove(&hash);
         }

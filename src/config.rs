@@ -125,6 +125,7 @@ struct RawConfig {
     clients: Vec<RawClient>,
     simulator: Option<SimulatorSection>,
     tls: Option<TlsFiles>,
+    journal: Option<PathBuf>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -358,6 +359,9 @@ pub struct Config {
     /// Failed key attempts one IP address may make per minute before it is refused outright.
     pub failed_keys_per_minute: u32,
     pub tls: Option<TlsFiles>,
+    /// Where upstream answers the store could not take yet are kept until it does
+    /// ([`crate::journal`]); `None`: the default beside the database or the config file.
+    pub journal: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -793,6 +797,10 @@ fn validate(raw: RawConfig, path: &Path, base: &Path) -> Result<Config, String> 
         simulator: raw.simulator.map(|s| build_simulator(s, base)),
         client_rates,
         tls: raw.tls.map(|t| build_tls(t, base)),
+        journal: raw.journal.map(|mut j| {
+            beside(base, &mut j);
+            j
+        }),
     })
 }
 

@@ -13,6 +13,7 @@ pub mod clock;
 pub mod config;
 pub mod gateway;
 pub mod guard;
+pub mod journal;
 pub mod keys;
 pub mod logs;
 pub mod matcher;

@@ -8,7 +8,7 @@
 use prometheus::core::Collector;
 use prometheus::{
     CounterVec, Encoder, GaugeVec, HistogramOpts, HistogramVec, IntCounter, IntCounterVec,
-    IntGaugeVec, Opts, Registry, TextEncoder,
+    IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
 };
 use rust_decimal::Decimal;
 use rust_decimal::prelude::ToPrimitive;
@@ -48,6 +48,8 @@ pub struct Metrics {
     pub rejected_keys: IntCounter,
     pub rate_limited: IntCounter,
     pub reads_over_limit: IntCounterVec,
+    pub store_errors: IntCounterVec,
+    pub store_up: IntGauge,
 }
 
 /// What a metric is called, what it means, and the labels it is split by.
@@ -200,6 +202,18 @@ const COST: Spec = Spec {
     labels: &["upstream"],
 };
 
+// The database.
+const STORE_ERRORS: Spec = Spec {
+    name: "panelgate_store_errors_total",
+    help: "Failed database operations by operation (hold, mark_placed, replay, apply_status, sync_claim, ping, balance, status, auth, …).",
+    labels: &["operation"],
+};
+const STORE_UP: Spec = Spec {
+    name: "panelgate_store_up",
+    help: "1 while the database answers (the last readiness ping or write), 0 while it is unreachable.",
+    labels: &[],
+};
+
 // Operation.
 const CONFIG_RELOADS: Spec = Spec {
     name: "panelgate_config_reloads_total",
@@ -226,6 +240,10 @@ fn counter(r: &Registry, spec: &Spec) -> IntCounterVec {
 
 fn single(r: &Registry, spec: &Spec) -> IntCounter {
     register(r, IntCounter::with_opts(opts(spec)).expect("valid metric"))
+}
+
+fn single_gauge(r: &Registry, spec: &Spec) -> IntGauge {
+    register(r, IntGauge::with_opts(opts(spec)).expect("valid metric"))
 }
 
 fn amount(r: &Registry, spec: &Spec) -> CounterVec {
@@ -295,10 +313,31 @@ impl Metrics {
             refunds_withheld: counter(&r, &REFUNDS_WITHHELD),
             revenue: amount(&r, &REVENUE),
             cost: amount(&r, &COST),
+            // The database: up until a ping or a write finds it away.
+            store_errors: counter(&r, &STORE_ERRORS),
+            store_up: {
+                let up = single_gauge(&r, &STORE_UP);
+                up.set(1);
+                up
+            },
             // Operation.
             config_reloads: counter(&r, &CONFIG_RELOADS),
             registry: r,
         }
+    }
+
+    /// Counts a failed database `operation` (a fixed name, never customer data); one that
+    /// says the database is unreachable also turns `panelgate_store_up` to 0.
+    pub fn store_failed(&self, operation: &'static str, e: &crate::store::StoreError) {
+        self.store_errors.with_label_values(&[operation]).inc();
+        if e.is_unavailable() {
+            self.store_up.set(0);
+        }
+    }
+
+    /// The database answered: `panelgate_store_up` back to 1.
+    pub fn store_answered(&self) {
+        self.store_up.set(1);
     }
 
     /// The text exposition of every metric.

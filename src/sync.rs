@@ -119,7 +119,10 @@ impl Syncer {
     /// Canceled); failures are logged.
     pub async fn apply(&self, upstream: &str, id: i64, update: &StatusUpdate) {
         let applied = self.store.apply_status(id, update, now_ms()).await;
-        self.statuses.forget(id);
+        // With the database away nothing changed: what is held still answers `status`.
+        if !matches!(&applied, Err(e) if e.is_unavailable()) {
+            self.statuses.forget(id);
+        }
         match applied {
             Ok(applied) if applied.finalized => {
                 tracing::info!(
@@ -143,7 +146,12 @@ impl Syncer {
                 }
             }
             Ok(_) => {}
-            Err(e) => tracing::error!(order = id, error = %e, "applying a status failed"),
+            // Nothing was written: the order stays placed and stale, so the next pass (or
+            // the next `status` poll) asks the upstream again and applies it then.
+            Err(e) => {
+                self.metrics.store_failed("apply_status", &e);
+                tracing::error!(order = id, error = %e, "applying a status failed");
+            }
         }
     }
 
@@ -213,6 +221,7 @@ impl Syncer {
                 let batch = match self.store.orders_to_sync(&upstream.name, &claim).await {
                     Ok(b) => b,
                     Err(e) => {
+                        self.metrics.store_failed("sync_claim", &e);
                         tracing::error!(error = %e, "claiming orders to sync failed");
                         break;
                     }
@@ -231,6 +240,7 @@ impl Syncer {
                 let batch = match self.store.refills_to_sync(&upstream.name, &claim).await {
                     Ok(b) => b,
                     Err(e) => {
+                        self.metrics.store_failed("sync_claim", &e);
                         tracing::error!(error = %e, "claiming refills to sync failed");
                         break;
                     }

@@ -11,6 +11,7 @@ use super::{Gateway, RequestLog, Result};
 use crate::auth::Caller;
 use crate::catalog::LocalService;
 use crate::config::Target;
+use crate::journal::{self, Journal};
 use crate::metrics::{self, Metrics};
 use crate::money::{self, Billing};
 use crate::protocol::lenient::Refusal;
@@ -36,6 +37,7 @@ impl Gateway {
         // drops this request's future, and funds held for an order that then never went
         // upstream would stay held until an operator found them.
         let dispatch = Dispatch {
+            journal: self.journal.clone(),
             store: self.store.clone(),
             upstreams: self.upstreams.clone(),
             metrics: self.metrics.clone(),
@@ -137,6 +139,7 @@ impl Gateway {
 
 /// Sends a held order to its targets in turn, and records what became of it.
 struct Dispatch {
+    journal: Arc<Journal>,
     store: Arc<dyn Store>,
     upstreams: Arc<Upstreams>,
     metrics: Arc<Metrics>,
@@ -285,19 +288,18 @@ impl Dispatch {
         )
     }
 
-    /// The store write "placed, upstream order N". Its failure is logged, not returned: the
-    /// customer's order exists upstream either way, so they get its id.
+    /// The store write "placed, upstream order N". The customer's order exists upstream
+    /// whatever the store says now, so they get its id; the upstream's id is never lost to a
+    /// store failure ([`journal::record_placed_durably`]: journaled, then written again).
     async fn record_placed(&self, order: &Order, target: &Target, upstream_order: &str) {
-        if let Err(e) = self
-            .store
-            .mark_placed(order.id, upstream_order, now_ms())
-            .await
-        {
-            // Placed upstream but not recorded: the order stays `dispatching`, becomes
-            // `unknown` at the next start, and this line tells the operator which upstream
-            // order it is.
-            tracing::error!(order = order.id, upstream = %target.upstream, %upstream_order, error = %e, "placed upstream but not recorded; resolve with `panelgate order resolve`");
-        }
+        let placed = journal::Placed {
+            order: order.id,
+            upstream: target.upstream.clone(),
+            upstream_order: upstream_order.to_owned(),
+            at: now_ms(),
+        };
+        let (store, journal) = (self.store.clone(), self.journal.clone());
+        journal::record_placed_durably(store, journal, self.metrics.clone(), placed).await;
     }
 
     /// `target` may or may not have placed the order: its funds stay held, and it is never

@@ -24,6 +24,7 @@ use crate::auth::{Authenticator, Caller};
 use crate::catalog::Catalog;
 use crate::config::Config;
 use crate::guard::{self, Allowance, Guard};
+use crate::journal::Journal;
 use crate::metrics::Metrics;
 use crate::money;
 use crate::protocol::{Action, ProtocolError};
@@ -84,6 +85,8 @@ pub struct Gateway {
     guard: Guard,
     auth: Authenticator,
     statuses: Arc<StatusCache>,
+    /// Upstream order ids the store could not take yet ([`crate::journal`]).
+    pub journal: Arc<Journal>,
 }
 
 impl Gateway {
@@ -114,6 +117,7 @@ impl Gateway {
             cfg,
             store,
             upstreams,
+            journal: Arc::new(Journal::in_memory()),
         }
     }
 
@@ -132,12 +136,13 @@ impl Gateway {
                 )
                 .collect(),
         );
-        let next = Gateway::new(
+        let mut next = Gateway::new(
             cfg,
             self.store.clone(),
             Arc::new(upstreams),
             self.metrics.clone(),
         );
+        next.journal = self.journal.clone();
         next.catalog.inherit(&self.catalog);
         next
     }
@@ -153,8 +158,13 @@ impl Gateway {
             Ok(body) => Ok(body),
             Err(GatewayError::Protocol(e)) => Err(e),
             Err(GatewayError::Store(e)) => {
+                self.metrics.store_failed(store_operation(log.action), &e);
                 tracing::error!(error = %e, action = log.action, "store failure");
-                Err(ProtocolError::Internal)
+                // The database away is a moment's unavailability, not our bug.
+                Err(match e.is_unavailable() {
+                    true => ProtocolError::Unavailable,
+                    false => ProtocolError::Internal,
+                })
             }
         }
     }
@@ -215,7 +225,14 @@ impl Gateway {
             Action::Services => return Ok(self.services(customer, api, self.catalog.get().await)),
             Action::Balance => self.balance(key).await?,
             Action::Add { service } => self.add(customer, service, &api.params, log).await?,
-            Action::Status(ids) => self.status(customer, &ids).await?,
+            Action::Status(ids) => match self.status(customer, &ids).await {
+                // A panel takes an error in a status reply as the order's final word: while
+                // the database is away, answer what the cache holds where it holds it all.
+                Err(GatewayError::Store(e)) if e.is_unavailable() => self
+                    .cached_status(customer, &ids)
+                    .ok_or(GatewayError::Store(e))?,
+                other => other?,
+            },
             Action::Refill(ids) => self.refill(customer, &ids).await?,
             Action::RefillStatus(ids) => self.refill_status(customer, &ids).await?,
             Action::Cancel(ids) => self.cancel(customer, &ids).await?,
@@ -272,4 +289,19 @@ fn local_ids(ids: &[u64]) -> Vec<i64> {
 pub async fn ledger_sum(store: &dyn Store, customer_id: i64) -> Result<Decimal, StoreError> {
     let entries = store.ledger(customer_id).await?;
     Ok(money::from_units(entries.iter().map(|e| e.amount).sum()))
+}
+
+/// The `operation` label of a store failure met answering `action` (a fixed set of names).
+fn store_operation(action: &str) -> &'static str {
+    match action {
+        "add" => "hold",
+        "" => "auth",
+        "balance" => "balance",
+        "status" => "status",
+        "refill" => "refill",
+        "refill_status" => "refill_status",
+        "cancel" => "cancel",
+        "services" => "services",
+        _ => "other",
+    }
 }

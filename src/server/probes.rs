@@ -1,12 +1,15 @@
 //! The probes: `/healthz` (the process answers), `/readyz` (it can take orders) and
 //! `/metrics` (the gauges read at scrape time, then everything).
 
+use std::time::Duration;
+
 use bytes::Bytes;
 use http::StatusCode;
 use serde_json::{Map, Value};
 
 use super::Reply;
 use crate::gateway::Gateway;
+use crate::store::StoreError;
 use crate::upstream::CurrencyError;
 
 /// `/healthz`: the process is up and serving.
@@ -17,7 +20,7 @@ pub fn healthz() -> Reply {
 /// `/readyz`: 200 when the database answers, the catalog has services and at least one
 /// upstream is healthy; 503 otherwise, with a JSON body saying what is wrong.
 pub async fn readiness(gw: &Gateway) -> Reply {
-    let database = match gw.store.ping().await {
+    let database = match ping(gw).await {
         Ok(()) => "ok".to_owned(),
         Err(e) => format!("error: {e}"),
     };
@@ -94,18 +97,35 @@ fn upstream_currency(gw: &Gateway) -> Map<String, Value> {
         .collect()
 }
 
+/// How long a prober or scraper waits for the database: seconds at most, not the pool's whole
+/// acquire timeout.
+const PING_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Asks the database whether it answers, keeping `panelgate_store_up` (and its alert) current.
+async fn ping(gw: &Gateway) -> Result<(), StoreError> {
+    let answered = match tokio::time::timeout(PING_TIMEOUT, gw.store.ping()).await {
+        Ok(answered) => answered,
+        Err(_) => Err(StoreError::Unavailable(format!(
+            "no answer within {}s",
+            PING_TIMEOUT.as_secs()
+        ))),
+    };
+    match &answered {
+        Ok(()) => gw.metrics.store_answered(),
+        Err(e) => gw.metrics.store_failed("ping", e),
+    }
+    answered
+}
+
 /// `/metrics`: gauges read at scrape time (orders by state, list ages), then everything.
 pub async fn metrics_reply(gw: &Gateway) -> Reply {
     let m = &gw.metrics;
-    match gw.store.count_orders_by_state().await {
-        Ok(counts) => {
-            for (state, n) in counts {
-                m.orders.with_label_values(&[state.as_str()]).set(n as i64);
-            }
-        }
-        Err(e) => tracing::warn!(error = %e, "counting orders for the metrics failed"),
+    // The database away: the counts below would each wait out the pool's timeout, longer than
+    // a scrape may take; the last ones stay, and `panelgate_store_up` says why.
+    match ping(gw).await {
+        Ok(()) => order_gauges(gw).await,
+        Err(_) => tracing::warn!("database unreachable: order gauges not refreshed"),
     }
-    attention_gauge(gw).await;
     for (upstream, age) in gw.catalog.list_ages() {
         m.catalog_age_seconds
             .with_label_values(&[&upstream])
@@ -117,6 +137,22 @@ pub async fn metrics_reply(gw: &Gateway) -> Reply {
         http::HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
     );
     reply
+}
+
+/// `panelgate_orders{state}` and the attention gauges, from the database.
+async fn order_gauges(gw: &Gateway) {
+    match gw.store.count_orders_by_state().await {
+        Ok(counts) => {
+            for (state, n) in counts {
+                gw.metrics
+                    .orders
+                    .with_label_values(&[state.as_str()])
+                    .set(n as i64);
+            }
+        }
+        Err(e) => tracing::warn!(error = %e, "counting orders for the metrics failed"),
+    }
+    attention_gauge(gw).await;
 }
 
 /// `panelgate_orders_attention{reason, upstream}`: every reason at every configured upstream,

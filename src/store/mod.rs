@@ -41,7 +41,8 @@ pub enum StoreError {
     #[error("{0}")]
     Invalid(String),
     /// The database cannot be reached: no connection within the timeout, a broken or refused
-    /// connection, the file cannot be opened, the server shutting down.
+    /// connection, the file cannot be opened or is locked by another connection past the busy
+    /// timeout, the server shutting down. Nothing was written, and it is worth retrying.
     #[error("database unavailable: {0}")]
     Unavailable(String),
     /// Another transaction got in the way (a deadlock, a serialization failure): this one was
@@ -57,6 +58,13 @@ pub enum StoreError {
     /// `(upstream, upstream_order)` cannot be created until the operator unlinks the extras.
     #[error("{}", shared_message(.0))]
     SharedUpstreamOrders(Vec<SharedUpstreamOrder>),
+}
+
+impl StoreError {
+    /// Whether the database was unreachable (see [`StoreError::Unavailable`]).
+    pub fn is_unavailable(&self) -> bool {
+        matches!(self, StoreError::Unavailable(_))
+    }
 }
 
 /// One upstream order that several local orders claim (each would be refunded for it).

@@ -112,9 +112,12 @@ impl From<sqlx::Error> for StoreError {
     fn from(err: sqlx::Error) -> StoreError {
         use sqlx::Error as E;
         match &err {
-            E::PoolTimedOut | E::PoolClosed | E::Io(_) | E::Tls(_) | E::WorkerCrashed => {
-                StoreError::Unavailable(err.to_string())
-            }
+            E::PoolTimedOut
+            | E::PoolClosed
+            | E::Io(_)
+            | E::Tls(_)
+            | E::Protocol(_)
+            | E::WorkerCrashed => StoreError::Unavailable(err.to_string()),
             E::Database(db) if db.is_unique_violation() => {
                 // PostgreSQL names the constraint; SQLite only says it in the message
                 // (`UNIQUE constraint failed: customers.name`).
@@ -162,9 +165,44 @@ fn classify(code: &str) -> Class {
     if matches!(code, "40001" | "40P01") {
         return Class::Contended;
     }
-    // SQLite: the file cannot be opened, or reading or writing it failed.
+    // SQLite: the file busy or locked by another connection past the busy timeout, read-only,
+    // failing I/O or unopenable: nothing was written, and it is worth retrying.
     match code.parse::<i32>().map(|c| c & 0xff) {
-        Ok(10 | 14) => Class::Unavailable,
+        Ok(5 | 6 | 8 | 10 | 14) => Class::Unavailable,
         _ => Class::Other,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Class, StoreError, classify};
+
+    #[test]
+    fn a_database_away_is_unavailable_and_a_wrong_statement_is_not() {
+        let away = [
+            sqlx::Error::PoolTimedOut,
+            sqlx::Error::PoolClosed,
+            sqlx::Error::Io(std::io::ErrorKind::ConnectionRefused.into()),
+        ];
+        for e in away {
+            let text = e.to_string();
+            assert!(StoreError::from(e).is_unavailable(), "{text}");
+        }
+        assert!(!StoreError::from(sqlx::Error::RowNotFound).is_unavailable());
+        for (code, away) in [
+            ("5", true),     // SQLITE_BUSY
+            ("517", true),   // SQLITE_BUSY_SNAPSHOT
+            ("6", true),     // SQLITE_LOCKED
+            ("8", true),     // SQLITE_READONLY
+            ("19", false),   // SQLITE_CONSTRAINT
+            ("2067", false), // SQLITE_CONSTRAINT_UNIQUE
+            ("53300", true), // too_many_connections
+            ("08006", true), // connection_failure
+            ("57P01", true), // admin_shutdown
+            ("23505", false),
+            ("40001", false),
+        ] {
+            assert_eq!(matches!(classify(code), Class::Unavailable), away, "{code}");
+        }
     }
 }

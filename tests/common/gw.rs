@@ -394,33 +394,7 @@ impl Env {
     /// Every customer's balance equals the sum of their ledger entries, and no balance is
     /// below its floor.
     pub async fn assert_ledgers_balance(&self) {
-        for (c, _) in self.store().list_customers().await.unwrap() {
-            let sum: i64 = self
-                .store()
-                .ledger(c.id)
-                .await
-                .unwrap()
-                .iter()
-                .map(|e| e.amount)
-                .sum();
-            assert_eq!(
-                sum, c.balance,
-                "ledger of {} does not sum to its balance",
-                c.name
-            );
-            assert!(
-                c.balance >= -c.credit_limit,
-                "{} is below its floor",
-                c.name
-            );
-        }
-        for o in self.orders().await {
-            assert!(
-                o.refunded <= o.charge,
-                "order {} refunded more than charged",
-                o.id
-            );
-        }
+        assert_ledgers_balance(self.store()).await;
     }
 
     /// Lines of a simulator's journal.
@@ -477,6 +451,37 @@ impl Env {
             )
             .await;
         assert_eq!(r.status, 200, "{}", r.text());
+    }
+}
+
+/// Every customer's balance in `store` equals the sum of their ledger entries and is above
+/// its floor, and no order is refunded more than it was charged.
+pub async fn assert_ledgers_balance(store: &dyn Store) {
+    for (c, _) in store.list_customers().await.unwrap() {
+        let sum: i64 = store
+            .ledger(c.id)
+            .await
+            .unwrap()
+            .iter()
+            .map(|e| e.amount)
+            .sum();
+        assert_eq!(
+            sum, c.balance,
+            "ledger of {} does not sum to its balance",
+            c.name
+        );
+        assert!(
+            c.balance >= -c.credit_limit,
+            "{} is below its floor",
+            c.name
+        );
+    }
+    for o in store.list_orders(&Default::default()).await.unwrap() {
+        assert!(
+            o.refunded <= o.charge,
+            "order {} refunded more than charged",
+            o.id
+        );
     }
 }
 
