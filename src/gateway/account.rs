@@ -8,9 +8,9 @@ use super::{Gateway, ReplyBytes, Result};
 use crate::auth::Caller;
 use crate::catalog::LocalCatalog;
 use crate::money;
+use crate::protocol::ApiRequest;
 use crate::protocol::ProtocolError;
 use crate::protocol::reply::{self, Balance};
-use crate::server::ApiRequest;
 
 impl Gateway {
     /// Read now, not remembered: it is the customer's money.

@@ -17,7 +17,7 @@ pub mod service;
 pub mod status;
 
 pub use params::Params;
-pub use request::{Action, Ids};
+pub use request::{Action, ApiRequest, Ids};
 pub use service::{Service, ServiceType};
 pub use status::{RefillStatus, Status};
 

@@ -37,6 +37,29 @@ pub enum Action {
     Balance,
 }
 
+/// An API request read off the wire: its merged parameters and the `X-Api-Key` header.
+pub struct ApiRequest {
+    pub params: Params,
+    pub key_header: Option<String>,
+    /// `Accept-Encoding` allows gzip.
+    pub accepts_gzip: bool,
+}
+
+impl std::fmt::Debug for ApiRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ApiRequest")
+            .field("params", &self.params)
+            .field("key_header", &self.key_header.as_ref().map(|_| "***"))
+            .finish()
+    }
+}
+
+impl ApiRequest {
+    pub fn key(&self) -> Option<&str> {
+        api_key(&self.params, self.key_header.as_deref())
+    }
+}
+
 impl Action {
     /// Reads the action and its arguments. Accepts the seed's `multi_*` names beside the
     /// `action=status|refill|refill_status` + plural parameter that real panels use.

@@ -7,34 +7,11 @@ use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 
 use super::{Limits, Refused};
-use crate::protocol::Params;
+use crate::protocol::{ApiRequest, Params};
 
 /// `/api/v2` and `/api/v2/` alike: a redirect would turn a client's POST into a body-less GET.
 pub fn is_api_path(path: &str) -> bool {
     matches!(path, "/api/v2" | "/api/v2/")
-}
-
-/// An API request read off the wire: its merged parameters and the `X-Api-Key` header.
-pub struct ApiRequest {
-    pub params: Params,
-    pub key_header: Option<String>,
-    /// `Accept-Encoding` allows gzip.
-    pub accepts_gzip: bool,
-}
-
-impl std::fmt::Debug for ApiRequest {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ApiRequest")
-            .field("params", &self.params)
-            .field("key_header", &self.key_header.as_ref().map(|_| "***"))
-            .finish()
-    }
-}
-
-impl ApiRequest {
-    pub fn key(&self) -> Option<&str> {
-        crate::protocol::request::api_key(&self.params, self.key_header.as_deref())
-    }
 }
 
 /// Reads an API request's parameters from its query string and body, within the limits.

@@ -25,7 +25,8 @@ use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 
-pub use api_request::{ApiRequest, accepts_gzip, is_api_path, read_api_request};
+pub use crate::protocol::ApiRequest;
+pub use api_request::{accepts_gzip, is_api_path, read_api_request};
 pub use reply::{Refused, error_reply, json_reply, not_found, ok, protocol_error};
 pub use routes::Routes;
 
