@@ -13,6 +13,7 @@ use crate::config::{Config, DEFAULT_GROUP};
 use crate::keys;
 use crate::money;
 use crate::protocol::Status;
+use crate::store::admin::{Adjusted, Idempotency};
 use crate::store::{
     Attention, AttentionFilter, Customer, Millis, Order, OrderFilter, OrderState, StatusUpdate,
     Store, StoreError, Units,
@@ -26,6 +27,8 @@ pub enum AdminError {
     NoClient(String),
     #[error("no order {0}")]
     NoOrder(i64),
+    #[error("no admin token named {0:?}")]
+    NoToken(String),
     #[error("{0}")]
     Invalid(String),
     #[error(transparent)]
@@ -95,6 +98,64 @@ pub async fn adjust(
         )),
         other => Ok(other?),
     }
+}
+
+/// [`adjust`] at most once per idempotency key (see [`crate::operator`]).
+pub async fn adjust_once(
+    store: &dyn Store,
+    name: &str,
+    amount: Decimal,
+    note: Option<&str>,
+    key: &Idempotency,
+) -> Result<Adjusted> {
+    if amount.is_zero() {
+        return Err(AdminError::Invalid("the amount must not be zero".into()));
+    }
+    let units = units(amount, "amount")?;
+    match store
+        .adjust_balance_once(name, units, note, key, now_ms())
+        .await
+    {
+        Err(e) => Err(client_error(e, name)),
+        Ok(done) => Ok(done),
+    }
+}
+
+/// A store error on a client's row, as the operator reads it.
+fn client_error(e: StoreError, name: &str) -> AdminError {
+    match e {
+        StoreError::NotFound => AdminError::NoClient(name.into()),
+        StoreError::InsufficientFunds => AdminError::Invalid(
+            "that would take the balance below the client's floor".into(),
+        ),
+        other => other.into(),
+    }
+}
+
+/// Moves a client to another price group (one the config names).
+pub async fn set_group(store: &dyn Store, cfg: &Config, name: &str, group: &str) -> Result<()> {
+    if group != DEFAULT_GROUP && !cfg.groups.contains_key(group) {
+        return Err(AdminError::Invalid(format!(
+            "no price group named {group:?} in the config"
+        )));
+    }
+    store
+        .set_group(name, group)
+        .await
+        .map_err(|e| client_error(e, name))
+}
+
+/// How far below zero the client's balance may go from now on.
+pub async fn set_credit_limit(store: &dyn Store, name: &str, limit: Decimal) -> Result<Customer> {
+    if limit.is_sign_negative() {
+        return Err(AdminError::Invalid(
+            "the credit limit must not be negative".into(),
+        ));
+    }
+    store
+        .set_credit_limit(name, units(limit, "credit limit")?)
+        .await
+        .map_err(|e| client_error(e, name))
 }
 
 pub async fn set_enabled(store: &dyn Store, name: &str, enabled: bool) -> Result<()> {

@@ -125,6 +125,7 @@ struct RawConfig {
     clients: Vec<RawClient>,
     simulator: Option<SimulatorSection>,
     tls: Option<TlsFiles>,
+    admin: Option<RawAdmin>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -267,6 +268,16 @@ pub struct TlsFiles {
     pub key: PathBuf,
 }
 
+impl TlsFiles {
+    /// Relative paths are relative to the config file's folder.
+    fn resolved(self, base: &Path) -> TlsFiles {
+        TlsFiles {
+            cert: base.join(self.cert),
+            key: base.join(self.key),
+        }
+    }
+}
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawClient {
@@ -358,6 +369,8 @@ pub struct Config {
     /// Failed key attempts one IP address may make per minute before it is refused outright.
     pub failed_keys_per_minute: u32,
     pub tls: Option<TlsFiles>,
+    /// The admin API's listener (docs/admin-api.md); off when the section is absent.
+    pub admin: Option<AdminConfig>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -986,14 +999,7 @@ fn validate(raw: RawConfig, path: &Path, base: &Path) -> Result<Config, String> 
         clients: client_hidden,
     };
 
-    let mut tls = raw.tls;
-    if let Some(t) = &mut tls {
-        for p in [&mut t.cert, &mut t.key] {
-            if p.is_relative() {
-                *p = base.join(&*p);
-            }
-        }
-    }
+    let tls = raw.tls.map(|t| t.resolved(base));
     let mut simulator = raw.simulator;
     if let Some(sim) = &mut simulator {
         resolve(&mut sim.catalog);
@@ -1056,7 +1062,45 @@ fn validate(raw: RawConfig, path: &Path, base: &Path) -> Result<Config, String> 
         client_rates,
         failed_keys_per_minute: raw.limits.failed_keys_per_minute.unwrap_or(20),
         tls,
+        admin: admin_section(raw.admin, base)?,
     })
+}
+
+// ---- admin: ----
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAdmin {
+    listen: Option<SocketAddr>,
+    tls: Option<TlsFiles>,
+    allow_plaintext: Option<bool>,
+}
+
+/// `admin:`: where the admin API listens, and how.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AdminConfig {
+    pub listen: SocketAddr,
+    pub tls: Option<TlsFiles>,
+}
+
+/// The admin listener. Tokens would cross the network in the clear on a non-loopback address
+/// without TLS: refused unless `allow_plaintext: true` says a proxy in front terminates it.
+fn admin_section(raw: Option<RawAdmin>, base: &Path) -> Result<Option<AdminConfig>, String> {
+    let Some(raw) = raw else {
+        return Ok(None);
+    };
+    let listen = raw
+        .listen
+        .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8081)));
+    let tls = raw.tls.map(|t| t.resolved(base));
+    if !listen.ip().is_loopback() && tls.is_none() && raw.allow_plaintext != Some(true) {
+        return Err(format!(
+            "admin.listen: {listen} is not a loopback address and admin.tls is not set: admin \
+             tokens would travel in the clear; set admin.tls, or admin.allow_plaintext: true \
+             when a proxy in front terminates TLS (as in Docker, behind one)"
+        ));
+    }
+    Ok(Some(AdminConfig { listen, tls }))
 }
 
 /// Only the `simulator:` section, for `panelgate simulate`, which must not fail on gateway

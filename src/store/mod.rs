@@ -459,7 +459,7 @@ pub(crate) fn already_held(upstream: &str, upstream_order: &str, holder: i64) ->
 }
 
 #[async_trait]
-pub trait Store: Send + Sync + 'static {
+pub trait Store: admin::AdminStore + Send + Sync + 'static {
     // ---- customers ----
 
     /// Creates a customer; a non-zero `balance` is written as a `Credit` entry.
@@ -623,10 +623,15 @@ pub trait Store: Send + Sync + 'static {
 const OPEN_ORDERS_BY_UPSTREAM: &str = "SELECT upstream, COUNT(*) AS n FROM orders \
      WHERE state IN ('dispatching', 'placed', 'unknown') GROUP BY upstream ORDER BY upstream";
 
+pub mod admin;
 #[cfg(test)]
 mod conformance;
+#[cfg(test)]
+mod conformance_admin;
 pub mod postgres;
+mod postgres_admin;
 pub mod sqlite;
+mod sqlite_admin;
 
 /// Opens the store a database URL names (`sqlite://file.db`, `postgres://…` or
 /// `postgresql://…`), applying migrations.

@@ -70,7 +70,7 @@ pub const POOL_SIZE: u32 = 10;
 const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Retries of a transaction that failed with a serialization failure or a deadlock.
-const RETRIES: u32 = 4;
+pub(super) const RETRIES: u32 = 4;
 
 /// The first retry waits about this long; each further one twice as long (plus jitter).
 const BACKOFF: Duration = Duration::from_millis(5);
@@ -79,7 +79,7 @@ const BACKOFF: Duration = Duration::from_millis(5);
 const APPLICATION_NAME: &str = "panelgate";
 
 pub struct PostgresStore {
-    pool: PgPool,
+    pub(super) pool: PgPool,
 }
 
 impl PostgresStore {
@@ -142,10 +142,11 @@ macro_rules! transaction {
         }
     }};
 }
+pub(super) use transaction;
 
 /// A serialization failure or a deadlock: the transaction was rolled back and may simply be
 /// run again.
-fn is_transient(err: &StoreError) -> bool {
+pub(super) fn is_transient(err: &StoreError) -> bool {
     match err {
         StoreError::Db(sqlx::Error::Database(db)) => {
             matches!(db.code().as_deref(), Some("40001" | "40P01"))
@@ -154,7 +155,7 @@ fn is_transient(err: &StoreError) -> bool {
     }
 }
 
-async fn backoff(attempt: u32) {
+pub(super) async fn backoff(attempt: u32) {
     let base = BACKOFF.saturating_mul(1 << attempt.saturating_sub(1).min(8));
     let base_ms = u64::try_from(base.as_millis()).unwrap_or(u64::MAX).max(1);
     // Jitter, so that the transactions that collided do not collide again.
@@ -193,7 +194,7 @@ fn get_refill_status(row: &PgRow) -> Result<RefillStatus> {
 }
 
 /// A unique violation → `Duplicate(what(constraint name))`; anything else unchanged.
-fn duplicate(err: sqlx::Error, what: impl FnOnce(&str) -> String) -> StoreError {
+pub(super) fn duplicate(err: sqlx::Error, what: impl FnOnce(&str) -> String) -> StoreError {
     if let sqlx::Error::Database(db) = &err
         && db.is_unique_violation()
     {
@@ -411,7 +412,7 @@ async fn fetch_order(conn: &mut PgConnection, id: i64) -> Result<Option<Order>> 
     row.as_ref().map(order_from_row).transpose()
 }
 
-async fn fetch_customer(conn: &mut PgConnection, id: i64) -> Result<Customer> {
+pub(super) async fn fetch_customer(conn: &mut PgConnection, id: i64) -> Result<Customer> {
     let row = sqlx::query(&format!(
         "SELECT {CUSTOMER_COLUMNS} FROM customers c WHERE c.id = $1"
     ))
@@ -469,7 +470,7 @@ async fn create_customer_in(
     fetch_customer(conn, id).await
 }
 
-async fn adjust_balance_in(
+pub(super) async fn adjust_balance_in(
     conn: &mut PgConnection,
     name: &str,
     amount: Units,

@@ -76,7 +76,7 @@ pub const INTERRUPTED_NOTE: &str =
 const IN_CHUNK: usize = 500;
 
 pub struct SqliteStore {
-    pool: SqlitePool,
+    pub(super) pool: SqlitePool,
     /// Queues this process's writers; see the module documentation.
     writer: Mutex<()>,
     wal: WalSync,
@@ -84,7 +84,7 @@ pub struct SqliteStore {
 
 /// One write transaction: the in-process writer turn and an open `BEGIN IMMEDIATE`.
 /// Dropping it without [`Write::commit`] rolls back.
-struct Write<'a> {
+pub(super) struct Write<'a> {
     // Declared first so that it is dropped (rolled back) before the turn is given up.
     tx: Transaction<'static, Sqlite>,
     turn: MutexGuard<'a, ()>,
@@ -148,11 +148,11 @@ impl WalSync {
 }
 
 impl Write<'_> {
-    fn conn(&mut self) -> &mut SqliteConnection {
+    pub(super) fn conn(&mut self) -> &mut SqliteConnection {
         &mut self.tx
     }
 
-    async fn commit(self) -> Result<()> {
+    pub(super) async fn commit(self) -> Result<()> {
         let Write { tx, turn, wal } = self;
         tx.commit().await?;
         // The next writer may go on while this one waits for the disk.
@@ -211,7 +211,7 @@ impl SqliteStore {
     }
 
     /// Starts a write transaction, holding the write lock from its first statement on.
-    async fn write(&self) -> Result<Write<'_>> {
+    pub(super) async fn write(&self) -> Result<Write<'_>> {
         let turn = self.writer.lock().await;
         // Opened in a task of its own, so that it cannot be dropped halfway. sqlx runs the
         // BEGIN on the connection's thread and sends back the answer; a caller dropped after
@@ -323,7 +323,7 @@ fn get_refill_status(row: &SqliteRow) -> Result<RefillStatus> {
 }
 
 /// `UNIQUE constraint failed: customers.name` → `Duplicate(what)`; anything else unchanged.
-fn duplicate(err: sqlx::Error, what: impl FnOnce(&str) -> String) -> StoreError {
+pub(super) fn duplicate(err: sqlx::Error, what: impl FnOnce(&str) -> String) -> StoreError {
     if let sqlx::Error::Database(db) = &err
         && db.is_unique_violation()
     {
@@ -651,7 +651,7 @@ async fn fetch_order(conn: &mut SqliteConnection, id: i64) -> Result<Option<Orde
     row.as_ref().map(order_from_row).transpose()
 }
 
-async fn fetch_customer(conn: &mut SqliteConnection, id: i64) -> Result<Customer> {
+pub(super) async fn fetch_customer(conn: &mut SqliteConnection, id: i64) -> Result<Customer> {
     let row = sqlx::query(&format!(
         "SELECT {CUSTOMER_COLUMNS} FROM customers c WHERE c.id = ?"
     ))
@@ -660,6 +660,31 @@ async fn fetch_customer(conn: &mut SqliteConnection, id: i64) -> Result<Customer
     .await?
     .ok_or(StoreError::NotFound)?;
     customer_from_row(&row)
+}
+
+/// [`Store::adjust_balance`] inside a [`Write`] (the admin store adds its idempotency key to it).
+pub(super) async fn adjust_balance_in(
+    conn: &mut SqliteConnection,
+    name: &str,
+    amount: Units,
+    note: Option<&str>,
+    now: Millis,
+) -> Result<Customer> {
+    let id = sqlx::query_scalar::<_, i64>("SELECT id FROM customers WHERE name = ?")
+        .bind(name)
+        .fetch_optional(&mut *conn)
+        .await?
+        .ok_or(StoreError::NotFound)?;
+    // Zero changes nothing, so it writes nothing.
+    if amount != 0 {
+        let kind = if amount > 0 {
+            EntryKind::Credit
+        } else {
+            EntryKind::Debit
+        };
+        post(conn, id, amount, kind, None, note, now).await?;
+    }
+    fetch_customer(conn, id).await
 }
 
 #[async_trait]
@@ -779,21 +804,7 @@ impl Store for SqliteStore {
         now: Millis,
     ) -> Result<Customer> {
         let mut w = self.write().await?;
-        let id = sqlx::query_scalar::<_, i64>("SELECT id FROM customers WHERE name = ?")
-            .bind(name)
-            .fetch_optional(w.conn())
-            .await?
-            .ok_or(StoreError::NotFound)?;
-        // Zero changes nothing, so it writes nothing.
-        if amount != 0 {
-            let kind = if amount > 0 {
-                EntryKind::Credit
-            } else {
-                EntryKind::Debit
-            };
-            post(w.conn(), id, amount, kind, None, note, now).await?;
-        }
-        let customer = fetch_customer(w.conn(), id).await?;
+        let customer = adjust_balance_in(w.conn(), name, amount, note, now).await?;
         w.commit().await?;
         Ok(customer)
     }
