@@ -29,6 +29,14 @@ pub enum AdminError {
     NoOrder(i64),
     #[error("no admin token named {0:?}")]
     NoToken(String),
+    #[error("no price group named {0:?} in the config")]
+    NoGroup(String),
+    /// The balance would go below the client's floor (`-credit_limit`).
+    #[error("{0}")]
+    Floor(String),
+    /// The order is not in a state for this; nothing was changed.
+    #[error("{0}")]
+    State(String),
     #[error("{0}")]
     Invalid(String),
     #[error(transparent)]
@@ -55,9 +63,7 @@ pub async fn add_client(
         return Err(AdminError::Invalid("the name must not be empty".into()));
     }
     if group != DEFAULT_GROUP && !cfg.groups.contains_key(group) {
-        return Err(AdminError::Invalid(format!(
-            "no price group named {group:?} in the config"
-        )));
+        return Err(AdminError::NoGroup(group.into()));
     }
     if balance.is_sign_negative() || credit_limit.is_sign_negative() {
         return Err(AdminError::Invalid(
@@ -88,16 +94,10 @@ pub async fn adjust(
     if amount.is_zero() {
         return Err(AdminError::Invalid("the amount must not be zero".into()));
     }
-    match store
+    store
         .adjust_balance(name, units(amount, "amount")?, note, now_ms())
         .await
-    {
-        Err(StoreError::NotFound) => Err(AdminError::NoClient(name.into())),
-        Err(StoreError::InsufficientFunds) => Err(AdminError::Invalid(
-            "that debit would take the balance below the client's floor".into(),
-        )),
-        other => Ok(other?),
-    }
+        .map_err(|e| client_error(e, name))
 }
 
 /// [`adjust`] at most once per idempotency key (see [`crate::operator`]).
@@ -112,22 +112,19 @@ pub async fn adjust_once(
         return Err(AdminError::Invalid("the amount must not be zero".into()));
     }
     let units = units(amount, "amount")?;
-    match store
+    store
         .adjust_balance_once(name, units, note, key, now_ms())
         .await
-    {
-        Err(e) => Err(client_error(e, name)),
-        Ok(done) => Ok(done),
-    }
+        .map_err(|e| client_error(e, name))
 }
 
 /// A store error on a client's row, as the operator reads it.
 fn client_error(e: StoreError, name: &str) -> AdminError {
     match e {
         StoreError::NotFound => AdminError::NoClient(name.into()),
-        StoreError::InsufficientFunds => AdminError::Invalid(
-            "that would take the balance below the client's floor".into(),
-        ),
+        StoreError::InsufficientFunds => {
+            AdminError::Floor("that would take the balance below the client's floor".into())
+        }
         other => other.into(),
     }
 }
@@ -135,9 +132,7 @@ fn client_error(e: StoreError, name: &str) -> AdminError {
 /// Moves a client to another price group (one the config names).
 pub async fn set_group(store: &dyn Store, cfg: &Config, name: &str, group: &str) -> Result<()> {
     if group != DEFAULT_GROUP && !cfg.groups.contains_key(group) {
-        return Err(AdminError::Invalid(format!(
-            "no price group named {group:?} in the config"
-        )));
+        return Err(AdminError::NoGroup(group.into()));
     }
     store
         .set_group(name, group)
@@ -289,7 +284,7 @@ pub async fn show_order(store: &dyn Store, id: i64) -> Result<Order> {
 pub async fn resolve(store: &dyn Store, id: i64, upstream_order: Option<&str>) -> Result<String> {
     let order = show_order(store, id).await?;
     if order.state != OrderState::Unknown {
-        return Err(AdminError::Invalid(format!(
+        return Err(AdminError::State(format!(
             "order {id} is {}, not unknown: only orders of unknown outcome are resolved as \
              placed or not placed (a placed order its upstream never finishes is settled with \
              --status Canceled, Partial --remains N, or Completed)",
@@ -326,7 +321,7 @@ pub async fn resolve_ended(
 ) -> Result<String> {
     let order = show_order(store, id).await?;
     if order.state != OrderState::Placed {
-        return Err(AdminError::Invalid(format!(
+        return Err(AdminError::State(format!(
             "order {id} is {}, not placed: --status settles placed orders (stuck ones); \
              an unknown one takes --upstream-order or --not-placed",
             order.state.as_str()
@@ -353,7 +348,7 @@ pub async fn resolve_ended(
     let now = now_ms();
     let applied = store.apply_status(id, &update, now).await?;
     if !applied.finalized {
-        return Err(AdminError::Invalid(format!(
+        return Err(AdminError::State(format!(
             "order {id} changed meanwhile (sync got there first): see `panelgate order show {id}`"
         )));
     }
@@ -390,7 +385,7 @@ pub async fn settle(store: &dyn Store, id: i64, refund: Decimal, note: &str) -> 
     let order = show_order(store, id).await?;
     let refund = units(refund, "refund")?;
     let refunded = match store.settle(id, refund, note, now_ms()).await {
-        Err(StoreError::Conflict(why)) => return Err(AdminError::Invalid(why)),
+        Err(StoreError::Conflict(why)) => return Err(AdminError::State(why)),
         other => other?,
     };
     Ok(format!(
@@ -405,7 +400,7 @@ pub async fn settle(store: &dyn Store, id: i64, refund: Decimal, note: &str) -> 
 pub async fn unlink(store: &dyn Store, id: i64) -> Result<String> {
     let order = show_order(store, id).await?;
     let Some(upstream_order) = order.upstream_order.as_deref() else {
-        return Err(AdminError::Invalid(format!(
+        return Err(AdminError::State(format!(
             "order {id} holds no upstream order"
         )));
     };

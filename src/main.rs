@@ -510,7 +510,10 @@ async fn token(path: &Path, cmd: TokenCommand) -> anyhow::Result<()> {
         TokenCommand::Add { name, role } => {
             let role = Role::parse(&role).context("role: read or write")?;
             let token = op.add_token(&name, role).await?;
-            println!("admin token {name} ({}), shown only this once:", role.as_str());
+            println!(
+                "admin token {name} ({}), shown only this once:",
+                role.as_str()
+            );
             println!("{token}");
         }
         TokenCommand::List => {

@@ -10,7 +10,7 @@ use crate::admin::{self, AdminError};
 use crate::config::Config;
 use crate::keys;
 use crate::protocol::Status;
-use crate::store::admin::{AdminToken, Adjusted, AuditEntry, Idempotency, Role};
+use crate::store::admin::{Adjusted, AdminToken, AuditEntry, Idempotency, Role};
 use crate::store::{Customer, Store, StoreError};
 use crate::sync::now_ms;
 
@@ -29,14 +29,17 @@ pub struct Operator<'a> {
 /// The code an error answers with (the admin API's `code`, the audit's outcome).
 pub fn error_code(e: &AdminError) -> &'static str {
     match e {
-        AdminError::NoClient(_) | AdminError::NoOrder(_) | AdminError::NoToken(_) => "not_found",
+        AdminError::NoClient(_)
+        | AdminError::NoOrder(_)
+        | AdminError::NoToken(_)
+        | AdminError::NoGroup(_) => "not_found",
         AdminError::Invalid(_) => "bad_request",
+        AdminError::Floor(_) => "insufficient_funds",
+        AdminError::State(_) => "conflict",
         AdminError::Store(s) => match s {
             StoreError::NotFound => "not_found",
             StoreError::InsufficientFunds => "insufficient_funds",
-            StoreError::Duplicate(_) | StoreError::Conflict(_) | StoreError::Disabled => {
-                "conflict"
-            }
+            StoreError::Duplicate(_) | StoreError::Conflict(_) | StoreError::Disabled => "conflict",
             _ => "unavailable",
         },
     }
@@ -166,8 +169,8 @@ impl Operator<'_> {
             if name.trim().is_empty() {
                 return Err(AdminError::Invalid("the name must not be empty".into()));
             }
-            let token = keys::generate()
-                .map_err(|e| AdminError::Invalid(format!("no randomness: {e}")))?;
+            let token =
+                keys::generate().map_err(|e| AdminError::Invalid(format!("no randomness: {e}")))?;
             let stored = AdminToken {
                 name: name.to_owned(),
                 role,

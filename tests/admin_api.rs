@@ -33,7 +33,13 @@ impl Admin {
         }
     }
 
-    async fn send(&self, method: &str, path: &str, body: Option<&Value>, headers: &[(&str, &str)]) -> Reply {
+    async fn send(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<&Value>,
+        headers: &[(&str, &str)],
+    ) -> Reply {
         let mut req = http::Request::builder()
             .method(method)
             .uri(format!("{}{path}", self.base))
@@ -43,7 +49,11 @@ impl Admin {
         }
         let body = body.map_or_else(Bytes::new, |b| Bytes::from(b.to_string()));
         self.http
-            .send(req.header("content-type", "application/json").body(Full::new(body)).unwrap())
+            .send(
+                req.header("content-type", "application/json")
+                    .body(Full::new(body))
+                    .unwrap(),
+            )
             .await
     }
 
@@ -88,11 +98,17 @@ fn assert_error(r: &Reply, status: u16, code: &str) {
 async fn a_customer_is_created_with_a_key_shown_once_then_listed_and_shown_without_it() {
     let (env, admin) = started().await;
     let r = admin
-        .post("/customers", &json!({"name": "ann", "balance": "12.5", "group": "vip"}))
+        .post(
+            "/customers",
+            &json!({"name": "ann", "balance": "12.5", "group": "vip"}),
+        )
         .await;
     assert_eq!(r.status, 201, "{}", r.text());
     let created = r.json();
-    assert_eq!((created["name"].clone(), money(&created["balance"])), (json!("ann"), dec("12.5")));
+    assert_eq!(
+        (created["name"].clone(), money(&created["balance"])),
+        (json!("ann"), dec("12.5"))
+    );
     let key = created["key"].as_str().unwrap();
     // The key works on the API v2 at once.
     assert_eq!(env.balance(key).await, dec("12.5"));
@@ -104,7 +120,11 @@ async fn a_customer_is_created_with_a_key_shown_once_then_listed_and_shown_witho
     assert_eq!(listed.json()["items"][0]["name"], "ann");
     assert!(listed.json()["next_cursor"].is_null());
     assert!(!listed.text().contains(key));
-    assert_error(&admin.post("/customers", &json!({"name": "ann"})).await, 409, "conflict");
+    assert_error(
+        &admin.post("/customers", &json!({"name": "ann"})).await,
+        409,
+        "conflict",
+    );
     assert_error(&admin.get("/customers/bob").await, 404, "not_found");
 }
 
@@ -113,26 +133,60 @@ async fn credits_and_debits_answer_the_new_balance_and_the_ledger_shows_them_new
     let (_env, admin) = started().await;
     admin.post("/customers", &json!({"name": "ann"})).await;
     let r = admin
-        .post("/customers/ann/credit", &json!({"amount": "12.50", "note": "bank 1234"}))
+        .post(
+            "/customers/ann/credit",
+            &json!({"amount": "12.50", "note": "bank 1234"}),
+        )
         .await;
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(money(&r.json()["balance"]), dec("12.5"));
-    let r = admin.post("/customers/ann/debit", &json!({"amount": "2.25"})).await;
+    let r = admin
+        .post("/customers/ann/debit", &json!({"amount": "2.25"}))
+        .await;
     assert_eq!(money(&r.json()["balance"]), dec("10.25"));
     // Below the floor (credit limit 0): refused, nothing written.
-    let r = admin.post("/customers/ann/debit", &json!({"amount": "11"})).await;
-    assert_eq!(r.status, 400, "{}", r.text());
+    let r = admin
+        .post("/customers/ann/debit", &json!({"amount": "11"}))
+        .await;
+    assert_error(&r, 409, "insufficient_funds");
     let ledger = admin.get("/customers/ann/ledger").await.json();
-    let kinds: Vec<&str> = ledger["items"].as_array().unwrap().iter().map(|e| e["kind"].as_str().unwrap()).collect();
+    let kinds: Vec<&str> = ledger["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["kind"].as_str().unwrap())
+        .collect();
     assert_eq!(kinds, ["debit", "credit"]);
     assert_eq!(ledger["items"][1]["note"], "bank 1234");
     // A credit limit lets the balance go below zero.
-    let r = admin.post("/customers/ann/credit-limit", &json!({"credit_limit": "5"})).await;
+    let r = admin
+        .post("/customers/ann/credit-limit", &json!({"credit_limit": "5"}))
+        .await;
     assert_eq!(money(&r.json()["credit_limit"]), dec("5"));
-    let r = admin.post("/customers/ann/debit", &json!({"amount": "15"})).await;
+    let r = admin
+        .post("/customers/ann/debit", &json!({"amount": "15"}))
+        .await;
     assert_eq!(money(&r.json()["balance"]), dec("-4.75"));
-    for bad in [json!({"amount": "0"}), json!({"amount": "-1"}), json!({"amount": "1.000001"}), json!({"amount": "x"}), json!({"amount": 1})] {
-        assert_error(&admin.post("/customers/ann/credit", &bad).await, 400, "bad_request");
+    let bad = [
+        "0",
+        "0.00",
+        "-1",
+        "1.000001",
+        "x",
+        " 1",
+        "1e3",
+        "12345678901",
+    ];
+    for bad in bad
+        .map(|a| json!({"amount": a}))
+        .into_iter()
+        .chain([json!({"amount": 1})])
+    {
+        assert_error(
+            &admin.post("/customers/ann/credit", &bad).await,
+            400,
+            "bad_request",
+        );
     }
 }
 
@@ -146,7 +200,14 @@ async fn fifty_concurrent_retries_with_one_idempotency_key_credit_once_and_answe
             let admin = admin.clone();
             tokio::spawn(async move {
                 let body = json!({"amount": "10", "note": "order 77"});
-                admin.send("POST", "/customers/ann/credit", Some(&body), &[("idempotency-key", "shop-77")]).await
+                admin
+                    .send(
+                        "POST",
+                        "/customers/ann/credit",
+                        Some(&body),
+                        &[("idempotency-key", "shop-77")],
+                    )
+                    .await
             })
         })
         .collect();
@@ -159,9 +220,23 @@ async fn fifty_concurrent_retries_with_one_idempotency_key_credit_once_and_answe
     assert_eq!(ledger["items"].as_array().unwrap().len(), 1);
     // The same key with another request is refused; on another endpoint it is another key.
     let other = json!({"amount": "11", "note": "order 77"});
-    let r = admin.send("POST", "/customers/ann/credit", Some(&other), &[("idempotency-key", "shop-77")]).await;
+    let r = admin
+        .send(
+            "POST",
+            "/customers/ann/credit",
+            Some(&other),
+            &[("idempotency-key", "shop-77")],
+        )
+        .await;
     assert_error(&r, 409, "conflict");
-    let r = admin.send("POST", "/customers/ann/debit", Some(&json!({"amount": "1"})), &[("idempotency-key", "shop-77")]).await;
+    let r = admin
+        .send(
+            "POST",
+            "/customers/ann/debit",
+            Some(&json!({"amount": "1"})),
+            &[("idempotency-key", "shop-77")],
+        )
+        .await;
     assert_eq!(money(&r.json()["balance"]), dec("9"));
     env.assert_ledgers_balance().await;
 }
@@ -171,7 +246,11 @@ async fn read_tokens_read_and_are_refused_on_writes_and_bad_tokens_get_401() {
     let (env, admin) = started().await;
     let read = Admin::new(&env, &token(&env, "viewer", Role::Read).await);
     assert_eq!(read.get("/customers").await.status, 200);
-    assert_error(&read.post("/customers", &json!({"name": "x"})).await, 403, "forbidden");
+    assert_error(
+        &read.post("/customers", &json!({"name": "x"})).await,
+        403,
+        "forbidden",
+    );
     let mut nobody = Admin::new(&env, "not-a-token");
     let r = nobody.get("/customers").await;
     assert_error(&r, 401, "unauthorized");
@@ -187,29 +266,55 @@ async fn read_tokens_read_and_are_refused_on_writes_and_bad_tokens_get_401() {
     // The document needs no token.
     let doc = env.http.get(&format!("{}/openapi.json", admin.base)).await;
     assert_eq!(doc.status, 200);
-    assert_eq!(doc.json()["openapi"].as_str().unwrap().chars().next(), Some('3'));
+    assert_eq!(
+        doc.json()["openapi"].as_str().unwrap().chars().next(),
+        Some('3')
+    );
 }
 
 #[tokio::test]
 async fn malformed_requests_unknown_paths_and_methods_answer_json_errors() {
     let (_env, admin) = started().await;
     let refused = [
-        admin.post("/customers", &json!({"name": "x", "colour": "red"})).await,
+        admin
+            .post("/customers", &json!({"name": "x", "colour": "red"}))
+            .await,
         admin.send("POST", "/customers", None, &[]).await,
         admin.get("/customers?limit=0").await,
         admin.get("/customers?limit=501").await,
         admin.get("/orders?cursor=zzz").await,
         admin.get("/orders?state=lost").await,
-        admin.post("/customers", &json!({"name": "x", "group": "nope"})).await,
+        admin.post("/customers", &json!({"name": "x\u{0}"})).await,
+        admin.get("/orders?customer=a%00").await,
+        admin.get("/customers/a%00").await,
+        admin.get("/orders?service=-1").await,
+        admin
+            .send(
+                "POST",
+                "/customers/x/credit",
+                Some(&json!({"amount": "1"})),
+                &[("idempotency-key", "a b")],
+            )
+            .await,
     ];
     for r in refused {
         assert_error(&r, 400, "bad_request");
     }
     assert_error(&admin.get("/nothing").await, 404, "not_found");
+    let unknown_group = admin
+        .post("/customers", &json!({"name": "x", "group": "nope"}))
+        .await;
+    assert_error(&unknown_group, 404, "not_found");
     assert_error(&admin.get("/orders/abc").await, 404, "not_found");
-    assert_error(&admin.send("DELETE", "/customers", None, &[]).await, 405, "method_not_allowed");
+    let r = admin.send("DELETE", "/customers", None, &[]).await;
+    assert_error(&r, 405, "method_not_allowed");
+    assert_eq!(r.headers.get("allow").unwrap(), "GET, POST");
     let big = json!({"name": "x".repeat(100_000)});
-    assert_error(&admin.post("/customers", &big).await, 413, "payload_too_large");
+    assert_error(
+        &admin.post("/customers", &big).await,
+        413,
+        "payload_too_large",
+    );
 }
 
 #[tokio::test]
@@ -227,7 +332,13 @@ async fn pages_walk_every_customer_once_and_search_finds_by_name() {
             None => "/customers?limit=2".to_owned(),
         };
         let page = admin.get(&path).await.json();
-        seen.extend(page["items"].as_array().unwrap().iter().map(|c| c["name"].as_str().unwrap().to_owned()));
+        seen.extend(
+            page["items"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|c| c["name"].as_str().unwrap().to_owned()),
+        );
         match page["next_cursor"].as_str() {
             Some(c) => cursor = Some(c.to_owned()),
             None => break,
@@ -237,7 +348,9 @@ async fn pages_walk_every_customer_once_and_search_finds_by_name() {
     let found = admin.get("/customers?q=%2F").await.json();
     assert_eq!(found["items"].as_array().unwrap().len(), 1);
     // A name holding `/` is one percent-encoded path segment.
-    let r = admin.post("/customers/a%2Fb/credit", &json!({"amount": "1"})).await;
+    let r = admin
+        .post("/customers/a%2Fb/credit", &json!({"amount": "1"}))
+        .await;
     assert_eq!((r.status, r.json()["name"].clone()), (200, json!("a/b")));
     assert_eq!(admin.get("/customers/a%2Fb").await.json()["name"], "a/b");
 }
@@ -247,16 +360,46 @@ async fn orders_are_listed_filtered_shown_and_an_unknown_one_resolved() {
     let (env, admin) = started().await;
     let key = env.client("ann", "100", "default").await;
     env.client("bob", "100", "default").await;
-    let placed = env.add(&key, "1", &[("link", "https://i.com/a"), ("quantity", "100")]).await;
-    env.set_faults(&env.alpha, ALPHA_KEY, json!({"hangup": 1, "actions": ["add"]})).await;
-    let unknown = env.add(&key, "1", &[("link", "https://i.com/b"), ("quantity", "100")]).await;
+    let placed = env
+        .add(
+            &key,
+            "1",
+            &[("link", "https://i.com/a"), ("quantity", "100")],
+        )
+        .await;
+    env.set_faults(
+        &env.alpha,
+        ALPHA_KEY,
+        json!({"hangup": 1, "actions": ["add"]}),
+    )
+    .await;
+    let unknown = env
+        .add(
+            &key,
+            "1",
+            &[("link", "https://i.com/b"), ("quantity", "100")],
+        )
+        .await;
     assert_eq!(env.order(unknown).await.state, OrderState::Unknown);
     let all = admin.get("/orders?customer=ann").await.json();
-    let ids: Vec<u64> = all["items"].as_array().unwrap().iter().map(|o| o["id"].as_u64().unwrap()).collect();
+    let ids: Vec<u64> = all["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| o["id"].as_u64().unwrap())
+        .collect();
     assert_eq!(ids, [unknown, placed]);
-    let only = admin.get("/orders?state=unknown&upstream=alpha&service=1").await.json();
+    let only = admin
+        .get("/orders?state=unknown&upstream=alpha&service=1")
+        .await
+        .json();
     assert_eq!(only["items"].as_array().unwrap().len(), 1);
-    assert!(admin.get("/orders?customer=bob").await.json()["items"].as_array().unwrap().is_empty());
+    assert!(
+        admin.get("/orders?customer=bob").await.json()["items"]
+            .as_array()
+            .unwrap()
+            .is_empty()
+    );
     let page = admin.get("/orders?limit=1").await.json();
     assert_eq!(page["next_cursor"], json!(unknown.to_string()));
     let shown = admin.get(&format!("/orders/{placed}")).await.json();
@@ -266,11 +409,26 @@ async fn orders_are_listed_filtered_shown_and_an_unknown_one_resolved() {
     // Resolving takes exactly one of the two forms.
     let path = format!("/orders/{unknown}/resolve");
     assert_error(&admin.post(&path, &json!({})).await, 400, "bad_request");
-    assert_error(&admin.post(&path, &json!({"upstream_order": "9", "not_placed": true})).await, 400, "bad_request");
+    assert_error(
+        &admin
+            .post(&path, &json!({"upstream_order": "9", "not_placed": true}))
+            .await,
+        400,
+        "bad_request",
+    );
+    assert_error(
+        &admin.post(&path, &json!({"not_placed": false})).await,
+        400,
+        "bad_request",
+    );
     let r = admin.post(&path, &json!({"not_placed": true})).await;
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(r.json()["order"]["status"], "Canceled");
-    assert_error(&admin.post(&path, &json!({"not_placed": true})).await, 400, "bad_request");
+    assert_error(
+        &admin.post(&path, &json!({"not_placed": true})).await,
+        409,
+        "conflict",
+    );
     assert_error(&admin.get("/orders/999999").await, 404, "not_found");
     env.assert_ledgers_balance().await;
 }
@@ -278,17 +436,29 @@ async fn orders_are_listed_filtered_shown_and_an_unknown_one_resolved() {
 #[tokio::test]
 async fn every_write_through_the_api_or_the_cli_leaves_an_audit_row_without_secrets() {
     let (env, admin) = started().await;
-    let created = admin.post("/customers", &json!({"name": "ann"})).await.json();
-    admin.post("/customers/ann/credit", &json!({"amount": "5"})).await;
+    let created = admin
+        .post("/customers", &json!({"name": "ann"}))
+        .await
+        .json();
+    admin
+        .post("/customers/ann/credit", &json!({"amount": "5"}))
+        .await;
     admin.post("/customers/ann/disable", &json!({})).await;
-    let rotated = admin.post("/customers/ann/rotate-key", &json!({})).await.json();
+    let rotated = admin
+        .post("/customers/ann/rotate-key", &json!({}))
+        .await
+        .json();
     admin.post("/customers/nobody/enable", &json!({})).await;
     let out = Command::new(env!("CARGO_BIN_EXE_panelgate"))
         .args(["client", "credit", "ann", "1", "--config"])
         .arg(&env.config_path)
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let audit = admin.get("/audit").await;
     let rows: Vec<(String, String, String, String)> = audit.json()["items"]
         .as_array()
@@ -299,7 +469,9 @@ async fn every_write_through_the_api_or_the_cli_leaves_an_audit_row_without_secr
             (s("actor"), s("action"), s("target"), s("outcome"))
         })
         .collect();
-    let row = |a: &str, b: &str, c: &str, d: &str| (a.to_owned(), b.to_owned(), c.to_owned(), d.to_owned());
+    let row = |a: &str, b: &str, c: &str, d: &str| {
+        (a.to_owned(), b.to_owned(), c.to_owned(), d.to_owned())
+    };
     assert_eq!(
         rows,
         [
@@ -329,7 +501,11 @@ async fn tokens_made_with_the_cli_work_until_revoked() {
             .arg(&env.config_path)
             .output()
             .unwrap();
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         String::from_utf8_lossy(&out.stdout).into_owned()
     };
     let out = cli(&["admin", "token", "add", "ops", "--role", "read"]);
@@ -347,12 +523,29 @@ async fn upstreams_show_health_and_balance_and_the_catalog_prices_per_group() {
     let (_env, admin) = started().await;
     let ups = admin.get("/upstreams").await.json();
     let alpha = &ups.as_array().unwrap()[0];
-    assert_eq!((alpha["name"].clone(), alpha["healthy"].clone(), alpha["breaker"].clone()), (json!("alpha"), json!(true), json!("closed")));
+    assert_eq!(
+        (
+            alpha["name"].clone(),
+            alpha["healthy"].clone(),
+            alpha["breaker"].clone()
+        ),
+        (json!("alpha"), json!(true), json!("closed"))
+    );
     assert!(alpha["balance"].is_string() && alpha["currency"] == "USD");
     let catalog = admin.get("/catalog").await.json();
-    let one = catalog.as_array().unwrap().iter().find(|s| s["service"] == 1).unwrap();
+    let one = catalog
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["service"] == 1)
+        .unwrap();
     assert_eq!(one["targets"][0]["upstream"], "alpha");
-    let default = one["prices"].as_array().unwrap().iter().find(|p| p["group"] == "default").unwrap();
+    let default = one["prices"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["group"] == "default")
+        .unwrap();
     let (rate, cost) = (money(&default["rate"]), money(&one["targets"][0]["cost"]));
     assert_eq!(money(&default["margin"]), rate - cost);
     assert_eq!(default["below_cost"], false);
@@ -367,6 +560,10 @@ async fn the_admin_listener_is_off_without_its_section_and_refuses_plaintext_off
     std::fs::write(&path, format!("{base}admin:\n  listen: \"0.0.0.0:0\"\n")).unwrap();
     let err = panelgate::config::load(&path).unwrap_err().to_string();
     assert!(err.contains("allow_plaintext"), "{err}");
-    std::fs::write(&path, format!("{base}admin:\n  listen: \"0.0.0.0:0\"\n  allow_plaintext: true\n")).unwrap();
+    std::fs::write(
+        &path,
+        format!("{base}admin:\n  listen: \"0.0.0.0:0\"\n  allow_plaintext: true\n"),
+    )
+    .unwrap();
     assert!(panelgate::config::load(&path).is_ok());
 }

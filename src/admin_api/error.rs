@@ -15,6 +15,8 @@ pub struct ApiError {
     pub code: &'static str,
     pub message: String,
     retry_after: Option<u64>,
+    /// The methods a path takes, for a 405's `Allow`.
+    allow: Option<String>,
 }
 
 impl ApiError {
@@ -24,6 +26,7 @@ impl ApiError {
             code,
             message: message.into(),
             retry_after: None,
+            allow: None,
         }
     }
 
@@ -43,12 +46,16 @@ impl ApiError {
         )
     }
 
-    pub fn method_not_allowed() -> ApiError {
-        ApiError::new(
-            StatusCode::METHOD_NOT_ALLOWED,
-            "method_not_allowed",
-            "this path does not take that method",
-        )
+    pub fn method_not_allowed(allowed: &[http::Method]) -> ApiError {
+        let allow: Vec<&str> = allowed.iter().map(http::Method::as_str).collect();
+        ApiError {
+            allow: Some(allow.join(", ")),
+            ..ApiError::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                format!("this path takes {}", allow.join(", ")),
+            )
+        }
     }
 
     pub fn too_many(retry_after: u64) -> ApiError {
@@ -73,6 +80,13 @@ impl ApiError {
             reply
                 .headers_mut()
                 .insert(http::header::RETRY_AFTER, HeaderValue::from(secs));
+        }
+        if let Some(allow) = self
+            .allow
+            .as_deref()
+            .and_then(|a| HeaderValue::from_str(a).ok())
+        {
+            reply.headers_mut().insert(http::header::ALLOW, allow);
         }
         if self.status == StatusCode::UNAUTHORIZED {
             reply.headers_mut().insert(

@@ -72,12 +72,12 @@ impl AdminApi {
         if path == format!("{PREFIX}/openapi.json") {
             return match *req.method() {
                 Method::GET => Ok(openapi::reply()),
-                _ => Err(ApiError::method_not_allowed()),
+                _ => Err(ApiError::method_not_allowed(&[Method::GET])),
             };
         }
         let route = routes::Route::parse(path)?;
         if !route.methods().contains(req.method()) {
-            return Err(ApiError::method_not_allowed());
+            return Err(ApiError::method_not_allowed(route.methods()));
         }
         let role = self.authenticate(&req, peer).await?;
         let (actor, role) = role;
@@ -90,7 +90,13 @@ impl AdminApi {
         }
         let method = req.method().clone();
         let query = req.uri().query().map(str::to_owned);
-        let idempotency_key = header(&req, "idempotency-key");
+        let idempotency_key = match req.headers().get("idempotency-key") {
+            None => None,
+            // Not ignored: a retry must not be applied twice for a key we could not read.
+            Some(v) => Some(v.to_str().map(str::to_owned).map_err(|_| {
+                ApiError::bad_request("Idempotency-Key: visible ASCII characters only")
+            })?),
+        };
         let body = read_body(req).await?;
         let call = Call {
             actor,

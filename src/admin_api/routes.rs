@@ -2,6 +2,9 @@
 //! [`super::openapi`] builds the document: what is served and what is described are one.
 
 use std::str::FromStr;
+use std::sync::LazyLock;
+
+use regex::Regex;
 
 use http::{Method, StatusCode};
 use rust_decimal::Decimal;
@@ -56,9 +59,16 @@ impl Route {
             .strip_prefix('/')
             .ok_or_else(unknown)?
             .split('/')
-            .map(|s| percent_encoding::percent_decode_str(s).decode_utf8().map(String::from))
+            .map(|s| {
+                percent_encoding::percent_decode_str(s)
+                    .decode_utf8()
+                    .map(String::from)
+            })
             .collect::<Result<_, _>>()
             .map_err(|_| ApiError::bad_request("the path is not UTF-8 once decoded"))?;
+        if segments.iter().any(|s| s.contains('\0')) {
+            return Err(ApiError::bad_request("the path must not contain NUL"));
+        }
         let id = |s: &str| s.parse::<i64>().map_err(|_| unknown());
         let seg: Vec<&str> = segments.iter().map(String::as_str).collect();
         Ok(match seg.as_slice() {
@@ -115,6 +125,7 @@ impl Route {
         upstreams,
         catalog,
     ),
+    components(schemas(ErrorBody)),
     modifiers(&Bearer)
 )]
 pub struct Doc;
@@ -161,12 +172,25 @@ impl Ctx<'_> {
         }
     }
 
+    /// Text with NUL in it is refused everywhere: PostgreSQL cannot store it.
     fn query<T: DeserializeOwned>(&self) -> Result<T, ApiError> {
-        serde_urlencoded::from_str(self.call.query.as_deref().unwrap_or(""))
-            .map_err(|e| ApiError::bad_request(format!("query: {e}")))
+        let query = self.call.query.as_deref().unwrap_or("");
+        if query.to_ascii_lowercase().contains("%00") {
+            return Err(ApiError::bad_request("query: text must not contain NUL"));
+        }
+        serde_urlencoded::from_str(query).map_err(|e| ApiError::bad_request(format!("query: {e}")))
     }
 
     fn body<T: DeserializeOwned>(&self) -> Result<T, ApiError> {
+        // JSON can only carry NUL as this escape (a raw one is invalid).
+        if self
+            .call
+            .body
+            .windows(6)
+            .any(|w| w.eq_ignore_ascii_case(b"\\u0000"))
+        {
+            return Err(ApiError::bad_request("body: text must not contain NUL"));
+        }
         serde_json::from_slice(&self.call.body)
             .map_err(|e| ApiError::bad_request(format!("body: {e}")))
     }
@@ -206,10 +230,22 @@ fn ok(body: &impl Serialize) -> Result<Reply, ApiError> {
     reply(StatusCode::OK, body)
 }
 
-/// A decimal string of money: `what` names it in the refusal.
-fn decimal(text: &str, what: &str) -> Result<Decimal, ApiError> {
-    Decimal::from_str(text.trim())
-        .map_err(|_| ApiError::bad_request(format!("{what}: not a decimal number: {text:?}")))
+static MONEY_RE: LazyLock<Regex> = LazyLock::new(|| Regex::new(MONEY).expect("it compiles"));
+static POSITIVE_RE: LazyLock<Regex> = LazyLock::new(|| Regex::new(POSITIVE).expect("it compiles"));
+
+/// A decimal string of money of the form `form` takes (the document's pattern): `what`
+/// names it in the refusal.
+fn decimal(text: &str, what: &str, form: &Regex) -> Result<Decimal, ApiError> {
+    let refused = || {
+        ApiError::bad_request(format!(
+            "{what}: not an amount of the form {}: {text:?}",
+            form.as_str()
+        ))
+    };
+    if !form.is_match(text) {
+        return Err(refused());
+    }
+    Decimal::from_str(text).map_err(|_| refused())
 }
 
 fn limit(given: Option<u32>) -> Result<usize, ApiError> {
@@ -237,9 +273,12 @@ fn page<T>(
 
 /// An id cursor (lists newest first): items below it.
 fn id_cursor(cursor: Option<&str>) -> Result<i64, ApiError> {
+    let given = |c: &str| {
+        let digits = (1..=18).contains(&c.len()) && c.bytes().all(|b| b.is_ascii_digit());
+        digits.then(|| c.parse().ok()).flatten()
+    };
     cursor.map_or(Ok(i64::MAX), |c| {
-        c.parse()
-            .map_err(|_| ApiError::bad_request("cursor: not one this API gave"))
+        given(c).ok_or_else(|| ApiError::bad_request("cursor: not one this API gave"))
     })
 }
 
@@ -248,17 +287,14 @@ fn id_cursor(cursor: Option<&str>) -> Result<i64, ApiError> {
 async fn list_customers(c: &Ctx<'_>) -> Result<Reply, ApiError> {
     let q: CustomerQuery = c.query()?;
     let limit = limit(q.limit)?;
-    // The cursor is the last name shown, hex-encoded so that it is opaque and URL-safe.
-    let after = match q.cursor.as_deref() {
-        None => None,
-        Some(hex) => Some(unhex(hex).ok_or_else(|| ApiError::bad_request("cursor: not one this API gave"))?),
-    };
+    // The cursor is the last name shown: names after it follow.
+    let after = q.cursor.as_deref();
     let all = c.gw.store.list_customers().await?;
     let wanted = all.iter().filter(|(cu, _)| {
         q.q.as_deref().is_none_or(|s| cu.name.contains(s))
-            && after.as_deref().is_none_or(|a| cu.name.as_str() > a)
+            && after.is_none_or(|a| cu.name.as_str() > a)
     });
-    let (items, next_cursor) = page(wanted, limit, |(cu, _)| hex(&cu.name));
+    let (items, next_cursor) = page(wanted, limit, |(cu, _)| cu.name.clone());
     let items = items
         .into_iter()
         .map(|(cu, n)| CustomerView::new(cu, Some(*n)))
@@ -266,23 +302,14 @@ async fn list_customers(c: &Ctx<'_>) -> Result<Reply, ApiError> {
     ok(&CustomerPage { items, next_cursor })
 }
 
-fn hex(s: &str) -> String {
-    s.bytes().map(|b| format!("{b:02x}")).collect()
-}
-
-fn unhex(s: &str) -> Option<String> {
-    let bytes: Option<Vec<u8>> = (0..s.len())
-        .step_by(2)
-        .map(|i| s.get(i..i + 2).and_then(|h| u8::from_str_radix(h, 16).ok()))
-        .collect();
-    String::from_utf8(bytes?).ok()
-}
-
 #[utoipa::path(post, path = "/admin/api/v1/customers", request_body = NewCustomer,
     responses((status = 201, body = CreatedCustomer), Refusals), security(("bearer" = [])))]
 async fn create_customer(c: &Ctx<'_>) -> Result<Reply, ApiError> {
     let new: NewCustomer = c.body()?;
-    let money = |v: &Option<String>, what| v.as_deref().map_or(Ok(Decimal::ZERO), |t| decimal(t, what));
+    let money = |v: &Option<String>, what| {
+        v.as_deref()
+            .map_or(Ok(Decimal::ZERO), |t| decimal(t, what, &MONEY_RE))
+    };
     let balance = money(&new.balance, "balance")?;
     let credit_limit = money(&new.credit_limit, "credit_limit")?;
     let group = new.group.as_deref().unwrap_or(crate::config::DEFAULT_GROUP);
@@ -300,8 +327,7 @@ async fn create_customer(c: &Ctx<'_>) -> Result<Reply, ApiError> {
 }
 
 async fn customer(c: &Ctx<'_>, name: &str) -> Result<crate::store::Customer, ApiError> {
-    c.gw
-        .store
+    c.gw.store
         .customer_by_name(name)
         .await?
         .ok_or_else(|| ApiError::not_found(format!("no client named {name:?}")))
@@ -316,6 +342,7 @@ async fn get_customer(c: &Ctx<'_>, name: &str) -> Result<Reply, ApiError> {
 
 #[utoipa::path(post, path = "/admin/api/v1/customers/{name}/credit",
     params(("name" = String, Path), ("Idempotency-Key" = Option<String>, Header,
+        pattern = "^[!-~]{1,255}$",
         description = "A retried request with the same key is applied once and answers the same")),
     request_body = AmountRequest,
     responses((status = 200, body = BalanceView), Refusals), security(("bearer" = [])))]
@@ -324,7 +351,8 @@ async fn credit(c: &Ctx<'_>, name: &str) -> Result<Reply, ApiError> {
 }
 
 #[utoipa::path(post, path = "/admin/api/v1/customers/{name}/debit",
-    params(("name" = String, Path), ("Idempotency-Key" = Option<String>, Header)),
+    params(("name" = String, Path), ("Idempotency-Key" = Option<String>, Header,
+        pattern = "^[!-~]{1,255}$")),
     request_body = AmountRequest,
     responses((status = 200, body = BalanceView), Refusals), security(("bearer" = [])))]
 async fn debit(c: &Ctx<'_>, name: &str) -> Result<Reply, ApiError> {
@@ -333,14 +361,14 @@ async fn debit(c: &Ctx<'_>, name: &str) -> Result<Reply, ApiError> {
 
 async fn adjust(c: &Ctx<'_>, name: &str, debit: bool) -> Result<Reply, ApiError> {
     let req: AmountRequest = c.body()?;
-    let amount = decimal(&req.amount, "amount")?;
-    if amount <= Decimal::ZERO {
-        return Err(ApiError::bad_request("amount: must be above 0"));
-    }
+    let amount = decimal(&req.amount, "amount", &POSITIVE_RE)?;
     let signed = if debit { -amount } else { amount };
     let key = c.call.idempotency_key.as_deref();
-    if key.is_some_and(|k| k.is_empty() || k.len() > 255) {
-        return Err(ApiError::bad_request("Idempotency-Key: 1 to 255 characters"));
+    let visible = |k: &str| (1..=255).contains(&k.len()) && k.bytes().all(|b| b.is_ascii_graphic());
+    if key.is_some_and(|k| !visible(k)) {
+        return Err(ApiError::bad_request(
+            "Idempotency-Key: 1 to 255 visible ASCII characters",
+        ));
     }
     let done = c
         .operator()
@@ -411,7 +439,7 @@ async fn set_group(c: &Ctx<'_>, name: &str) -> Result<Reply, ApiError> {
     responses((status = 200, body = CustomerView), Refusals), security(("bearer" = [])))]
 async fn set_credit_limit(c: &Ctx<'_>, name: &str) -> Result<Reply, ApiError> {
     let req: CreditLimitRequest = c.body()?;
-    let limit = decimal(&req.credit_limit, "credit_limit")?;
+    let limit = decimal(&req.credit_limit, "credit_limit", &MONEY_RE)?;
     let customer = c.operator().set_credit_limit(name, limit).await?;
     ok(&CustomerView::new(&customer, None))
 }
@@ -421,23 +449,20 @@ async fn set_credit_limit(c: &Ctx<'_>, name: &str) -> Result<Reply, ApiError> {
 async fn list_orders(c: &Ctx<'_>) -> Result<Reply, ApiError> {
     let q: OrderQuery = c.query()?;
     let limit = limit(q.limit)?;
+    if q.service.is_some_and(i64::is_negative) {
+        return Err(ApiError::bad_request("service: a service id is 0 or more"));
+    }
     let before = id_cursor(q.cursor.as_deref())?;
-    let state = match q.state.as_deref() {
-        None => None,
-        Some(s) => Some(OrderState::parse(s).ok_or_else(|| {
-            ApiError::bad_request(format!("state: unknown state {s:?}"))
-        })?),
-    };
     let filter = OrderFilter {
         customer: q.customer.clone(),
-        state,
+        state: q.state.map(OrderState::from),
         attention: None,
     };
     let all = c.gw.store.list_orders(&filter).await?;
     let wanted = all.iter().filter(|o| {
         o.id < before
             && q.upstream.as_deref().is_none_or(|u| o.upstream == u)
-            && q.service.is_none_or(|s| o.service == s)
+            && q.service.is_none_or(|s| u64::try_from(s) == Ok(o.service))
             && q.since.is_none_or(|t| o.created_at >= t)
             && q.until.is_none_or(|t| o.created_at < t)
     });
@@ -466,10 +491,9 @@ async fn get_order(c: &Ctx<'_>, id: i64) -> Result<Reply, ApiError> {
     request_body = ResolveRequest,
     responses((status = 200, body = Resolved), Refusals), security(("bearer" = [])))]
 async fn resolve(c: &Ctx<'_>, id: i64) -> Result<Reply, ApiError> {
-    let req: ResolveRequest = c.body()?;
-    let upstream_order = match (req.upstream_order, req.not_placed) {
-        (Some(u), None | Some(false)) if !u.trim().is_empty() => Some(u),
-        (None, Some(true)) => None,
+    let upstream_order = match c.body()? {
+        ResolveRequest::Placed(p) if !p.upstream_order.trim().is_empty() => Some(p.upstream_order),
+        ResolveRequest::NotPlaced(NotPlaced { not_placed: true }) => None,
         _ => {
             return Err(ApiError::bad_request(
                 "give either a non-empty upstream_order or \"not_placed\": true",

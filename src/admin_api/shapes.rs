@@ -5,8 +5,20 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use crate::money;
-use crate::store::{Customer, LedgerEntry, Order, Units};
 use crate::store::admin::AuditEntry;
+use crate::store::{Customer, LedgerEntry, Order, OrderState, Units};
+
+// The patterns below are written out again in the attributes (which take literals only);
+// `openapi::tests` checks that the document says what the code checks.
+
+/// An amount a request gives: at most 10 digits before the point and 5 after it.
+pub const MONEY: &str = r"^[0-9]{1,10}(\.[0-9]{1,5})?$";
+
+/// The same, above zero.
+pub const POSITIVE: &str = r"^(0{0,3}[1-9][0-9]{0,9}(\.[0-9]{1,5})?|0{1,3}\.([1-9][0-9]{0,4}|0[1-9][0-9]{0,3}|00[1-9][0-9]{0,2}|000[1-9][0-9]?|0000[1-9]))$";
+
+/// An id cursor as the lists give them.
+pub const ID_CURSOR: &str = "^[0-9]{1,18}$";
 
 /// Units as the decimal string the API shows.
 pub fn amount(units: Units) -> String {
@@ -26,12 +38,15 @@ pub struct ErrorBody {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewCustomer {
+    #[schema(min_length = 1, pattern = r"\S")]
     pub name: String,
     /// Opening balance (default 0).
+    #[schema(pattern = r"^[0-9]{1,10}(\.[0-9]{1,5})?$")]
     pub balance: Option<String>,
-    /// Price group (default `default`).
+    /// Price group (default `default`); one the config names, else 404.
     pub group: Option<String>,
     /// How far below zero the balance may go (default 0).
+    #[schema(pattern = r"^[0-9]{1,10}(\.[0-9]{1,5})?$")]
     pub credit_limit: Option<String>,
 }
 
@@ -83,6 +98,9 @@ pub struct CustomerPage {
 #[serde(deny_unknown_fields)]
 pub struct AmountRequest {
     /// A positive decimal string, at most 5 decimals: `"12.50"`.
+    #[schema(
+        pattern = r"^(0{0,3}[1-9][0-9]{0,9}(\.[0-9]{1,5})?|0{1,3}\.([1-9][0-9]{0,4}|0[1-9][0-9]{0,3}|00[1-9][0-9]{0,2}|000[1-9][0-9]?|0000[1-9]))$"
+    )]
     pub amount: String,
     pub note: Option<String>,
 }
@@ -110,6 +128,7 @@ pub struct GroupRequest {
 #[serde(deny_unknown_fields)]
 pub struct CreditLimitRequest {
     /// A decimal string, 0 or more.
+    #[schema(pattern = r"^[0-9]{1,10}(\.[0-9]{1,5})?$")]
     pub credit_limit: String,
 }
 
@@ -152,6 +171,7 @@ pub struct PageQuery {
     #[param(minimum = 1, maximum = 500)]
     pub limit: Option<u32>,
     /// From the previous page's `next_cursor`.
+    #[param(pattern = "^[0-9]{1,18}$")]
     pub cursor: Option<String>,
 }
 
@@ -172,19 +192,44 @@ pub struct CustomerQuery {
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
 pub struct OrderQuery {
-    /// `dispatching`, `placed`, `rejected`, `unknown` or `final`.
-    pub state: Option<String>,
+    #[param(inline)]
+    pub state: Option<StateName>,
     pub customer: Option<String>,
     pub upstream: Option<String>,
     /// The local service id.
-    pub service: Option<u64>,
+    #[param(minimum = 0)]
+    pub service: Option<i64>,
     /// Created at or after (Unix milliseconds).
     pub since: Option<i64>,
     /// Created before (Unix milliseconds).
     pub until: Option<i64>,
     #[param(minimum = 1, maximum = 500)]
     pub limit: Option<u32>,
+    #[param(pattern = "^[0-9]{1,18}$")]
     pub cursor: Option<String>,
+}
+
+/// Where an order is in its life.
+#[derive(Debug, Clone, Copy, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum StateName {
+    Dispatching,
+    Placed,
+    Rejected,
+    Unknown,
+    Final,
+}
+
+impl From<StateName> for OrderState {
+    fn from(s: StateName) -> OrderState {
+        match s {
+            StateName::Dispatching => OrderState::Dispatching,
+            StateName::Placed => OrderState::Placed,
+            StateName::Rejected => OrderState::Rejected,
+            StateName::Unknown => OrderState::Unknown,
+            StateName::Final => OrderState::Final,
+        }
+    }
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -256,10 +301,33 @@ pub struct OrderDetail {
 
 /// Placed upstream as `upstream_order`, or not placed at all (Canceled, full refund).
 #[derive(Debug, Deserialize, ToSchema)]
+#[serde(untagged)]
+pub enum ResolveRequest {
+    Placed(PlacedAs),
+    NotPlaced(NotPlaced),
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-pub struct ResolveRequest {
-    pub upstream_order: Option<String>,
-    pub not_placed: Option<bool>,
+pub struct PlacedAs {
+    /// The upstream's id for the order.
+    #[schema(min_length = 1, pattern = r"\S")]
+    pub upstream_order: String,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NotPlaced {
+    /// `true`: the upstream never took it.
+    #[schema(schema_with = only_true)]
+    pub not_placed: bool,
+}
+
+fn only_true() -> utoipa::openapi::Object {
+    utoipa::openapi::ObjectBuilder::new()
+        .schema_type(utoipa::openapi::schema::Type::Boolean)
+        .enum_values(Some([true]))
+        .build()
 }
 
 #[derive(Debug, Serialize, ToSchema)]

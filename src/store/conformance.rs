@@ -105,8 +105,8 @@ macro_rules! conformance_tests {
         )*
     };
 }
-pub(crate) use conformance_tests;
 pub(crate) use super::conformance_admin::*;
+pub(crate) use conformance_tests;
 
 /// A claim whose lease is over at once, so that repeated claims see the same rows.
 pub(crate) fn peek(stale_before: Millis, limit: u32) -> Claim {

@@ -28,7 +28,9 @@ pub(crate) async fn an_idempotent_credit_is_applied_once_across_two_stores<B: Ba
         let store = if i % 2 == 0 { a.clone() } else { b.clone() };
         tasks.spawn(async move {
             let k = key("client.credit:erin", "k1", 1);
-            store.adjust_balance_once("erin", 5 * ONE, None, &k, 0).await
+            store
+                .adjust_balance_once("erin", 5 * ONE, None, &k, 0)
+                .await
         });
     }
     let mut applied = 0;
@@ -46,9 +48,14 @@ pub(crate) async fn an_idempotent_credit_is_applied_once_across_two_stores<B: Ba
     let debit = key("client.debit:erin", "k1", 1);
     // A debit that fails leaves no key behind: its retry is tried afresh.
     let too_much: Units = -6 * ONE;
-    let refused = a.adjust_balance_once("erin", too_much, None, &debit, 0).await;
+    let refused = a
+        .adjust_balance_once("erin", too_much, None, &debit, 0)
+        .await;
     assert!(matches!(refused, Err(StoreError::InsufficientFunds)));
-    let done = b.adjust_balance_once("erin", -ONE, None, &debit, 0).await.unwrap();
+    let done = b
+        .adjust_balance_once("erin", -ONE, None, &debit, 0)
+        .await
+        .unwrap();
     assert_eq!((done.balance, done.replayed), (4 * ONE, false));
     assert_eq!(books_via(&db, &*b, c.id).await, 4 * ONE);
 }
@@ -67,7 +74,10 @@ pub(crate) async fn admin_tokens_and_audit_rows_are_kept<B: Backend>() {
     store.add_admin_token(&token).await.unwrap();
     let twice = store.add_admin_token(&token).await;
     assert!(matches!(twice, Err(StoreError::Duplicate(_))));
-    assert_eq!(store.admin_token_by_hash(&[7; 32]).await.unwrap(), Some(token.clone()));
+    assert_eq!(
+        store.admin_token_by_hash(&[7; 32]).await.unwrap(),
+        Some(token.clone())
+    );
     assert_eq!(store.admin_tokens().await.unwrap(), [token]);
     store.revoke_admin_token("shop").await.unwrap();
     assert!(store.admin_token_by_hash(&[7; 32]).await.unwrap().is_none());
@@ -98,9 +108,15 @@ pub(crate) async fn a_customer_changes_group_and_credit_limit<B: Backend>() {
     };
     let store = db.store();
     customer(&*store, "finn", 0, 3 * ONE).await;
-    store.adjust_balance("finn", -2 * ONE, None, 0).await.unwrap();
+    store
+        .adjust_balance("finn", -2 * ONE, None, 0)
+        .await
+        .unwrap();
     store.set_group("finn", "vip").await.unwrap();
-    assert!(matches!(store.set_group("nobody", "vip").await, Err(StoreError::NotFound)));
+    assert!(matches!(
+        store.set_group("nobody", "vip").await,
+        Err(StoreError::NotFound)
+    ));
     // The balance (-2) is below a floor of -1: refused; -2 exactly is fine.
     let lower = store.set_credit_limit("finn", ONE).await;
     assert!(matches!(lower, Err(StoreError::InsufficientFunds)));

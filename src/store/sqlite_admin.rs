@@ -4,7 +4,7 @@
 use async_trait::async_trait;
 
 use super::admin::{
-    ANSWER_KEY, AUDIT_PAGE, AdminStore, AdminToken, Adjusted, AuditEntry, CLAIM_KEY, CLAIMED_KEY,
+    ANSWER_KEY, AUDIT_PAGE, Adjusted, AdminStore, AdminToken, AuditEntry, CLAIM_KEY, CLAIMED_KEY,
     CUSTOMER_EXISTS, INSERT_AUDIT, INSERT_TOKEN, Idempotency, REVOKE_TOKEN, SET_CREDIT_LIMIT,
     SET_GROUP, TOKEN_BY_HASH, TOKENS, audit_from_row, before_or_max, earlier_answer,
     token_from_row,
@@ -42,7 +42,10 @@ impl AdminStore for SqliteStore {
 
     async fn revoke_admin_token(&self, name: &str) -> Result<()> {
         let mut w = self.write().await?;
-        let gone = sqlx::query(REVOKE_TOKEN).bind(name).execute(w.conn()).await?;
+        let gone = sqlx::query(REVOKE_TOKEN)
+            .bind(name)
+            .execute(w.conn())
+            .await?;
         if gone.rows_affected() != 1 {
             return Err(StoreError::NotFound);
         }
