@@ -73,7 +73,6 @@ impl Route {
         let seg: Vec<&str> = segments.iter().map(String::as_str).collect();
         Ok(match seg.as_slice() {
             ["customers"] => Route::Customers,
-            [name, ..] if name.is_empty() => return Err(unknown()),
             ["customers", name] if !name.is_empty() => Route::Customer((*name).to_owned()),
             ["customers", name, part] if !name.is_empty() => {
                 let part = CUSTOMER_PARTS

@@ -2,9 +2,10 @@
 //! the audit trail, credits and debits applied once per idempotency key, and settings of a
 //! customer the CLI never had (price group, credit limit).
 //!
-//! The SQL is written once here (`$1` placeholders, which SQLite reads as numbered ones too)
-//! and the rows are mapped once here, generic over the backend's row type; each backend only
-//! runs the statements in its own transactions (`sqlite_admin.rs`, `postgres_admin.rs`).
+//! The SQL is written once here (`$1` placeholders, which SQLite reads as numbered ones too),
+//! the rows are mapped once here, generic over the backend's row type, and the methods are
+//! written once, in [`admin_store!`], which each backend instantiates with its own
+//! `transaction!` (`sqlite_admin.rs`, `postgres_admin.rs`).
 
 use async_trait::async_trait;
 use sqlx::{ColumnIndex, Decode, Row, Type};
@@ -207,7 +208,198 @@ pub(super) fn earlier_answer(
     })
 }
 
-/// The `before` cursor of a first page.
-pub(super) fn before_or_max(before: Option<i64>) -> i64 {
-    before.unwrap_or(i64::MAX)
+/// Implements [`AdminStore`] for `$store`, whose module has a `transaction!(store, |conn|
+/// body)` macro (run `body`, a future using the `&mut` connection `conn`, in a write
+/// transaction and commit it), a `pool` field, and `$adjust_in(conn, name, amount, note,
+/// now)`, its [`super::Store::adjust_balance`] inside a transaction.
+macro_rules! admin_store {
+    ($store:ty, $adjust_in:path) => {
+        #[async_trait::async_trait]
+        impl $crate::store::admin::AdminStore for $store {
+            async fn add_admin_token(
+                &self,
+                token: &$crate::store::admin::AdminToken,
+            ) -> $crate::store::Result<()> {
+                transaction!(self, |conn| async {
+                    sqlx::query($crate::store::admin::INSERT_TOKEN)
+                        .bind(&token.name)
+                        .bind(&token.hash[..])
+                        .bind(token.role.as_str())
+                        .bind(token.created_at)
+                        .execute(&mut *conn)
+                        .await
+                        .map_err(|e| duplicate(e, |_| format!("admin token {:?}", token.name)))?;
+                    Ok::<_, $crate::store::StoreError>(())
+                })
+            }
+
+            async fn admin_token_by_hash(
+                &self,
+                hash: &$crate::store::KeyHash,
+            ) -> $crate::store::Result<Option<$crate::store::admin::AdminToken>> {
+                let row = sqlx::query($crate::store::admin::TOKEN_BY_HASH)
+                    .bind(&hash[..])
+                    .fetch_optional(&self.pool)
+                    .await?;
+                row.as_ref()
+                    .map($crate::store::admin::token_from_row)
+                    .transpose()
+            }
+
+            async fn admin_tokens(
+                &self,
+            ) -> $crate::store::Result<Vec<$crate::store::admin::AdminToken>> {
+                let rows = sqlx::query($crate::store::admin::TOKENS)
+                    .fetch_all(&self.pool)
+                    .await?;
+                rows.iter()
+                    .map($crate::store::admin::token_from_row)
+                    .collect()
+            }
+
+            async fn revoke_admin_token(&self, name: &str) -> $crate::store::Result<()> {
+                transaction!(self, |conn| $crate::store::admin::change_one(
+                    sqlx::query($crate::store::admin::REVOKE_TOKEN)
+                        .bind(name)
+                        .execute(&mut *conn)
+                ))
+            }
+
+            async fn record_audit(
+                &self,
+                e: &$crate::store::admin::AuditEntry,
+            ) -> $crate::store::Result<()> {
+                sqlx::query($crate::store::admin::INSERT_AUDIT)
+                    .bind(e.at)
+                    .bind(&e.actor)
+                    .bind(&e.action)
+                    .bind(&e.target)
+                    .bind(&e.outcome)
+                    .execute(&self.pool)
+                    .await?;
+                Ok(())
+            }
+
+            async fn audit(
+                &self,
+                before: Option<i64>,
+                limit: u32,
+            ) -> $crate::store::Result<Vec<$crate::store::admin::AuditEntry>> {
+                let rows = sqlx::query($crate::store::admin::AUDIT_PAGE)
+                    .bind(before.unwrap_or(i64::MAX))
+                    .bind(i64::from(limit))
+                    .fetch_all(&self.pool)
+                    .await?;
+                rows.iter()
+                    .map($crate::store::admin::audit_from_row)
+                    .collect()
+            }
+
+            async fn adjust_balance_once(
+                &self,
+                name: &str,
+                amount: $crate::store::Units,
+                note: Option<&str>,
+                key: &$crate::store::admin::Idempotency,
+                now: $crate::store::Millis,
+            ) -> $crate::store::Result<$crate::store::admin::Adjusted> {
+                use $crate::store::admin::{ANSWER_KEY, CLAIM_KEY, CLAIMED_KEY};
+                transaction!(self, |conn| async {
+                    // A concurrent request with the same key (on any instance) waits on this
+                    // insert until ours commits or rolls back, then finds the key taken or free.
+                    let claimed = sqlx::query(CLAIM_KEY)
+                        .bind(&key.scope)
+                        .bind(&key.key)
+                        .bind(&key.request_hash[..])
+                        .bind(now)
+                        .execute(&mut *conn)
+                        .await?;
+                    if claimed.rows_affected() == 0 {
+                        let stored = sqlx::query_as(CLAIMED_KEY)
+                            .bind(&key.scope)
+                            .bind(&key.key)
+                            .fetch_optional(&mut *conn)
+                            .await?;
+                        return $crate::store::admin::earlier_answer(stored, key, name);
+                    }
+                    let customer = $adjust_in(&mut *conn, name, amount, note, now).await?;
+                    sqlx::query(ANSWER_KEY)
+                        .bind(customer.balance)
+                        .bind(&key.scope)
+                        .bind(&key.key)
+                        .execute(&mut *conn)
+                        .await?;
+                    Ok($crate::store::admin::Adjusted {
+                        name: customer.name,
+                        balance: customer.balance,
+                        replayed: false,
+                    })
+                })
+            }
+
+            async fn set_group(&self, name: &str, group: &str) -> $crate::store::Result<()> {
+                transaction!(self, |conn| $crate::store::admin::change_one(
+                    sqlx::query($crate::store::admin::SET_GROUP)
+                        .bind(group)
+                        .bind(name)
+                        .execute(&mut *conn)
+                ))
+            }
+
+            async fn set_credit_limit(
+                &self,
+                name: &str,
+                credit_limit: $crate::store::Units,
+            ) -> $crate::store::Result<$crate::store::Customer> {
+                use $crate::store::StoreError;
+                transaction!(self, |conn| async {
+                    let id: i64 = sqlx::query_scalar($crate::store::admin::CUSTOMER_EXISTS)
+                        .bind(name)
+                        .fetch_optional(&mut *conn)
+                        .await?
+                        .ok_or(StoreError::NotFound)?;
+                    let changed = sqlx::query($crate::store::admin::SET_CREDIT_LIMIT)
+                        .bind(credit_limit)
+                        .bind(name)
+                        .execute(&mut *conn)
+                        .await?;
+                    if changed.rows_affected() != 1 {
+                        return Err(StoreError::InsufficientFunds);
+                    }
+                    fetch_customer(&mut *conn, id).await
+                })
+            }
+        }
+    };
+}
+pub(super) use admin_store;
+
+/// A statement that must change exactly one row (else the row was not found).
+pub(super) async fn change_one<Q>(
+    statement: impl Future<Output = Result<Q, sqlx::Error>>,
+) -> Result<()>
+where
+    Q: RowsAffected,
+{
+    match statement.await?.rows_affected() {
+        1 => Ok(()),
+        _ => Err(StoreError::NotFound),
+    }
+}
+
+/// The result of an `UPDATE` or `DELETE`, on either backend.
+pub(super) trait RowsAffected {
+    fn rows_affected(&self) -> u64;
+}
+
+impl RowsAffected for sqlx::sqlite::SqliteQueryResult {
+    fn rows_affected(&self) -> u64 {
+        self.rows_affected()
+    }
+}
+
+impl RowsAffected for sqlx::postgres::PgQueryResult {
+    fn rows_affected(&self) -> u64 {
+        self.rows_affected()
+    }
 }
