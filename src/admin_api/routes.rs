@@ -525,7 +525,7 @@ async fn upstreams(c: &Ctx<'_>) -> Result<Reply, ApiError> {
     let open = c.gw.store.open_orders_by_upstream().await?;
     let mut views = Vec::new();
     for u in &c.gw.upstreams.0 {
-        let started = std::time::Instant::now();
+        let started = crate::clock::now();
         let balance = u.balance().await;
         let latency_ms = u64::try_from(started.elapsed().as_millis()).ok();
         let (balance, currency, last_error) = match balance {
