@@ -447,17 +447,7 @@ async fn every_write_through_the_api_or_the_cli_leaves_an_audit_row_without_secr
         .await
         .json();
     admin.post("/customers/nobody/enable", &json!({})).await;
-    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_panelgate"))
-        .args(["client", "credit", "ann", "1", "--config"])
-        .arg(&env.config_path)
-        .output()
-        .await
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    env.cli(&["client", "credit", "ann", "1"]).await;
     let audit = admin.get("/audit").await;
     let rows: Vec<(String, String, String, String)> = audit.json()["items"]
         .as_array()
@@ -493,33 +483,15 @@ async fn every_write_through_the_api_or_the_cli_leaves_an_audit_row_without_secr
 #[tokio::test]
 async fn tokens_made_with_the_cli_work_until_revoked() {
     let (env, admin) = started().await;
-    // Awaited, not blocking: the gateway runs on this test's runtime and may be inside a
-    // write transaction that must go on for the CLI to get the database.
-    let cli = |args: &'static [&'static str]| {
-        let config = env.config_path.clone();
-        async move {
-            let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_panelgate"))
-                .args(args)
-                .arg("--config")
-                .arg(config)
-                .output()
-                .await
-                .unwrap();
-            assert!(
-                out.status.success(),
-                "{}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-            String::from_utf8_lossy(&out.stdout).into_owned()
-        }
-    };
-    let out = cli(&["admin", "token", "add", "ops", "--role", "read"]).await;
+    let out = env
+        .cli(&["admin", "token", "add", "ops", "--role", "read"])
+        .await;
     let made = Admin::new(&env, out.lines().last().unwrap());
     assert_eq!(made.get("/customers").await.status, 200);
-    let listed = cli(&["admin", "token", "list"]).await;
+    let listed = env.cli(&["admin", "token", "list"]).await;
     assert!(listed.contains("ops") && listed.contains("read") && listed.contains("shop"));
     assert!(!listed.contains(&made.token) && !listed.contains(&admin.token));
-    cli(&["admin", "token", "revoke", "ops"]).await;
+    env.cli(&["admin", "token", "revoke", "ops"]).await;
     assert_error(&made.get("/customers").await, 401, "unauthorized");
 }
 
