@@ -13,6 +13,7 @@ use crate::config::{Config, DEFAULT_GROUP};
 use crate::keys;
 use crate::money;
 use crate::protocol::Status;
+use crate::store::admin::{Adjusted, Idempotency};
 use crate::store::{
     Attention, AttentionFilter, Customer, Millis, Order, OrderFilter, OrderState, StatusUpdate,
     Store, StoreError, Units,
@@ -26,6 +27,16 @@ pub enum AdminError {
     NoClient(String),
     #[error("no order {0}")]
     NoOrder(i64),
+    #[error("no admin token named {0:?}")]
+    NoToken(String),
+    #[error("no price group named {0:?} in the config")]
+    NoGroup(String),
+    /// The balance would go below the client's floor (`-credit_limit`).
+    #[error("{0}")]
+    Floor(String),
+    /// The order is not in a state for this; nothing was changed.
+    #[error("{0}")]
+    State(String),
     #[error("{0}")]
     Invalid(String),
     #[error(transparent)]
@@ -52,9 +63,7 @@ pub async fn add_client(
         return Err(AdminError::Invalid("the name must not be empty".into()));
     }
     if group != DEFAULT_GROUP && !cfg.groups.contains_key(group) {
-        return Err(AdminError::Invalid(format!(
-            "no price group named {group:?} in the config"
-        )));
+        return Err(AdminError::NoGroup(group.into()));
     }
     if balance.is_sign_negative() || credit_limit.is_sign_negative() {
         return Err(AdminError::Invalid(
@@ -85,16 +94,63 @@ pub async fn adjust(
     if amount.is_zero() {
         return Err(AdminError::Invalid("the amount must not be zero".into()));
     }
-    match store
+    store
         .adjust_balance(name, units(amount, "amount")?, note, now_ms())
         .await
-    {
-        Err(StoreError::NotFound) => Err(AdminError::NoClient(name.into())),
-        Err(StoreError::InsufficientFunds) => Err(AdminError::Invalid(
-            "that debit would take the balance below the client's floor".into(),
-        )),
-        other => Ok(other?),
+        .map_err(|e| client_error(e, name))
+}
+
+/// [`adjust`] at most once per idempotency key (see [`crate::operator`]).
+pub async fn adjust_once(
+    store: &dyn Store,
+    name: &str,
+    amount: Decimal,
+    note: Option<&str>,
+    key: &Idempotency,
+) -> Result<Adjusted> {
+    if amount.is_zero() {
+        return Err(AdminError::Invalid("the amount must not be zero".into()));
     }
+    let units = units(amount, "amount")?;
+    store
+        .adjust_balance_once(name, units, note, key, now_ms())
+        .await
+        .map_err(|e| client_error(e, name))
+}
+
+/// A store error on a client's row, as the operator reads it.
+fn client_error(e: StoreError, name: &str) -> AdminError {
+    match e {
+        StoreError::NotFound => AdminError::NoClient(name.into()),
+        StoreError::InsufficientFunds => {
+            AdminError::Floor("that would take the balance below the client's floor".into())
+        }
+        other => other.into(),
+    }
+}
+
+/// Moves a client to another price group (one the config names).
+pub async fn set_group(store: &dyn Store, cfg: &Config, name: &str, group: &str) -> Result<()> {
+    if group != DEFAULT_GROUP && !cfg.groups.contains_key(group) {
+        return Err(AdminError::NoGroup(group.into()));
+    }
+    store
+        .set_group(name, group)
+        .await
+        .map_err(|e| client_error(e, name))
+}
+
+/// How far below zero the client's balance may go from now on.
+pub async fn set_credit_limit(store: &dyn Store, name: &str, limit: Decimal) -> Result<Customer> {
+    if limit.is_sign_negative() {
+        return Err(AdminError::Invalid(
+            "the credit limit must not be negative".into(),
+        ));
+    }
+    store
+        .set_credit_limit(name, units(limit, "credit limit")?)
+        .await
+        .map_err(|e| client_error(e, name))
 }
 
 pub async fn set_enabled(store: &dyn Store, name: &str, enabled: bool) -> Result<()> {
@@ -228,7 +284,7 @@ pub async fn show_order(store: &dyn Store, id: i64) -> Result<Order> {
 pub async fn resolve(store: &dyn Store, id: i64, upstream_order: Option<&str>) -> Result<String> {
     let order = show_order(store, id).await?;
     if order.state != OrderState::Unknown {
-        return Err(AdminError::Invalid(format!(
+        return Err(AdminError::State(format!(
             "order {id} is {}, not unknown: only orders of unknown outcome are resolved as \
              placed or not placed (a placed order its upstream never finishes is settled with \
              --status Canceled, Partial --remains N, or Completed)",
@@ -265,7 +321,7 @@ pub async fn resolve_ended(
 ) -> Result<String> {
     let order = show_order(store, id).await?;
     if order.state != OrderState::Placed {
-        return Err(AdminError::Invalid(format!(
+        return Err(AdminError::State(format!(
             "order {id} is {}, not placed: --status settles placed orders (stuck ones); \
              an unknown one takes --upstream-order or --not-placed",
             order.state.as_str()
@@ -292,7 +348,7 @@ pub async fn resolve_ended(
     let now = now_ms();
     let applied = store.apply_status(id, &update, now).await?;
     if !applied.finalized {
-        return Err(AdminError::Invalid(format!(
+        return Err(AdminError::State(format!(
             "order {id} changed meanwhile (sync got there first): see `panelgate order show {id}`"
         )));
     }
@@ -329,9 +385,8 @@ pub async fn settle(store: &dyn Store, id: i64, refund: Decimal, note: &str) -> 
     let order = show_order(store, id).await?;
     let refund = units(refund, "refund")?;
     let refunded = match store.settle(id, refund, note, now_ms()).await {
-        Err(StoreError::Conflict(why) | StoreError::Invalid(why)) => {
-            return Err(AdminError::Invalid(why));
-        }
+        Err(StoreError::Conflict(why)) => return Err(AdminError::State(why)),
+        Err(StoreError::Invalid(why)) => return Err(AdminError::Invalid(why)),
         other => other?,
     };
     Ok(format!(
@@ -346,7 +401,7 @@ pub async fn settle(store: &dyn Store, id: i64, refund: Decimal, note: &str) -> 
 pub async fn unlink(store: &dyn Store, id: i64) -> Result<String> {
     let order = show_order(store, id).await?;
     let Some(upstream_order) = order.upstream_order.as_deref() else {
-        return Err(AdminError::Invalid(format!(
+        return Err(AdminError::State(format!(
             "order {id} holds no upstream order"
         )));
     };

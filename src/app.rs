@@ -156,6 +156,7 @@ impl Live {
             ),
             ("database", cfg.database != old.cfg.database),
             ("tls", cfg.tls != old.cfg.tls),
+            ("admin", cfg.admin != old.cfg.admin),
             (
                 "limits",
                 format!("{:?}", cfg.limits) != format!("{:?}", old.cfg.limits),
@@ -217,6 +218,8 @@ pub struct Running {
     pub addr: SocketAddr,
     /// The metrics-only listener, if `metrics_listen` is set.
     pub metrics_addr: Option<SocketAddr>,
+    /// The admin API's listener, if `admin:` is set.
+    pub admin_addr: Option<SocketAddr>,
     pub live: Arc<Live>,
     /// The store, which a reload never changes.
     pub store: Arc<dyn Store>,
@@ -293,9 +296,23 @@ pub async fn start(cfg: Config) -> Result<Running, StartError> {
         let tls = if api { tls.clone() } else { None };
         tasks.push(serve(listener, api, &live, &cfg, tls, &stopped));
     }
+    // ---- the admin API (docs/admin-api.md): its own listener, off without `admin:` ----
+    let mut admin_addr = None;
+    if let Some(admin) = &cfg.admin {
+        let mut shutdown = stopped.clone();
+        let stop = async move {
+            let _ = shutdown.changed().await;
+        };
+        let (at, task) =
+            crate::admin_api::start(admin, live.clone(), cfg.limits.clone(), stop).await?;
+        admin_addr = Some(at);
+        tasks.push(task);
+    }
+    // ---- end of the admin API ----
     Ok(Running {
         addr,
         metrics_addr,
+        admin_addr,
         live,
         store,
         simulators,

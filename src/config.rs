@@ -126,6 +126,7 @@ struct RawConfig {
     simulator: Option<SimulatorSection>,
     tls: Option<TlsFiles>,
     journal: Option<PathBuf>,
+    admin: Option<RawAdmin>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -362,6 +363,8 @@ pub struct Config {
     /// Where upstream answers the store could not take yet are kept until it does
     /// ([`crate::journal`]); `None`: the default beside the database or the config file.
     pub journal: Option<PathBuf>,
+    /// The admin API's listener (docs/admin-api.md); off when the section is absent.
+    pub admin: Option<AdminConfig>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -801,6 +804,7 @@ fn validate(raw: RawConfig, path: &Path, base: &Path) -> Result<Config, String> 
             beside(base, &mut j);
             j
         }),
+        admin: raw.admin.map(|a| build_admin(a, base)).transpose()?,
     })
 }
 
@@ -839,6 +843,38 @@ fn build_tls(mut tls: TlsFiles, base: &Path) -> TlsFiles {
     beside(base, &mut tls.cert);
     beside(base, &mut tls.key);
     tls
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAdmin {
+    listen: Option<SocketAddr>,
+    tls: Option<TlsFiles>,
+    allow_plaintext: Option<bool>,
+}
+
+/// `admin:`: where the admin API listens, and how.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AdminConfig {
+    pub listen: SocketAddr,
+    pub tls: Option<TlsFiles>,
+}
+
+/// The admin listener. Tokens would cross the network in the clear on a non-loopback address
+/// without TLS: refused unless `allow_plaintext: true` says a proxy in front terminates it.
+fn build_admin(raw: RawAdmin, base: &Path) -> Result<AdminConfig, String> {
+    let listen = raw
+        .listen
+        .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8081)));
+    let tls = raw.tls.map(|t| build_tls(t, base));
+    if !listen.ip().is_loopback() && tls.is_none() && raw.allow_plaintext != Some(true) {
+        return Err(format!(
+            "admin.listen: {listen} is not a loopback address and admin.tls is not set: admin \
+             tokens would travel in the clear; set admin.tls, or admin.allow_plaintext: true \
+             when a proxy in front terminates TLS (as in Docker, behind one)"
+        ));
+    }
+    Ok(AdminConfig { listen, tls })
 }
 
 fn build_simulator(mut sim: SimulatorSection, base: &Path) -> SimulatorSection {

@@ -6,6 +6,7 @@
 #![forbid(unsafe_code)]
 
 pub mod admin;
+pub mod admin_api;
 pub mod app;
 pub mod auth;
 pub mod catalog;
@@ -19,6 +20,7 @@ pub mod logs;
 pub mod matcher;
 pub mod metrics;
 pub mod money;
+pub mod operator;
 pub mod pricing;
 pub mod protocol;
 pub mod server;

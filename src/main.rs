@@ -12,7 +12,7 @@ use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
 use panelgate::config::{self, Secret, SimulatorSection};
 use panelgate::sim::{self, Chance, Faults, SimConfig};
-use panelgate::{admin, app, money};
+use panelgate::{admin, app, money, operator};
 use rust_decimal::Decimal;
 use std::path::Path;
 
@@ -47,6 +47,9 @@ enum Command {
     /// Inspect orders and resolve those of unknown outcome (works while the server runs).
     #[command(subcommand)]
     Order(OrderCommand),
+    /// The admin API's tokens (docs/admin-api.md).
+    #[command(subcommand)]
+    Admin(AdminCommand),
     /// Run a simulated provider panel (API v2) on loopback, for demos, tests and benchmarks.
     /// Settings come from the config file's `simulator:` section; flags override them.
     Simulate(Box<SimulateArgs>),
@@ -87,6 +90,28 @@ enum ClientCommand {
     Enable { name: String },
     /// Give the client a new key (printed alone on the last line); the old one stops working.
     RotateKey { name: String },
+}
+
+#[derive(Subcommand)]
+enum AdminCommand {
+    /// Create, list and revoke admin API tokens (stored hashed in the database).
+    #[command(subcommand)]
+    Token(TokenCommand),
+}
+
+#[derive(Subcommand)]
+enum TokenCommand {
+    /// Create a token; it is printed alone on the last line (shown only once).
+    Add {
+        name: String,
+        /// read: every GET; write: everything.
+        #[arg(long, value_parser = ["read", "write"])]
+        role: String,
+    },
+    /// Every token: name, role, created.
+    List,
+    /// The token stops working at once, on every instance.
+    Revoke { name: String },
 }
 
 #[derive(Subcommand)]
@@ -276,6 +301,7 @@ fn main() -> anyhow::Result<()> {
         }),
         Command::Client(cmd) => runtime.block_on(client(&cli.config, cmd)),
         Command::Order(cmd) => runtime.block_on(order(&cli.config, cmd)),
+        Command::Admin(AdminCommand::Token(cmd)) => runtime.block_on(token(&cli.config, cmd)),
     }
 }
 
@@ -330,11 +356,15 @@ async fn client(path: &Path, cmd: ClientCommand) -> anyhow::Result<()> {
     let cfg = config::load(path)?;
     let store = app::open_store(&cfg.database).await?;
     let store = store.as_ref();
-    let show = |c: &panelgate::store::Customer| {
+    let op = operator::Operator {
+        store,
+        cfg: &cfg,
+        actor: operator::CLI,
+    };
+    let show = |name: &str, balance: i64| {
         format!(
-            "{}: balance {} {}",
-            c.name,
-            money::format(money::from_units(c.balance)),
+            "{name}: balance {} {}",
+            money::format(money::from_units(balance)),
             cfg.currency
         )
     };
@@ -345,35 +375,30 @@ async fn client(path: &Path, cmd: ClientCommand) -> anyhow::Result<()> {
             group,
             credit_limit,
         } => {
-            let (c, key) =
-                admin::add_client(store, &cfg, &name, balance, &group, credit_limit).await?;
-            println!("created {} (group {})", show(&c), c.group);
+            let (c, key) = op.add_client(&name, balance, &group, credit_limit).await?;
+            println!("created {} (group {})", show(&c.name, c.balance), c.group);
             println!("API key (shown only this once):");
             println!("{key}");
         }
         ClientCommand::Credit { name, amount, note } => {
-            println!(
-                "{}",
-                show(&admin::adjust(store, &name, amount, note.as_deref()).await?)
-            );
+            let done = op.adjust(&name, amount, note.as_deref(), None).await?;
+            println!("{}", show(&done.name, done.balance));
         }
         ClientCommand::Debit { name, amount, note } => {
-            println!(
-                "{}",
-                show(&admin::adjust(store, &name, -amount, note.as_deref()).await?)
-            );
+            let done = op.adjust(&name, -amount, note.as_deref(), None).await?;
+            println!("{}", show(&done.name, done.balance));
         }
         ClientCommand::List => print_clients(store).await?,
         ClientCommand::Disable { name } => {
-            admin::set_enabled(store, &name, false).await?;
+            op.set_enabled(&name, false).await?;
             println!("{name}: disabled");
         }
         ClientCommand::Enable { name } => {
-            admin::set_enabled(store, &name, true).await?;
+            op.set_enabled(&name, true).await?;
             println!("{name}: enabled");
         }
         ClientCommand::RotateKey { name } => {
-            let key = admin::rotate_key(store, &name).await?;
+            let key = op.rotate_key(&name).await?;
             println!("{name}: new API key (shown only this once; the old one no longer works):");
             println!("{key}");
         }
@@ -404,6 +429,11 @@ async fn order(path: &Path, cmd: OrderCommand) -> anyhow::Result<()> {
     let cfg = config::load(path)?;
     let store = app::open_store(&cfg.database).await?;
     let store = store.as_ref();
+    let op = operator::Operator {
+        store,
+        cfg: &cfg,
+        actor: operator::CLI,
+    };
     match cmd {
         OrderCommand::List {
             client,
@@ -445,14 +475,47 @@ async fn order(path: &Path, cmd: OrderCommand) -> anyhow::Result<()> {
             remains,
         } => {
             let done = match status {
-                Some(status) => admin::resolve_ended(store, id, status, remains).await?,
-                None => admin::resolve(store, id, upstream_order.as_deref()).await?,
+                Some(status) => op.resolve_ended(id, status, remains).await?,
+                None => op.resolve(id, upstream_order.as_deref()).await?,
             };
             println!("{done}");
         }
-        OrderCommand::Unlink { id } => println!("{}", admin::unlink(store, id).await?),
+        OrderCommand::Unlink { id } => println!("{}", op.unlink(id).await?),
         OrderCommand::Settle { id, refund, note } => {
-            println!("{}", admin::settle(store, id, refund, &note).await?);
+            println!("{}", op.settle(id, refund, &note).await?);
+        }
+    }
+    Ok(())
+}
+
+async fn token(path: &Path, cmd: TokenCommand) -> anyhow::Result<()> {
+    use panelgate::store::admin::Role;
+    let cfg = config::load(path)?;
+    let store = app::open_store(&cfg.database).await?;
+    let op = operator::Operator {
+        store: store.as_ref(),
+        cfg: &cfg,
+        actor: operator::CLI,
+    };
+    match cmd {
+        TokenCommand::Add { name, role } => {
+            let role = Role::parse(&role).context("role: read or write")?;
+            let token = op.add_token(&name, role).await?;
+            println!(
+                "admin token {name} ({}), shown only this once:",
+                role.as_str()
+            );
+            println!("{token}");
+        }
+        TokenCommand::List => {
+            println!("{:<24} {:<6} CREATED (unix ms)", "NAME", "ROLE");
+            for t in store.admin_tokens().await? {
+                println!("{:<24} {:<6} {}", t.name, t.role.as_str(), t.created_at);
+            }
+        }
+        TokenCommand::Revoke { name } => {
+            op.revoke_token(&name).await?;
+            println!("admin token {name}: revoked");
         }
     }
     Ok(())

@@ -770,9 +770,11 @@ async fn an_unknown_outcome_is_held_never_resent_and_resolved_by_the_operator() 
 
     // The operator finds them with the CLI (beside the running server) and resolves them: the
     // first was placed (the upstream's journal says as which order), the second was not.
-    let unknown: Value =
-        serde_json::from_str(&cli(&env, &["order", "list", "--state", "unknown", "--json"]).await)
-            .unwrap();
+    let unknown: Value = serde_json::from_str(
+        &env.cli(&["order", "list", "--state", "unknown", "--json"])
+            .await,
+    )
+    .unwrap();
     let listed: Vec<u64> = unknown
         .as_array()
         .unwrap()
@@ -784,24 +786,20 @@ async fn an_unknown_outcome_is_held_never_resent_and_resolved_by_the_operator() 
         .as_u64()
         .unwrap()
         .to_string();
-    let out = cli(
-        &env,
-        &[
+    let out = env
+        .cli(&[
             "order",
             "resolve",
             &id.to_string(),
             "--upstream-order",
             &upstream_id,
-        ],
-    )
-    .await;
+        ])
+        .await;
     assert!(out.contains("placed"), "{out}");
     env.wait_status(&key, id, &["Completed"]).await;
-    let out = cli(
-        &env,
-        &["order", "resolve", &id2.to_string(), "--not-placed"],
-    )
-    .await;
+    let out = env
+        .cli(&["order", "resolve", &id2.to_string(), "--not-placed"])
+        .await;
     assert!(out.contains("Canceled"), "{out}");
     assert_eq!(env.status(&key, id2).await["status"], "Canceled");
     assert_eq!(before - env.balance(&key).await, dec("0.05625"));
@@ -986,24 +984,6 @@ async fn a_service_the_upstream_drops_disappears() {
             .any(|s| s["service"] == 2202)
     );
     let _ = BETA_KEY;
-}
-
-/// Runs the operator CLI against the test's config and database; returns its stdout. Awaited,
-/// not blocked on: the gateway under test shares this runtime and must keep running.
-async fn cli(env: &Env, args: &[&str]) -> String {
-    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_panelgate"))
-        .args(args)
-        .arg("--config")
-        .arg(&env.config_path)
-        .output()
-        .await
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 async fn sim_state(env: &Env, sim: &panelgate::sim::SimHandle, key: &str) -> Value {

@@ -105,6 +105,9 @@ macro_rules! conformance_tests {
             a_placed_order_that_does_not_move_is_stuck_until_it_moves,
             one_upstream_order_follows_one_local_order,
             a_drip_feed_order_keeps_its_runs_and_is_refunded_per_unit,
+            an_idempotent_credit_is_applied_once_across_two_stores,
+            admin_tokens_and_audit_rows_are_kept,
+            a_customer_changes_group_and_credit_limit,
         );
     };
     (@cases $backend:ty; $($case:ident),* $(,)?) => {
@@ -116,6 +119,7 @@ macro_rules! conformance_tests {
         )*
     };
 }
+pub(crate) use super::conformance_admin::*;
 pub(crate) use conformance_tests;
 
 /// A claim whose lease is over at once, so that repeated claims see the same rows.

@@ -60,7 +60,7 @@ pub trait Engine: Send + Sync + 'static {
 /// The first retry waits about this long; each further one twice as long (plus jitter).
 const BACKOFF: Duration = Duration::from_millis(5);
 
-async fn backoff(attempt: u32) {
+pub(super) async fn backoff(attempt: u32) {
     let base = BACKOFF.saturating_mul(1 << attempt.saturating_sub(1).min(8));
     let base_ms = u64::try_from(base.as_millis()).unwrap_or(u64::MAX).max(1);
     // Jitter, so that the transactions that collided do not collide again.
@@ -96,6 +96,7 @@ macro_rules! transaction {
         }
     }};
 }
+pub(super) use transaction;
 
 /// At most this many ids in one `IN (…)` list.
 const IN_CHUNK: usize = 500;
@@ -213,7 +214,11 @@ async fn fetch_order<C: Conn>(c: &mut C, id: i64) -> Result<Option<Order>> {
     row.as_ref().map(rows::order).transpose()
 }
 
-async fn fetch_customer<C: Conn>(c: &mut C, by: &str, key: rows::Arg) -> Result<Option<Customer>> {
+pub(super) async fn fetch_customer<C: Conn>(
+    c: &mut C,
+    by: &str,
+    key: rows::Arg,
+) -> Result<Option<Customer>> {
     let sql = format!(
         "SELECT {} FROM customers c WHERE c.{by} = $1",
         rows::CUSTOMER_COLUMNS
@@ -222,7 +227,7 @@ async fn fetch_customer<C: Conn>(c: &mut C, by: &str, key: rows::Arg) -> Result<
     row.as_ref().map(rows::customer).transpose()
 }
 
-async fn customer_by_id<C: Conn>(c: &mut C, id: i64) -> Result<Customer> {
+pub(super) async fn customer_by_id<C: Conn>(c: &mut C, id: i64) -> Result<Customer> {
     fetch_customer(c, "id", id.into())
         .await?
         .ok_or(StoreError::NotFound)
@@ -342,7 +347,7 @@ async fn create_customer_in<C: Conn>(c: &mut C, new: &NewCustomer<'_>) -> Result
     customer_by_id(c, id).await
 }
 
-async fn adjust_balance_in<C: Conn>(
+pub(super) async fn adjust_balance_in<C: Conn>(
     c: &mut C,
     lock: &str,
     name: &str,

@@ -390,7 +390,7 @@ pub struct StuckCutoffs {
 }
 
 #[async_trait]
-pub trait Store: Send + Sync + 'static {
+pub trait Store: admin::AdminStore + Send + Sync + 'static {
     // ---- customers ----
 
     /// Creates a customer; a non-zero `balance` is written as a `Credit` entry.
@@ -555,8 +555,11 @@ pub trait Store: Send + Sync + 'static {
     fn single_writer(&self) -> bool;
 }
 
+pub mod admin;
 #[cfg(test)]
 mod conformance;
+#[cfg(test)]
+mod conformance_admin;
 mod engine;
 pub mod postgres;
 mod rows;

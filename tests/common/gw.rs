@@ -429,6 +429,25 @@ impl Env {
         sample(&self.metrics().await, series)
     }
 
+    /// Runs the operator CLI against this gateway's config and database; returns its stdout.
+    /// Awaited, not blocked on: the gateway under test shares this runtime and must keep
+    /// running (it may be inside a write transaction the CLI waits for).
+    pub async fn cli(&self, args: &[&str]) -> String {
+        let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_panelgate"))
+            .args(args)
+            .arg("--config")
+            .arg(&self.config_path)
+            .output()
+            .await
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
     /// `panelgate check-config` on this gateway's config, as the operator runs it: whether
     /// it succeeded, and its stdout.
     pub async fn check_config(&self) -> (bool, String) {

@@ -1,0 +1,127 @@
+//! The [`AdminStore`] cases of the conformance suite (listed in `conformance_tests!`): what
+//! both backends must do for the admin API and the CLI.
+
+use tokio::task::JoinSet;
+
+use super::admin::{AdminToken, AuditEntry, Idempotency, Role};
+use super::conformance::{Backend, ONE, books_via, customer};
+use super::{StoreError, Units};
+
+fn key(scope: &str, key: &str, request: u8) -> Idempotency {
+    Idempotency {
+        scope: scope.into(),
+        key: key.into(),
+        request_hash: [request; 32],
+    }
+}
+
+/// Fifty retries of one credit, half through another store on the same database: one ledger
+/// entry, and every retry answers the balance the applied one answered.
+pub(crate) async fn an_idempotent_credit_is_applied_once_across_two_stores<B: Backend>() {
+    let Some(db) = B::open_shared().await else {
+        return;
+    };
+    let (a, b) = (db.store(), db.another().await);
+    let c = customer(&*a, "erin", 0, 0).await;
+    let mut tasks = JoinSet::new();
+    for i in 0..50 {
+        let store = if i % 2 == 0 { a.clone() } else { b.clone() };
+        tasks.spawn(async move {
+            let k = key("client.credit:erin", "k1", 1);
+            store
+                .adjust_balance_once("erin", 5 * ONE, None, &k, 0)
+                .await
+        });
+    }
+    let mut applied = 0;
+    while let Some(done) = tasks.join_next().await {
+        let done = done.unwrap().unwrap();
+        assert_eq!(done.balance, 5 * ONE);
+        applied += usize::from(!done.replayed);
+    }
+    assert_eq!(applied, 1);
+    assert_eq!(books_via(&db, &*a, c.id).await, 5 * ONE);
+    // The same key for another request is refused; in another scope it is another key.
+    let other = key("client.credit:erin", "k1", 2);
+    let other = a.adjust_balance_once("erin", ONE, None, &other, 0).await;
+    assert!(matches!(other, Err(StoreError::Conflict(_))));
+    let debit = key("client.debit:erin", "k1", 1);
+    // A debit that fails leaves no key behind: its retry is tried afresh.
+    let too_much: Units = -6 * ONE;
+    let refused = a
+        .adjust_balance_once("erin", too_much, None, &debit, 0)
+        .await;
+    assert!(matches!(refused, Err(StoreError::InsufficientFunds)));
+    let done = b
+        .adjust_balance_once("erin", -ONE, None, &debit, 0)
+        .await
+        .unwrap();
+    assert_eq!((done.balance, done.replayed), (4 * ONE, false));
+    assert_eq!(books_via(&db, &*b, c.id).await, 4 * ONE);
+}
+
+pub(crate) async fn admin_tokens_and_audit_rows_are_kept<B: Backend>() {
+    let Some(db) = B::open().await else {
+        return;
+    };
+    let store = db.store();
+    let token = AdminToken {
+        name: "shop".into(),
+        role: Role::Write,
+        hash: [7; 32],
+        created_at: 1,
+    };
+    store.add_admin_token(&token).await.unwrap();
+    let twice = store.add_admin_token(&token).await;
+    assert!(matches!(twice, Err(StoreError::Duplicate(_))));
+    assert_eq!(
+        store.admin_token_by_hash(&[7; 32]).await.unwrap(),
+        Some(token.clone())
+    );
+    assert_eq!(store.admin_tokens().await.unwrap(), [token]);
+    store.revoke_admin_token("shop").await.unwrap();
+    assert!(store.admin_token_by_hash(&[7; 32]).await.unwrap().is_none());
+    let again = store.revoke_admin_token("shop").await;
+    assert!(matches!(again, Err(StoreError::NotFound)));
+    for i in 0..3 {
+        let entry = AuditEntry {
+            id: 0,
+            at: i,
+            actor: "cli".into(),
+            action: "client.add".into(),
+            target: format!("c{i}"),
+            outcome: "ok".into(),
+        };
+        store.record_audit(&entry).await.unwrap();
+    }
+    let newest = store.audit(None, 2).await.unwrap();
+    let targets: Vec<&str> = newest.iter().map(|e| e.target.as_str()).collect();
+    assert_eq!(targets, ["c2", "c1"]);
+    let rest = store.audit(Some(newest[1].id), 2).await.unwrap();
+    assert_eq!(rest.len(), 1);
+    assert_eq!(rest[0].target, "c0");
+}
+
+pub(crate) async fn a_customer_changes_group_and_credit_limit<B: Backend>() {
+    let Some(db) = B::open().await else {
+        return;
+    };
+    let store = db.store();
+    customer(&*store, "finn", 0, 3 * ONE).await;
+    store
+        .adjust_balance("finn", -2 * ONE, None, 0)
+        .await
+        .unwrap();
+    store.set_group("finn", "vip").await.unwrap();
+    assert!(matches!(
+        store.set_group("nobody", "vip").await,
+        Err(StoreError::NotFound)
+    ));
+    // The balance (-2) is below a floor of -1: refused; -2 exactly is fine.
+    let lower = store.set_credit_limit("finn", ONE).await;
+    assert!(matches!(lower, Err(StoreError::InsufficientFunds)));
+    let c = store.set_credit_limit("finn", 2 * ONE).await.unwrap();
+    assert_eq!((c.group.as_str(), c.credit_limit), ("vip", 2 * ONE));
+    let missing = store.set_credit_limit("nobody", ONE).await;
+    assert!(matches!(missing, Err(StoreError::NotFound)));
+}
