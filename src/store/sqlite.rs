@@ -401,6 +401,10 @@ mod tests {
         let db = TempDb::new();
         let store = Arc::new(SqliteStore::open(&db.url()).await.unwrap());
         let c = customer(store.as_ref(), "sam", 1000 * ONE, 0).await;
+        // No fsync may start until every writer has committed its hold: they pile up behind
+        // this one turn, so the grouping does not depend on how fast this disk syncs.
+        let held = store.wal.turn.lock().await;
+        let before = store.wal.committed.load(Ordering::SeqCst);
         let writers: Vec<_> = (0..64)
             .map(|i| {
                 let store = store.clone();
@@ -419,6 +423,10 @@ mod tests {
                 })
             })
             .collect();
+        while store.wal.committed.load(Ordering::SeqCst) < before + 64 {
+            tokio::task::yield_now().await;
+        }
+        drop(held);
         for w in writers {
             w.await.unwrap();
         }
