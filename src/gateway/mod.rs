@@ -18,7 +18,6 @@ use std::net::IpAddr;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use rust_decimal::Decimal;
 
 use crate::auth::{Authenticator, Caller};
 use crate::catalog::Catalog;
@@ -26,7 +25,6 @@ use crate::config::Config;
 use crate::guard::{self, Allowance, Guard};
 use crate::journal::Journal;
 use crate::metrics::Metrics;
-use crate::money;
 use crate::protocol::ApiRequest;
 use crate::protocol::{Action, ProtocolError};
 use crate::status_cache::StatusCache;
@@ -283,12 +281,6 @@ fn local_ids(ids: &[u64]) -> Vec<i64> {
     ids.iter()
         .filter_map(|&id| i64::try_from(id).ok())
         .collect()
-}
-
-/// The sum of a customer's ledger entries, for invariant checks.
-pub async fn ledger_sum(store: &dyn Store, customer_id: i64) -> Result<Decimal, StoreError> {
-    let entries = store.ledger(customer_id).await?;
-    Ok(money::from_units(entries.iter().map(|e| e.amount).sum()))
 }
 
 /// The `operation` label of a store failure met answering `action` (a fixed set of names).
