@@ -7,7 +7,9 @@
 //! authorised (a read token may only `GET`: 403), then its body is read within a size limit.
 
 mod error;
+pub mod input;
 pub mod openapi;
+pub mod read;
 mod routes;
 pub mod shapes;
 

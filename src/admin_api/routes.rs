@@ -1,11 +1,6 @@
 //! The admin API's endpoints. Each is described by its `#[utoipa::path]`, from which
 //! [`super::openapi`] builds the document: what is served and what is described are one.
 
-use std::str::FromStr;
-use std::sync::LazyLock;
-
-use regex::Regex;
-
 use http::{Method, StatusCode};
 use rust_decimal::Decimal;
 use serde::Serialize;
@@ -14,13 +9,12 @@ use utoipa::{IntoResponses, OpenApi};
 
 use super::openapi::Bearer;
 use super::shapes::*;
-use super::{ApiError, Call, PREFIX};
+use super::{ApiError, Call, PREFIX, input, read};
 use crate::admin;
 use crate::app::Live;
 use crate::gateway::Gateway;
 use crate::operator::Operator;
 use crate::server::{Reply, json_reply};
-use crate::store::{OrderFilter, OrderState};
 
 /// What a path names.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -229,76 +223,10 @@ fn ok(body: &impl Serialize) -> Result<Reply, ApiError> {
     reply(StatusCode::OK, body)
 }
 
-static MONEY_RE: LazyLock<Regex> = LazyLock::new(|| Regex::new(MONEY).expect("it compiles"));
-static POSITIVE_RE: LazyLock<Regex> = LazyLock::new(|| Regex::new(POSITIVE).expect("it compiles"));
-
-/// A decimal string of money of the form `form` takes (the document's pattern): `what`
-/// names it in the refusal.
-fn decimal(text: &str, what: &str, form: &Regex) -> Result<Decimal, ApiError> {
-    let refused = || {
-        ApiError::bad_request(format!(
-            "{what}: not an amount of the form {}: {text:?}",
-            form.as_str()
-        ))
-    };
-    if !form.is_match(text) {
-        return Err(refused());
-    }
-    Decimal::from_str(text).map_err(|_| refused())
-}
-
-fn limit(given: Option<u32>) -> Result<usize, ApiError> {
-    match given {
-        None => Ok(50),
-        Some(n @ 1..=500) => Ok(n as usize),
-        Some(n) => Err(ApiError::bad_request(format!(
-            "limit: {n} is out of range (1 to 500)"
-        ))),
-    }
-}
-
-/// The first `limit` of `items` and the cursor after the last one, if more follow.
-fn page<T>(
-    items: impl Iterator<Item = T>,
-    limit: usize,
-    cursor: impl Fn(&T) -> String,
-) -> (Vec<T>, Option<String>) {
-    let mut items: Vec<T> = items.take(limit + 1).collect();
-    let more = items.len() > limit;
-    items.truncate(limit);
-    let next = more.then(|| items.last().map(&cursor)).flatten();
-    (items, next)
-}
-
-/// An id cursor (lists newest first): items below it.
-fn id_cursor(cursor: Option<&str>) -> Result<i64, ApiError> {
-    let given = |c: &str| {
-        let digits = (1..=18).contains(&c.len()) && c.bytes().all(|b| b.is_ascii_digit());
-        digits.then(|| c.parse().ok()).flatten()
-    };
-    cursor.map_or(Ok(i64::MAX), |c| {
-        given(c).ok_or_else(|| ApiError::bad_request("cursor: not one this API gave"))
-    })
-}
-
 #[utoipa::path(get, path = "/admin/api/v1/customers", params(CustomerQuery),
     responses((status = 200, body = CustomerPage), Refusals), security(("bearer" = [])))]
 async fn list_customers(c: &Ctx<'_>) -> Result<Reply, ApiError> {
-    let q: CustomerQuery = c.query()?;
-    let limit = limit(q.limit)?;
-    // The cursor is the last name shown: names after it follow.
-    let after = q.cursor.as_deref();
-    let all = c.gw.store.list_customers().await?;
-    let wanted = all.iter().filter(|(cu, _)| {
-        q.q.as_deref().is_none_or(|s| cu.name.contains(s))
-            && after.is_none_or(|a| cu.name.as_str() > a)
-    });
-    let (items, next_cursor) = page(wanted, limit, |(cu, _)| cu.name.clone());
-    let items = items
-        .into_iter()
-        .map(|(cu, n)| CustomerView::new(cu, Some(*n)))
-        .collect();
-    ok(&CustomerPage { items, next_cursor })
+    ok(&read::customers(c.gw, &c.query()?).await?)
 }
 
 #[utoipa::path(post, path = "/admin/api/v1/customers", request_body = NewCustomer,
@@ -307,7 +235,7 @@ async fn create_customer(c: &Ctx<'_>) -> Result<Reply, ApiError> {
     let new: NewCustomer = c.body()?;
     let money = |v: &Option<String>, what| {
         v.as_deref()
-            .map_or(Ok(Decimal::ZERO), |t| decimal(t, what, &MONEY_RE))
+            .map_or(Ok(Decimal::ZERO), |t| input::money(t, what))
     };
     let balance = money(&new.balance, "balance")?;
     let credit_limit = money(&new.credit_limit, "credit_limit")?;
@@ -325,18 +253,11 @@ async fn create_customer(c: &Ctx<'_>) -> Result<Reply, ApiError> {
     reply(StatusCode::CREATED, &created)
 }
 
-async fn customer(c: &Ctx<'_>, name: &str) -> Result<crate::store::Customer, ApiError> {
-    c.gw.store
-        .customer_by_name(name)
-        .await?
-        .ok_or_else(|| ApiError::not_found(format!("no client named {name:?}")))
-}
-
 #[utoipa::path(get, path = "/admin/api/v1/customers/{name}",
     params(("name" = String, Path, description = "The customer's name, percent-encoded")),
     responses((status = 200, body = CustomerView), Refusals), security(("bearer" = [])))]
 async fn get_customer(c: &Ctx<'_>, name: &str) -> Result<Reply, ApiError> {
-    ok(&CustomerView::new(&customer(c, name).await?, None))
+    ok(&read::customer(c.gw, name).await?)
 }
 
 #[utoipa::path(post, path = "/admin/api/v1/customers/{name}/credit",
@@ -360,15 +281,9 @@ async fn debit(c: &Ctx<'_>, name: &str) -> Result<Reply, ApiError> {
 
 async fn adjust(c: &Ctx<'_>, name: &str, debit: bool) -> Result<Reply, ApiError> {
     let req: AmountRequest = c.body()?;
-    let amount = decimal(&req.amount, "amount", &POSITIVE_RE)?;
+    let amount = input::positive(&req.amount, "amount")?;
     let signed = if debit { -amount } else { amount };
-    let key = c.call.idempotency_key.as_deref();
-    let visible = |k: &str| (1..=255).contains(&k.len()) && k.bytes().all(|b| b.is_ascii_graphic());
-    if key.is_some_and(|k| !visible(k)) {
-        return Err(ApiError::bad_request(
-            "Idempotency-Key: 1 to 255 visible ASCII characters",
-        ));
-    }
+    let key = input::idempotency_key(c.call.idempotency_key.as_deref())?;
     let done = c
         .operator()
         .adjust(name, signed, req.note.as_deref(), key)
@@ -383,15 +298,7 @@ async fn adjust(c: &Ctx<'_>, name: &str, debit: bool) -> Result<Reply, ApiError>
     params(("name" = String, Path), PageQuery),
     responses((status = 200, body = LedgerPage), Refusals), security(("bearer" = [])))]
 async fn ledger(c: &Ctx<'_>, name: &str) -> Result<Reply, ApiError> {
-    let q: PageQuery = c.query()?;
-    let limit = limit(q.limit)?;
-    let before = id_cursor(q.cursor.as_deref())?;
-    let customer = customer(c, name).await?;
-    let entries = c.gw.store.ledger(customer.id).await?;
-    let newest_first = entries.iter().rev().filter(|e| e.id < before);
-    let (items, next_cursor) = page(newest_first, limit, |e| e.id.to_string());
-    let items = items.into_iter().map(LedgerEntryView::from).collect();
-    ok(&LedgerPage { items, next_cursor })
+    ok(&read::ledger(c.gw, name, &c.query()?).await?)
 }
 
 #[utoipa::path(post, path = "/admin/api/v1/customers/{name}/disable",
@@ -438,7 +345,7 @@ async fn set_group(c: &Ctx<'_>, name: &str) -> Result<Reply, ApiError> {
     responses((status = 200, body = CustomerView), Refusals), security(("bearer" = [])))]
 async fn set_credit_limit(c: &Ctx<'_>, name: &str) -> Result<Reply, ApiError> {
     let req: CreditLimitRequest = c.body()?;
-    let limit = decimal(&req.credit_limit, "credit_limit", &MONEY_RE)?;
+    let limit = input::money(&req.credit_limit, "credit_limit")?;
     let customer = c.operator().set_credit_limit(name, limit).await?;
     ok(&CustomerView::new(&customer, None))
 }
@@ -446,44 +353,13 @@ async fn set_credit_limit(c: &Ctx<'_>, name: &str) -> Result<Reply, ApiError> {
 #[utoipa::path(get, path = "/admin/api/v1/orders", params(OrderQuery),
     responses((status = 200, body = OrderPage), Refusals), security(("bearer" = [])))]
 async fn list_orders(c: &Ctx<'_>) -> Result<Reply, ApiError> {
-    let q: OrderQuery = c.query()?;
-    let limit = limit(q.limit)?;
-    if q.service.is_some_and(i64::is_negative) {
-        return Err(ApiError::bad_request("service: a service id is 0 or more"));
-    }
-    let before = id_cursor(q.cursor.as_deref())?;
-    let filter = OrderFilter {
-        customer: q.customer.clone(),
-        state: q.state.map(OrderState::from),
-        attention: None,
-    };
-    let all = c.gw.store.list_orders(&filter).await?;
-    let wanted = all.iter().filter(|o| {
-        o.id < before
-            && q.upstream.as_deref().is_none_or(|u| o.upstream == u)
-            && q.service.is_none_or(|s| u64::try_from(s) == Ok(o.service))
-            && q.since.is_none_or(|t| o.created_at >= t)
-            && q.until.is_none_or(|t| o.created_at < t)
-    });
-    let (items, next_cursor) = page(wanted, limit, |o| o.id.to_string());
-    let items = items.into_iter().map(OrderView::from).collect();
-    ok(&OrderPage { items, next_cursor })
+    ok(&read::orders(c.gw, &c.query()?).await?)
 }
 
 #[utoipa::path(get, path = "/admin/api/v1/orders/{id}", params(("id" = i64, Path)),
     responses((status = 200, body = OrderDetail), Refusals), security(("bearer" = [])))]
 async fn get_order(c: &Ctx<'_>, id: i64) -> Result<Reply, ApiError> {
-    let order = admin::show_order(c.gw.store.as_ref(), id).await?;
-    let entries = c.gw.store.ledger(order.customer_id).await?;
-    let history = entries
-        .iter()
-        .filter(|e| e.order_id == Some(id))
-        .map(LedgerEntryView::from)
-        .collect();
-    ok(&OrderDetail {
-        order: OrderView::from(&order),
-        history,
-    })
+    ok(&read::order(c.gw, id).await?)
 }
 
 #[utoipa::path(post, path = "/admin/api/v1/orders/{id}/resolve", params(("id" = i64, Path)),
@@ -510,94 +386,17 @@ async fn resolve(c: &Ctx<'_>, id: i64) -> Result<Reply, ApiError> {
 #[utoipa::path(get, path = "/admin/api/v1/audit", params(PageQuery),
     responses((status = 200, body = AuditPage), Refusals), security(("bearer" = [])))]
 async fn audit(c: &Ctx<'_>) -> Result<Reply, ApiError> {
-    let q: PageQuery = c.query()?;
-    let limit = limit(q.limit)?;
-    let before = id_cursor(q.cursor.as_deref())?;
-    let rows = c.gw.store.audit(Some(before), limit as u32 + 1).await?;
-    let (items, next_cursor) = page(rows.iter(), limit, |a| a.id.to_string());
-    let items = items.into_iter().map(AuditView::from).collect();
-    ok(&AuditPage { items, next_cursor })
+    ok(&read::audit(c.gw, &c.query()?).await?)
 }
 
 #[utoipa::path(get, path = "/admin/api/v1/upstreams",
     responses((status = 200, body = Vec<UpstreamView>), Refusals), security(("bearer" = [])))]
 async fn upstreams(c: &Ctx<'_>) -> Result<Reply, ApiError> {
-    let open = c.gw.store.open_orders_by_upstream().await?;
-    let mut views = Vec::new();
-    for u in &c.gw.upstreams.0 {
-        let started = crate::clock::now();
-        let balance = u.balance().await;
-        let latency_ms = u64::try_from(started.elapsed().as_millis()).ok();
-        let (balance, currency, last_error) = match balance {
-            Ok(b) => (
-                Some(crate::money::format(b.balance)),
-                Some(b.currency).filter(|c| !c.is_empty()),
-                None,
-            ),
-            Err(e) => (None, None, Some(e.to_string())),
-        };
-        views.push(UpstreamView {
-            name: u.name.clone(),
-            healthy: u.is_healthy(),
-            breaker: breaker_name(u.breaker_state()).to_owned(),
-            balance,
-            currency,
-            last_error,
-            latency_ms,
-            open_orders: open
-                .iter()
-                .find(|(n, _)| *n == u.name)
-                .map_or(0, |(_, n)| *n),
-        });
-    }
-    ok(&views)
-}
-
-fn breaker_name(s: crate::upstream::breaker::State) -> &'static str {
-    use crate::upstream::breaker::State;
-    match s {
-        State::Closed => "closed",
-        State::Open => "open",
-        State::HalfOpen => "half_open",
-    }
+    ok(&read::upstreams(c.gw).await?)
 }
 
 #[utoipa::path(get, path = "/admin/api/v1/catalog",
     responses((status = 200, body = Vec<CatalogEntry>), Refusals), security(("bearer" = [])))]
 async fn catalog(c: &Ctx<'_>) -> Result<Reply, ApiError> {
-    let catalog = c.gw.catalog.snapshot();
-    let groups = c.gw.cfg.group_names();
-    let entries: Vec<CatalogEntry> = catalog
-        .services()
-        .map(|svc| {
-            let targets: Vec<TargetView> = svc
-                .targets()
-                .map(|(t, cost)| TargetView {
-                    upstream: t.upstream.clone(),
-                    service: t.service,
-                    cost: cost.map(crate::money::format),
-                })
-                .collect();
-            let costs: Vec<Decimal> = svc.targets().filter_map(|(_, c)| c).collect();
-            let prices = groups
-                .iter()
-                .map(|g| {
-                    let rate = svc.rate_for(g);
-                    PriceView {
-                        group: g.clone(),
-                        rate: crate::money::format(rate),
-                        margin: costs.first().map(|c| crate::money::format(rate - c)),
-                        below_cost: costs.iter().any(|c| rate < *c),
-                    }
-                })
-                .collect();
-            CatalogEntry {
-                service: svc.id(),
-                name: svc.listing.name.clone(),
-                targets,
-                prices,
-            }
-        })
-        .collect();
-    ok(&entries)
+    ok(&read::catalog(c.gw))
 }
