@@ -306,6 +306,17 @@ impl Env {
         key
     }
 
+    /// An admin token made through the core the CLI runs (actor `cli`).
+    pub async fn admin_token(&self, name: &str, role: panelgate::store::admin::Role) -> String {
+        let cfg = self.gw().gateway().cfg.clone();
+        let op = panelgate::operator::Operator {
+            store: self.store(),
+            cfg: &cfg,
+            actor: panelgate::operator::CLI,
+        };
+        op.add_token(name, role).await.unwrap()
+    }
+
     pub async fn call(&self, key: &str, pairs: &[(&str, &str)]) -> Value {
         let mut all = vec![("key", key)];
         all.extend_from_slice(pairs);
