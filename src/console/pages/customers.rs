@@ -144,7 +144,9 @@ fn customer_forms(gw: &Gateway, s: &Session, c: &CustomerView) -> Markup {
             (form(s, "set-group", &to("group"), html! {
                 label { span { "Price group" } input type="text" name="group" list="groups" value=(c.group) required; }
             }, "Set group"))
-            (form(s, "set-credit-limit", &to("credit-limit"), field("Credit limit", "credit_limit", &c.credit_limit, true), "Set credit limit"))
+            (form(s, "set-credit-limit", &to("credit-limit"), html! {
+                label { span { "Credit limit" } input type="text" name="credit_limit" value=(c.credit_limit) required; }
+            }, "Set credit limit"))
         }
     }
 }
