@@ -412,7 +412,7 @@ async fn print_clients(store: &dyn panelgate::store::Store) -> anyhow::Result<()
         "{:<24} {:<12} {:>16} {:>8}",
         "NAME", "GROUP", "BALANCE", "ORDERS"
     );
-    for (c, orders) in store.list_customers().await? {
+    for (c, orders) in store.list_customers(&Default::default()).await? {
         let state = if c.enabled { "" } else { "disabled" };
         println!(
             "{:<24} {:<12} {:>16} {:>8} {state}",

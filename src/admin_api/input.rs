@@ -49,15 +49,15 @@ pub fn limit(given: Option<u32>) -> Result<usize, ApiError> {
     }
 }
 
-/// An id cursor (lists newest first): items below it.
-pub fn id_cursor(cursor: Option<&str>) -> Result<i64, ApiError> {
+/// An id cursor (lists newest first): items below it (`None`: from the newest).
+pub fn id_cursor(cursor: Option<&str>) -> Result<Option<i64>, ApiError> {
     let given = |c: &str| {
         let digits = (1..=18).contains(&c.len()) && c.bytes().all(|b| b.is_ascii_digit());
         digits.then(|| c.parse().ok()).flatten()
     };
-    cursor.map_or(Ok(i64::MAX), |c| {
-        given(c).ok_or_else(|| ApiError::bad_request("cursor: not one this API gave"))
-    })
+    cursor
+        .map(|c| given(c).ok_or_else(|| ApiError::bad_request("cursor: not one this API gave")))
+        .transpose()
 }
 
 /// An Idempotency-Key: 1 to 255 visible ASCII characters.

@@ -27,6 +27,7 @@ pub enum Route {
     Orders,
     Order(i64),
     Resolve(i64),
+    Settle(i64),
     Upstreams,
     Catalog,
     Audit,
@@ -78,6 +79,7 @@ impl Route {
             ["orders"] => Route::Orders,
             ["orders", n] => Route::Order(id(n)?),
             ["orders", n, "resolve"] => Route::Resolve(id(n)?),
+            ["orders", n, "settle"] => Route::Settle(id(n)?),
             ["upstreams"] => Route::Upstreams,
             ["catalog"] => Route::Catalog,
             ["audit"] => Route::Audit,
@@ -89,7 +91,7 @@ impl Route {
         match self {
             Route::Customers => &[Method::GET, Method::POST],
             Route::CustomerPart(_, "ledger") => &[Method::GET],
-            Route::CustomerPart(..) | Route::Resolve(_) => &[Method::POST],
+            Route::CustomerPart(..) | Route::Resolve(_) | Route::Settle(_) => &[Method::POST],
             _ => &[Method::GET],
         }
     }
@@ -114,6 +116,7 @@ impl Route {
         list_orders,
         get_order,
         resolve,
+        settle,
         audit,
         upstreams,
         catalog,
@@ -208,6 +211,7 @@ pub async fn dispatch(live: &Live, method: &Method, call: &Call) -> Result<Reply
         Route::Orders => list_orders(&c).await,
         Route::Order(id) => get_order(&c, *id).await,
         Route::Resolve(id) => resolve(&c, *id).await,
+        Route::Settle(id) => settle(&c, *id).await,
         Route::Upstreams => upstreams(&c).await,
         Route::Catalog => catalog(&c).await,
         Route::Audit => audit(&c).await,
@@ -376,6 +380,20 @@ async fn resolve(c: &Ctx<'_>, id: i64) -> Result<Reply, ApiError> {
         }
     };
     let message = c.operator().resolve(id, upstream_order.as_deref()).await?;
+    let order = admin::show_order(c.gw.store.as_ref(), id).await?;
+    ok(&Resolved {
+        message,
+        order: OrderView::from(&order),
+    })
+}
+
+#[utoipa::path(post, path = "/admin/api/v1/orders/{id}/settle", params(("id" = i64, Path)),
+    request_body = SettleRequest,
+    responses((status = 200, body = Resolved), Refusals), security(("bearer" = [])))]
+async fn settle(c: &Ctx<'_>, id: i64) -> Result<Reply, ApiError> {
+    let req: SettleRequest = c.body()?;
+    let refund = input::money(&req.refund, "refund")?;
+    let message = c.operator().settle(id, refund, &req.note).await?;
     let order = admin::show_order(c.gw.store.as_ref(), id).await?;
     ok(&Resolved {
         message,
