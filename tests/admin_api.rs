@@ -10,6 +10,7 @@ use http_body_util::Full;
 use panelgate::operator::{CLI, Operator};
 use panelgate::store::OrderState;
 use panelgate::store::admin::Role;
+use rust_decimal::Decimal;
 use serde_json::{Value, json};
 
 const ADMIN: &str = "admin:\n  listen: \"127.0.0.1:0\"\n";
@@ -615,5 +616,58 @@ async fn an_order_waiting_for_a_refund_decision_is_settled_once_within_what_is_l
         settled.contains(&(json!("shop"), json!("ok"))),
         "{settled:?}"
     );
+    env.assert_ledgers_balance().await;
+}
+
+#[tokio::test]
+async fn a_placed_order_is_ended_with_the_upstreams_final_status_or_unlinked_as_the_cli_does() {
+    let (env, admin) = started().await;
+    let key = env.client("ann", "100", "default").await;
+    let held = "https://i.com/a?sim-fate=hold";
+    let id = env
+        .add(&key, "1", &[("link", held), ("quantity", "1000")])
+        .await;
+    let charge = env.order(id).await.charge;
+    let path = format!("/orders/{id}/resolve");
+    let refused = [
+        json!({"status": "Partial"}),
+        json!({"status": "In progress"}),
+        json!({"status": "Partial", "remains": 400, "note": "x"}),
+    ];
+    for body in refused {
+        assert_error(&admin.post(&path, &body).await, 400, "bad_request");
+    }
+    let before = env.balance(&key).await;
+    let r = admin
+        .post(&path, &json!({"status": "partial", "remains": 400}))
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(
+        (&r.json()["order"]["state"], &r.json()["order"]["status"]),
+        (&json!("final"), &json!("Partial"))
+    );
+    // The remains' share of the charge comes back: 400 of 1000.
+    let refund = Decimal::new(charge * 400 / 1000, 5);
+    assert_eq!(env.balance(&key).await, before + refund);
+    assert_error(
+        &admin.post(&path, &json!({"status": "Canceled"})).await,
+        409,
+        "conflict",
+    );
+
+    // Unlinking a placed order makes its outcome unknown, to be resolved again.
+    let other = env
+        .add(&key, "1", &[("link", held), ("quantity", "1000")])
+        .await;
+    let r = admin
+        .post(&format!("/orders/{other}/unlink"), &json!({}))
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["order"]["state"], "unknown");
+    assert_eq!(r.json()["order"]["upstream_order"], Value::Null);
+    let unlink_again = admin
+        .post(&format!("/orders/{other}/unlink"), &json!({}))
+        .await;
+    assert_error(&unlink_again, 409, "conflict");
     env.assert_ledgers_balance().await;
 }

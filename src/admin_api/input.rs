@@ -9,6 +9,7 @@ use rust_decimal::Decimal;
 
 use super::ApiError;
 use super::shapes::{MONEY, POSITIVE};
+use crate::protocol::Status;
 
 static MONEY_RE: LazyLock<Regex> = LazyLock::new(|| Regex::new(MONEY).expect("it compiles"));
 static POSITIVE_RE: LazyLock<Regex> = LazyLock::new(|| Regex::new(POSITIVE).expect("it compiles"));
@@ -69,4 +70,15 @@ pub fn idempotency_key(key: Option<&str>) -> Result<Option<&str>, ApiError> {
         )),
         _ => Ok(key),
     }
+}
+
+/// A final status the operator read on the upstream's own panel: `Completed`, `Partial` or
+/// `Canceled`, case as typed.
+pub fn final_status(text: &str) -> Result<Status, ApiError> {
+    Status::parse_final(text).ok_or_else(|| {
+        ApiError::bad_request(format!(
+            "status: one of {}, not {text:?}",
+            Status::FINAL.map(Status::as_str).join(", ")
+        ))
+    })
 }

@@ -324,12 +324,26 @@ impl From<&OrderEvent> for OrderEventView {
     }
 }
 
-/// Placed upstream as `upstream_order`, or not placed at all (Canceled, full refund).
+/// An order of unknown outcome: placed upstream as `upstream_order`, or not placed at all
+/// (Canceled, full refund). Or a placed order its upstream no longer reports (stuck): ended
+/// with the final status its upstream's own panel shows.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(untagged)]
 pub enum ResolveRequest {
     Placed(PlacedAs),
     NotPlaced(NotPlaced),
+    Ended(EndedAs),
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct EndedAs {
+    /// `Completed`, `Partial` (with `remains`) or `Canceled` (full refund).
+    #[schema(pattern = "^(Completed|Partial|Canceled|completed|partial|canceled)$")]
+    pub status: String,
+    /// With `Partial`: what the upstream did not deliver.
+    #[schema(minimum = 0)]
+    pub remains: Option<i64>,
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
