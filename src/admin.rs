@@ -271,6 +271,7 @@ pub async fn list_orders(
             customer: client,
             state,
             attention,
+            ..OrderFilter::default()
         })
         .await?)
 }

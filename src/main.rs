@@ -412,7 +412,7 @@ async fn print_clients(store: &dyn panelgate::store::Store) -> anyhow::Result<()
         "{:<24} {:<12} {:>16} {:>8}",
         "NAME", "GROUP", "BALANCE", "ORDERS"
     );
-    for (c, orders) in store.list_customers().await? {
+    for (c, orders) in store.list_customers(&Default::default()).await? {
         let state = if c.enabled { "" } else { "disabled" };
         println!(
             "{:<24} {:<12} {:>16} {:>8} {state}",
@@ -567,11 +567,9 @@ fn print_attention(orders: &[panelgate::store::Order]) {
 }
 
 fn parse_status(text: &str) -> Result<panelgate::protocol::Status, String> {
-    let all = ["Completed", "Partial", "Canceled"];
-    all.iter()
-        .find(|s| s.eq_ignore_ascii_case(text.trim()))
-        .and_then(|s| panelgate::protocol::Status::parse(s))
-        .ok_or_else(|| format!("one of {}", all.join(", ")))
+    use panelgate::protocol::Status;
+    Status::parse_final(text)
+        .ok_or_else(|| format!("one of {}", Status::FINAL.map(Status::as_str).join(", ")))
 }
 
 /// The config file's `simulator:` section, or nothing if the file does not exist (the

@@ -9,6 +9,7 @@ use common::{Http, Reply};
 use http_body_util::Full;
 use panelgate::store::OrderState;
 use panelgate::store::admin::Role;
+use rust_decimal::Decimal;
 use serde_json::{Value, json};
 
 const ADMIN: &str = "admin:\n  listen: \"127.0.0.1:0\"\n";
@@ -415,6 +416,21 @@ async fn orders_are_listed_filtered_shown_and_an_unknown_one_resolved() {
         409,
         "conflict",
     );
+    // Its status history: every change of state or status, oldest first.
+    let shown = admin.get(&format!("/orders/{unknown}")).await.json();
+    let steps: Vec<(String, String)> = shown["status_history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| (e["state"].to_string(), e["status"].to_string()))
+        .collect();
+    let expected = [
+        ("dispatching", "Pending"),
+        ("unknown", "Pending"),
+        ("final", "Canceled"),
+    ]
+    .map(|(a, b)| (json!(a).to_string(), json!(b).to_string()));
+    assert_eq!(steps, expected);
     assert_error(&admin.get("/orders/999999").await, 404, "not_found");
     env.assert_ledgers_balance().await;
 }
@@ -531,4 +547,115 @@ async fn the_admin_listener_is_off_without_its_section_and_refuses_plaintext_off
     )
     .unwrap();
     assert!(panelgate::config::load(&path).is_ok());
+}
+
+#[tokio::test]
+async fn an_order_waiting_for_a_refund_decision_is_settled_once_within_what_is_left() {
+    let (env, admin) = started().await;
+    let key = env.client("ann", "100", "default").await;
+    let link = "https://i.com/a?sim-fate=partial&sim-remains=unknown";
+    let id = env
+        .add(&key, "1", &[("link", link), ("quantity", "1000")])
+        .await;
+    let o = env.wait_final(id).await;
+    assert_eq!(
+        o.attention.map(|a| a.as_str()),
+        Some("partial_without_remains")
+    );
+    let charged = env.balance(&key).await;
+    let path = format!("/orders/{id}/settle");
+    let note = "ops: half was delivered";
+    // Never more than the customer paid, always with a note, amounts as decimal strings.
+    let too_much = admin
+        .post(&path, &json!({"refund": "1000", "note": note}))
+        .await;
+    assert_error(&too_much, 400, "bad_request");
+    let no_note = admin
+        .post(&path, &json!({"refund": "0.5", "note": " "}))
+        .await;
+    assert_error(&no_note, 400, "bad_request");
+    let not_money = admin
+        .post(&path, &json!({"refund": 0.5, "note": note}))
+        .await;
+    assert_error(&not_money, 400, "bad_request");
+    assert_eq!(env.balance(&key).await, charged);
+
+    let r = admin
+        .post(&path, &json!({"refund": "0.5", "note": note}))
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["order"]["attention"], Value::Null);
+    assert_eq!(env.balance(&key).await, charged + dec("0.5"));
+    // Settled once: the mark is gone, so a second settlement is a conflict.
+    let again = admin
+        .post(&path, &json!({"refund": "0.5", "note": note}))
+        .await;
+    assert_error(&again, 409, "conflict");
+    assert_eq!(env.balance(&key).await, charged + dec("0.5"));
+    let audit = admin.get("/audit").await.json();
+    let settled = audit["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|a| a["action"] == "order.settle")
+        .map(|a| (a["actor"].clone(), a["outcome"].clone()))
+        .collect::<Vec<_>>();
+    assert!(
+        settled.contains(&(json!("shop"), json!("ok"))),
+        "{settled:?}"
+    );
+    env.assert_ledgers_balance().await;
+}
+
+#[tokio::test]
+async fn a_placed_order_is_ended_with_the_upstreams_final_status_or_unlinked_as_the_cli_does() {
+    let (env, admin) = started().await;
+    let key = env.client("ann", "100", "default").await;
+    let held = "https://i.com/a?sim-fate=hold";
+    let id = env
+        .add(&key, "1", &[("link", held), ("quantity", "1000")])
+        .await;
+    let charge = env.order(id).await.charge;
+    let path = format!("/orders/{id}/resolve");
+    let refused = [
+        json!({"status": "Partial"}),
+        json!({"status": "In progress"}),
+        json!({"status": "Partial", "remains": 400, "note": "x"}),
+    ];
+    for body in refused {
+        assert_error(&admin.post(&path, &body).await, 400, "bad_request");
+    }
+    let before = env.balance(&key).await;
+    let r = admin
+        .post(&path, &json!({"status": "partial", "remains": 400}))
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(
+        (&r.json()["order"]["state"], &r.json()["order"]["status"]),
+        (&json!("final"), &json!("Partial"))
+    );
+    // The remains' share of the charge comes back: 400 of 1000.
+    let refund = Decimal::new(charge * 400 / 1000, 5);
+    assert_eq!(env.balance(&key).await, before + refund);
+    assert_error(
+        &admin.post(&path, &json!({"status": "Canceled"})).await,
+        409,
+        "conflict",
+    );
+
+    // Unlinking a placed order makes its outcome unknown, to be resolved again.
+    let other = env
+        .add(&key, "1", &[("link", held), ("quantity", "1000")])
+        .await;
+    let r = admin
+        .post(&format!("/orders/{other}/unlink"), &json!({}))
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["order"]["state"], "unknown");
+    assert_eq!(r.json()["order"]["upstream_order"], Value::Null);
+    let unlink_again = admin
+        .post(&format!("/orders/{other}/unlink"), &json!({}))
+        .await;
+    assert_error(&unlink_again, 409, "conflict");
+    env.assert_ledgers_balance().await;
 }

@@ -487,7 +487,7 @@ async fn kill_under_load(instances: usize) {
     let journal = read_journal(&journal_path);
     let orders = store.list_orders(&OrderFilter::default()).await.unwrap();
     let customers: Vec<_> = store
-        .list_customers()
+        .list_customers(&Default::default())
         .await
         .unwrap()
         .into_iter()

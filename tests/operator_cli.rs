@@ -417,9 +417,11 @@ async fn one_upstream_order_is_held_by_one_local_order() {
     let server = serve(&config);
     let key = client_key(&config, "ann", "10");
     let http = Http::default();
-    // The customer's resend: same service, link and quantity, a moment later.
-    let first = add(&http, &server.url, &key, "https://i.com/resend").await;
-    let resend = add(&http, &server.url, &key, "https://i.com/resend").await;
+    // The customer's resend: same service, link and quantity, a moment later. Held in
+    // progress upstream, so that sync cannot end them before the unlink below.
+    let link = "https://i.com/resend?sim-fate=hold";
+    let first = add(&http, &server.url, &key, link).await;
+    let resend = add(&http, &server.url, &key, link).await;
     let (first, resend) = (
         first["order"].as_i64().unwrap(),
         resend["order"].as_i64().unwrap(),

@@ -10,6 +10,7 @@ use serde::de::DeserializeOwned;
 
 use super::ApiError;
 use super::shapes::{MONEY, POSITIVE};
+use crate::protocol::Status;
 
 static MONEY_RE: LazyLock<Regex> = LazyLock::new(|| Regex::new(MONEY).expect("it compiles"));
 static POSITIVE_RE: LazyLock<Regex> = LazyLock::new(|| Regex::new(POSITIVE).expect("it compiles"));
@@ -50,15 +51,15 @@ pub fn limit(given: Option<u32>) -> Result<usize, ApiError> {
     }
 }
 
-/// An id cursor (lists newest first): items below it.
-pub fn id_cursor(cursor: Option<&str>) -> Result<i64, ApiError> {
+/// An id cursor (lists newest first): items below it (`None`: from the newest).
+pub fn id_cursor(cursor: Option<&str>) -> Result<Option<i64>, ApiError> {
     let given = |c: &str| {
         let digits = (1..=18).contains(&c.len()) && c.bytes().all(|b| b.is_ascii_digit());
         digits.then(|| c.parse().ok()).flatten()
     };
-    cursor.map_or(Ok(i64::MAX), |c| {
-        given(c).ok_or_else(|| ApiError::bad_request("cursor: not one this API gave"))
-    })
+    cursor
+        .map(|c| given(c).ok_or_else(|| ApiError::bad_request("cursor: not one this API gave")))
+        .transpose()
 }
 
 /// An Idempotency-Key: 1 to 255 visible ASCII characters.
@@ -79,4 +80,15 @@ pub fn query<T: DeserializeOwned>(query: &str) -> Result<T, ApiError> {
         return Err(ApiError::bad_request("query: text must not contain NUL"));
     }
     serde_urlencoded::from_str(query).map_err(|e| ApiError::bad_request(format!("query: {e}")))
+}
+
+/// A final status the operator read on the upstream's own panel: `Completed`, `Partial` or
+/// `Canceled`, case as typed.
+pub fn final_status(text: &str) -> Result<Status, ApiError> {
+    Status::parse_final(text).ok_or_else(|| {
+        ApiError::bad_request(format!(
+            "status: one of {}, not {text:?}",
+            Status::FINAL.map(Status::as_str).join(", ")
+        ))
+    })
 }

@@ -8,33 +8,38 @@ use super::input::{id_cursor, limit};
 use super::shapes::*;
 use crate::admin;
 use crate::gateway::Gateway;
-use crate::store::{Customer, DayMoney, OrderFilter, OrderState, Units};
+use crate::store::{Customer, CustomerSearch, DayMoney, OrderFilter, OrderState, Units};
 
-/// The first `limit` of `items` and the cursor after the last one, if more follow.
+/// A page of at most `limit` from `rows` (read with `limit + 1`, so that one more row says
+/// whether another page follows), and the cursor after its last item if one does.
 fn page<T>(
-    items: impl Iterator<Item = T>,
+    mut rows: Vec<T>,
     limit: usize,
     cursor: impl Fn(&T) -> String,
 ) -> (Vec<T>, Option<String>) {
-    let mut items: Vec<T> = items.take(limit + 1).collect();
-    let more = items.len() > limit;
-    items.truncate(limit);
-    let next = more.then(|| items.last().map(&cursor)).flatten();
-    (items, next)
+    let more = rows.len() > limit;
+    rows.truncate(limit);
+    let next = more.then(|| rows.last().map(&cursor)).flatten();
+    (rows, next)
+}
+
+/// One more than the page holds: see [`page`].
+fn probe(limit: usize) -> u32 {
+    u32::try_from(limit + 1).unwrap_or(u32::MAX)
 }
 
 pub async fn customers(gw: &Gateway, q: &CustomerQuery) -> Result<CustomerPage, ApiError> {
     let limit = limit(q.limit)?;
-    // The cursor is the last name shown: names after it follow.
-    let after = q.cursor.as_deref();
-    let all = gw.store.list_customers().await?;
-    let wanted = all.iter().filter(|(cu, _)| {
-        q.q.as_deref().is_none_or(|s| cu.name.contains(s))
-            && after.is_none_or(|a| cu.name.as_str() > a)
-    });
-    let (items, next_cursor) = page(wanted, limit, |(cu, _)| cu.name.clone());
-    let items = items
-        .into_iter()
+    let search = CustomerSearch {
+        contains: q.q.clone().filter(|s| !s.is_empty()),
+        // The cursor is the last name shown: names after it follow.
+        after: q.cursor.clone(),
+        limit: Some(probe(limit)),
+    };
+    let rows = gw.store.list_customers(&search).await?;
+    let (rows, next_cursor) = page(rows, limit, |(cu, _)| cu.name.clone());
+    let items = rows
+        .iter()
         .map(|(cu, n)| CustomerView::new(cu, Some(*n)))
         .collect();
     Ok(CustomerPage { items, next_cursor })
@@ -55,83 +60,87 @@ pub async fn ledger(gw: &Gateway, name: &str, q: &PageQuery) -> Result<LedgerPag
     let limit = limit(q.limit)?;
     let before = id_cursor(q.cursor.as_deref())?;
     let customer = customer_row(gw, name).await?;
-    let entries = gw.store.ledger(customer.id).await?;
-    let newest_first = entries.iter().rev().filter(|e| e.id < before);
-    let (items, next_cursor) = page(newest_first, limit, |e| e.id.to_string());
-    let items = items.into_iter().map(LedgerEntryView::from).collect();
+    let rows = gw
+        .store
+        .ledger_page(customer.id, before, probe(limit))
+        .await?;
+    let (rows, next_cursor) = page(rows, limit, |e| e.id.to_string());
+    let items = rows.iter().map(LedgerEntryView::from).collect();
     Ok(LedgerPage { items, next_cursor })
 }
 
 pub async fn orders(gw: &Gateway, q: &OrderQuery) -> Result<OrderPage, ApiError> {
     let limit = limit(q.limit)?;
-    if q.service.is_some_and(i64::is_negative) {
-        return Err(ApiError::bad_request("service: a service id is 0 or more"));
-    }
-    let before = id_cursor(q.cursor.as_deref())?;
+    let service = q
+        .service
+        .map(u64::try_from)
+        .transpose()
+        .map_err(|_| ApiError::bad_request("service: a service id is 0 or more"))?;
     let filter = OrderFilter {
         customer: q.customer.clone(),
         state: q.state.map(OrderState::from),
-        attention: None,
+        upstream: q.upstream.clone(),
+        service,
+        since: q.since,
+        until: q.until,
+        before: id_cursor(q.cursor.as_deref())?,
+        limit: Some(probe(limit)),
+        ..OrderFilter::default()
     };
-    let all = gw.store.list_orders(&filter).await?;
-    let wanted = all.iter().filter(|o| {
-        o.id < before
-            && q.upstream.as_deref().is_none_or(|u| o.upstream == u)
-            && q.service.is_none_or(|s| u64::try_from(s) == Ok(o.service))
-            && q.since.is_none_or(|t| o.created_at >= t)
-            && q.until.is_none_or(|t| o.created_at < t)
-    });
-    let (items, next_cursor) = page(wanted, limit, |o| o.id.to_string());
-    let items = items.into_iter().map(OrderView::from).collect();
+    let rows = gw.store.list_orders(&filter).await?;
+    let (rows, next_cursor) = page(rows, limit, |o| o.id.to_string());
+    let items = rows.iter().map(OrderView::from).collect();
     Ok(OrderPage { items, next_cursor })
 }
 
 pub async fn order(gw: &Gateway, id: i64) -> Result<OrderDetail, ApiError> {
     let order = admin::show_order(gw.store.as_ref(), id).await?;
-    let entries = gw.store.ledger(order.customer_id).await?;
-    let history = entries
-        .iter()
-        .filter(|e| e.order_id == Some(id))
-        .map(LedgerEntryView::from)
-        .collect();
+    let entries = gw.store.order_ledger(id).await?;
+    let events = gw.store.order_history(id).await?;
     Ok(OrderDetail {
         order: OrderView::from(&order),
-        history,
+        history: entries.iter().map(LedgerEntryView::from).collect(),
+        status_history: events.iter().map(OrderEventView::from).collect(),
     })
 }
 
 pub async fn audit(gw: &Gateway, q: &PageQuery) -> Result<AuditPage, ApiError> {
     let limit = limit(q.limit)?;
     let before = id_cursor(q.cursor.as_deref())?;
-    let rows = gw.store.audit(Some(before), limit as u32 + 1).await?;
-    let (items, next_cursor) = page(rows.iter(), limit, |a| a.id.to_string());
-    let items = items.into_iter().map(AuditView::from).collect();
+    let rows = gw.store.audit(before, probe(limit)).await?;
+    let (rows, next_cursor) = page(rows, limit, |a| a.id.to_string());
+    let items = rows.iter().map(AuditView::from).collect();
     Ok(AuditPage { items, next_cursor })
 }
 
+/// Each upstream as the operator sees it, from what the gateway last saw: its breaker and
+/// its last balance reading (read now only if none was made yet).
 pub async fn upstreams(gw: &Gateway) -> Result<Vec<UpstreamView>, ApiError> {
     let open = gw.store.open_orders_by_upstream().await?;
     let mut views = Vec::new();
     for u in &gw.upstreams.0 {
-        let started = crate::clock::now();
-        let balance = u.balance().await;
-        let latency_ms = u64::try_from(started.elapsed().as_millis()).ok();
-        let (balance, currency, last_error) = match balance {
-            Ok(b) => (
-                Some(crate::money::format(b.balance)),
-                Some(b.currency).filter(|c| !c.is_empty()),
-                None,
-            ),
-            Err(e) => (None, None, Some(e.to_string())),
-        };
+        if u.last_balance().is_none() {
+            // What it answers is kept in the reading below, error included.
+            let _ = u.balance().await;
+        }
+        let reading = u.last_balance();
+        let answer = reading.as_ref().map(|r| r.answer.as_ref());
         views.push(UpstreamView {
             name: u.name.clone(),
             healthy: u.is_healthy(),
             breaker: breaker_name(u.breaker_state()).to_owned(),
-            balance,
-            currency,
-            last_error,
-            latency_ms,
+            balance: answer
+                .and_then(Result::ok)
+                .map(|b| crate::money::format(b.balance)),
+            currency: answer
+                .and_then(Result::ok)
+                .map(|b| b.currency.clone())
+                .filter(|c| !c.is_empty()),
+            last_error: answer.and_then(Result::err).cloned(),
+            latency_ms: reading
+                .as_ref()
+                .and_then(|r| u64::try_from(r.latency.as_millis()).ok()),
+            checked_at: reading.as_ref().map(|r| r.at),
             open_orders: open
                 .iter()
                 .find(|(n, _)| *n == u.name)

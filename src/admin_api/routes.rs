@@ -27,6 +27,8 @@ pub enum Route {
     Orders,
     Order(i64),
     Resolve(i64),
+    Settle(i64),
+    Unlink(i64),
     Upstreams,
     Catalog,
     Audit,
@@ -65,6 +67,8 @@ impl Route {
             ["orders"] => Route::Orders,
             ["orders", n] => Route::Order(id(n)?),
             ["orders", n, "resolve"] => Route::Resolve(id(n)?),
+            ["orders", n, "settle"] => Route::Settle(id(n)?),
+            ["orders", n, "unlink"] => Route::Unlink(id(n)?),
             ["upstreams"] => Route::Upstreams,
             ["catalog"] => Route::Catalog,
             ["audit"] => Route::Audit,
@@ -77,14 +81,17 @@ impl Route {
         match self {
             Route::Customers => &[Method::GET, Method::POST],
             Route::CustomerPart(_, "ledger") => &[Method::GET],
-            Route::CustomerPart(..) | Route::Resolve(_) => &[Method::POST],
+            Route::CustomerPart(..) | Route::Resolve(_) | Route::Settle(_) | Route::Unlink(_) => {
+                &[Method::POST]
+            }
             _ => &[Method::GET],
         }
     }
 }
 
-/// A resolve request that says neither or both.
-pub const RESOLVE_EITHER: &str = "give either a non-empty upstream_order or \"not_placed\": true";
+/// A resolve request that says none of its forms, or more than one.
+pub const RESOLVE_EITHER: &str =
+    "give a non-empty upstream_order, \"not_placed\": true, or a final status";
 
 /// The segments of `path` (below a prefix), each percent-decoded after splitting, so that a
 /// name holding `/` is sent as `%2F` and found.
@@ -123,6 +130,8 @@ pub fn segments(path: &str) -> Result<Vec<String>, ApiError> {
         list_orders,
         get_order,
         resolve,
+        settle,
+        unlink,
         audit,
         upstreams,
         catalog,
@@ -213,6 +222,8 @@ pub async fn dispatch(live: &Live, method: &Method, call: &Call) -> Result<Reply
         Route::Orders => list_orders(&c).await,
         Route::Order(id) => get_order(&c, *id).await,
         Route::Resolve(id) => resolve(&c, *id).await,
+        Route::Settle(id) => settle(&c, *id).await,
+        Route::Unlink(id) => unlink(&c, *id).await,
         Route::Upstreams => upstreams(&c).await,
         Route::Catalog => catalog(&c).await,
         Route::Audit => audit(&c).await,
@@ -372,19 +383,46 @@ async fn get_order(c: &Ctx<'_>, id: i64) -> Result<Reply, ApiError> {
     request_body = ResolveRequest,
     responses((status = 200, body = Resolved), Refusals), security(("bearer" = [])))]
 async fn resolve(c: &Ctx<'_>, id: i64) -> Result<Reply, ApiError> {
-    let upstream_order = match c.body()? {
-        ResolveRequest::Placed(p) if !p.upstream_order.trim().is_empty() => Some(p.upstream_order),
-        ResolveRequest::NotPlaced(NotPlaced { not_placed: true }) => None,
+    let op = c.operator();
+    let message = match c.body()? {
+        ResolveRequest::Placed(p) if !p.upstream_order.trim().is_empty() => {
+            op.resolve(id, Some(&p.upstream_order)).await?
+        }
+        ResolveRequest::NotPlaced(NotPlaced { not_placed: true }) => op.resolve(id, None).await?,
+        ResolveRequest::Ended(e) => {
+            let status = input::final_status(&e.status)?;
+            op.resolve_ended(id, status, e.remains).await?
+        }
         _ => {
             return Err(ApiError::bad_request(RESOLVE_EITHER));
         }
     };
-    let message = c.operator().resolve(id, upstream_order.as_deref()).await?;
+    resolved(c, id, message).await
+}
+
+async fn resolved(c: &Ctx<'_>, id: i64, message: String) -> Result<Reply, ApiError> {
     let order = admin::show_order(c.gw.store.as_ref(), id).await?;
     ok(&Resolved {
         message,
         order: OrderView::from(&order),
     })
+}
+
+#[utoipa::path(post, path = "/admin/api/v1/orders/{id}/settle", params(("id" = i64, Path)),
+    request_body = SettleRequest,
+    responses((status = 200, body = Resolved), Refusals), security(("bearer" = [])))]
+async fn settle(c: &Ctx<'_>, id: i64) -> Result<Reply, ApiError> {
+    let req: SettleRequest = c.body()?;
+    let refund = input::money(&req.refund, "refund")?;
+    let message = c.operator().settle(id, refund, &req.note).await?;
+    resolved(c, id, message).await
+}
+
+#[utoipa::path(post, path = "/admin/api/v1/orders/{id}/unlink", params(("id" = i64, Path)),
+    responses((status = 200, body = Resolved), Refusals), security(("bearer" = [])))]
+async fn unlink(c: &Ctx<'_>, id: i64) -> Result<Reply, ApiError> {
+    let message = c.operator().unlink(id).await?;
+    resolved(c, id, message).await
 }
 
 #[utoipa::path(get, path = "/admin/api/v1/audit", params(PageQuery),

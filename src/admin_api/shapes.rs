@@ -6,7 +6,7 @@ use utoipa::{IntoParams, ToSchema};
 
 use crate::money;
 use crate::store::admin::AuditEntry;
-use crate::store::{Customer, LedgerEntry, Order, OrderState, Units};
+use crate::store::{Customer, LedgerEntry, Order, OrderEvent, OrderState, Units};
 
 // The patterns below are written out again in the attributes (which take literals only);
 // `openapi::tests` checks that the document says what the code checks.
@@ -297,14 +297,53 @@ pub struct OrderDetail {
     pub order: OrderView,
     /// The ledger entries of the order, oldest first.
     pub history: Vec<LedgerEntryView>,
+    /// Every change of its state or status, oldest first.
+    pub status_history: Vec<OrderEventView>,
 }
 
-/// Placed upstream as `upstream_order`, or not placed at all (Canceled, full refund).
+/// One change of an order's state or status.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct OrderEventView {
+    /// Unix milliseconds.
+    pub at: i64,
+    /// `dispatching`, `placed`, `rejected`, `unknown` or `final`.
+    pub state: String,
+    /// The status the customer saw from then on.
+    pub status: String,
+    pub remains: Option<i64>,
+}
+
+impl From<&OrderEvent> for OrderEventView {
+    fn from(e: &OrderEvent) -> Self {
+        OrderEventView {
+            at: e.at,
+            state: e.state.as_str().to_owned(),
+            status: e.status.as_str().to_owned(),
+            remains: e.remains,
+        }
+    }
+}
+
+/// An order of unknown outcome: placed upstream as `upstream_order`, or not placed at all
+/// (Canceled, full refund). Or a placed order its upstream no longer reports (stuck): ended
+/// with the final status its upstream's own panel shows.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(untagged)]
 pub enum ResolveRequest {
     Placed(PlacedAs),
     NotPlaced(NotPlaced),
+    Ended(EndedAs),
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct EndedAs {
+    /// `Completed`, `Partial` (with `remains`) or `Canceled` (full refund).
+    #[schema(pattern = "^(Completed|Partial|Canceled|completed|partial|canceled)$")]
+    pub status: String,
+    /// With `Partial`: what the upstream did not deliver.
+    #[schema(minimum = 0)]
+    pub remains: Option<i64>,
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -328,6 +367,18 @@ fn only_true() -> utoipa::openapi::Object {
         .schema_type(utoipa::openapi::schema::Type::Boolean)
         .enum_values(Some([true]))
         .build()
+}
+
+/// Settles an order that needs the operator, refunding `refund` (0 or more, never above what
+/// is still refundable) with a note saying who decided and why.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SettleRequest {
+    /// A decimal string, 0 or more.
+    #[schema(pattern = r"^[0-9]{1,10}(\.[0-9]{1,5})?$")]
+    pub refund: String,
+    #[schema(min_length = 1, pattern = r"\S")]
+    pub note: String,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -377,8 +428,11 @@ pub struct UpstreamView {
     pub currency: Option<String>,
     /// Why the balance could not be read, if it could not.
     pub last_error: Option<String>,
-    /// How long the balance call took, in milliseconds.
+    /// How long the last balance call took, in milliseconds.
     pub latency_ms: Option<u64>,
+    /// When the balance was last read (Unix milliseconds): the balance poll
+    /// (`balance_poll`) reads it; this view never calls the upstream once it was read.
+    pub checked_at: Option<i64>,
     /// Orders dispatching, placed or unknown there.
     pub open_orders: u64,
 }

@@ -23,6 +23,17 @@ impl Status {
         Status::Canceled,
     ];
 
+    /// The statuses an order ends in.
+    pub const FINAL: [Status; 3] = [Status::Completed, Status::Partial, Status::Canceled];
+
+    /// A final status as an operator types it: its name in any case (none of the upstream
+    /// spellings [`Status::parse`] takes, so a typo is refused instead of guessed).
+    pub fn parse_final(text: &str) -> Option<Status> {
+        Status::FINAL
+            .into_iter()
+            .find(|s| s.as_str().eq_ignore_ascii_case(text.trim()))
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             Status::Pending => "Pending",

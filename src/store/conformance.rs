@@ -100,6 +100,7 @@ macro_rules! conformance_tests {
             orders_to_sync_takes_the_least_recently_synced_first,
             refills_are_synced_until_final,
             listings_and_counts,
+            operator_pages_and_order_history,
             open_orders_are_counted_by_upstream,
             the_schema_guards_the_money_rules,
             a_placed_order_that_does_not_move_is_stuck_until_it_moves,
@@ -1031,7 +1032,14 @@ pub(crate) async fn names_and_keys_are_unique<B: Backend>() {
     ));
 
     // The refused creations left nothing behind: no customer, no ledger entry.
-    assert_eq!(store.list_customers().await.unwrap().len(), 2);
+    assert_eq!(
+        store
+            .list_customers(&CustomerSearch::default())
+            .await
+            .unwrap()
+            .len(),
+        2
+    );
     assert!(store.customer_by_name("cid").await.unwrap().is_none());
     assert_eq!(store.ledger(ana.id).await.unwrap().len(), 1);
     assert_eq!(db.scalar("SELECT COUNT(*) FROM ledger").await, 1);
@@ -1470,6 +1478,129 @@ pub(crate) async fn open_orders_are_counted_by_upstream<B: Backend>() {
     );
 }
 
+/// The operator's listings page in SQL (by name, by id newest first) and an order's history
+/// is recorded by the database on every change of state or status.
+pub(crate) async fn operator_pages_and_order_history<B: Backend>() {
+    let Some(db) = B::open().await else {
+        return;
+    };
+    let store = db.store();
+    for name in ["zed", "ana", "anabel", "bob"] {
+        customer(&*store, name, 10 * ONE, 0).await;
+    }
+    let names = |search: CustomerSearch| {
+        let store = store.clone();
+        async move {
+            let rows = store.list_customers(&search).await.unwrap();
+            rows.into_iter().map(|(c, _)| c.name).collect::<Vec<_>>()
+        }
+    };
+    let search = |contains: Option<&str>, after: Option<&str>, limit| CustomerSearch {
+        contains: contains.map(str::to_owned),
+        after: after.map(str::to_owned),
+        limit,
+    };
+    assert_eq!(
+        names(search(None, None, None)).await,
+        ["ana", "anabel", "bob", "zed"]
+    );
+    assert_eq!(
+        names(search(Some("an"), None, None)).await,
+        ["ana", "anabel"]
+    );
+    assert_eq!(
+        names(search(Some("an"), Some("ana"), Some(1))).await,
+        ["anabel"]
+    );
+    assert_eq!(
+        names(search(None, Some("anabel"), Some(2))).await,
+        ["bob", "zed"]
+    );
+
+    let ana = store.customer_by_name("ana").await.unwrap().unwrap();
+    let first = placed(&*store, ana.id, ONE, 1000, 7).await;
+    let second = order(&*store, ana.id, ONE, 1000).await;
+    let third = order(&*store, ana.id, 2 * ONE, 1000).await;
+    let ids = |f: OrderFilter| {
+        let store = store.clone();
+        async move {
+            let rows = store.list_orders(&f).await.unwrap();
+            rows.into_iter().map(|o| o.id).collect::<Vec<_>>()
+        }
+    };
+    let paged = |before, limit| OrderFilter {
+        before,
+        limit,
+        ..OrderFilter::default()
+    };
+    assert_eq!(ids(paged(None, Some(2))).await, [third.id, second.id]);
+    assert_eq!(ids(paged(Some(second.id), Some(2))).await, [first.id]);
+    let other_upstream = OrderFilter {
+        upstream: Some("beta".into()),
+        ..OrderFilter::default()
+    };
+    assert!(ids(other_upstream).await.is_empty());
+    let by_service_and_time = OrderFilter {
+        service: Some(1),
+        since: Some(NOW),
+        until: Some(NOW + 1),
+        ..OrderFilter::default()
+    };
+    assert_eq!(ids(by_service_and_time).await.len(), 3);
+    let later = OrderFilter {
+        since: Some(NOW + 1),
+        ..OrderFilter::default()
+    };
+    assert!(ids(later).await.is_empty());
+
+    // Ledger pages: newest first, by id.
+    let all = store.ledger(ana.id).await.unwrap();
+    let newest: Vec<i64> = all.iter().rev().map(|e| e.id).collect();
+    let page = store.ledger_page(ana.id, None, 2).await.unwrap();
+    assert_eq!(page.iter().map(|e| e.id).collect::<Vec<_>>(), newest[..2]);
+    let rest = store
+        .ledger_page(ana.id, Some(newest[1]), 10)
+        .await
+        .unwrap();
+    assert_eq!(rest.iter().map(|e| e.id).collect::<Vec<_>>(), newest[2..]);
+
+    // The history: every change of state or status, none for a change of remains alone.
+    let later = NOW + 5;
+    store
+        .apply_status(first.id, &update(Status::InProgress, Some(900)), later)
+        .await
+        .unwrap();
+    store
+        .apply_status(first.id, &update(Status::InProgress, Some(400)), later)
+        .await
+        .unwrap();
+    store
+        .apply_status(first.id, &update(Status::Canceled, Some(1000)), later + 1)
+        .await
+        .unwrap();
+    let history = store.order_history(first.id).await.unwrap();
+    let seen: Vec<_> = history
+        .iter()
+        .map(|e| (e.state, e.status, e.remains))
+        .collect();
+    assert_eq!(
+        seen,
+        [
+            (OrderState::Dispatching, Status::Pending, None),
+            (OrderState::Placed, Status::Pending, None),
+            (OrderState::Placed, Status::InProgress, Some(900)),
+            (OrderState::Final, Status::Canceled, Some(1000)),
+        ]
+    );
+    assert_eq!(history.last().unwrap().at, later + 1);
+    let kinds: Vec<_> = (store.order_ledger(first.id).await.unwrap())
+        .iter()
+        .map(|e| e.kind)
+        .collect();
+    assert_eq!(kinds, [EntryKind::Charge, EntryKind::Refund]);
+    assert!(store.order_history(third.id + 1).await.unwrap().is_empty());
+}
+
 pub(crate) async fn listings_and_counts<B: Backend>() {
     let Some(db) = B::open().await else {
         return;
@@ -1482,7 +1613,10 @@ pub(crate) async fn listings_and_counts<B: Backend>() {
     let a2 = order(&*store, ana.id, ONE, 1000).await;
     store.mark_unknown(a2.id, "timeout", NOW).await.unwrap();
 
-    let listed = store.list_customers().await.unwrap();
+    let listed = store
+        .list_customers(&CustomerSearch::default())
+        .await
+        .unwrap();
     let listed: Vec<_> = listed.iter().map(|(c, n)| (c.name.as_str(), *n)).collect();
     assert_eq!(listed, [("ana", 2), ("bob", 1)]);
 

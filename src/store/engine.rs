@@ -12,12 +12,12 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
-use super::rows::{self, Conn, Fields, Stmt, params};
+use super::rows::{self, Arg, Conn, Fields, Stmt, params};
 use super::rules::{self, Books, Entry, INTERRUPTED_NOTE, SETTLEABLE, opt_to_db, to_db};
 use super::{
-    Applied, Attention, AttentionFilter, Claim, Customer, DayMoney, EntryKind, KeyHash,
-    LedgerEntry, Millis, NewOrder, Order, OrderFilter, OrderState, Refill, Result, StatusUpdate,
-    Store, StoreError, StuckCutoffs, Units,
+    Applied, Attention, AttentionFilter, Claim, Customer, CustomerSearch, DayMoney, EntryKind,
+    KeyHash, LedgerEntry, Millis, NewOrder, Order, OrderEvent, OrderFilter, OrderState, Refill,
+    Result, StatusUpdate, Store, StoreError, StuckCutoffs, Units,
 };
 use crate::protocol::{RefillStatus, Status};
 
@@ -36,6 +36,8 @@ pub trait Engine: Send + Sync + 'static {
     const LOCK: &'static str;
     /// The `ORDER BY` of customers by name, bytewise.
     const BY_NAME: &'static str;
+    /// The function `F(text, part)` that answers where `part` starts in `text` (0: nowhere).
+    const FIND: &'static str;
     /// Counts (0 or 1) the unique index on upstream orders.
     const INDEXED: &'static str;
     /// Run before checking for shared upstream orders and creating the index, so that no
@@ -1001,14 +1003,32 @@ impl<E: Engine> Store for E {
         fetch_customer(&mut *self.read().await?, "name", name.into()).await
     }
 
-    async fn list_customers(&self) -> Result<Vec<(Customer, u64)>> {
-        let sql = format!(
+    async fn list_customers(&self, search: &CustomerSearch) -> Result<Vec<(Customer, u64)>> {
+        let mut sql = format!(
             "SELECT {}, (SELECT COUNT(*) FROM orders o WHERE o.customer_id = c.id) AS orders \
-             FROM customers c ORDER BY {}",
+             FROM customers c WHERE TRUE",
             rows::CUSTOMER_COLUMNS,
-            E::BY_NAME
         );
-        let rows = self.read().await?.fetch_all(Stmt::new(sql)).await?;
+        let mut stmt = Stmt::new("");
+        if let Some(part) = &search.contains {
+            stmt = stmt.bind(part.as_str());
+            sql.push_str(&format!(
+                " AND {}(c.name, ${}) > 0",
+                E::FIND,
+                stmt.args.len()
+            ));
+        }
+        if let Some(after) = &search.after {
+            stmt = stmt.bind(after.as_str());
+            sql.push_str(&format!(" AND {} > ${}", E::BY_NAME, stmt.args.len()));
+        }
+        sql.push_str(&format!(" ORDER BY {}", E::BY_NAME));
+        if let Some(limit) = search.limit {
+            stmt = stmt.bind(i64::from(limit));
+            sql.push_str(&format!(" LIMIT ${}", stmt.args.len()));
+        }
+        stmt.sql = sql.into();
+        let rows = self.read().await?.fetch_all(stmt).await?;
         rows.iter()
             .map(|row| Ok((rows::customer(row)?, row.u64("orders")?)))
             .collect()
@@ -1052,6 +1072,50 @@ impl<E: Engine> Store for E {
         let mut read = self.read().await?;
         let rows = read.fetch_all(Stmt::new(sql).bind(customer_id)).await?;
         rows.iter().map(rows::entry).collect()
+    }
+
+    async fn ledger_page(
+        &self,
+        customer_id: i64,
+        before: Option<i64>,
+        limit: u32,
+    ) -> Result<Vec<LedgerEntry>> {
+        let sql = format!(
+            "SELECT {} FROM ledger WHERE customer_id = $1 AND id < $2 ORDER BY id DESC LIMIT $3",
+            rows::ENTRY_COLUMNS
+        );
+        let stmt = Stmt::new(sql)
+            .bind(customer_id)
+            .bind(before.unwrap_or(i64::MAX))
+            .bind(i64::from(limit));
+        let rows = self.read().await?.fetch_all(stmt).await?;
+        rows.iter().map(rows::entry).collect()
+    }
+
+    async fn order_ledger(&self, order_id: i64) -> Result<Vec<LedgerEntry>> {
+        let sql = format!(
+            "SELECT {} FROM ledger WHERE order_id = $1 ORDER BY id",
+            rows::ENTRY_COLUMNS
+        );
+        let rows = self
+            .read()
+            .await?
+            .fetch_all(Stmt::new(sql).bind(order_id))
+            .await?;
+        rows.iter().map(rows::entry).collect()
+    }
+
+    async fn order_history(&self, order_id: i64) -> Result<Vec<OrderEvent>> {
+        let sql = format!(
+            "SELECT {} FROM order_events WHERE order_id = $1 ORDER BY id",
+            rows::EVENT_COLUMNS
+        );
+        let rows = self
+            .read()
+            .await?
+            .fetch_all(Stmt::new(sql).bind(order_id))
+            .await?;
+        rows.iter().map(rows::event).collect()
     }
 
     // ---- orders ----
@@ -1141,25 +1205,37 @@ impl<E: Engine> Store for E {
     }
 
     async fn list_orders(&self, filter: &OrderFilter) -> Result<Vec<Order>> {
+        let f = filter;
         let mut sql = format!("{} WHERE TRUE", rows::order_select());
-        let mut stmt = Stmt::new("");
-        if let Some(customer) = &filter.customer {
-            stmt = stmt.bind(customer);
-            sql.push_str(&format!(" AND c.name = ${}", stmt.args.len()));
-        }
-        if let Some(state) = filter.state {
-            stmt = stmt.bind(state.as_str());
-            sql.push_str(&format!(" AND o.state = ${}", stmt.args.len()));
-        }
-        match filter.attention {
+        let mut conditions: Vec<(&str, Arg)> = Vec::new();
+        let mut when = |condition, arg: Option<Arg>| {
+            if let Some(arg) = arg {
+                conditions.push((condition, arg));
+            }
+        };
+        when("c.name =", f.customer.as_deref().map(Arg::from));
+        when("o.state =", f.state.map(|s| s.as_str().into()));
+        match f.attention {
             None => {}
             Some(AttentionFilter::Any) => sql.push_str(" AND o.attention IS NOT NULL"),
-            Some(AttentionFilter::Only(reason)) => {
-                stmt = stmt.bind(reason.as_str());
-                sql.push_str(&format!(" AND o.attention = ${}", stmt.args.len()));
-            }
+            Some(AttentionFilter::Only(r)) => when("o.attention =", Some(r.as_str().into())),
+        }
+        when("o.upstream =", f.upstream.as_deref().map(Arg::from));
+        let service = f.service.map(|s| to_db(s, "service")).transpose()?;
+        when("o.service =", service.map(Arg::from));
+        when("o.created_at >=", f.since.map(Arg::from));
+        when("o.created_at <", f.until.map(Arg::from));
+        when("o.id <", f.before.map(Arg::from));
+        let mut stmt = Stmt::new("");
+        for (condition, arg) in conditions {
+            stmt = stmt.bind(arg);
+            sql.push_str(&format!(" AND {condition} ${}", stmt.args.len()));
         }
         sql.push_str(" ORDER BY o.id DESC");
+        if let Some(limit) = f.limit {
+            stmt = stmt.bind(i64::from(limit));
+            sql.push_str(&format!(" LIMIT ${}", stmt.args.len()));
+        }
         stmt.sql = sql.into();
         let rows = self.read().await?.fetch_all(stmt).await?;
         rows.iter().map(rows::order).collect()

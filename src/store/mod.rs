@@ -371,6 +371,35 @@ pub struct OrderFilter {
     pub state: Option<OrderState>,
     /// Only orders that need the operator (for any reason, or for this one).
     pub attention: Option<AttentionFilter>,
+    pub upstream: Option<String>,
+    /// The local service id.
+    pub service: Option<u64>,
+    /// Created at or after.
+    pub since: Option<Millis>,
+    /// Created before.
+    pub until: Option<Millis>,
+    /// Only ids below this one: the cursor of a page (lists are newest first).
+    pub before: Option<i64>,
+    /// At most this many (all if `None`).
+    pub limit: Option<u32>,
+}
+
+/// Which customers to list: names containing `contains`, after `after` (a page's cursor).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CustomerSearch {
+    pub contains: Option<String>,
+    pub after: Option<String>,
+    /// At most this many (all if `None`).
+    pub limit: Option<u32>,
+}
+
+/// One change of an order's state or status, as the database recorded it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OrderEvent {
+    pub at: Millis,
+    pub state: OrderState,
+    pub status: Status,
+    pub remains: Option<i64>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -422,8 +451,8 @@ pub trait Store: admin::AdminStore + Send + Sync + 'static {
 
     async fn customer_by_name(&self, name: &str) -> Result<Option<Customer>>;
 
-    /// Every customer with their order count, by name.
-    async fn list_customers(&self) -> Result<Vec<(Customer, u64)>>;
+    /// The customers `search` asks for, with their order counts, by name (bytewise).
+    async fn list_customers(&self, search: &CustomerSearch) -> Result<Vec<(Customer, u64)>>;
 
     /// Operator credit (positive `amount`) or debit (negative). A debit may not take the
     /// balance below `-credit_limit`.
@@ -440,6 +469,22 @@ pub trait Store: admin::AdminStore + Send + Sync + 'static {
     async fn set_key(&self, name: &str, key_hash: &KeyHash) -> Result<()>;
 
     async fn ledger(&self, customer_id: i64) -> Result<Vec<LedgerEntry>>;
+
+    /// At most `limit` of the customer's entries below id `before` (any if `None`), newest
+    /// first: a page of the ledger, read by the index.
+    async fn ledger_page(
+        &self,
+        customer_id: i64,
+        before: Option<i64>,
+        limit: u32,
+    ) -> Result<Vec<LedgerEntry>>;
+
+    /// The entries one order caused (its charge, a release, refunds), oldest first.
+    async fn order_ledger(&self, order_id: i64) -> Result<Vec<LedgerEntry>>;
+
+    /// Every change of the order's state or status, oldest first (written by the database
+    /// itself, in the transaction that made the change).
+    async fn order_history(&self, order_id: i64) -> Result<Vec<OrderEvent>>;
 
     // ---- orders ----
 

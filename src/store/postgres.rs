@@ -114,6 +114,7 @@ impl Engine for PostgresStore {
     const LOCK: &'static str = " FOR NO KEY UPDATE";
     // By name as bytes, as SQLite sorts it, whatever the database's locale.
     const BY_NAME: &'static str = "c.name COLLATE \"C\"";
+    const FIND: &'static str = "strpos";
     const INDEXED: &'static str = "SELECT COUNT(*) AS n \
          WHERE to_regclass('orders_upstream_order_unique') IS NOT NULL";
     // Instances starting together: one checks and creates, the others wait here and then find

@@ -8,7 +8,9 @@ use std::borrow::Cow;
 use async_trait::async_trait;
 
 use super::rules::{child_orders_from_db, drip_from_db, from_db, undecodable};
-use super::{Attention, Customer, EntryKind, LedgerEntry, Order, OrderState, Refill, Result};
+use super::{
+    Attention, Customer, EntryKind, LedgerEntry, Order, OrderEvent, OrderState, Refill, Result,
+};
 use crate::protocol::{RefillStatus, Status};
 
 /// Reads one column of a row by name, as the few types the store keeps.
@@ -220,6 +222,17 @@ pub(super) fn refill(row: &impl Fields) -> Result<Refill> {
         status: required(row.word("status", RefillStatus::parse)?, "status")?,
         created_at: row.i64("created_at")?,
         synced_at: row.int("synced_at")?,
+    })
+}
+
+pub(super) const EVENT_COLUMNS: &str = "at, state, status, remains";
+
+pub(super) fn event(row: &impl Fields) -> Result<OrderEvent> {
+    Ok(OrderEvent {
+        at: row.i64("at")?,
+        state: row.state()?,
+        status: row.status()?,
+        remains: row.int("remains")?,
     })
 }
 

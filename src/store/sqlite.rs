@@ -219,6 +219,7 @@ impl Engine for SqliteStore {
     const LOCK: &'static str = "";
     // SQLite compares text bytewise unless told otherwise.
     const BY_NAME: &'static str = "c.name";
+    const FIND: &'static str = "instr";
     const INDEXED: &'static str = "SELECT COUNT(*) AS n FROM sqlite_master \
          WHERE type = 'index' AND name = 'orders_upstream_order_unique'";
     const INDEX_LOCKS: &'static [&'static str] = &[];

@@ -234,6 +234,23 @@ pub struct Upstream {
     declared_currency: bool,
     /// The currency its last `balance` reply stated (`""`: none); `None` until one is read.
     stated_currency: std::sync::Mutex<Option<String>>,
+    /// What the last `balance` call found, kept for the operator so that showing it costs the
+    /// upstream nothing (the balance poll refreshes it).
+    last_balance: std::sync::Mutex<Option<BalanceReading>>,
+}
+
+/// One `balance` call's answer, when it came and how long it took.
+#[derive(Debug, Clone)]
+pub struct BalanceReading {
+    /// Unix milliseconds.
+    pub at: i64,
+    /// The balance, or why it could not be read.
+    pub answer: Result<Balance, String>,
+    pub latency: Duration,
+}
+
+fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 impl std::fmt::Debug for Upstream {
@@ -280,6 +297,7 @@ impl Upstream {
             expected_currency: cfg.expected_currency.clone(),
             declared_currency: cfg.currency.is_some(),
             stated_currency: std::sync::Mutex::new(None),
+            last_balance: std::sync::Mutex::new(None),
         }
     }
 
@@ -515,9 +533,25 @@ impl Upstream {
     /// Our balance there; the currency it states is remembered (see
     /// [`Upstream::currency_check`]).
     pub async fn balance(&self) -> Result<Balance, CallError> {
-        let balance = lenient::balance(&self.call_idempotent("balance", &[]).await?)?;
+        let started = clock::now();
+        let balance = self
+            .call_idempotent("balance", &[])
+            .await
+            .and_then(|body| Ok(lenient::balance(&body)?));
+        let reading = BalanceReading {
+            at: clock::now_millis(),
+            answer: balance.as_ref().map_err(ToString::to_string).cloned(),
+            latency: started.elapsed(),
+        };
+        *lock(&self.last_balance) = Some(reading);
+        let balance = balance?;
         self.record_currency(&balance.currency);
         Ok(balance)
+    }
+
+    /// The last `balance` reading, if one was made.
+    pub fn last_balance(&self) -> Option<BalanceReading> {
+        lock(&self.last_balance).clone()
     }
 
     /// Places an order. Never retried here: see [`AddOutcome`]. Counted by what the reply

@@ -487,7 +487,7 @@ impl Env {
 /// Every customer's balance in `store` equals the sum of their ledger entries and is above
 /// its floor, and no order is refunded more than it was charged.
 pub async fn assert_ledgers_balance(store: &dyn Store) {
-    for (c, _) in store.list_customers().await.unwrap() {
+    for (c, _) in store.list_customers(&Default::default()).await.unwrap() {
         let sum: i64 = store
             .ledger(c.id)
             .await
