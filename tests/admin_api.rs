@@ -7,7 +7,6 @@ use bytes::Bytes;
 use common::gw::{ALPHA_KEY, Env, Options, dec, money};
 use common::{Http, Reply};
 use http_body_util::Full;
-use panelgate::operator::{CLI, Operator};
 use panelgate::store::OrderState;
 use panelgate::store::admin::Role;
 use serde_json::{Value, json};
@@ -64,24 +63,13 @@ impl Admin {
     }
 }
 
-/// A token made through the core the CLI runs (actor `cli`).
-async fn token(env: &Env, name: &str, role: Role) -> String {
-    let cfg = env.gw().gateway().cfg.clone();
-    let op = Operator {
-        store: env.store(),
-        cfg: &cfg,
-        actor: CLI,
-    };
-    op.add_token(name, role).await.unwrap()
-}
-
 async fn started() -> (Env, Admin) {
     let env = Env::start(Options {
         extra: ADMIN,
         ..Options::default()
     })
     .await;
-    let write = token(&env, "shop", Role::Write).await;
+    let write = env.admin_token("shop", Role::Write).await;
     let admin = Admin::new(&env, &write);
     (env, admin)
 }
@@ -242,7 +230,7 @@ async fn fifty_concurrent_retries_with_one_idempotency_key_credit_once_and_answe
 #[tokio::test]
 async fn read_tokens_read_and_are_refused_on_writes_and_bad_tokens_get_401() {
     let (env, admin) = started().await;
-    let read = Admin::new(&env, &token(&env, "viewer", Role::Read).await);
+    let read = Admin::new(&env, &env.admin_token("viewer", Role::Read).await);
     assert_eq!(read.get("/customers").await.status, 200);
     assert_error(
         &read.post("/customers", &json!({"name": "x"})).await,

@@ -16,7 +16,6 @@ use std::time::Duration;
 
 use common::gw::{ALPHA_KEY, Env, Options, dec, with_services};
 use panelgate::money::{format, from_units};
-use panelgate::operator::{CLI, Operator};
 use panelgate::store::OrderState;
 use panelgate::store::admin::Role;
 use serde_json::Value;
@@ -24,15 +23,9 @@ use tokio::io::AsyncReadExt;
 
 const ADMIN: &str = "admin:\n  listen: \"127.0.0.1:0\"\n";
 
-/// Sold at alpha's cost + 10 %, with beta's dearer 201 (2.2 USD) as its fallback: the catalog
-/// flags it below cost there.
-const BELOW_COST: &str = r#"  - id: 9
-    upstream: alpha
-    service: 102
-    markup: { percent: 10 }
-    allow_loss: true
-    fallback: [{ upstream: beta, service: 201 }]
-"#;
+/// Sold at a loss on purpose, so that the catalog has a price to flag below cost.
+const BELOW_COST: &str =
+    "  - { id: 9, upstream: alpha, service: 101, markup: { percent: -10 }, allow_loss: true }\n";
 
 /// Long enough for a slow machine; a hung browser must not hang the suite.
 const SCENARIO_LIMIT: Duration = Duration::from_secs(120);
@@ -115,17 +108,6 @@ async fn read_all(mut pipe: impl tokio::io::AsyncRead + Unpin) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
-/// An admin token made through the core the CLI runs.
-async fn token(env: &Env, name: &str, role: Role) -> String {
-    let cfg = env.gw().gateway().cfg.clone();
-    let op = Operator {
-        store: env.store(),
-        cfg: &cfg,
-        actor: CLI,
-    };
-    op.add_token(name, role).await.unwrap()
-}
-
 #[tokio::test]
 async fn an_operator_runs_the_storefront_from_the_console_in_a_real_browser() {
     let Some(tools) = Tools::found() else { return };
@@ -140,9 +122,9 @@ async fn an_operator_runs_the_storefront_from_the_console_in_a_real_browser() {
             format!("http://{}/admin/", env.gw().admin_addr.unwrap()),
         ),
         ("API_URL", env.url()),
-        ("WRITE_TOKEN", token(&env, "shop", Role::Write).await),
+        ("WRITE_TOKEN", env.admin_token("shop", Role::Write).await),
         ("WRITE_TOKEN_NAME", "shop".to_owned()),
-        ("READ_TOKEN", token(&env, "auditor", Role::Read).await),
+        ("READ_TOKEN", env.admin_token("auditor", Role::Read).await),
         (
             "FAULTS_URL",
             format!("http://{}/_sim/faults", env.alpha.addr),

@@ -6,8 +6,10 @@ use std::time::Duration;
 
 use panelgate::app::{self, Running};
 use panelgate::config::{self, Secret};
+use panelgate::operator::{CLI, Operator};
 use panelgate::sim::{self, SimConfig, SimHandle};
 use panelgate::store::Store;
+use panelgate::store::admin::Role;
 use rust_decimal::Decimal;
 use serde_json::Value;
 
@@ -304,6 +306,17 @@ impl Env {
         .await
         .unwrap();
         key
+    }
+
+    /// An admin token made through the core the CLI runs (actor `cli`).
+    pub async fn admin_token(&self, name: &str, role: Role) -> String {
+        let cfg = self.gw().gateway().cfg.clone();
+        let op = Operator {
+            store: self.store(),
+            cfg: &cfg,
+            actor: CLI,
+        };
+        op.add_token(name, role).await.unwrap()
     }
 
     pub async fn call(&self, key: &str, pairs: &[(&str, &str)]) -> Value {
