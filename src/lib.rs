@@ -12,6 +12,7 @@ pub mod auth;
 pub mod catalog;
 pub mod clock;
 pub mod config;
+pub mod console;
 pub mod gateway;
 pub mod guard;
 pub mod journal;

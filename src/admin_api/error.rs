@@ -69,6 +69,11 @@ impl ApiError {
         }
     }
 
+    /// The seconds a 429 asks the caller to wait.
+    pub fn retry_after(&self) -> Option<u64> {
+        self.retry_after
+    }
+
     pub fn reply(&self) -> Reply {
         let body = ErrorBody {
             error: self.message.clone(),

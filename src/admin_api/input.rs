@@ -6,6 +6,7 @@ use std::sync::LazyLock;
 
 use regex::Regex;
 use rust_decimal::Decimal;
+use serde::de::DeserializeOwned;
 
 use super::ApiError;
 use super::shapes::{MONEY, POSITIVE};
@@ -69,4 +70,13 @@ pub fn idempotency_key(key: Option<&str>) -> Result<Option<&str>, ApiError> {
         )),
         _ => Ok(key),
     }
+}
+
+/// A query string's parameters. Text with NUL in it is refused everywhere: PostgreSQL cannot
+/// store it.
+pub fn query<T: DeserializeOwned>(query: &str) -> Result<T, ApiError> {
+    if query.to_ascii_lowercase().contains("%00") {
+        return Err(ApiError::bad_request("query: text must not contain NUL"));
+    }
+    serde_urlencoded::from_str(query).map_err(|e| ApiError::bad_request(format!("query: {e}")))
 }

@@ -1,6 +1,7 @@
 //! The admin API (docs/admin-api.md): JSON under `/admin/api/v1/` on a listener of its own
-//! (`admin:` in the config), for storefronts, scripts and the console. Every write runs
-//! through [`crate::operator`], the core the CLI runs too.
+//! (`admin:` in the config), for storefronts and scripts; the web console ([`crate::console`])
+//! answers the listener's other `/admin` paths. Every write runs through [`crate::operator`],
+//! the core the CLI runs too.
 //!
 //! A request is routed first (unknown path 404, wrong method 405), then authenticated
 //! (`Authorization: Bearer`, 401; failed attempts per address are capped like API keys), then
@@ -10,7 +11,7 @@ mod error;
 pub mod input;
 pub mod openapi;
 pub mod read;
-mod routes;
+pub mod routes;
 pub mod shapes;
 
 use std::net::SocketAddr;
@@ -22,6 +23,7 @@ use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 
 use crate::app::Live;
+use crate::console::{self, Console};
 use crate::guard::{Guard, retry_after_secs};
 use crate::keys;
 use crate::server::{Answer, Handler, Reply};
@@ -35,16 +37,24 @@ pub const PREFIX: &str = "/admin/api/v1";
 /// Request bodies are small JSON objects.
 const MAX_BODY: usize = 64 * 1024;
 
-/// The admin listener's handler.
+/// The admin listener's handler: the API, and the console beside it.
 pub struct AdminApi {
     live: Arc<Live>,
+    /// Failed token attempts, counted per address for the API and the console's logins alike.
     guard: Guard,
+    console: Console,
 }
 
 impl AdminApi {
-    pub fn new(live: Arc<Live>) -> AdminApi {
+    /// `tls`: whether the listener speaks TLS itself.
+    pub fn new(live: Arc<Live>, tls: bool) -> AdminApi {
         let guard = Guard::new(&live.gateway().cfg);
-        AdminApi { live, guard }
+        let console = Console::new(live.clone(), tls);
+        AdminApi {
+            live,
+            guard,
+            console,
+        }
     }
 }
 
@@ -71,6 +81,9 @@ impl Handler for AdminApi {
 impl AdminApi {
     async fn answer(&self, req: Request<Incoming>, peer: SocketAddr) -> Result<Reply, ApiError> {
         let path = req.uri().path();
+        if console::serves(path) {
+            return Ok(self.console.answer(req, peer, &self.guard).await);
+        }
         if path == format!("{PREFIX}/openapi.json") {
             return match *req.method() {
                 Method::GET => Ok(openapi::reply()),
@@ -99,7 +112,7 @@ impl AdminApi {
                 ApiError::bad_request("Idempotency-Key: visible ASCII characters only")
             })?),
         };
-        let body = read_body(req).await?;
+        let body = read_body(req.into_body()).await?;
         let call = Call {
             actor,
             route,
@@ -145,8 +158,9 @@ fn header(req: &Request<Incoming>, name: &str) -> Option<String> {
         .map(str::to_owned)
 }
 
-async fn read_body(req: Request<Incoming>) -> Result<Bytes, ApiError> {
-    match Limited::new(req.into_body(), MAX_BODY).collect().await {
+/// A request body, within the size limit.
+pub(crate) async fn read_body(body: Incoming) -> Result<Bytes, ApiError> {
+    match Limited::new(body, MAX_BODY).collect().await {
         Ok(body) => Ok(body.to_bytes()),
         Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
@@ -180,7 +194,7 @@ pub async fn start(
         .await
         .map_err(listen_err)?;
     let addr = listener.local_addr().map_err(listen_err)?;
-    let handler = Arc::new(AdminApi::new(live));
+    let handler = Arc::new(AdminApi::new(live, tls.is_some()));
     let task = tokio::spawn(crate::server::serve(
         listener, handler, limits, tls, shutdown,
     ));

@@ -8,7 +8,7 @@ use super::input::{id_cursor, limit};
 use super::shapes::*;
 use crate::admin;
 use crate::gateway::Gateway;
-use crate::store::{Customer, OrderFilter, OrderState};
+use crate::store::{Customer, DayMoney, OrderFilter, OrderState, Units};
 
 /// The first `limit` of `items` and the cursor after the last one, if more follow.
 fn page<T>(
@@ -185,4 +185,83 @@ pub fn catalog(gw: &Gateway) -> Vec<CatalogEntry> {
             }
         })
         .collect()
+}
+
+const DAY_MS: i64 = 86_400_000;
+
+/// How many days the overview sums and charts, today included.
+pub const OVERVIEW_DAYS: i64 = 30;
+
+/// The overview's figures at `now` (Unix milliseconds): days are UTC days.
+pub async fn overview(gw: &Gateway, now: i64) -> Result<Overview, ApiError> {
+    let today = now.div_euclid(DAY_MS);
+    let first = today - (OVERVIEW_DAYS - 1);
+    let found = gw.store.money_by_day(first * DAY_MS).await?;
+    let days: Vec<DayMoney> = (first..=today)
+        .map(|day| {
+            let zero = DayMoney {
+                day,
+                revenue: 0,
+                cost: 0,
+            };
+            found.iter().find(|d| d.day == day).copied().unwrap_or(zero)
+        })
+        .collect();
+    let sum = |f: fn(&DayMoney) -> Units| days.iter().map(f).sum::<Units>();
+    let states = gw.store.count_orders_by_state().await?;
+    let attention = gw.store.count_attention().await?;
+    Ok(Overview {
+        orders_by_state: states
+            .into_iter()
+            .map(|(s, count)| StateCount {
+                state: s.as_str().to_owned(),
+                count,
+            })
+            .collect(),
+        today: money_view(
+            days.last().map_or(0, |d| d.revenue),
+            days.last().map_or(0, |d| d.cost),
+        ),
+        last_30_days: money_view(sum(|d| d.revenue), sum(|d| d.cost)),
+        days: days.iter().map(day_view).collect(),
+        attention: attention
+            .into_iter()
+            .map(|(reason, upstream, count)| AttentionCount {
+                reason: reason.as_str().to_owned(),
+                upstream,
+                count,
+            })
+            .collect(),
+        upstreams: gw
+            .upstreams
+            .0
+            .iter()
+            .map(|u| UpstreamHealth {
+                name: u.name.clone(),
+                healthy: u.is_healthy(),
+                breaker: breaker_name(u.breaker_state()).to_owned(),
+            })
+            .collect(),
+    })
+}
+
+fn money_view(revenue: Units, cost: Units) -> MoneyView {
+    MoneyView {
+        revenue: amount(revenue),
+        cost: amount(cost),
+        margin: amount(revenue - cost),
+    }
+}
+
+fn day_view(d: &DayMoney) -> DayView {
+    let date = time::OffsetDateTime::from_unix_timestamp(d.day * (DAY_MS / 1000))
+        .map(|t| t.date().to_string())
+        .unwrap_or_default();
+    let money = money_view(d.revenue, d.cost);
+    DayView {
+        day: date,
+        revenue: money.revenue,
+        cost: money.cost,
+        margin: money.margin,
+    }
 }

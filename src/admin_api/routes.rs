@@ -30,9 +30,10 @@ pub enum Route {
     Upstreams,
     Catalog,
     Audit,
+    Overview,
 }
 
-const CUSTOMER_PARTS: [&str; 8] = [
+pub const CUSTOMER_PARTS: [&str; 8] = [
     "credit",
     "debit",
     "ledger",
@@ -44,25 +45,11 @@ const CUSTOMER_PARTS: [&str; 8] = [
 ];
 
 impl Route {
-    /// Path segments are percent-decoded after splitting, so a name holding `/` is sent as
-    /// `%2F` and found.
+    /// See [`segments`].
     pub fn parse(path: &str) -> Result<Route, ApiError> {
         let unknown = || ApiError::not_found(format!("no such path: {path}"));
         let rest = path.strip_prefix(PREFIX).ok_or_else(unknown)?;
-        let segments: Vec<String> = rest
-            .strip_prefix('/')
-            .ok_or_else(unknown)?
-            .split('/')
-            .map(|s| {
-                percent_encoding::percent_decode_str(s)
-                    .decode_utf8()
-                    .map(String::from)
-            })
-            .collect::<Result<_, _>>()
-            .map_err(|_| ApiError::bad_request("the path is not UTF-8 once decoded"))?;
-        if segments.iter().any(|s| s.contains('\0')) {
-            return Err(ApiError::bad_request("the path must not contain NUL"));
-        }
+        let segments = segments(rest.strip_prefix('/').ok_or_else(unknown)?)?;
         let id = |s: &str| s.parse::<i64>().map_err(|_| unknown());
         let seg: Vec<&str> = segments.iter().map(String::as_str).collect();
         Ok(match seg.as_slice() {
@@ -81,6 +68,7 @@ impl Route {
             ["upstreams"] => Route::Upstreams,
             ["catalog"] => Route::Catalog,
             ["audit"] => Route::Audit,
+            ["overview"] => Route::Overview,
             _ => return Err(unknown()),
         })
     }
@@ -93,6 +81,27 @@ impl Route {
             _ => &[Method::GET],
         }
     }
+}
+
+/// A resolve request that says neither or both.
+pub const RESOLVE_EITHER: &str = "give either a non-empty upstream_order or \"not_placed\": true";
+
+/// The segments of `path` (below a prefix), each percent-decoded after splitting, so that a
+/// name holding `/` is sent as `%2F` and found.
+pub fn segments(path: &str) -> Result<Vec<String>, ApiError> {
+    let segments: Vec<String> = path
+        .split('/')
+        .map(|s| {
+            percent_encoding::percent_decode_str(s)
+                .decode_utf8()
+                .map(String::from)
+        })
+        .collect::<Result<_, _>>()
+        .map_err(|_| ApiError::bad_request("the path is not UTF-8 once decoded"))?;
+    if segments.iter().any(|s| s.contains('\0')) {
+        return Err(ApiError::bad_request("the path must not contain NUL"));
+    }
+    Ok(segments)
 }
 
 /// The document: every endpoint below, from its own annotation.
@@ -117,6 +126,7 @@ impl Route {
         audit,
         upstreams,
         catalog,
+        overview,
     ),
     components(schemas(ErrorBody)),
     modifiers(&Bearer)
@@ -165,13 +175,8 @@ impl Ctx<'_> {
         }
     }
 
-    /// Text with NUL in it is refused everywhere: PostgreSQL cannot store it.
     fn query<T: DeserializeOwned>(&self) -> Result<T, ApiError> {
-        let query = self.call.query.as_deref().unwrap_or("");
-        if query.to_ascii_lowercase().contains("%00") {
-            return Err(ApiError::bad_request("query: text must not contain NUL"));
-        }
-        serde_urlencoded::from_str(query).map_err(|e| ApiError::bad_request(format!("query: {e}")))
+        input::query(self.call.query.as_deref().unwrap_or(""))
     }
 
     fn body<T: DeserializeOwned>(&self) -> Result<T, ApiError> {
@@ -211,6 +216,7 @@ pub async fn dispatch(live: &Live, method: &Method, call: &Call) -> Result<Reply
         Route::Upstreams => upstreams(&c).await,
         Route::Catalog => catalog(&c).await,
         Route::Audit => audit(&c).await,
+        Route::Overview => overview(&c).await,
     }
 }
 
@@ -370,9 +376,7 @@ async fn resolve(c: &Ctx<'_>, id: i64) -> Result<Reply, ApiError> {
         ResolveRequest::Placed(p) if !p.upstream_order.trim().is_empty() => Some(p.upstream_order),
         ResolveRequest::NotPlaced(NotPlaced { not_placed: true }) => None,
         _ => {
-            return Err(ApiError::bad_request(
-                "give either a non-empty upstream_order or \"not_placed\": true",
-            ));
+            return Err(ApiError::bad_request(RESOLVE_EITHER));
         }
     };
     let message = c.operator().resolve(id, upstream_order.as_deref()).await?;
@@ -399,4 +403,10 @@ async fn upstreams(c: &Ctx<'_>) -> Result<Reply, ApiError> {
     responses((status = 200, body = Vec<CatalogEntry>), Refusals), security(("bearer" = [])))]
 async fn catalog(c: &Ctx<'_>) -> Result<Reply, ApiError> {
     ok(&read::catalog(c.gw))
+}
+
+#[utoipa::path(get, path = "/admin/api/v1/overview",
+    responses((status = 200, body = Overview), Refusals), security(("bearer" = [])))]
+async fn overview(c: &Ctx<'_>) -> Result<Reply, ApiError> {
+    ok(&read::overview(c.gw, crate::clock::now_millis()).await?)
 }

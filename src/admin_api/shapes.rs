@@ -409,3 +409,60 @@ pub struct CatalogEntry {
     pub targets: Vec<TargetView>,
     pub prices: Vec<PriceView>,
 }
+
+/// The figures of the console's overview page.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Overview {
+    /// Every state, with how many orders are in it.
+    pub orders_by_state: Vec<StateCount>,
+    /// The current UTC day.
+    pub today: MoneyView,
+    /// The 30 UTC days ending today.
+    pub last_30_days: MoneyView,
+    /// Those 30 days one by one, oldest first, days without orders included (as zeros).
+    pub days: Vec<DayView>,
+    /// Orders awaiting the operator, by reason and upstream (`GET /orders` lists them).
+    pub attention: Vec<AttentionCount>,
+    /// Each upstream's health as this instance sees it (no call is made to them).
+    pub upstreams: Vec<UpstreamHealth>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct StateCount {
+    pub state: String,
+    pub count: u64,
+}
+
+/// Money of the orders placed in a span of days: revenue is what was charged less refunds,
+/// cost what the upstreams reported charging, margin the difference.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct MoneyView {
+    pub revenue: String,
+    pub cost: String,
+    pub margin: String,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct DayView {
+    /// `YYYY-MM-DD`, UTC.
+    pub day: String,
+    pub revenue: String,
+    pub cost: String,
+    pub margin: String,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AttentionCount {
+    /// `unknown_outcome`, `refund_unknown`, `partial_without_remains` or `stuck`.
+    pub reason: String,
+    pub upstream: String,
+    pub count: u64,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct UpstreamHealth {
+    pub name: String,
+    pub healthy: bool,
+    /// `closed`, `open` or `half_open`.
+    pub breaker: String,
+}

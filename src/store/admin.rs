@@ -1,6 +1,7 @@
 //! What the operator's tools need from the store beyond serving customers: admin API tokens,
-//! the audit trail, credits and debits applied once per idempotency key, and settings of a
-//! customer the CLI never had (price group, credit limit).
+//! the console's sessions (opened with a token), the audit trail, credits and debits applied
+//! once per idempotency key, and settings of a customer the CLI never had (price group, credit
+//! limit).
 //!
 //! Written once for both backends, on the store's [`Engine`]: its transactions (retried when
 //! contended), its statements and rows.
@@ -73,6 +74,14 @@ pub struct Idempotency {
     pub request_hash: KeyHash,
 }
 
+/// When console sessions end: a session opened before `opened_after` or last seen before
+/// `seen_after` is over.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SessionLimits {
+    pub opened_after: Millis,
+    pub seen_after: Millis,
+}
+
 /// The result of a credit or debit.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Adjusted {
@@ -91,6 +100,26 @@ pub trait AdminStore: Send + Sync {
     async fn admin_tokens(&self) -> Result<Vec<AdminToken>>;
     /// [`StoreError::NotFound`] when there is no token of that name.
     async fn revoke_admin_token(&self, name: &str) -> Result<()>;
+
+    /// Opens a console session: `id` is the hash of the cookie's id, `token` the hash of the
+    /// admin token it was opened with. Sessions over by `limits` are deleted on the way.
+    async fn open_session(
+        &self,
+        id: &KeyHash,
+        token: &KeyHash,
+        limits: &SessionLimits,
+        now: Millis,
+    ) -> Result<()>;
+    /// The token of a session not over by `limits` (`None`: no such session, it is over, or
+    /// its token was revoked); marks it seen at `now` (at most once a minute, to spare writes).
+    async fn session_token(
+        &self,
+        id: &KeyHash,
+        limits: &SessionLimits,
+        now: Millis,
+    ) -> Result<Option<AdminToken>>;
+    /// Ends a session (nothing to do if there is none).
+    async fn close_session(&self, id: &KeyHash) -> Result<()>;
 
     async fn record_audit(&self, entry: &AuditEntry) -> Result<()>;
     /// Newest first, `limit` of them with an id below `before` (all when `None`).
@@ -118,6 +147,18 @@ const INSERT_TOKEN: &str =
     "INSERT INTO admin_tokens (name, token_hash, role, created_at) VALUES ($1, $2, $3, $4)";
 const TOKEN_COLUMNS: &str = "SELECT name, token_hash, role, created_at FROM admin_tokens";
 const REVOKE_TOKEN: &str = "DELETE FROM admin_tokens WHERE name = $1";
+const INSERT_SESSION: &str = "INSERT INTO console_sessions (id_hash, token_hash, created_at, \
+     seen_at) VALUES ($1, $2, $3, $3)";
+const PURGE_SESSIONS: &str = "DELETE FROM console_sessions WHERE created_at <= $1 OR seen_at <= $2";
+/// The session's token, joined by hash: a revoked token's sessions find none.
+const SESSION_TOKEN: &str = "SELECT t.name AS name, t.token_hash AS token_hash, t.role AS role, \
+     t.created_at AS created_at, s.seen_at AS seen_at FROM console_sessions s \
+     JOIN admin_tokens t ON t.token_hash = s.token_hash \
+     WHERE s.id_hash = $1 AND s.created_at > $2 AND s.seen_at > $3";
+const TOUCH_SESSION: &str = "UPDATE console_sessions SET seen_at = $1 WHERE id_hash = $2";
+const CLOSE_SESSION: &str = "DELETE FROM console_sessions WHERE id_hash = $1";
+/// A session seen less than this long ago is not marked seen again.
+const TOUCH_EVERY: Millis = 60_000;
 const INSERT_AUDIT: &str =
     "INSERT INTO audit (at, actor, action, target, outcome) VALUES ($1, $2, $3, $4, $5)";
 const AUDIT_PAGE: &str = "SELECT id, at, actor, action, target, outcome FROM audit \
@@ -275,6 +316,52 @@ impl<E: Engine> AdminStore for E {
 
     async fn revoke_admin_token(&self, name: &str) -> Result<()> {
         transaction!(self, |c| change_one(c, Stmt::new(REVOKE_TOKEN).bind(name)))
+    }
+
+    async fn open_session(
+        &self,
+        id: &KeyHash,
+        token: &KeyHash,
+        limits: &SessionLimits,
+        now: Millis,
+    ) -> Result<()> {
+        let purge = Stmt::new(PURGE_SESSIONS)
+            .bind(limits.opened_after)
+            .bind(limits.seen_after);
+        let insert = Stmt::new(INSERT_SESSION)
+            .bind(&id[..])
+            .bind(&token[..])
+            .bind(now);
+        transaction!(self, |c| async {
+            c.execute(purge.clone()).await?;
+            c.execute(insert.clone()).await
+        })
+        .map(drop)
+    }
+
+    async fn session_token(
+        &self,
+        id: &KeyHash,
+        limits: &SessionLimits,
+        now: Millis,
+    ) -> Result<Option<AdminToken>> {
+        let stmt = Stmt::new(SESSION_TOKEN)
+            .bind(&id[..])
+            .bind(limits.opened_after)
+            .bind(limits.seen_after);
+        let Some(row) = self.read().await?.fetch_optional(stmt).await? else {
+            return Ok(None);
+        };
+        if row.i64("seen_at")? < now - TOUCH_EVERY {
+            let touch = Stmt::new(TOUCH_SESSION).bind(now).bind(&id[..]);
+            transaction!(self, |c| c.execute(touch.clone()))?;
+        }
+        token_from_row(&row).map(Some)
+    }
+
+    async fn close_session(&self, id: &KeyHash) -> Result<()> {
+        let stmt = Stmt::new(CLOSE_SESSION).bind(&id[..]);
+        transaction!(self, |c| c.execute(stmt.clone())).map(drop)
     }
 
     async fn record_audit(&self, e: &AuditEntry) -> Result<()> {

@@ -108,6 +108,8 @@ macro_rules! conformance_tests {
             an_idempotent_credit_is_applied_once_across_two_stores,
             admin_tokens_and_audit_rows_are_kept,
             a_customer_changes_group_and_credit_limit,
+            console_sessions_end_with_time_logout_or_their_token,
+            money_is_summed_by_the_day_orders_were_placed,
         );
     };
     (@cases $backend:ty; $($case:ident),* $(,)?) => {

@@ -3,9 +3,10 @@
 
 use tokio::task::JoinSet;
 
-use super::admin::{AdminToken, AuditEntry, Idempotency, Role};
-use super::conformance::{Backend, ONE, books_via, customer};
-use super::{StoreError, Units};
+use super::admin::{AdminToken, AuditEntry, Idempotency, Role, SessionLimits};
+use super::conformance::{Backend, NOW, ONE, books_via, customer, new_order, update};
+use super::{DayMoney, StatusUpdate, StoreError, Units};
+use crate::protocol::Status;
 
 fn key(scope: &str, key: &str, request: u8) -> Idempotency {
     Idempotency {
@@ -124,4 +125,168 @@ pub(crate) async fn a_customer_changes_group_and_credit_limit<B: Backend>() {
     assert_eq!((c.group.as_str(), c.credit_limit), ("vip", 2 * ONE));
     let missing = store.set_credit_limit("nobody", ONE).await;
     assert!(matches!(missing, Err(StoreError::NotFound)));
+}
+
+/// A session lives until it is closed, too old, idle too long or its token is revoked; a new
+/// token of the same name does not inherit it. Another store on the database sees it too.
+pub(crate) async fn console_sessions_end_with_time_logout_or_their_token<B: Backend>() {
+    let Some(db) = B::open_shared().await else {
+        return;
+    };
+    let (store, other) = (db.store(), db.another().await);
+    let token = AdminToken {
+        name: "ops".into(),
+        role: Role::Read,
+        hash: [3; 32],
+        created_at: 1,
+    };
+    store.add_admin_token(&token).await.unwrap();
+    let live = SessionLimits {
+        opened_after: NOW - 100,
+        seen_after: NOW - 10,
+    };
+    for id in [[1; 32], [2; 32], [4; 32]] {
+        store.open_session(&id, &[3; 32], &live, NOW).await.unwrap();
+    }
+    let found = other.session_token(&[1; 32], &live, NOW).await.unwrap();
+    assert_eq!(found, Some(token.clone()));
+    assert_eq!(
+        store.session_token(&[9; 32], &live, NOW).await.unwrap(),
+        None
+    );
+    // Idle past its limit, or opened too long ago: over.
+    let later = SessionLimits {
+        opened_after: NOW - 100,
+        seen_after: NOW + 1,
+    };
+    assert_eq!(
+        store.session_token(&[1; 32], &later, NOW).await.unwrap(),
+        None
+    );
+    let older = SessionLimits {
+        opened_after: NOW,
+        seen_after: NOW - 10,
+    };
+    assert_eq!(
+        store.session_token(&[1; 32], &older, NOW).await.unwrap(),
+        None
+    );
+    // Being seen keeps it from going idle (marked at most once a minute).
+    let seen = NOW + 120_000;
+    assert!(
+        store
+            .session_token(&[1; 32], &live, seen)
+            .await
+            .unwrap()
+            .is_some()
+    );
+    let idle_since_open = SessionLimits {
+        opened_after: NOW - 100,
+        seen_after: NOW + 60_000,
+    };
+    assert!(
+        store
+            .session_token(&[1; 32], &idle_since_open, seen)
+            .await
+            .unwrap()
+            .is_some()
+    );
+    assert!(
+        store
+            .session_token(&[2; 32], &idle_since_open, seen)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    store.close_session(&[2; 32]).await.unwrap();
+    store.close_session(&[2; 32]).await.unwrap();
+    assert_eq!(
+        store.session_token(&[2; 32], &live, NOW).await.unwrap(),
+        None
+    );
+    store.revoke_admin_token("ops").await.unwrap();
+    store
+        .add_admin_token(&AdminToken {
+            hash: [5; 32],
+            ..token
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        other.session_token(&[4; 32], &live, NOW).await.unwrap(),
+        None
+    );
+    // A session needs a token that exists.
+    let orphan = store.open_session(&[6; 32], &[8; 32], &live, NOW).await;
+    assert!(orphan.is_err());
+}
+
+/// Revenue is what was charged less refunds (a rejected order brought nothing), cost what the
+/// upstream reported, both by the UTC day the order was placed.
+pub(crate) async fn money_is_summed_by_the_day_orders_were_placed<B: Backend>() {
+    let Some(db) = B::open().await else {
+        return;
+    };
+    let store = db.store();
+    let c = customer(&*store, "gus", 100 * ONE, 0).await;
+    let day = NOW / 86_400_000;
+    let next = (day + 1) * 86_400_000;
+    let place = |charge: Units, at: i64| {
+        let store = store.clone();
+        async move {
+            let o = store
+                .create_order(&new_order(c.id, charge, 1000), at)
+                .await
+                .unwrap();
+            store
+                .mark_placed(o.id, &o.id.to_string(), at)
+                .await
+                .unwrap();
+            o.id
+        }
+    };
+    let done = place(10 * ONE, NOW).await;
+    let done_update = StatusUpdate {
+        cost: Some(4 * ONE),
+        ..update(Status::Completed, Some(0))
+    };
+    store.apply_status(done, &done_update, NOW).await.unwrap();
+    let half = place(8 * ONE, NOW).await;
+    let half_update = StatusUpdate {
+        cost: Some(ONE),
+        ..update(Status::Partial, Some(500))
+    };
+    let refunded = store.apply_status(half, &half_update, NOW).await.unwrap();
+    assert!(refunded.refund > 0);
+    let rejected = store
+        .create_order(&new_order(c.id, 3 * ONE, 1000), NOW)
+        .await
+        .unwrap();
+    store.mark_rejected(rejected.id, "no", NOW).await.unwrap();
+    let running = place(6 * ONE, next + 5).await;
+    let running_update = StatusUpdate {
+        cost: Some(2 * ONE),
+        ..update(Status::InProgress, Some(10))
+    };
+    store
+        .apply_status(running, &running_update, next + 5)
+        .await
+        .unwrap();
+    let figures = store.money_by_day(NOW - 1).await.unwrap();
+    assert_eq!(
+        figures,
+        [
+            DayMoney {
+                day,
+                revenue: 18 * ONE - refunded.refund,
+                cost: 5 * ONE
+            },
+            DayMoney {
+                day: day + 1,
+                revenue: 6 * ONE,
+                cost: 2 * ONE
+            },
+        ]
+    );
+    assert_eq!(store.money_by_day(next).await.unwrap(), figures[1..]);
 }

@@ -15,9 +15,9 @@ use async_trait::async_trait;
 use super::rows::{self, Conn, Fields, Stmt, params};
 use super::rules::{self, Books, Entry, INTERRUPTED_NOTE, SETTLEABLE, opt_to_db, to_db};
 use super::{
-    Applied, Attention, AttentionFilter, Claim, Customer, EntryKind, KeyHash, LedgerEntry, Millis,
-    NewOrder, Order, OrderFilter, OrderState, Refill, Result, StatusUpdate, Store, StoreError,
-    StuckCutoffs, Units,
+    Applied, Attention, AttentionFilter, Claim, Customer, DayMoney, EntryKind, KeyHash,
+    LedgerEntry, Millis, NewOrder, Order, OrderFilter, OrderState, Refill, Result, StatusUpdate,
+    Store, StoreError, StuckCutoffs, Units,
 };
 use crate::protocol::{RefillStatus, Status};
 
@@ -108,6 +108,13 @@ const OPEN_ORDERS_BY_UPSTREAM: &str = "SELECT upstream, COUNT(*) AS n FROM order
 /// Orders needing the operator by reason and upstream.
 const COUNT_ATTENTION: &str = "SELECT attention, upstream, COUNT(*) AS n FROM orders \
      WHERE attention IS NOT NULL GROUP BY attention, upstream";
+
+/// Revenue and cost by UTC day of placing (see [`DayMoney`]). `SUM` is cast back to an integer:
+/// PostgreSQL sums a `BIGINT` as `NUMERIC`.
+const MONEY_BY_DAY: &str = "SELECT created_at / 86400000 AS day, \
+     CAST(SUM(CASE WHEN state = 'rejected' THEN 0 ELSE charge - refunded END) AS BIGINT) \
+     AS revenue, CAST(SUM(COALESCE(cost, 0)) AS BIGINT) AS cost FROM orders \
+     WHERE created_at >= $1 GROUP BY created_at / 86400000 ORDER BY day";
 
 /// Every local order sharing its upstream order.
 const SHARED_UPSTREAM_ORDERS: &str = "SELECT upstream, upstream_order, id FROM orders \
@@ -1204,6 +1211,20 @@ impl<E: Engine> Store for E {
                     .attention()?
                     .ok_or_else(|| rules::broken("a NULL attention counted".into()))?;
                 Ok((reason, row.string("upstream")?, row.u64("n")?))
+            })
+            .collect()
+    }
+
+    async fn money_by_day(&self, since: Millis) -> Result<Vec<DayMoney>> {
+        let stmt = Stmt::new(MONEY_BY_DAY).bind(since);
+        let rows = self.read().await?.fetch_all(stmt).await?;
+        rows.iter()
+            .map(|row| {
+                Ok(DayMoney {
+                    day: row.i64("day")?,
+                    revenue: row.i64("revenue")?,
+                    cost: row.i64("cost")?,
+                })
             })
             .collect()
     }

@@ -379,6 +379,18 @@ pub enum AttentionFilter {
     Only(Attention),
 }
 
+/// What the orders placed on one UTC day brought in and cost.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DayMoney {
+    /// Days since 1970-01-01 (UTC).
+    pub day: i64,
+    /// What was charged, less what was refunded (a rejected order's charge was released, so
+    /// it brought nothing).
+    pub revenue: Units,
+    /// What the upstreams charged us for them, as last reported.
+    pub cost: Units,
+}
+
 /// When a placed order that has not moved counts as stuck: `sync.stuck_after`, and the
 /// services that override it.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -509,6 +521,10 @@ pub trait Store: admin::AdminStore + Send + Sync + 'static {
     async fn open_orders_by_upstream(&self) -> Result<Vec<(String, u64)>>;
     /// Orders that need the operator, counted by reason and upstream (non-zero counts only).
     async fn count_attention(&self) -> Result<Vec<(Attention, String, u64)>>;
+
+    /// Revenue and cost of the orders placed since `since`, by UTC day of placing, oldest
+    /// first; days without orders are absent.
+    async fn money_by_day(&self, since: Millis) -> Result<Vec<DayMoney>>;
 
     /// Marks `stuck` every placed order without another mark whose last progress (or, if it
     /// never moved, its creation) is before its cutoff. Returns how many were marked. The

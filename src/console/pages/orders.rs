@@ -1,0 +1,123 @@
+//! The orders: the list with the API's filters, and an order's page with its history and, for
+//! one of unknown outcome, the forms that resolve it.
+
+use maud::{Markup, html};
+
+use crate::admin_api::shapes::*;
+use crate::admin_api::{ApiError, read};
+use crate::console::layout::{field, form, next_page, when};
+use crate::console::paths::Page;
+use crate::console::session::Session;
+use crate::gateway::Gateway;
+use crate::store::OrderState;
+
+pub async fn orders(gw: &Gateway, q: OrderQuery) -> Result<Markup, ApiError> {
+    let page = read::orders(gw, &q).await?;
+    let state = q.state.map(|s| OrderState::from(s).as_str()).unwrap_or("");
+    let text = |v: &Option<String>| v.clone().unwrap_or_default();
+    let number = |v: Option<i64>| v.map(|n| n.to_string()).unwrap_or_default();
+    let (customer, upstream) = (text(&q.customer), text(&q.upstream));
+    let (service, since, until) = (number(q.service), number(q.since), number(q.until));
+    let next = page.next_cursor.as_deref().map(|cursor| {
+        Page::Orders.with_query(&[
+            ("state", state),
+            ("customer", &customer),
+            ("upstream", &upstream),
+            ("service", &service),
+            ("since", &since),
+            ("until", &until),
+            ("cursor", cursor),
+        ])
+    });
+    Ok(html! {
+        form #order-filters .inline method="get" action=(Page::Orders.href()) {
+            label { span { "State" } select name="state" {
+                option value="" { "any" }
+                @for s in OrderState::ALL { option value=(s.as_str()) selected[s.as_str() == state] { (s.as_str()) } }
+            } }
+            label { span { "Customer" } input type="text" name="customer" value=(customer); }
+            label { span { "Upstream" } input type="text" name="upstream" value=(upstream); }
+            label { span { "Service" } input type="text" name="service" inputmode="numeric" value=(service); }
+            label { span { "Since (Unix ms)" } input type="text" name="since" inputmode="numeric" value=(since); }
+            label { span { "Until (Unix ms)" } input type="text" name="until" inputmode="numeric" value=(until); }
+            button type="submit" { "Filter" }
+        }
+        table #orders {
+            thead { tr { th { "Order" } th { "Placed" } th { "Customer" } th { "Service" } th { "Upstream" } th { "State" } th { "Status" } th { "Charge" } } }
+            tbody {
+                @for o in &page.items {
+                    tr data-order=(o.id) {
+                        td { a.order-link href=(Page::Order(o.id).href()) { (o.id) } }
+                        td { (when(o.created_at)) }
+                        td.customer { (o.customer) }
+                        td.service { (o.service) }
+                        td.upstream { (o.upstream) }
+                        td.state { (o.state) }
+                        td.status { (o.status) }
+                        td.charge { (o.charge) }
+                    }
+                }
+            }
+        }
+        (next_page(next))
+    })
+}
+
+pub async fn order(gw: &Gateway, s: &Session, id: i64) -> Result<Markup, ApiError> {
+    let d = read::order(gw, id).await?;
+    let o = &d.order;
+    let opt = |v: &Option<String>| v.clone().unwrap_or_default();
+    Ok(html! {
+        dl {
+            dt { "Order" } dd #order-id { (o.id) }
+            dt { "State" } dd #order-state { (o.state) }
+            dt { "Status" } dd #order-status { (o.status) }
+            dt { "Customer" } dd { a href=(Page::Customer(o.customer.clone()).href()) { (o.customer) } }
+            dt { "Service" } dd { (o.service) }
+            dt { "Upstream" } dd { (o.upstream) " service " (o.upstream_service) }
+            dt { "Upstream order" } dd #upstream-order { (opt(&o.upstream_order)) }
+            dt { "Charge" } dd #charge { (o.charge) }
+            dt { "Cost" } dd #cost { (opt(&o.cost)) }
+            dt { "Refunded" } dd #refunded { (o.refunded) }
+            dt { "Remains" } dd { (o.remains.map(|r| r.to_string()).unwrap_or_default()) }
+            dt { "Link" } dd #link { (opt(&o.link)) }
+            dt { "Note" } dd #note { (opt(&o.note)) }
+            dt { "Attention" } dd #attention { (opt(&o.attention)) }
+            dt { "Placed" } dd { (when(o.created_at)) }
+            dt { "Updated" } dd { (when(o.updated_at)) }
+        }
+        @if o.state == OrderState::Unknown.as_str() && s.writes() {
+            (resolve_forms(s, o.id))
+        }
+        h2 { "History" }
+        table #history {
+            thead { tr { th { "Entry" } th { "When" } th { "Kind" } th { "Amount" } th { "Note" } } }
+            tbody {
+                @for e in &d.history {
+                    tr data-entry=(e.id) {
+                        td { (e.id) }
+                        td { (when(e.created_at)) }
+                        td.kind { (e.kind) }
+                        td.amount { (e.amount) }
+                        td.note { (e.note.as_deref().unwrap_or("")) }
+                    }
+                }
+            }
+        }
+    })
+}
+
+fn resolve_forms(s: &Session, id: i64) -> Markup {
+    let to = format!("{}/resolve", Page::Order(id).href());
+    html! {
+        h2 { "Resolve this order" }
+        p.muted { "Its upstream may or may not have taken it: look there, then say which." }
+        div.forms {
+            (form(s, "resolve-placed", &to, field("Upstream order id", "upstream_order", "", true), "Placed as this order"))
+            (form(s, "resolve-not-placed", &to, html! {
+                input type="hidden" name="not_placed" value="true";
+                span { "Cancels it and refunds the whole charge." }
+            }, "Not placed"))
+        }
+    }
+}
