@@ -6,7 +6,8 @@
 //!
 //! Each page's screenshot goes to `target/console-screenshots/`, or to
 //! `PANELGATE_CONSOLE_SCREENSHOTS` (`docs/console` refreshes the docs' pictures). `.ci/run`
-//! installs Chromium and the npm package.
+//! installs Chromium and the npm package; `PANELGATE_TEST_NODE` and `PANELGATE_TEST_CHROMIUM`
+//! name other binaries than `node` on the PATH and /usr/bin/chromium.
 
 mod common;
 
