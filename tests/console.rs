@@ -11,7 +11,6 @@ use bytes::Bytes;
 use common::gw::{ALPHA_KEY, Env, Options, dec};
 use common::{Http, Reply};
 use http_body_util::Full;
-use panelgate::operator::{CLI, Operator};
 use panelgate::store::OrderState;
 use panelgate::store::admin::Role;
 use rust_decimal::Decimal;
@@ -173,24 +172,13 @@ impl Browser {
     }
 }
 
-/// A token made through the core the CLI runs (actor `cli`).
-async fn token(env: &Env, name: &str, role: Role) -> String {
-    let cfg = env.gw().gateway().cfg.clone();
-    let op = Operator {
-        store: env.store(),
-        cfg: &cfg,
-        actor: CLI,
-    };
-    op.add_token(name, role).await.unwrap()
-}
-
 async fn started() -> (Env, String) {
     let env = Env::start(Options {
         extra: ADMIN,
         ..Options::default()
     })
     .await;
-    let write = token(&env, "ops-desk", Role::Write).await;
+    let write = env.admin_token("ops-desk", Role::Write).await;
     (env, write)
 }
 
@@ -275,41 +263,17 @@ async fn logging_in_sets_a_strict_http_only_cookie_and_bad_tokens_are_refused_th
 
 #[tokio::test]
 async fn over_tls_the_session_cookie_is_secure() {
-    use std::sync::Arc;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let dir = common::gw::Scratch::new("console-tls");
-    let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
-    std::fs::write(dir.path("cert.pem"), cert.cert.pem()).unwrap();
-    std::fs::write(dir.path("key.pem"), cert.signing_key.serialize_pem()).unwrap();
-    let extra: &'static str = Box::leak(
-        format!(
-            "{ADMIN}  tls:\n    cert: \"{}\"\n    key: \"{}\"\n",
-            dir.path("cert.pem").display(),
-            dir.path("key.pem").display()
-        )
-        .into_boxed_str(),
-    );
+    let certs = common::SelfSigned::new(&dir);
+    let extra = format!("{ADMIN}{}", certs.section(2));
     let env = Env::start(Options {
-        extra,
+        extra: Box::leak(extra.into_boxed_str()),
         ..Options::default()
     })
     .await;
-    let write = token(&env, "ops-desk", Role::Write).await;
-    let mut roots = rustls::RootCertStore::empty();
-    roots.add(cert.cert.der().clone()).unwrap();
-    let client = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .unwrap()
-    .with_root_certificates(roots)
-    .with_no_client_auth();
-    let connector = tokio_rustls::TlsConnector::from(Arc::new(client));
-    let tcp = tokio::net::TcpStream::connect(env.gw().admin_addr.unwrap())
-        .await
-        .unwrap();
-    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
-    let mut tls = connector.connect(name, tcp).await.unwrap();
+    let write = env.admin_token("ops-desk", Role::Write).await;
+    let mut tls = certs.connect(env.gw().admin_addr.unwrap()).await;
     let body = common::encode(&[("token", &write)]);
     let request = format!(
         "POST /admin/login HTTP/1.1\r\nHost: localhost\r\nOrigin: https://localhost\r\n\
@@ -553,7 +517,7 @@ async fn customers_are_created_credited_debited_disabled_and_rekeyed_through_for
     assert_eq!(rows, expected.map(|(k, b)| (k.to_owned(), b.to_owned())));
 
     // A refusal shows the page again with the API's own words and status.
-    let admin = token(&env, "script", Role::Write).await;
+    let admin = env.admin_token("script", Role::Write).await;
     let api = |path: &str, body: serde_json::Value| {
         let http = env.http.clone();
         let url = format!("{}/admin/api/v1{path}", b.base);
@@ -664,7 +628,10 @@ async fn posts_without_this_sessions_csrf_token_or_from_another_origin_change_no
     let c = env.store().customer_by_name("ann").await.unwrap().unwrap();
     assert_eq!(c.balance, 1_000_000, "nothing changed");
     // Another session's token is not this one's.
-    let (other_env_token, other) = (token(&env, "second", Role::Write).await, Browser::new(&env));
+    let (other_env_token, other) = (
+        env.admin_token("second", Role::Write).await,
+        Browser::new(&env),
+    );
     other.log_in(&other_env_token).await;
     let theirs = other.get("/admin/").await.csrf();
     assert_ne!(theirs, csrf);
@@ -696,7 +663,7 @@ async fn posts_without_this_sessions_csrf_token_or_from_another_origin_change_no
 async fn a_read_session_sees_every_page_but_no_form_and_its_posts_change_nothing() {
     let (env, _) = started().await;
     env.client("ann", "10", "default").await;
-    let read = token(&env, "viewer", Role::Read).await;
+    let read = env.admin_token("viewer", Role::Read).await;
     let b = Browser::new(&env);
     let home = b.log_in(&read).await;
     assert_eq!(home.text("#whoami"), "viewer (read)");
@@ -952,7 +919,7 @@ async fn the_overview_sums_money_as_done_by_hand_and_agrees_with_the_api() {
     assert_eq!(home.text("tr[data-state=rejected] td.count"), "1");
     assert_eq!(home.all("svg#chart rect").len(), 30);
     // The API's overview says the same.
-    let admin = token(&env, "script", Role::Read).await;
+    let admin = env.admin_token("script", Role::Read).await;
     let req = http::Request::get(format!("{}/admin/api/v1/overview", b.base))
         .header("authorization", format!("Bearer {admin}"))
         .body(Full::new(Bytes::new()))

@@ -2,7 +2,6 @@
 
 mod common;
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use common::gw::{ALPHA_KEY, Env, Options};
@@ -384,39 +383,16 @@ async fn bodies_over_the_configured_limit_are_refused() {
 #[tokio::test]
 async fn tls_termination() {
     let dir = common::gw::Scratch::new("tls");
-    let cert =
-        rcgen::generate_simple_self_signed(vec!["localhost".to_owned(), "127.0.0.1".to_owned()])
-            .unwrap();
-    std::fs::write(dir.path("cert.pem"), cert.cert.pem()).unwrap();
-    std::fs::write(dir.path("key.pem"), cert.signing_key.serialize_pem()).unwrap();
-    let extra: &'static str = Box::leak(
-        format!(
-            "tls:\n  cert: \"{}\"\n  key: \"{}\"\n",
-            dir.path("cert.pem").display(),
-            dir.path("key.pem").display()
-        )
-        .into_boxed_str(),
-    );
+    let certs = common::SelfSigned::new(&dir);
     let env = Env::start(Options {
-        extra,
+        extra: certs.section(0),
         ..Options::default()
     })
     .await;
     assert!(env.gw().url().starts_with("https://"));
     let key = env.client("ann", "1", "default").await;
 
-    let mut roots = rustls::RootCertStore::empty();
-    roots.add(cert.cert.der().clone()).unwrap();
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let client = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    let connector = tokio_rustls::TlsConnector::from(Arc::new(client));
-    let tcp = TcpStream::connect(env.gw().addr).await.unwrap();
-    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
-    let mut tls = connector.connect(name, tcp).await.unwrap();
+    let mut tls = certs.connect(env.gw().addr).await;
     tls.write_all(&balance_request(&key)).await.unwrap();
     let mut buf = vec![0u8; 4096];
     let n = tls.read(&mut buf).await.unwrap();

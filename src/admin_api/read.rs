@@ -257,11 +257,8 @@ fn day_view(d: &DayMoney) -> DayView {
     let date = time::OffsetDateTime::from_unix_timestamp(d.day * (DAY_MS / 1000))
         .map(|t| t.date().to_string())
         .unwrap_or_default();
-    let money = money_view(d.revenue, d.cost);
     DayView {
         day: date,
-        revenue: money.revenue,
-        cost: money.cost,
-        margin: money.margin,
+        money: money_view(d.revenue, d.cost),
     }
 }

@@ -446,9 +446,8 @@ pub struct MoneyView {
 pub struct DayView {
     /// `YYYY-MM-DD`, UTC.
     pub day: String,
-    pub revenue: String,
-    pub cost: String,
-    pub margin: String,
+    #[serde(flatten)]
+    pub money: MoneyView,
 }
 
 #[derive(Debug, Serialize, ToSchema)]

@@ -26,7 +26,12 @@ fn units(text: &str) -> Units {
 pub fn chart(days: &[DayView]) -> Markup {
     let points: Vec<(i128, i128)> = days
         .iter()
-        .map(|d| (i128::from(units(&d.revenue)), i128::from(units(&d.margin))))
+        .map(|d| {
+            (
+                i128::from(units(&d.money.revenue)),
+                i128::from(units(&d.money.margin)),
+            )
+        })
         .collect();
     let high = points
         .iter()
@@ -58,7 +63,7 @@ pub fn chart(days: &[DayView]) -> Markup {
             @for (i, (d, (r, _))) in days.iter().zip(&points).enumerate() {
                 rect.revenue x=(x(i) + (slot - BAR) / 2) y=(y(*r).min(zero)) width=(BAR)
                     height=((y(*r) - zero).abs()) {
-                    title { (d.day) ": revenue " (d.revenue) ", margin " (d.margin) }
+                    title { (d.day) ": revenue " (d.money.revenue) ", margin " (d.money.margin) }
                 }
             }
             line.axis x1="0" y1=(zero) x2=(WIDTH) y2=(zero) {}
@@ -74,13 +79,16 @@ pub fn chart(days: &[DayView]) -> Markup {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::admin_api::shapes::MoneyView;
 
     fn day(day: &str, revenue: &str, margin: &str) -> DayView {
         DayView {
             day: day.into(),
-            revenue: revenue.into(),
-            cost: "0".into(),
-            margin: margin.into(),
+            money: MoneyView {
+                revenue: revenue.into(),
+                cost: "0".into(),
+                margin: margin.into(),
+            },
         }
     }
 

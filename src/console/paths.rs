@@ -47,7 +47,8 @@ pub enum Route {
 
 /// Whether the console answers `path` (rather than the JSON API).
 pub fn serves(path: &str) -> bool {
-    path == "/admin" || (path.starts_with(ROOT) && !path.starts_with("/admin/api/"))
+    let api = path == "/admin/api" || path.starts_with("/admin/api/");
+    path == "/admin" || (path.starts_with(ROOT) && !api)
 }
 
 impl Route {
@@ -172,6 +173,7 @@ mod tests {
         assert!(Route::parse("/admin/customers/x/ledger").is_err());
         assert!(Route::parse("/admin/orders/x").is_err());
         assert!(serves("/admin") && serves("/admin/") && !serves("/admin/api/v1/customers"));
+        assert!(!serves("/admin/api") && !serves("/") && !serves("/administer"));
         assert_eq!(
             Page::Orders.with_query(&[("state", ""), ("customer", "a b")]),
             "/admin/orders?customer=a+b"

@@ -6,10 +6,8 @@ use std::time::Duration;
 
 use panelgate::app::{self, Running};
 use panelgate::config::{self, Secret};
-use panelgate::operator::{CLI, Operator};
 use panelgate::sim::{self, SimConfig, SimHandle};
 use panelgate::store::Store;
-use panelgate::store::admin::Role;
 use rust_decimal::Decimal;
 use serde_json::Value;
 
@@ -309,12 +307,12 @@ impl Env {
     }
 
     /// An admin token made through the core the CLI runs (actor `cli`).
-    pub async fn admin_token(&self, name: &str, role: Role) -> String {
+    pub async fn admin_token(&self, name: &str, role: panelgate::store::admin::Role) -> String {
         let cfg = self.gw().gateway().cfg.clone();
-        let op = Operator {
+        let op = panelgate::operator::Operator {
             store: self.store(),
             cfg: &cfg,
-            actor: CLI,
+            actor: panelgate::operator::CLI,
         };
         op.add_token(name, role).await.unwrap()
     }

@@ -75,6 +75,56 @@ impl Reply {
     }
 }
 
+/// A self-signed certificate for `localhost` and `127.0.0.1` written into a folder, and a TLS
+/// client that trusts it.
+pub struct SelfSigned {
+    pub cert: std::path::PathBuf,
+    pub key: std::path::PathBuf,
+    connector: tokio_rustls::TlsConnector,
+}
+
+impl SelfSigned {
+    pub fn new(dir: &gw::Scratch) -> SelfSigned {
+        let names = vec!["localhost".to_owned(), "127.0.0.1".to_owned()];
+        let made = rcgen::generate_simple_self_signed(names).unwrap();
+        let (cert, key) = (dir.path("cert.pem"), dir.path("key.pem"));
+        std::fs::write(&cert, made.cert.pem()).unwrap();
+        std::fs::write(&key, made.signing_key.serialize_pem()).unwrap();
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(made.cert.der().clone()).unwrap();
+        let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+        let client = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(client));
+        SelfSigned {
+            cert,
+            key,
+            connector,
+        }
+    }
+
+    /// `tls:` for a config section, indented by `indent` spaces (leaked: configs are `'static`).
+    pub fn section(&self, indent: usize) -> &'static str {
+        let pad = " ".repeat(indent);
+        let text = format!(
+            "{pad}tls:\n{pad}  cert: \"{}\"\n{pad}  key: \"{}\"\n",
+            self.cert.display(),
+            self.key.display()
+        );
+        Box::leak(text.into_boxed_str())
+    }
+
+    /// A TLS connection to `addr`, as `localhost`.
+    pub async fn connect(&self, addr: SocketAddr) -> tokio_rustls::client::TlsStream<TcpStream> {
+        let tcp = TcpStream::connect(addr).await.unwrap();
+        let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+        self.connector.connect(name, tcp).await.unwrap()
+    }
+}
+
 /// A loopback port free a moment ago, for a config that must name its upstream's port before
 /// the upstream is started (`simulate:` upstreams are started by `serve` itself).
 pub fn free_port() -> u16 {

@@ -3,6 +3,7 @@
 
 use maud::{Markup, html};
 
+use super::entry_cells;
 use crate::admin_api::shapes::*;
 use crate::admin_api::{ApiError, read};
 use crate::console::layout::{Notice, field, form, next_page, when};
@@ -98,10 +99,7 @@ pub async fn customer(
             tbody {
                 @for e in &ledger.items {
                     tr data-entry=(e.id) {
-                        td { (e.id) }
-                        td { (when(e.created_at)) }
-                        td.kind { (e.kind) }
-                        td.amount { (e.amount) }
+                        (entry_cells(e))
                         td.balance { (balances.iter().find(|(id, _)| *id == e.id).map_or(String::new(), |(_, b)| amount(*b))) }
                         td { @if let Some(o) = e.order_id { a href=(Page::Order(o).href()) { (o) } } }
                         td.note { (e.note.as_deref().unwrap_or("")) }
@@ -146,7 +144,9 @@ fn customer_forms(gw: &Gateway, s: &Session, c: &CustomerView) -> Markup {
             (form(s, "set-group", &to("group"), html! {
                 label { span { "Price group" } input type="text" name="group" list="groups" value=(c.group) required; }
             }, "Set group"))
-            (form(s, "set-credit-limit", &to("credit-limit"), field("Credit limit", "credit_limit", &c.credit_limit, true), "Set credit limit"))
+            (form(s, "set-credit-limit", &to("credit-limit"), html! {
+                label { span { "Credit limit" } input type="text" name="credit_limit" value=(c.credit_limit) required; }
+            }, "Set credit limit"))
         }
     }
 }

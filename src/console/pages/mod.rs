@@ -138,3 +138,13 @@ async fn audit(gw: &Gateway, q: PageQuery) -> Result<Markup, ApiError> {
         (next_page(next))
     })
 }
+
+/// The cells a ledger entry starts with wherever it is listed: id, time, kind, amount.
+fn entry_cells(e: &LedgerEntryView) -> Markup {
+    html! {
+        td { (e.id) }
+        td { (when(e.created_at)) }
+        td.kind { (e.kind) }
+        td.amount { (e.amount) }
+    }
+}

@@ -3,6 +3,7 @@
 
 use maud::{Markup, html};
 
+use super::entry_cells;
 use crate::admin_api::shapes::*;
 use crate::admin_api::{ApiError, read};
 use crate::console::layout::{field, form, next_page, when};
@@ -95,10 +96,7 @@ pub async fn order(gw: &Gateway, s: &Session, id: i64) -> Result<Markup, ApiErro
             tbody {
                 @for e in &d.history {
                     tr data-entry=(e.id) {
-                        td { (e.id) }
-                        td { (when(e.created_at)) }
-                        td.kind { (e.kind) }
-                        td.amount { (e.amount) }
+                        (entry_cells(e))
                         td.note { (e.note.as_deref().unwrap_or("")) }
                     }
                 }
