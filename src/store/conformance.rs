@@ -111,6 +111,7 @@ macro_rules! conformance_tests {
             a_customer_changes_group_and_credit_limit,
             console_sessions_end_with_time_logout_or_their_token,
             money_is_summed_by_the_day_orders_were_placed,
+            the_balance_after_an_entry_is_the_running_sum_up_to_it,
         );
     };
     (@cases $backend:ty; $($case:ident),* $(,)?) => {

@@ -290,3 +290,50 @@ pub(crate) async fn money_is_summed_by_the_day_orders_were_placed<B: Backend>() 
     );
     assert_eq!(store.money_by_day(next).await.unwrap(), figures[1..]);
 }
+
+/// The balance after each entry is the running sum of the ledger up to it, read from today's
+/// balance back: another customer's entries, interleaved, count for nothing.
+pub(crate) async fn the_balance_after_an_entry_is_the_running_sum_up_to_it<B: Backend>() {
+    let Some(db) = B::open().await else {
+        return;
+    };
+    let store = db.store();
+    let (ivy, jon) = (
+        customer(&*store, "ivy", 5 * ONE, 0).await,
+        customer(&*store, "jon", 7 * ONE, 0).await,
+    );
+    for (i, amount) in [2 * ONE, -3 * ONE, ONE / 2].into_iter().enumerate() {
+        let name = if i % 2 == 0 { "ivy" } else { "jon" };
+        store.adjust_balance(name, amount, None, NOW).await.unwrap();
+        store
+            .adjust_balance("ivy", amount, None, NOW)
+            .await
+            .unwrap();
+    }
+    store
+        .create_order(&new_order(ivy.id, ONE, 1000), NOW)
+        .await
+        .unwrap();
+    store.adjust_balance("jon", ONE, None, NOW).await.unwrap();
+    let entries = store.ledger(ivy.id).await.unwrap();
+    let mut sum = 0;
+    for e in &entries {
+        sum += e.amount;
+        assert_eq!(store.balance_after(ivy.id, e.id).await.unwrap(), sum);
+    }
+    let now = store
+        .customer_by_name("ivy")
+        .await
+        .unwrap()
+        .unwrap()
+        .balance;
+    assert_eq!(sum, now);
+    // Past her newest entry (jon's is the newest of all) nothing is taken off.
+    let newest = store.ledger(jon.id).await.unwrap().last().unwrap().id;
+    assert_eq!(store.balance_after(ivy.id, newest).await.unwrap(), now);
+    assert_eq!(store.balance_after(ivy.id, 0).await.unwrap(), 0);
+    assert!(matches!(
+        store.balance_after(jon.id + 100, 1).await,
+        Err(StoreError::NotFound)
+    ));
+}

@@ -1092,6 +1092,14 @@ impl<E: Engine> Store for E {
         rows.iter().map(rows::entry).collect()
     }
 
+    async fn balance_after(&self, customer_id: i64, entry_id: i64) -> Result<Units> {
+        let sql = "SELECT balance - COALESCE((SELECT CAST(SUM(amount) AS BIGINT) FROM ledger \
+             WHERE customer_id = $1 AND id > $2), 0) AS balance FROM customers WHERE id = $1";
+        let stmt = Stmt::new(sql).bind(customer_id).bind(entry_id);
+        let row = self.read().await?.fetch_optional(stmt).await?;
+        row.ok_or(StoreError::NotFound)?.i64("balance")
+    }
+
     async fn order_ledger(&self, order_id: i64) -> Result<Vec<LedgerEntry>> {
         let sql = format!(
             "SELECT {} FROM ledger WHERE order_id = $1 ORDER BY id",

@@ -479,6 +479,11 @@ pub trait Store: admin::AdminStore + Send + Sync + 'static {
         limit: u32,
     ) -> Result<Vec<LedgerEntry>>;
 
+    /// The customer's balance right after their ledger entry `entry_id`: today's balance less
+    /// the entries since, in one statement (so that a write in between cannot split the two),
+    /// read by the index and costing the entries since, not the whole ledger.
+    async fn balance_after(&self, customer_id: i64, entry_id: i64) -> Result<Units>;
+
     /// The entries one order caused (its charge, a release, refunds), oldest first.
     async fn order_ledger(&self, order_id: i64) -> Result<Vec<LedgerEntry>>;
 
