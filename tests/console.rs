@@ -60,6 +60,28 @@ impl Page {
         first.value().attr(name).unwrap_or_default().to_owned()
     }
 
+    /// The text of `cells` in each row `rows` selects, trimmed.
+    fn rows(&self, rows: &str, cells: &[&str]) -> Vec<Vec<String>> {
+        let text = |r: &scraper::ElementRef<'_>, css: &str| {
+            let s = Selector::parse(css).unwrap_or_else(|e| panic!("{css}: {e}"));
+            let cell = r.select(&s).next().unwrap_or_else(|| panic!("no {css}"));
+            cell.text().collect::<String>().trim().to_owned()
+        };
+        let all = self.all(rows);
+        all.iter()
+            .map(|r| cells.iter().map(|c| text(r, c)).collect())
+            .collect()
+    }
+
+    /// The ids of the forms that POST.
+    fn post_forms(&self) -> Vec<String> {
+        let forms = self.all("form[method=post]");
+        forms
+            .iter()
+            .map(|f| f.value().id().unwrap_or("").to_owned())
+            .collect()
+    }
+
     fn csrf(&self) -> String {
         self.attr("form#logout input[name=csrf]", "value")
     }
@@ -163,6 +185,16 @@ impl Browser {
         let done = self.submit(page, form_id, fields).await;
         assert_eq!(done.status(), 303, "{}", done.reply.text());
         self.get(&done.header("location")).await
+    }
+
+    /// What the JSON API answers (`body`: POSTed, none: a GET) as admin token `token`.
+    async fn api(&self, token: &str, path: &str, body: Option<serde_json::Value>) -> Reply {
+        let req = http::Request::builder()
+            .method(if body.is_some() { "POST" } else { "GET" })
+            .uri(format!("{}/admin/api/v1{path}", self.base))
+            .header("authorization", format!("Bearer {token}"));
+        let body = body.map_or_else(Bytes::new, |b| Bytes::from(b.to_string()));
+        self.http.send(req.body(Full::new(body)).unwrap()).await
     }
 
     async fn log_in(&self, token: &str) -> Page {
@@ -498,38 +530,16 @@ async fn customers_are_created_credited_debited_disabled_and_rekeyed_through_for
         ]
     );
     // Newest first, with the balance after each.
-    let rows: Vec<(String, String)> = page
-        .all("table#ledger tr[data-entry]")
-        .iter()
-        .map(|r| {
-            let cell = |c: &str| {
-                let s = Selector::parse(c).unwrap();
-                r.select(&s).next().unwrap().text().collect::<String>()
-            };
-            (cell("td.kind"), cell("td.balance"))
-        })
-        .collect();
+    let rows = page.rows("table#ledger tr[data-entry]", &["td.kind", "td.balance"]);
     let expected = [
-        ("debit", "17.75000"),
-        ("credit", "20.00000"),
-        ("credit", "12.50000"),
+        ["debit", "17.75000"],
+        ["credit", "20.00000"],
+        ["credit", "12.50000"],
     ];
-    assert_eq!(rows, expected.map(|(k, b)| (k.to_owned(), b.to_owned())));
+    assert_eq!(rows, expected);
 
     // A refusal shows the page again with the API's own words and status.
     let admin = env.admin_token("script", Role::Write).await;
-    let api = |path: &str, body: serde_json::Value| {
-        let http = env.http.clone();
-        let url = format!("{}/admin/api/v1{path}", b.base);
-        let admin = admin.clone();
-        async move {
-            let req = http::Request::post(url)
-                .header("authorization", format!("Bearer {admin}"))
-                .body(Full::new(Bytes::from(body.to_string())))
-                .unwrap();
-            http.send(req).await
-        }
-    };
     for (form, amount, status) in [
         ("debit", "100", 409),
         ("credit", "1e3", 400),
@@ -538,7 +548,13 @@ async fn customers_are_created_credited_debited_disabled_and_rekeyed_through_for
         let refused = b
             .submit(&page, form, &[("amount", amount), ("note", "")])
             .await;
-        let said = api(&format!("/customers/bea/{form}"), json!({"amount": amount})).await;
+        let said = b
+            .api(
+                &admin,
+                &format!("/customers/bea/{form}"),
+                Some(json!({"amount": amount})),
+            )
+            .await;
         assert_eq!((refused.status(), said.status), (status, status));
         assert_eq!(refused.text(".error"), said.error());
         assert!(refused.has("#balance"), "the page is shown again");
@@ -679,12 +695,7 @@ async fn a_read_session_sees_every_page_but_no_form_and_its_posts_change_nothing
         let page = b.get(path).await;
         assert_eq!(page.status(), 200, "{path}");
         // Logging out is the one form.
-        let forms: Vec<String> = page
-            .all("form[method=post]")
-            .iter()
-            .map(|f| f.value().id().unwrap_or("").to_owned())
-            .collect();
-        assert_eq!(forms, ["logout"], "{path}");
+        assert_eq!(page.post_forms(), ["logout"], "{path}");
     }
     let csrf = b.get("/admin/customers/ann").await.csrf();
     for (path, fields) in [
@@ -920,11 +931,7 @@ async fn the_overview_sums_money_as_done_by_hand_and_agrees_with_the_api() {
     assert_eq!(home.all("svg#chart rect").len(), 30);
     // The API's overview says the same.
     let admin = env.admin_token("script", Role::Read).await;
-    let req = http::Request::get(format!("{}/admin/api/v1/overview", b.base))
-        .header("authorization", format!("Bearer {admin}"))
-        .body(Full::new(Bytes::new()))
-        .unwrap();
-    let api = env.http.send(req).await.json();
+    let api = b.api(&admin, "/overview", None).await.json();
     assert_eq!(api["last_30_days"]["revenue"], as_text(revenue));
     assert_eq!(api["last_30_days"]["margin"], as_text(revenue - cost));
     assert_eq!(api["days"].as_array().unwrap().len(), 30);
@@ -941,27 +948,248 @@ async fn the_audit_page_lists_console_writes_under_the_tokens_name() {
     b.submit(&page, "debit", &[("amount", "9"), ("note", "")])
         .await;
     let audit = b.get("/admin/audit").await;
-    let rows: Vec<[String; 4]> = audit
-        .all("table#audit tr[data-audit]")
-        .iter()
-        .map(|r| {
-            ["td.actor", "td.action", "td.target", "td.outcome"].map(|c| {
-                let s = Selector::parse(c).unwrap();
-                r.select(&s).next().unwrap().text().collect::<String>()
-            })
-        })
-        .collect();
-    let row = |a: &str, b: &str, c: &str, d: &str| [a, b, c, d].map(str::to_owned);
+    let cells = ["td.actor", "td.action", "td.target", "td.outcome"];
     assert_eq!(
-        rows,
+        audit.rows("table#audit tr[data-audit]", &cells),
         [
-            row("ops-desk", "client.debit", "cy", "insufficient_funds"),
-            row("ops-desk", "client.credit", "cy", "ok"),
-            row("ops-desk", "client.add", "cy", "ok"),
-            row("cli", "token.add", "ops-desk", "ok"),
+            ["ops-desk", "client.debit", "cy", "insufficient_funds"],
+            ["ops-desk", "client.credit", "cy", "ok"],
+            ["ops-desk", "client.add", "cy", "ok"],
+            ["cli", "token.add", "ops-desk", "ok"],
         ]
     );
     assert!(!audit.has("a#next-page"));
     assert!(!audit.reply.text().contains(&made.text("code#new-key")));
     drop(env);
+}
+
+/// The order of unknown refund (an order's page): what its upstream's Partial left the
+/// operator to decide.
+async fn partial_without_remains(env: &Env, key: &str) -> u64 {
+    let link = "https://i.com/a?sim-fate=partial&sim-remains=unknown";
+    let id = env
+        .add(key, "1", &[("link", link), ("quantity", "1000")])
+        .await;
+    let o = env.wait_final(id).await;
+    assert_eq!(
+        o.attention.map(|a| a.as_str()),
+        Some("partial_without_remains")
+    );
+    id
+}
+
+#[tokio::test]
+async fn an_order_without_an_automatic_refund_is_settled_through_its_form_once() {
+    let (env, b) = logged_in().await;
+    let key = env.client("ann", "100", "default").await;
+    let id = partial_without_remains(&env, &key).await;
+    let charged = env.balance(&key).await;
+    let page = b.get(&format!("/admin/orders/{id}")).await;
+    assert_eq!(page.text("#attention"), "partial_without_remains");
+    assert_eq!(page.post_forms(), ["logout", "settle"]);
+    // Refused in the API's words, with its status, and nothing changes.
+    let admin = env.admin_token("script", Role::Write).await;
+    let path = format!("/orders/{id}/settle");
+    for (refund, note) in [("1000", "ops: all of it"), ("0.5", " "), ("-1", "ops")] {
+        let refused = b
+            .submit(&page, "settle", &[("refund", refund), ("note", note)])
+            .await;
+        let body = json!({"refund": refund, "note": note});
+        let said = b.api(&admin, &path, Some(body)).await;
+        assert_eq!((refused.status(), said.status), (400, 400), "{refund}");
+        assert_eq!(refused.text(".error"), said.error());
+        assert!(refused.has("form#settle"), "the page is shown again");
+    }
+    assert_eq!(env.balance(&key).await, charged);
+
+    let note = "ops: half was delivered";
+    let page = b
+        .submit_and_follow(&page, "settle", &[("refund", "0.5"), ("note", note)])
+        .await;
+    assert!(
+        page.text(".flash").contains("settled"),
+        "{}",
+        page.text(".flash")
+    );
+    assert_eq!(page.text("#attention"), "");
+    assert_eq!(page.post_forms(), ["logout"]);
+    assert_eq!(env.balance(&key).await, charged + dec("0.5"));
+    let notes = page.rows("table#history tr[data-entry]", &["td.kind", "td.note"]);
+    let (kind, said) = (&notes[notes.len() - 1][0], &notes[notes.len() - 1][1]);
+    assert!(kind == "refund" && said.contains(note), "{notes:?}");
+    // Settled once: the form sent again is the API's conflict.
+    let again = b
+        .post(
+            &format!("/admin/orders/{id}/settle"),
+            &[("refund", "0.5"), ("note", note), ("csrf", &page.csrf())],
+        )
+        .await;
+    assert_eq!(again.status(), 409);
+    assert_eq!(env.balance(&key).await, charged + dec("0.5"));
+    env.assert_ledgers_balance().await;
+}
+
+#[tokio::test]
+async fn a_placed_order_is_ended_with_the_upstreams_final_status_and_its_history_shown() {
+    let (env, b) = logged_in().await;
+    let key = env.client("ann", "100", "default").await;
+    let held = "https://i.com/a?sim-fate=hold";
+    let id = env
+        .add(&key, "1", &[("link", held), ("quantity", "1000")])
+        .await;
+    let charge = env.order(id).await.charge;
+    let page = b.get(&format!("/admin/orders/{id}")).await;
+    assert_eq!(page.text("#order-state"), "placed");
+    assert_eq!(page.post_forms(), ["logout", "resolve-ended"]);
+    let options = page.all("form#resolve-ended select[name=status] option");
+    let offered: Vec<String> = options.iter().map(|o| o.text().collect()).collect();
+    assert_eq!(offered, ["Completed", "Partial", "Canceled"]);
+    assert!(page.text("h2 + p.muted").contains("no longer reports"));
+
+    let admin = env.admin_token("script", Role::Write).await;
+    let path = format!("/orders/{id}/resolve");
+    for (fields, body) in [
+        (
+            [("status", "Partial"), ("remains", "")],
+            json!({"status": "Partial"}),
+        ),
+        (
+            [("status", "Pending"), ("remains", "")],
+            json!({"status": "Pending"}),
+        ),
+    ] {
+        let refused = b.submit(&page, "resolve-ended", &fields).await;
+        let said = b.api(&admin, &path, Some(body)).await;
+        assert_eq!((refused.status(), said.status), (400, 400));
+        assert_eq!(refused.text(".error"), said.error());
+    }
+    let negative = [("status", "Partial"), ("remains", "-4")];
+    let refused = b.submit(&page, "resolve-ended", &negative).await;
+    assert_eq!(refused.status(), 400);
+    assert!(refused.text(".error").starts_with("remains:"));
+    assert_eq!(env.order(id).await.state, OrderState::Placed);
+
+    let before = env.balance(&key).await;
+    let ended = [("status", "Partial"), ("remains", "400")];
+    let page = b.submit_and_follow(&page, "resolve-ended", &ended).await;
+    assert_eq!(page.text("#order-state"), "final");
+    assert_eq!(page.text("#order-status"), "Partial");
+    assert!(!page.text(".flash").is_empty());
+    assert_eq!(page.post_forms(), ["logout"]);
+    // The remains' share of the charge comes back: 400 of 1000.
+    let refund = Decimal::new(charge * 400 / 1000, 5);
+    assert_eq!(env.balance(&key).await, before + refund);
+    assert_eq!(page.text("#refunded").parse::<Decimal>().unwrap(), refund);
+
+    // Every change of state or status, oldest first, as the API answers them.
+    let cells = ["td.state", "td.status", "td.remains"];
+    let rows = page.rows("table#status-history tbody tr", &cells);
+    assert_eq!(
+        rows[..2],
+        [["dispatching", "Pending", ""], ["placed", "Pending", ""]]
+    );
+    assert_eq!(rows[rows.len() - 1], ["final", "Partial", "400"]);
+    let api = b.api(&admin, &format!("/orders/{id}"), None).await.json();
+    let listed: Vec<Vec<String>> = api["status_history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            let remains = e["remains"].as_i64().map(|r| r.to_string());
+            let text = |v: &serde_json::Value| v.as_str().unwrap().to_owned();
+            vec![
+                text(&e["state"]),
+                text(&e["status"]),
+                remains.unwrap_or_default(),
+            ]
+        })
+        .collect();
+    assert_eq!(rows, listed);
+    env.assert_ledgers_balance().await;
+}
+
+#[tokio::test]
+async fn a_read_session_sees_an_orders_history_but_neither_form() {
+    let (env, _) = started().await;
+    let key = env.client("ann", "100", "default").await;
+    let settleable = partial_without_remains(&env, &key).await;
+    let held = [
+        ("link", "https://i.com/a?sim-fate=hold"),
+        ("quantity", "100"),
+    ];
+    let placed = env.add(&key, "1", &held).await;
+    let read = env.admin_token("viewer", Role::Read).await;
+    let b = Browser::new(&env);
+    b.log_in(&read).await;
+    for id in [settleable, placed] {
+        let page = b.get(&format!("/admin/orders/{id}")).await;
+        assert_eq!(page.status(), 200);
+        assert_eq!(page.post_forms(), ["logout"], "order {id}");
+        assert!(page.has("table#status-history tbody tr"));
+    }
+    let csrf = b.get("/admin/").await.csrf();
+    let settle = [("refund", "0"), ("note", "x"), ("csrf", &csrf)];
+    let r = b
+        .post(&format!("/admin/orders/{settleable}/settle"), &settle)
+        .await;
+    assert_eq!(r.status(), 403);
+    let end = [("status", "Canceled"), ("csrf", &csrf)];
+    let r = b
+        .post(&format!("/admin/orders/{placed}/resolve"), &end)
+        .await;
+    assert_eq!(r.status(), 403);
+    assert_eq!(env.order(placed).await.state, OrderState::Placed);
+    let o = env.order(settleable).await;
+    assert_eq!(
+        o.attention.map(|a| a.as_str()),
+        Some("partial_without_remains")
+    );
+}
+
+#[tokio::test]
+async fn a_long_ledger_shows_the_balance_after_each_entry_on_every_page() {
+    let (env, b) = logged_in().await;
+    env.client("ann", "100", "default").await;
+    // Credits and debits that a running sum must get right in order.
+    let amounts: Vec<i64> = (1..=60)
+        .map(|i| if i % 3 == 0 { -i * 1_000 } else { i * 2_000 })
+        .collect();
+    for a in &amounts {
+        env.store()
+            .adjust_balance("ann", *a, None, 0)
+            .await
+            .unwrap();
+    }
+    let c = env.store().customer_by_name("ann").await.unwrap().unwrap();
+    let ledger = env.store().ledger(c.id).await.unwrap();
+    let opening = 10_000_000;
+    let stored: Vec<i64> = ledger.iter().map(|e| e.amount).collect();
+    assert_eq!(stored, [&[opening][..], &amounts].concat());
+    // By hand: the opening balance, then each amount added in turn.
+    let mut sum = 0;
+    let expected: HashMap<String, String> = ledger
+        .iter()
+        .map(|e| {
+            sum += e.amount;
+            (e.id.to_string(), format!("{:.5}", Decimal::new(sum, 5)))
+        })
+        .collect();
+    let first = b.get("/admin/customers/ann").await;
+    let second = b.get(&first.attr("a#next-page", "href")).await;
+    assert!(!second.has("a#next-page"));
+    let shown = |page: &Page| {
+        page.all("table#ledger tr[data-entry]")
+            .iter()
+            .map(|r| r.value().attr("data-entry").unwrap().to_owned())
+            .zip(page.rows("table#ledger tr[data-entry]", &["td.balance"]))
+            .map(|(id, cells)| (id, cells[0].clone()))
+            .collect::<Vec<_>>()
+    };
+    let (first, second) = (shown(&first), shown(&second));
+    assert_eq!(first.len() + second.len(), ledger.len());
+    assert!(second.len() < first.len(), "page 2 holds the oldest");
+    for (id, balance) in first.iter().chain(&second) {
+        assert_eq!(Some(balance), expected.get(id), "entry {id}");
+    }
+    assert_eq!(first[0].1, format!("{:.5}", Decimal::new(sum, 5)));
 }

@@ -53,13 +53,22 @@ pub fn limit(given: Option<u32>) -> Result<usize, ApiError> {
 
 /// An id cursor (lists newest first): items below it (`None`: from the newest).
 pub fn id_cursor(cursor: Option<&str>) -> Result<Option<i64>, ApiError> {
-    let given = |c: &str| {
-        let digits = (1..=18).contains(&c.len()) && c.bytes().all(|b| b.is_ascii_digit());
-        digits.then(|| c.parse().ok()).flatten()
-    };
     cursor
-        .map(|c| given(c).ok_or_else(|| ApiError::bad_request("cursor: not one this API gave")))
+        .map(|c| digits(c).ok_or_else(|| ApiError::bad_request("cursor: not one this API gave")))
         .transpose()
+}
+
+/// A count typed as text (an order's remains, from a form): a whole number, 0 or more.
+pub fn count(text: &str, what: &str) -> Result<i64, ApiError> {
+    digits(text).ok_or_else(|| {
+        ApiError::bad_request(format!("{what}: a whole number, 0 or more, not {text:?}"))
+    })
+}
+
+/// 1 to 18 ASCII digits (so that it fits an `i64`), nothing else: no sign, no space.
+fn digits(text: &str) -> Option<i64> {
+    let digits = (1..=18).contains(&text.len()) && text.bytes().all(|b| b.is_ascii_digit());
+    digits.then(|| text.parse().ok()).flatten()
 }
 
 /// An Idempotency-Key: 1 to 255 visible ASCII characters.

@@ -8,7 +8,9 @@ use super::input::{id_cursor, limit};
 use super::shapes::*;
 use crate::admin;
 use crate::gateway::Gateway;
-use crate::store::{Customer, CustomerSearch, DayMoney, OrderFilter, OrderState, Units};
+use crate::store::{
+    Customer, CustomerSearch, DayMoney, LedgerEntry, OrderFilter, OrderState, Units,
+};
 
 /// A page of at most `limit` from `rows` (read with `limit + 1`, so that one more row says
 /// whether another page follows), and the cursor after its last item if one does.
@@ -57,16 +59,26 @@ pub async fn customer(gw: &Gateway, name: &str) -> Result<CustomerView, ApiError
 }
 
 pub async fn ledger(gw: &Gateway, name: &str, q: &PageQuery) -> Result<LedgerPage, ApiError> {
-    let limit = limit(q.limit)?;
-    let before = id_cursor(q.cursor.as_deref())?;
     let customer = customer_row(gw, name).await?;
-    let rows = gw
-        .store
-        .ledger_page(customer.id, before, probe(limit))
-        .await?;
-    let (rows, next_cursor) = page(rows, limit, |e| e.id.to_string());
+    let (rows, next_cursor) = ledger_entries(gw, customer.id, q).await?;
     let items = rows.iter().map(LedgerEntryView::from).collect();
     Ok(LedgerPage { items, next_cursor })
+}
+
+/// A page of a customer's ledger as stored (amounts in units, for sums), and the cursor after
+/// it if another page follows.
+pub async fn ledger_entries(
+    gw: &Gateway,
+    customer_id: i64,
+    q: &PageQuery,
+) -> Result<(Vec<LedgerEntry>, Option<String>), ApiError> {
+    let limit = limit(q.limit)?;
+    let before = id_cursor(q.cursor.as_deref())?;
+    let rows = gw
+        .store
+        .ledger_page(customer_id, before, probe(limit))
+        .await?;
+    Ok(page(rows, limit, |e| e.id.to_string()))
 }
 
 pub async fn orders(gw: &Gateway, q: &OrderQuery) -> Result<OrderPage, ApiError> {

@@ -99,6 +99,11 @@ pub async fn apply(
             )))
         }
         Write::Resolve(id) => resolve(&op, *id, form).await,
+        Write::Settle(id) => {
+            let refund = input::money(form.get("refund").unwrap_or(""), "refund")?;
+            let note = form.get("note").unwrap_or("");
+            Ok(Done::Redirect(op.settle(*id, refund, note).await?))
+        }
     }
 }
 
@@ -135,14 +140,21 @@ async fn adjust(op: &Operator<'_>, name: &str, form: &Form, debit: bool) -> Resu
     )))
 }
 
+/// One of the API's three resolutions, and only one: placed as an upstream order, not
+/// placed, or ended with the final status the upstream's own panel shows.
 async fn resolve(op: &Operator<'_>, id: i64, form: &Form) -> Result<Done, ApiError> {
     let upstream_order = form.given("upstream_order").map(str::trim);
-    let upstream_order = match (upstream_order, form.get("not_placed")) {
-        (Some(u), None) => Some(u),
-        (None, Some("true")) => None,
-        _ => {
-            return Err(ApiError::bad_request(RESOLVE_EITHER));
+    let chosen = (upstream_order, form.get("not_placed"), form.given("status"));
+    let message = match chosen {
+        (Some(u), None, None) => op.resolve(id, Some(u)).await?,
+        (None, Some("true"), None) => op.resolve(id, None).await?,
+        (None, None, Some(status)) => {
+            let status = input::final_status(status)?;
+            let remains = form.given("remains");
+            let remains = remains.map(|r| input::count(r.trim(), "remains"));
+            op.resolve_ended(id, status, remains.transpose()?).await?
         }
+        _ => return Err(ApiError::bad_request(RESOLVE_EITHER)),
     };
-    Ok(Done::Redirect(op.resolve(id, upstream_order).await?))
+    Ok(Done::Redirect(message))
 }

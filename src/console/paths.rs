@@ -31,7 +31,9 @@ pub enum Write {
     CreateCustomer,
     /// `/admin/customers/{name}/{what}`: the admin API's customer parts, the ledger aside.
     Customer(String, &'static str),
+    /// `/admin/orders/{id}/resolve`: placed as, not placed, or ended with a final status.
     Resolve(i64),
+    Settle(i64),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -81,6 +83,7 @@ impl Route {
             ["orders"] => Route::Page(Page::Orders),
             ["orders", n] => Route::Page(Page::Order(id(n)?)),
             ["orders", n, "resolve"] => Route::Write(Write::Resolve(id(n)?)),
+            ["orders", n, "settle"] => Route::Write(Write::Settle(id(n)?)),
             ["upstreams"] => Route::Page(Page::Upstreams),
             ["catalog"] => Route::Page(Page::Catalog),
             ["audit"] => Route::Page(Page::Audit),
@@ -106,7 +109,7 @@ impl Write {
         match self {
             Write::CreateCustomer => Page::Customers,
             Write::Customer(name, _) => Page::Customer(name.clone()),
-            Write::Resolve(id) => Page::Order(*id),
+            Write::Resolve(id) | Write::Settle(id) => Page::Order(*id),
         }
     }
 }
@@ -169,6 +172,10 @@ mod tests {
         assert_eq!(
             Route::parse(&customer_write(odd, "rotate-key")).unwrap(),
             Route::Write(Write::Customer(odd.into(), "rotate-key"))
+        );
+        assert_eq!(
+            Route::parse("/admin/orders/7/settle").unwrap(),
+            Route::Write(Write::Settle(7))
         );
         assert!(Route::parse("/admin/customers/x/ledger").is_err());
         assert!(Route::parse("/admin/orders/x").is_err());

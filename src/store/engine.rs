@@ -13,7 +13,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 
 use super::rows::{self, Arg, Conn, Fields, Stmt, params};
-use super::rules::{self, Books, Entry, INTERRUPTED_NOTE, SETTLEABLE, opt_to_db, to_db};
+use super::rules::{self, Books, Entry, INTERRUPTED_NOTE, opt_to_db, to_db};
 use super::{
     Applied, Attention, AttentionFilter, Claim, Customer, CustomerSearch, DayMoney, EntryKind,
     KeyHash, LedgerEntry, Millis, NewOrder, Order, OrderEvent, OrderFilter, OrderState, Refill,
@@ -739,8 +739,8 @@ async fn settle_in<C: Conn>(
     .bind(amount)
     .bind(now)
     .bind(id)
-    .bind(SETTLEABLE[0].as_str())
-    .bind(SETTLEABLE[1].as_str());
+    .bind(Attention::SETTLEABLE[0].as_str())
+    .bind(Attention::SETTLEABLE[1].as_str());
     transition(c, id, OrderState::Final, stmt).await?;
     let order = (id, row.i64("customer_id")?);
     refund(c, lock, order, amount, &rules::settle_note(note), now).await?;

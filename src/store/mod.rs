@@ -303,6 +303,11 @@ impl Attention {
         Attention::Stuck,
     ];
 
+    /// The marks [`Store::settle`] clears: orders that got no automatic refund and wait for a
+    /// person to decide it.
+    pub const SETTLEABLE: [Attention; 2] =
+        [Attention::RefundUnknown, Attention::PartialWithoutRemains];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Attention::UnknownOutcome => "unknown_outcome",

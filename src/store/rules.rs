@@ -205,10 +205,6 @@ impl Books {
     }
 }
 
-/// The marks `settle` clears: orders that got no automatic refund and wait for a person.
-pub(super) const SETTLEABLE: [Attention; 2] =
-    [Attention::RefundUnknown, Attention::PartialWithoutRemains];
-
 /// Whether order `id` (its books and mark as read under the write lock) may be settled with
 /// `refund`: it must carry a settleable mark (a conflict otherwise), and the refund must be
 /// within what is left (invalid otherwise).
@@ -218,7 +214,7 @@ pub(super) fn check_settle(
     mark: Option<Attention>,
     refund: Units,
 ) -> Result<()> {
-    if !mark.is_some_and(|m| SETTLEABLE.contains(&m)) {
+    if !mark.is_some_and(|m| Attention::SETTLEABLE.contains(&m)) {
         return Err(StoreError::Conflict(format!(
             "order {id} is not waiting for a refund decision (attention: {}); \
              only refund_unknown and partial_without_remains orders are settled",

@@ -1,5 +1,6 @@
-//! The orders: the list with the API's filters, and an order's page with its history and, for
-//! one of unknown outcome, the forms that resolve it.
+//! The orders: the list with the API's filters, and an order's page with its status and
+//! ledger history and the forms that settle it as it stands: resolve one of unknown outcome,
+//! end a placed one its upstream no longer reports, decide the refund of one that got none.
 
 use maud::{Markup, html};
 
@@ -10,7 +11,8 @@ use crate::console::layout::{field, form, next_page, when};
 use crate::console::paths::Page;
 use crate::console::session::Session;
 use crate::gateway::Gateway;
-use crate::store::OrderState;
+use crate::protocol::Status;
+use crate::store::{Attention, OrderState};
 
 pub async fn orders(gw: &Gateway, q: OrderQuery) -> Result<Markup, ApiError> {
     let page = read::orders(gw, &q).await?;
@@ -66,9 +68,41 @@ pub async fn orders(gw: &Gateway, q: OrderQuery) -> Result<Markup, ApiError> {
 
 pub async fn order(gw: &Gateway, s: &Session, id: i64) -> Result<Markup, ApiError> {
     let d = read::order(gw, id).await?;
-    let o = &d.order;
-    let opt = |v: &Option<String>| v.clone().unwrap_or_default();
     Ok(html! {
+        (details(&d.order))
+        @if s.writes() { (operator_forms(s, &d.order)) }
+        h2 { "Status history" }
+        table #status-history {
+            thead { tr { th { "When" } th { "State" } th { "Status" } th { "Remains" } } }
+            tbody {
+                @for e in &d.status_history {
+                    tr {
+                        td.at { (when(e.at)) }
+                        td.state { (e.state) }
+                        td.status { (e.status) }
+                        td.remains { (e.remains.map(|r| r.to_string()).unwrap_or_default()) }
+                    }
+                }
+            }
+        }
+        h2 { "Ledger" }
+        table #history {
+            thead { tr { th { "Entry" } th { "When" } th { "Kind" } th { "Amount" } th { "Note" } } }
+            tbody {
+                @for e in &d.history {
+                    tr data-entry=(e.id) {
+                        (entry_cells(e))
+                        td.note { (e.note.as_deref().unwrap_or("")) }
+                    }
+                }
+            }
+        }
+    })
+}
+
+fn details(o: &OrderView) -> Markup {
+    let opt = |v: &Option<String>| v.clone().unwrap_or_default();
+    html! {
         dl {
             dt { "Order" } dd #order-id { (o.id) }
             dt { "State" } dd #order-state { (o.state) }
@@ -87,22 +121,22 @@ pub async fn order(gw: &Gateway, s: &Session, id: i64) -> Result<Markup, ApiErro
             dt { "Placed" } dd { (when(o.created_at)) }
             dt { "Updated" } dd { (when(o.updated_at)) }
         }
-        @if o.state == OrderState::Unknown.as_str() && s.writes() {
-            (resolve_forms(s, o.id))
-        }
-        h2 { "History" }
-        table #history {
-            thead { tr { th { "Entry" } th { "When" } th { "Kind" } th { "Amount" } th { "Note" } } }
-            tbody {
-                @for e in &d.history {
-                    tr data-entry=(e.id) {
-                        (entry_cells(e))
-                        td.note { (e.note.as_deref().unwrap_or("")) }
-                    }
-                }
-            }
-        }
-    })
+    }
+}
+
+/// What the operator may do to the order as it stands (each write checks again: the order
+/// may have moved since the page was shown).
+fn operator_forms(s: &Session, o: &OrderView) -> Markup {
+    let settleable = o
+        .attention
+        .as_deref()
+        .and_then(Attention::parse)
+        .is_some_and(|a| Attention::SETTLEABLE.contains(&a));
+    html! {
+        @if o.state == OrderState::Unknown.as_str() { (resolve_forms(s, o.id)) }
+        @if o.state == OrderState::Placed.as_str() { (end_form(s, o.id)) }
+        @if settleable { (settle_form(s, o.id)) }
+    }
 }
 
 fn resolve_forms(s: &Session, id: i64) -> Markup {
@@ -116,6 +150,43 @@ fn resolve_forms(s: &Session, id: i64) -> Markup {
                 input type="hidden" name="not_placed" value="true";
                 span { "Cancels it and refunds the whole charge." }
             }, "Not placed"))
+        }
+    }
+}
+
+fn end_form(s: &Session, id: i64) -> Markup {
+    let to = format!("{}/resolve", Page::Order(id).href());
+    html! {
+        h2 { "End this order" }
+        p.muted {
+            "For an order its upstream no longer reports (stuck): check the upstream's own panel "
+            "first, then end it here with the final status shown there. Partial refunds the "
+            "remains' share of the charge; Canceled refunds all of it."
+        }
+        div.forms {
+            (form(s, "resolve-ended", &to, html! {
+                label { span { "Final status" } select name="status" {
+                    @for st in Status::FINAL { option value=(st.as_str()) { (st.as_str()) } }
+                } }
+                (field("Remains (with Partial)", "remains", "not delivered", false))
+            }, "End with this status"))
+        }
+    }
+}
+
+fn settle_form(s: &Session, id: i64) -> Markup {
+    let to = format!("{}/settle", Page::Order(id).href());
+    html! {
+        h2 { "Settle the refund" }
+        p.muted {
+            "No refund was made automatically: decide what the customer gets back (0 for "
+            "nothing), at most what is still refundable, and say why."
+        }
+        div.forms {
+            (form(s, "settle", &to, html! {
+                (field("Refund", "refund", "0.50", true))
+                (field("Note", "note", "who decided, and why", true))
+            }, "Settle"))
         }
     }
 }
