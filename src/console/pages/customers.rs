@@ -10,6 +10,7 @@ use crate::console::layout::{Notice, field, form, next_page, when};
 use crate::console::paths::{Page, customer_write};
 use crate::console::session::Session;
 use crate::gateway::Gateway;
+use crate::store::{LedgerEntry, Units};
 
 pub async fn customers(gw: &Gateway, s: &Session, q: CustomerQuery) -> Result<Markup, ApiError> {
     let page = read::customers(gw, &q).await?;
@@ -73,12 +74,9 @@ pub async fn customer(
     notice: &Notice,
 ) -> Result<Markup, ApiError> {
     let c = read::customer(gw, name).await?;
-    let ledger = read::ledger(gw, name, &q).await?;
-    let balances = running_balances(gw, c.id).await?;
-    let next = ledger
-        .next_cursor
-        .as_deref()
-        .map(|cur| Page::Customer(c.name.clone()).with_query(&[("cursor", cur)]));
+    let (entries, next) = read::ledger_entries(gw, c.id, &q).await?;
+    let balances = running_balances(gw, c.id, &entries).await?;
+    let next = next.map(|cur| Page::Customer(c.name.clone()).with_query(&[("cursor", &cur)]));
     Ok(html! {
         @if let Some(key) = &notice.new_key {
             p.new-key { "The customer's new API key, shown this once: " code #new-key { (key) } }
@@ -97,10 +95,10 @@ pub async fn customer(
         table #ledger {
             thead { tr { th { "Entry" } th { "When" } th { "Kind" } th { "Amount" } th { "Balance after" } th { "Order" } th { "Note" } } }
             tbody {
-                @for e in &ledger.items {
+                @for (e, after) in entries.iter().map(LedgerEntryView::from).zip(&balances) {
                     tr data-entry=(e.id) {
-                        (entry_cells(e))
-                        td.balance { (balances.iter().find(|(id, _)| *id == e.id).map_or(String::new(), |(_, b)| amount(*b))) }
+                        (entry_cells(&e))
+                        td.balance { (amount(*after)) }
                         td { @if let Some(o) = e.order_id { a href=(Page::Order(o).href()) { (o) } } }
                         td.note { (e.note.as_deref().unwrap_or("")) }
                     }
@@ -111,15 +109,24 @@ pub async fn customer(
     })
 }
 
-/// Each ledger entry's id with the balance right after it (the balance is the sum of the
-/// entries, oldest first).
-async fn running_balances(gw: &Gateway, customer: i64) -> Result<Vec<(i64, i64)>, ApiError> {
-    let entries = gw.store.ledger(customer).await?;
-    Ok(entries
+/// The balance right after each entry of a page (newest first): the store answers it after
+/// the newest, and each older one's is the next newer one's less that newer entry's amount.
+/// So a page costs its own entries and those after it, never the whole ledger.
+async fn running_balances(
+    gw: &Gateway,
+    customer: i64,
+    page: &[LedgerEntry],
+) -> Result<Vec<Units>, ApiError> {
+    let Some(newest) = page.first() else {
+        return Ok(Vec::new());
+    };
+    let newest = gw.store.balance_after(customer, newest.id).await?;
+    Ok(page
         .iter()
-        .scan(0i64, |sum, e| {
-            *sum += e.amount;
-            Some((e.id, *sum))
+        .scan(newest, |after, e| {
+            let this = *after;
+            *after -= e.amount;
+            Some(this)
         })
         .collect())
 }

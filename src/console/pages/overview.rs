@@ -12,13 +12,14 @@ use crate::console::paths::Page;
 use crate::gateway::Gateway;
 use crate::store::{AttentionFilter, Order, OrderFilter};
 
-/// Orders awaiting the operator listed (the heading counts them all).
-const ATTENTION_SHOWN: usize = 50;
+/// Orders awaiting the operator listed, newest first (the heading counts them all).
+const ATTENTION_SHOWN: u32 = 50;
 
 pub async fn overview(gw: &Gateway) -> Result<Markup, ApiError> {
     let o = read::overview(gw, now_millis()).await?;
     let waiting = OrderFilter {
         attention: Some(AttentionFilter::Any),
+        limit: Some(ATTENTION_SHOWN),
         ..OrderFilter::default()
     };
     let waiting = gw.store.list_orders(&waiting).await?;
@@ -97,7 +98,7 @@ fn attention(o: &Overview, waiting: &[Order]) -> Markup {
             table #attention {
                 thead { tr { th { "Order" } th { "Why" } th { "Customer" } th { "Upstream" } th { "State" } th { "Placed" } } }
                 tbody {
-                    @for o in waiting.iter().take(ATTENTION_SHOWN) {
+                    @for o in waiting {
                         tr data-order=(o.id) {
                             td { a.order-link href=(Page::Order(o.id).href()) { (o.id) } }
                             td.attention { (o.attention.map_or("", |a| a.as_str())) }
