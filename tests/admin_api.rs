@@ -611,10 +611,7 @@ async fn an_order_waiting_for_a_refund_decision_is_settled_once_within_what_is_l
 async fn a_placed_order_is_ended_with_the_upstreams_final_status_or_unlinked_as_the_cli_does() {
     let (env, admin) = started().await;
     let key = env.client("ann", "100", "default").await;
-    let held = "https://i.com/a?sim-fate=hold";
-    let id = env
-        .add(&key, "1", &[("link", held), ("quantity", "1000")])
-        .await;
+    let id = env.add_held(&key, "1000").await;
     let charge = env.order(id).await.charge;
     let path = format!("/orders/{id}/resolve");
     let refused = [
@@ -644,9 +641,7 @@ async fn a_placed_order_is_ended_with_the_upstreams_final_status_or_unlinked_as_
     );
 
     // Unlinking a placed order makes its outcome unknown, to be resolved again.
-    let other = env
-        .add(&key, "1", &[("link", held), ("quantity", "1000")])
-        .await;
+    let other = env.add_held(&key, "1000").await;
     let r = admin
         .post(&format!("/orders/{other}/unlink"), &json!({}))
         .await;

@@ -11,8 +11,8 @@ use bytes::Bytes;
 use common::gw::{ALPHA_KEY, Env, Options, dec};
 use common::{Http, Reply};
 use http_body_util::Full;
-use panelgate::store::OrderState;
 use panelgate::store::admin::Role;
+use panelgate::store::{Attention, OrderState};
 use rust_decimal::Decimal;
 use scraper::{Html, Selector};
 use serde_json::json;
@@ -971,10 +971,7 @@ async fn partial_without_remains(env: &Env, key: &str) -> u64 {
         .add(key, "1", &[("link", link), ("quantity", "1000")])
         .await;
     let o = env.wait_final(id).await;
-    assert_eq!(
-        o.attention.map(|a| a.as_str()),
-        Some("partial_without_remains")
-    );
+    assert_eq!(o.attention, Some(Attention::PartialWithoutRemains));
     id
 }
 
@@ -1033,10 +1030,7 @@ async fn an_order_without_an_automatic_refund_is_settled_through_its_form_once()
 async fn a_placed_order_is_ended_with_the_upstreams_final_status_and_its_history_shown() {
     let (env, b) = logged_in().await;
     let key = env.client("ann", "100", "default").await;
-    let held = "https://i.com/a?sim-fate=hold";
-    let id = env
-        .add(&key, "1", &[("link", held), ("quantity", "1000")])
-        .await;
+    let id = env.add_held(&key, "1000").await;
     let charge = env.order(id).await.charge;
     let page = b.get(&format!("/admin/orders/{id}")).await;
     assert_eq!(page.text("#order-state"), "placed");
@@ -1113,11 +1107,7 @@ async fn a_read_session_sees_an_orders_history_but_neither_form() {
     let (env, _) = started().await;
     let key = env.client("ann", "100", "default").await;
     let settleable = partial_without_remains(&env, &key).await;
-    let held = [
-        ("link", "https://i.com/a?sim-fate=hold"),
-        ("quantity", "100"),
-    ];
-    let placed = env.add(&key, "1", &held).await;
+    let placed = env.add_held(&key, "100").await;
     let read = env.admin_token("viewer", Role::Read).await;
     let b = Browser::new(&env);
     b.log_in(&read).await;
@@ -1140,10 +1130,7 @@ async fn a_read_session_sees_an_orders_history_but_neither_form() {
     assert_eq!(r.status(), 403);
     assert_eq!(env.order(placed).await.state, OrderState::Placed);
     let o = env.order(settleable).await;
-    assert_eq!(
-        o.attention.map(|a| a.as_str()),
-        Some("partial_without_remains")
-    );
+    assert_eq!(o.attention, Some(Attention::PartialWithoutRemains));
 }
 
 #[tokio::test]

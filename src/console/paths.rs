@@ -152,6 +152,11 @@ impl Page {
     }
 }
 
+/// The path of write `part` of order `id`.
+pub fn order_write(id: i64, part: &str) -> String {
+    format!("{}/{part}", Page::Order(id).href())
+}
+
 /// The path of write `part` of customer `name`.
 pub fn customer_write(name: &str, part: &str) -> String {
     format!("{}/{part}", Page::Customer(name.to_owned()).href())

@@ -265,6 +265,11 @@ async function findOrder(page, filters, id) {
   for (const [name, value] of Object.entries(filters)) {
     assert.equal(new URL(page.url()).searchParams.get(name), value, `the filter ${name}`);
   }
+  const [first, button] = await Promise.all([
+    page.locator('form#order-filters label').first().boundingBox(),
+    page.locator('form#order-filters button').boundingBox(),
+  ]);
+  assert.ok(button.y < first.y + first.height, 'the Filter button stays on the filters\' line');
   const found = page.locator(row('orders', 'order', id));
   assert.equal(await found.count(), 1, `order ${id} listed for ${JSON.stringify(filters)}`);
   const rows = await page.locator('table#orders tr[data-order]').all();
@@ -398,6 +403,9 @@ async function readSession(page, made) {
       assert.ok((await page.locator(belowCost(BELOW_COST_SERVICE)).count()) >= 1, 'flagged below cost');
       const line = await page.locator(row('catalog', 'service', BELOW_COST_SERVICE)).textContent();
       assert.ok(line.includes('below cost'), 'the words "below cost"');
+      const colour = (id) => page.locator(`${row('catalog', 'service', id)} td`).first()
+        .evaluate((cell) => getComputedStyle(cell).color);
+      assert.equal(await colour(BELOW_COST_SERVICE), await colour(1), 'only the price below cost is coloured');
     }
     await shot(page, 'catalog.png');
   });

@@ -337,6 +337,14 @@ impl Env {
             .unwrap_or_else(|| panic!("no order id: {r}"))
     }
 
+    /// Places an order of service 1 that the simulated upstream takes and keeps in progress
+    /// (`sim-fate=hold`): placed, and never final unless the operator ends it.
+    pub async fn add_held(&self, key: &str, quantity: &str) -> u64 {
+        let link = "https://i.com/a?sim-fate=hold";
+        self.add(key, "1", &[("link", link), ("quantity", quantity)])
+            .await
+    }
+
     pub async fn status(&self, key: &str, order: u64) -> Value {
         self.call(key, &[("action", "status"), ("order", &order.to_string())])
             .await

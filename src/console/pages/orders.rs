@@ -8,7 +8,7 @@ use super::entry_cells;
 use crate::admin_api::shapes::*;
 use crate::admin_api::{ApiError, read};
 use crate::console::layout::{field, form, next_page, when};
-use crate::console::paths::Page;
+use crate::console::paths::{Page, order_write};
 use crate::console::session::Session;
 use crate::gateway::Gateway;
 use crate::protocol::Status;
@@ -140,53 +140,59 @@ fn operator_forms(s: &Session, o: &OrderView) -> Markup {
 }
 
 fn resolve_forms(s: &Session, id: i64) -> Markup {
-    let to = format!("{}/resolve", Page::Order(id).href());
-    html! {
-        h2 { "Resolve this order" }
-        p.muted { "Its upstream may or may not have taken it: look there, then say which." }
-        div.forms {
+    let to = order_write(id, "resolve");
+    let why = "Its upstream may or may not have taken it: look there, then say which.";
+    forms_section(
+        "Resolve this order",
+        why,
+        html! {
             (form(s, "resolve-placed", &to, field("Upstream order id", "upstream_order", "", true), "Placed as this order"))
             (form(s, "resolve-not-placed", &to, html! {
                 input type="hidden" name="not_placed" value="true";
                 span { "Cancels it and refunds the whole charge." }
             }, "Not placed"))
-        }
-    }
+        },
+    )
 }
 
 fn end_form(s: &Session, id: i64) -> Markup {
-    let to = format!("{}/resolve", Page::Order(id).href());
-    html! {
-        h2 { "End this order" }
-        p.muted {
-            "For an order its upstream no longer reports (stuck): check the upstream's own panel "
-            "first, then end it here with the final status shown there. Partial refunds the "
-            "remains' share of the charge; Canceled refunds all of it."
-        }
-        div.forms {
-            (form(s, "resolve-ended", &to, html! {
+    let why = "For an order its upstream no longer reports (stuck): check the upstream's own \
+        panel first, then end it here with the final status shown there. Partial refunds the \
+        remains' share of the charge; Canceled refunds all of it.";
+    forms_section(
+        "End this order",
+        why,
+        html! {
+            (form(s, "resolve-ended", &order_write(id, "resolve"), html! {
                 label { span { "Final status" } select name="status" {
                     @for st in Status::FINAL { option value=(st.as_str()) { (st.as_str()) } }
                 } }
                 (field("Remains (with Partial)", "remains", "not delivered", false))
             }, "End with this status"))
-        }
-    }
+        },
+    )
 }
 
 fn settle_form(s: &Session, id: i64) -> Markup {
-    let to = format!("{}/settle", Page::Order(id).href());
-    html! {
-        h2 { "Settle the refund" }
-        p.muted {
-            "No refund was made automatically: decide what the customer gets back (0 for "
-            "nothing), at most what is still refundable, and say why."
-        }
-        div.forms {
-            (form(s, "settle", &to, html! {
+    let why = "No refund was made automatically: decide what the customer gets back (0 for \
+        nothing), at most what is still refundable, and say why.";
+    forms_section(
+        "Settle the refund",
+        why,
+        html! {
+            (form(s, "settle", &order_write(id, "settle"), html! {
                 (field("Refund", "refund", "0.50", true))
                 (field("Note", "note", "who decided, and why", true))
             }, "Settle"))
-        }
+        },
+    )
+}
+
+/// A heading, what its forms are for, and the forms.
+fn forms_section(title: &str, why: &str, forms: Markup) -> Markup {
+    html! {
+        h2 { (title) }
+        p.muted { (why) }
+        div.forms { (forms) }
     }
 }
