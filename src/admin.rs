@@ -333,6 +333,11 @@ pub async fn resolve_ended(
             "--status takes a final status: Completed, Partial or Canceled".into(),
         ));
     }
+    if remains.is_some_and(i64::is_negative) {
+        return Err(AdminError::Invalid(
+            "--remains is what was not delivered: 0 or more".into(),
+        ));
+    }
     if status == Status::Partial && remains.is_none() {
         return Err(AdminError::Invalid(
             "a Partial needs --remains (what the upstream did not deliver)".into(),

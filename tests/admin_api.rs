@@ -618,6 +618,7 @@ async fn a_placed_order_is_ended_with_the_upstreams_final_status_or_unlinked_as_
         json!({"status": "Partial"}),
         json!({"status": "In progress"}),
         json!({"status": "Partial", "remains": 400, "note": "x"}),
+        json!({"status": "Partial", "remains": -1}),
     ];
     for body in refused {
         assert_error(&admin.post(&path, &body).await, 400, "bad_request");
