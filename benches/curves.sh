@@ -45,6 +45,8 @@ data="$OUT/$curve.tsv"
 : >"$data"
 pg_dbs=()
 curve_cleanup() {
+  # KEEP=1 keeps the PostgreSQL databases too, for EXPLAIN and friends.
+  [ "${KEEP:-0}" = 1 ] && return
   for db in "${pg_dbs[@]}"; do psql "$PG" -qc "DROP DATABASE IF EXISTS $db WITH (FORCE)" >/dev/null 2>&1; done
 }
 trap 'st=$?; curve_cleanup; (exit "$st"); cleanup' EXIT
@@ -55,6 +57,7 @@ figure() { printf '%s\t%s\t%s\t%s\n' "$1" "$2" "$3" "$4" >>"$data"; }
 # database BACKEND NAME: a fresh, empty database's URL (SQLite: a file in the work dir).
 database() {
   if [ "$1" = sqlite ]; then
+    rm -f "$dir/$2.db" "$dir/$2.db-wal" "$dir/$2.db-shm"
     echo "$dir/$2.db"
     return
   fi
