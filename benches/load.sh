@@ -15,7 +15,23 @@
 # alternate this many times and the table shows medians; 3 on a noisy machine, about 5 minutes),
 # KEEP=1 (keep the work dir), RESULTS=FILE (also write the table there as markdown),
 # CARGO_TARGET_DIR.
+#
+#   bash benches/load.sh curve ledger|sync
+#
+# One scale curve instead (benches/curves.sh says what each measures, and its knobs: SIZES,
+# BACKENDS, QUICK=1 for tiny sizes on a dev build, as CI runs them).
 set -euo pipefail
+
+mode="${1:-rows}"
+curve="${2:-}"
+case "$mode:$curve" in
+  rows:) ;;
+  curve:ledger | curve:sync) ;;
+  *)
+    echo "usage: bash benches/load.sh [curve ledger|curve sync]" >&2
+    exit 2
+    ;;
+esac
 
 DURATION="${DURATION:-8}"
 CONNECTIONS="${CONNECTIONS:-32}"
@@ -40,7 +56,13 @@ as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
 
 missing=()
 command -v wrk >/dev/null 2>&1 || missing+=(wrk)
-command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || missing+=(nginx-light)
+if [ "$mode" = curve ]; then
+  # The plots' text is drawn from this font file (no fontconfig needed).
+  [ -f /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf ] || missing+=(fonts-dejavu-core)
+  command -v psql >/dev/null 2>&1 || missing+=(postgresql-client)
+else
+  command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || missing+=(nginx-light)
+fi
 command -v jq >/dev/null 2>&1 || missing+=(jq)
 command -v curl >/dev/null 2>&1 || missing+=(curl)
 if [ "${#missing[@]}" -gt 0 ]; then
@@ -50,12 +72,18 @@ if [ "${#missing[@]}" -gt 0 ]; then
 fi
 NGINX="$(command -v nginx || echo /usr/sbin/nginx)"
 
-say "building release (panelgate, loadkit)"
-cargo build --release --locked --bin panelgate --example loadkit >&2
+# QUICK=1 (curves only): the dev profile, so that CI reuses what its tests built.
+if [ "$mode" = curve ] && [ "${QUICK:-0}" = 1 ]; then
+  profile=dev profile_dir=debug
+else
+  profile=release profile_dir=release
+fi
+say "building $profile (panelgate, loadkit)"
+cargo build --profile "$profile" --locked --bin panelgate --example loadkit >&2
 target_dir="${CARGO_TARGET_DIR:-$repo/target}"
-PANELGATE="$target_dir/release/panelgate"
-LOADKIT="$target_dir/release/examples/loadkit"
-[ -x "$PANELGATE" ] && [ -x "$LOADKIT" ] || die "built binaries not found under $target_dir/release"
+PANELGATE="$target_dir/$profile_dir/panelgate"
+LOADKIT="$target_dir/$profile_dir/examples/loadkit"
+[ -x "$PANELGATE" ] && [ -x "$LOADKIT" ] || die "built binaries not found under $target_dir/$profile_dir"
 
 started_at=$(date +%s)
 
@@ -152,7 +180,18 @@ stop() {
   die "process $pid did not stop within 15 s"
 }
 
-# A free loopback port for nginx (the only server here that cannot pick its own).
+start_gateway() {
+  local name=$1 config=$2
+  # --config before the subcommand: a command line without "panelgate serve" in it is not
+  # caught by a `pkill -f "panelgate serve"` someone else runs on a shared machine.
+  start "$name" "${ON_SERVER[@]}" "$PANELGATE" --config "$config" serve
+  gw_pid=$started
+  GW_URL=$(listening_on "$name" "$gw_pid")
+  GW_BASE=${GW_URL%/api/v2}
+  wait_ready "$GW_BASE" "$gw_pid"
+}
+
+# A free loopback port for nginx and the admin API (the servers here that cannot pick their own).
 free_port() {
   local port
   for _ in $(seq 1 50); do
@@ -230,6 +269,12 @@ rows=()
 notes=()
 row() { rows+=("$1|$2|$3|$4|$5|$6"); }
 
+if [ "$mode" = curve ]; then
+  # shellcheck source=benches/curves.sh
+  source "$repo/benches/curves.sh"
+  exit 0
+fi
+
 # ---- the simulated upstream ----
 
 SIM_KEY=sim-key
@@ -277,16 +322,6 @@ EOF
 }
 write_config "$dir/config.yaml" "$dir/panelgate.db" 1h
 
-start_gateway() {
-  local name=$1 config=$2
-  # --config before the subcommand: a command line without "panelgate serve" in it is not
-  # caught by a `pkill -f "panelgate serve"` someone else runs on a shared machine.
-  start "$name" "${ON_SERVER[@]}" "$PANELGATE" --config "$config" serve
-  gw_pid=$started
-  GW_URL=$(listening_on "$name" "$gw_pid")
-  GW_BASE=${GW_URL%/api/v2}
-  wait_ready "$GW_BASE" "$gw_pid"
-}
 
 say "starting the gateway (creates the database and the client)"
 start_gateway gateway "$dir/config.yaml"

@@ -5,7 +5,9 @@
 //! - `sqlite-baseline`: the durable writes of one `add`, done by a bare SQLite program.
 //! - `latency`: fixed-rate requests with latency taken from the scheduled instant, so that a
 //!   slow server cannot hide its stalls by slowing the generator down (coordinated omission).
-//! - `seed`: finished orders, with their ledger entries, into an existing panelgate database.
+//! - `seed`: orders with their ledger entries, into an existing panelgate database (either
+//!   backend): finished history, or open orders for sync.
+//! - `sim-orders`, `pass`, `plot`, `dir-size`: the scale curves (`benches/load.sh curve …`).
 //! - `check`: the ledger invariant over a whole database, after a run.
 // The load generator paces real traffic against another process on the wall clock; nothing
 // here runs on a paused clock.
@@ -17,7 +19,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result, bail, ensure};
+use anyhow::{Context, Result, ensure};
 use bytes::Bytes;
 use clap::{Parser, Subcommand};
 use http_body_util::{BodyExt, Full};
@@ -27,11 +29,16 @@ use hyper::header::{CONTENT_TYPE, HOST, HeaderName, HeaderValue};
 use hyper::{Request, Response, StatusCode, Uri};
 use hyper_util::rt::TokioIo;
 use panelgate::sync::now_ms;
-use rusqlite::{Connection, OpenFlags, OptionalExtension, TransactionBehavior, params};
+use rusqlite::{Connection, OpenFlags, params};
 use serde_json::json;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Mutex;
 use tokio::sync::mpsc::{UnboundedReceiver, unbounded_channel};
+
+#[path = "loadkit/curves.rs"]
+mod curves;
+#[path = "loadkit/seed.rs"]
+mod seed;
 
 /// panelgate's own schema, so the baseline writes into exactly the tables, indexes, checks
 /// and triggers the gateway writes into.
@@ -78,11 +85,17 @@ enum Command {
         seconds: f64,
         #[arg(long, default_value_t = 8)]
         connections: usize,
-    },
-    /// Adds finished orders (and their charge and refund entries) to a panelgate database.
-    Seed {
+        /// `LO:HI`: each request's body has `{id}` replaced by an id drawn from LO..=HI, so
+        /// that the requests spread over a whole ledger instead of one cached order.
         #[arg(long)]
-        db: PathBuf,
+        ids: Option<String>,
+    },
+    /// Adds orders (and their charge and refund entries) to a panelgate database: finished
+    /// history, or with `--open` placed orders for sync to follow.
+    Seed {
+        /// A SQLite file, or a `postgres://` URL.
+        #[arg(long)]
+        db: String,
         /// The customer (by name) who placed them.
         #[arg(long)]
         client: String,
@@ -100,7 +113,16 @@ enum Command {
         /// The service's rate per 1000, in 0.00001 units.
         #[arg(long, default_value_t = 126_000)]
         rate_units: i64,
+        /// Placed orders in progress, never synced, instead of finished ones.
+        #[arg(long)]
+        open: bool,
+        /// The upstream's id of the first order (the others follow it). The default is far
+        /// from anything the simulator hands out in a benchmark run.
+        #[arg(long, default_value_t = 50_000_000)]
+        first_upstream_order: i64,
     },
+    #[command(flatten)]
+    Curve(curves::Command),
     /// Counts orders and ledger entries, and checks that every client's balance is the sum
     /// of its ledger entries (read-only; fine while panelgate runs).
     Check {
@@ -123,13 +145,14 @@ fn main() -> Result<()> {
             rate,
             seconds,
             connections,
+            ids,
         } => {
             ensure!(
                 rate > 0.0 && seconds > 0.0,
                 "rate and seconds must be above 0"
             );
             ensure!(connections > 0, "at least one connection");
-            let target = Target::new(&url, body, &headers)?;
+            let target = Target::new(&url, body, &headers)?.spread(ids.as_deref())?;
             // One thread is plenty for the rates measured here, and keeps the generator on
             // the single core it is pinned to without work-stealing hand-offs.
             tokio::runtime::Builder::new_current_thread()
@@ -145,15 +168,22 @@ fn main() -> Result<()> {
             service,
             upstream_service,
             rate_units,
-        } => seed(
+            open,
+            first_upstream_order,
+        } => seed::seed(
             &db,
-            &client,
-            orders,
-            &upstream,
-            service,
-            upstream_service,
-            rate_units,
+            &seed::Seed {
+                client: &client,
+                orders,
+                upstream: &upstream,
+                service,
+                upstream_service,
+                rate_units,
+                open,
+                first_upstream_order,
+            },
         ),
+        Command::Curve(command) => curves::run(command),
         Command::Check { db } => check(&db),
     }
 }
@@ -394,6 +424,8 @@ struct Target {
     path: String,
     body: Bytes,
     headers: Vec<(HeaderName, HeaderValue)>,
+    /// Ids to put in place of `{id}` in the body, and how many were drawn.
+    ids: Option<(u64, u64, std::sync::atomic::AtomicU64)>,
 }
 
 impl Target {
@@ -432,7 +464,29 @@ impl Target {
             path,
             body: Bytes::from(body),
             headers,
+            ids: None,
         })
+    }
+
+    /// Draws each request's `{id}` from `LO:HI` (none given: the body as it is).
+    fn spread(mut self, ids: Option<&str>) -> Result<Target> {
+        if let Some(range) = ids {
+            let (lo, hi) = range.split_once(':').context("--ids is LO:HI")?;
+            let (lo, hi): (u64, u64) = (lo.parse()?, hi.parse()?);
+            ensure!(lo <= hi, "--ids {range}: LO above HI");
+            self.ids = Some((lo, hi, std::sync::atomic::AtomicU64::new(0)));
+        }
+        Ok(self)
+    }
+
+    fn body(&self) -> Bytes {
+        let Some((lo, hi, drawn)) = &self.ids else {
+            return self.body.clone();
+        };
+        let n = drawn.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let id = lo + splitmix(n) % (hi - lo + 1);
+        let text = String::from_utf8_lossy(&self.body).replace("{id}", &id.to_string());
+        Bytes::from(text)
     }
 
     fn request(&self) -> Request<Full<Bytes>> {
@@ -443,9 +497,17 @@ impl Target {
             builder = builder.header(name, value);
         }
         builder
-            .body(Full::new(self.body.clone()))
+            .body(Full::new(self.body()))
             .expect("the parts were validated")
     }
+}
+
+/// A well-mixed function of `n` (splitmix64): the same spread of ids on every run.
+fn splitmix(n: u64) -> u64 {
+    let mut z = n.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
 }
 
 type Conn = SendRequest<Full<Bytes>>;
@@ -603,184 +665,6 @@ async fn worker(
         }
     }
     tally
-}
-
-// ---- seed ----
-
-/// A small deterministic generator (splitmix64): the same seeded ledger on every run.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
-
-fn seed(
-    db: &Path,
-    client: &str,
-    orders: u64,
-    upstream: &str,
-    service: u64,
-    upstream_service: u64,
-    rate_units: i64,
-) -> Result<()> {
-    ensure!(rate_units > 0, "the rate must be above 0");
-    // Never create: seeding only makes sense in a database panelgate made.
-    let mut conn = open_like_panelgate(db, OpenFlags::SQLITE_OPEN_READ_WRITE)?;
-    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-    let Some((customer, balance, credit_limit)) = tx
-        .query_row(
-            "SELECT id, balance, credit_limit FROM customers WHERE name = ?",
-            [client],
-            |r| {
-                Ok((
-                    r.get::<_, i64>(0)?,
-                    r.get::<_, i64>(1)?,
-                    r.get::<_, i64>(2)?,
-                ))
-            },
-        )
-        .optional()?
-    else {
-        bail!("no client named {client:?} in {}", db.display());
-    };
-    let service = i64::try_from(service)?;
-    let upstream_service = i64::try_from(upstream_service)?;
-
-    let now = now_ms();
-    // Spread over the last 30 days, oldest first, as a real history would be.
-    let span: i64 = 30 * 24 * 3_600_000;
-    let step = span / i64::try_from(orders.max(1))?;
-    let mut rng = Rng(0x5EED);
-    let (mut charged, mut refunded_total) = (0_i64, 0_i64);
-    let (mut completed, mut partial, mut canceled) = (0_u64, 0_u64, 0_u64);
-    {
-        let mut insert_order = tx.prepare_cached(
-            "INSERT INTO orders (customer_id, service, upstream, upstream_service, \
-             upstream_order, state, status, charge, refunded, billed, remains, start_count, \
-             cost, link, fields, note, created_at, updated_at, synced_at, lease_until) \
-             VALUES (?, ?, ?, ?, ?, 'final', ?, ?, ?, ?, ?, ?, ?, ?, ?, NULL, ?, ?, ?, NULL)",
-        )?;
-        let mut insert_entry = tx.prepare_cached(
-            "INSERT INTO ledger (customer_id, amount, kind, order_id, note, created_at) \
-             VALUES (?, ?, ?, ?, ?, ?)",
-        )?;
-        // Upstream ids far from anything the simulator hands out in a benchmark run.
-        let first_upstream_order = 50_000_000_i64;
-        for i in 0..orders {
-            let i = i64::try_from(i)?;
-            let quantity = 100 * (1 + rng.below(50) as i64);
-            // A charge is rounded up to the unit, as money::charge does.
-            let charge = (rate_units * quantity + 999) / 1000;
-            let created = now - span + i * step;
-            let updated = created + 60_000 + rng.below(6 * 3_600_000) as i64;
-            let (status, remains, refund) = match rng.below(100) {
-                0..=83 => {
-                    completed += 1;
-                    ("Completed", 0, 0)
-                }
-                84..=95 => {
-                    partial += 1;
-                    let remains = quantity * (5 + rng.below(60) as i64) / 100;
-                    // Pro rata and rounded down, as refunds are.
-                    ("Partial", remains, charge * remains / quantity)
-                }
-                _ => {
-                    canceled += 1;
-                    ("Canceled", quantity, charge)
-                }
-            };
-            let link = format!("https://instagram.com/seed_{i}");
-            let fields = format!(r#"{{"link":"{link}","quantity":"{quantity}"}}"#);
-            insert_order.execute(params![
-                customer,
-                service,
-                upstream,
-                upstream_service,
-                first_upstream_order + i,
-                status,
-                charge,
-                refund,
-                quantity,
-                remains,
-                rng.below(100_000) as i64,
-                charge * 70 / 100,
-                link,
-                fields,
-                created,
-                updated,
-                updated
-            ])?;
-            let id = tx.last_insert_rowid();
-            insert_entry.execute(params![
-                customer,
-                -charge,
-                "charge",
-                id,
-                None::<&str>,
-                created
-            ])?;
-            if refund > 0 {
-                insert_entry.execute(params![customer, refund, "refund", id, status, updated])?;
-            }
-            charged += charge;
-            refunded_total += refund;
-        }
-        let net = charged - refunded_total;
-        // Money for the history comes in through the ledger as well, when the client's
-        // balance would not cover it.
-        let short = net - (balance + credit_limit);
-        let credit = if short > 0 { short } else { 0 };
-        if credit > 0 {
-            insert_entry.execute(params![
-                customer,
-                credit,
-                "credit",
-                None::<i64>,
-                "load benchmark seed",
-                now
-            ])?;
-        }
-        let changed = tx.execute(
-            "UPDATE customers SET balance = balance + ?1 - ?2 WHERE id = ?3",
-            params![credit, net, customer],
-        )?;
-        ensure!(changed == 1, "customer {client:?} vanished");
-    }
-    let (balance, ledger_sum): (i64, i64) = tx.query_row(
-        "SELECT balance, (SELECT COALESCE(SUM(amount), 0) FROM ledger WHERE customer_id = ?1) \
-         FROM customers WHERE id = ?1",
-        [customer],
-        |r| Ok((r.get(0)?, r.get(1)?)),
-    )?;
-    ensure!(
-        balance == ledger_sum,
-        "balance {balance} != sum of ledger entries {ledger_sum}; not committed"
-    );
-    tx.commit()?;
-    let total: i64 = conn.query_row("SELECT COUNT(*) FROM orders", [], |r| r.get(0))?;
-    println!(
-        "{}",
-        json!({
-            "seeded": orders,
-            "completed": completed,
-            "partial": partial,
-            "canceled": canceled,
-            "orders_in_db": total,
-            "balance_units": balance,
-            "ledger_sum_units": ledger_sum,
-        })
-    );
-    Ok(())
 }
 
 // ---- check ----

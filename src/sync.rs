@@ -1,6 +1,6 @@
 //! Keeping orders and refills in step with their upstreams: batched multi-status calls (one
-//! per upstream per ≤100 ids), applied through the store, which refunds Partial and Canceled
-//! orders exactly once however often a status is seen.
+//! per upstream per ≤100 ids), each batch applied through the store in one transaction, which
+//! refunds Partial and Canceled orders exactly once however often a status is seen.
 //!
 //! The same refresh serves the background loop and the `status` action's stale orders.
 
@@ -16,7 +16,9 @@ use crate::pricing;
 use crate::protocol::reply::{OrderStatus, Remains};
 use crate::protocol::{MAX_IDS, Status};
 use crate::status_cache::StatusCache;
-use crate::store::{Claim, Millis, Order, Refill, StatusUpdate, Store, StuckCutoffs, Units};
+use crate::store::{
+    Applied, Claim, Millis, Order, Refill, StatusUpdate, Store, StoreError, StuckCutoffs, Units,
+};
 use crate::upstream::Upstreams;
 
 // Kept under its old name so that callers outside this module need not change with it.
@@ -55,19 +57,8 @@ impl Syncer {
                 })
             })
             .collect();
-        // Side by side: each apply returns once its commit is durable, and commits made while
-        // another's fsync runs share the next one (see the SQLite store), so a batch of 100
-        // costs a few fsyncs instead of 100 in a row.
-        let mut applies = tokio::task::JoinSet::new();
-        for (t, update) in self.ask(&tracked).await {
-            let (syncer, upstream, id) = (self.clone(), t.upstream.to_owned(), t.id);
-            applies.spawn(async move { syncer.apply(&upstream, id, &update).await });
-        }
-        while let Some(done) = applies.join_next().await {
-            if let Err(e) = done {
-                tracing::error!(error = %e, "a status apply task failed");
-            }
-        }
+        let answers = self.ask(&tracked).await;
+        self.apply_all(answers).await;
     }
 
     /// What the upstreams say of `orders`: one multi-status call per upstream per ≤100 ids.
@@ -115,11 +106,39 @@ impl Syncer {
         answers
     }
 
-    /// Writes what an upstream said of order `id` (refunding it if it became Partial or
-    /// Canceled); failures are logged.
-    pub async fn apply(&self, upstream: &str, id: i64, update: &StatusUpdate) {
-        let applied = self.store.apply_status(id, update, now_ms()).await;
-        // With the database away nothing changed: what is held still answers `status`.
+    /// Writes what the upstreams said of a batch of orders (refunding those that became
+    /// Partial or Canceled) in one transaction; failures are logged and counted per order.
+    pub async fn apply_all(&self, answers: Vec<(&Tracked<'_>, StatusUpdate)>) {
+        if answers.is_empty() {
+            return;
+        }
+        let (tracked, batch): (Vec<&Tracked<'_>>, Vec<(i64, StatusUpdate)>) =
+            answers.into_iter().map(|(t, u)| (t, (t.id, u))).unzip();
+        let polled = tracked.iter().zip(&batch);
+        match self.store.apply_statuses(&batch, now_ms()).await {
+            Ok(results) => {
+                for ((t, (id, update)), result) in polled.zip(&results) {
+                    self.record(t.upstream, *id, update, result.as_ref().copied());
+                }
+            }
+            // The whole batch was refused as one (the database away): each order tells it.
+            Err(e) => {
+                for (t, (id, update)) in polled {
+                    self.record(t.upstream, *id, update, Err(&e));
+                }
+            }
+        }
+    }
+
+    /// Logs and counts what applying `update` to order `id` did, and forgets the order's held
+    /// status unless the database was away (then nothing changed).
+    fn record(
+        &self,
+        upstream: &str,
+        id: i64,
+        update: &StatusUpdate,
+        applied: Result<Applied, &StoreError>,
+    ) {
         if !matches!(&applied, Err(e) if e.is_unavailable()) {
             self.statuses.forget(id);
         }
@@ -149,7 +168,7 @@ impl Syncer {
             // Nothing was written: the order stays placed and stale, so the next pass (or
             // the next `status` poll) asks the upstream again and applies it then.
             Err(e) => {
-                self.metrics.store_failed("apply_status", &e);
+                self.metrics.store_failed("apply_status", e);
                 tracing::error!(order = id, error = %e, "applying a status failed");
             }
         }

@@ -190,3 +190,54 @@ async fn a_partial_without_remains_shows_nothing_left_until_settled() {
     assert_eq!(env.balance(&key).await, dec("100") - dec("0.625"));
     env.assert_ledgers_balance().await;
 }
+
+/// A polled batch is applied in one transaction; an order in it that cannot be applied (here
+/// a refund already on its ledger) fails alone, and the others are applied and counted.
+#[tokio::test]
+async fn one_order_that_cannot_be_applied_does_not_hold_back_its_batch() {
+    let env = Env::start(Options {
+        sync_interval: "1h",
+        ..Options::default()
+    })
+    .await;
+    let key = env.client("ann", "100", "default").await;
+    let link = "https://i.com/a?sim-fate=cancel";
+    let mut ids = Vec::new();
+    for _ in 0..3 {
+        ids.push(place(&env, &key, "1", link).await);
+    }
+    let planted = ids[1];
+    let customer = env.order(planted).await.customer_id;
+    env.sql(&format!(
+        "INSERT INTO ledger (customer_id, amount, kind, order_id, note, created_at) \
+         VALUES ({customer}, 0, 'refund', {planted}, 'planted', 0)"
+    ))
+    .await;
+    // Each `status` of the three asks alpha about all of them at once (nothing is fresh) and
+    // applies its answers as one batch.
+    let orders = ids.iter().map(u64::to_string).collect::<Vec<_>>().join(",");
+    let asked = [("action", "status"), ("orders", orders.as_str())];
+    let reply = env.call(&key, &asked).await;
+    for _ in 0..100 {
+        if env.order(ids[2]).await.state == panelgate::store::OrderState::Final {
+            break;
+        }
+        env.call(&key, &asked).await;
+    }
+    for id in [ids[0], ids[2]] {
+        let o = env.wait_final(id).await;
+        assert_eq!((o.status.as_str(), o.refunded), ("Canceled", 112_500));
+    }
+    let stuck = env.order(planted).await;
+    assert_eq!(
+        (stuck.state.as_str(), stuck.refunded),
+        ("placed", 0),
+        "{reply}"
+    );
+    let canceled = r#"panelgate_refunds_total{status="Canceled"}"#;
+    assert_eq!(env.metric(canceled).await, Some(2.0));
+    let failed = r#"panelgate_store_errors_total{operation="apply_status"}"#;
+    assert!(env.metric(failed).await >= Some(1.0));
+    assert_eq!(env.balance(&key).await, dec("100") - dec("1.125"));
+    env.assert_ledgers_balance().await;
+}

@@ -55,6 +55,7 @@ impl Gateway {
         }
         let mut changed = Vec::new();
         let mut confirmed = Vec::new();
+        let mut updates = Vec::new();
         for (t, update) in self.syncer.ask(&stale).await {
             let held = found.iter().flatten().find(|e| e.id == t.id);
             match held {
@@ -62,11 +63,12 @@ impl Gateway {
                     confirmed.push(self.statuses.confirm(e, now));
                 }
                 _ => {
-                    self.syncer.apply(t.upstream, t.id, &update).await;
                     changed.push(t.id);
+                    updates.push((t, update));
                 }
             }
         }
+        self.syncer.apply_all(updates).await;
         drop(stale);
         for e in confirmed {
             put_in_asked_order(asked, found, e);

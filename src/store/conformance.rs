@@ -78,6 +78,7 @@ macro_rules! conformance_tests {
             the_floor_holds_across_two_stores_on_one_database,
             a_partial_is_refunded_exactly_once_under_racing_syncs,
             a_cancel_refunds_the_whole_charge_exactly_once,
+            a_batch_of_statuses_applies_every_order_it_can,
             a_running_status_updates_a_placed_order_without_touching_money,
             a_status_changes_nothing_on_an_order_that_is_not_placed,
             a_partial_without_remains_refunds_nothing,
@@ -506,6 +507,98 @@ pub(crate) async fn a_cancel_refunds_the_whole_charge_exactly_once<B: Backend>()
         (o.state, o.status, o.refunded),
         (OrderState::Final, Status::Canceled, 3 * ONE)
     );
+}
+
+/// One polled batch, one transaction: each order is applied as alone, and the orders that
+/// cannot be applied (gone, figures too large to store, a refund already on the ledger) fail
+/// on their own without holding back the rest.
+pub(crate) async fn a_batch_of_statuses_applies_every_order_it_can<B: Backend>() {
+    let Some(db) = B::open().await else {
+        return;
+    };
+    let store = db.store();
+    let (c, d) = (
+        customer(&*store, "cal", 10 * ONE, 0).await,
+        customer(&*store, "dee", 10 * ONE, 0).await,
+    );
+    let canceled = placed(&*store, c.id, 3 * ONE, 1000, 81).await;
+    let partial = placed(&*store, d.id, 4 * ONE, 1000, 82).await;
+    let running = placed(&*store, c.id, ONE, 1000, 83).await;
+    let planted = placed(&*store, d.id, 2 * ONE, 1000, 84).await;
+    let huge = placed(&*store, c.id, ONE, 1000, 85).await;
+    // A refund already on the ledger: refunding the order again breaks the unique entry.
+    db.execute(&format!(
+        "INSERT INTO ledger (customer_id, amount, kind, order_id, note, created_at) \
+         VALUES ({}, 0, 'refund', {}, 'planted', {NOW})",
+        d.id, planted.id
+    ))
+    .await
+    .unwrap();
+    let mut too_large = update(Status::InProgress, Some(10));
+    too_large.start_count = Some(u64::MAX);
+    let batch = [
+        (canceled.id, update(Status::Canceled, None)),
+        (partial.id, update(Status::Partial, Some(250))),
+        (999_999, update(Status::Completed, Some(0))),
+        (running.id, update(Status::InProgress, Some(400))),
+        (planted.id, update(Status::Canceled, None)),
+        (huge.id, too_large),
+        (canceled.id, update(Status::Canceled, None)),
+    ];
+    let results = store.apply_statuses(&batch, NOW + 1).await.unwrap();
+    assert_eq!(results.len(), batch.len());
+    let refund = |i: usize| results[i].as_ref().map(|a| (a.refund, a.finalized)).ok();
+    assert_eq!(refund(0), Some((3 * ONE, true)));
+    assert_eq!(refund(1), Some((ONE, true)));
+    assert!(
+        matches!(results[2], Err(StoreError::NotFound)),
+        "{:?}",
+        results[2]
+    );
+    assert_eq!(refund(3), Some((0, false)));
+    assert!(
+        matches!(results[4], Err(StoreError::Duplicate(_))),
+        "{:?}",
+        results[4]
+    );
+    assert!(
+        matches!(results[5], Err(StoreError::Invalid(_))),
+        "{:?}",
+        results[5]
+    );
+    // Seen twice, refunded once.
+    assert_eq!(refund(6), Some((0, false)));
+
+    let state = |o: &Order| (o.state, o.status, o.refunded, o.remains);
+    assert_eq!(
+        state(&get(&*store, canceled.id).await),
+        (OrderState::Final, Status::Canceled, 3 * ONE, None)
+    );
+    assert_eq!(
+        state(&get(&*store, partial.id).await),
+        (OrderState::Final, Status::Partial, ONE, Some(250))
+    );
+    assert_eq!(
+        state(&get(&*store, running.id).await),
+        (OrderState::Placed, Status::InProgress, 0, Some(400))
+    );
+    // What failed wrote nothing: still placed, as it was, for the next pass.
+    for o in [&planted, &huge] {
+        let now = get(&*store, o.id).await;
+        assert_eq!(state(&now), state(o));
+        assert_eq!(now.synced_at, None);
+    }
+    assert_eq!(
+        books(&db, c.id).await,
+        10 * ONE - 3 * ONE - ONE - ONE + 3 * ONE
+    );
+    assert_eq!(books(&db, d.id).await, 10 * ONE - 4 * ONE - 2 * ONE + ONE);
+
+    // A batch where every order applies is one transaction; an empty one does nothing.
+    let later = [(running.id, update(Status::Completed, Some(0)))];
+    let results = store.apply_statuses(&later, NOW + 2).await.unwrap();
+    assert!(results[0].as_ref().unwrap().finalized);
+    assert!(store.apply_statuses(&[], NOW + 3).await.unwrap().is_empty());
 }
 
 pub(crate) async fn a_running_status_updates_a_placed_order_without_touching_money<B: Backend>() {

@@ -648,6 +648,93 @@ async fn apply_status_in<C: Conn>(
     })
 }
 
+/// Applies every `(id, status)` of `batch` as [`apply_status_in`] does, in the one
+/// transaction `c` is in; the first entry that fails ends it (so the caller rolls it all
+/// back). Returns what each entry did, in `batch`'s order.
+async fn apply_batch_in<C: Conn>(
+    c: &mut C,
+    lock: &str,
+    batch: &[(i64, Reported<'_>)],
+    now: Millis,
+) -> Result<Vec<Applied>> {
+    // Every order of the batch is locked first, in id order, then the entries are applied
+    // customer by customer. Each write takes its orders before its customers, each in
+    // ascending order, so two batches refunding the same customers (two instances, or a
+    // pass beside a `status`) wait for each other instead of deadlocking.
+    let ids: Vec<i64> = batch.iter().map(|(id, _)| *id).collect();
+    let owners: std::collections::HashMap<i64, i64> = fetch_in(
+        c,
+        |ids| format!("SELECT id, customer_id FROM orders WHERE id IN ({ids}) ORDER BY id{lock}"),
+        &[],
+        &ids,
+        |row| Ok((row.i64("id")?, row.i64("customer_id")?)),
+    )
+    .await?
+    .into_iter()
+    .collect();
+    let mut turns: Vec<usize> = (0..batch.len()).collect();
+    turns.sort_by_key(|&i| (owners.get(&batch[i].0).copied(), batch[i].0));
+    let mut applied = vec![Applied::default(); batch.len()];
+    for i in turns {
+        let (id, reported) = &batch[i];
+        applied[i] = apply_status_in(c, lock, *id, reported, now).await?;
+    }
+    Ok(applied)
+}
+
+/// [`Store::apply_statuses`] on engine `E`: the batch in one transaction; should any entry
+/// fail, each entry again in a transaction of its own, so that one order that cannot be
+/// applied neither holds back the others nor hides its own error. Errors are rare (an order
+/// gone, books that do not add up), so the common case pays one commit and no savepoints.
+async fn apply_statuses_in<E: Engine>(
+    engine: &E,
+    batch: &[(i64, StatusUpdate)],
+    now: Millis,
+) -> Result<Vec<Result<Applied>>> {
+    let mut results: Vec<Option<Result<Applied>>> = Vec::with_capacity(batch.len());
+    let mut valid = Vec::with_capacity(batch.len());
+    let mut slots = Vec::with_capacity(batch.len());
+    for (i, (id, update)) in batch.iter().enumerate() {
+        match Reported::new(update) {
+            Ok(reported) => {
+                valid.push((*id, reported));
+                slots.push(i);
+                results.push(None);
+            }
+            Err(e) => results.push(Some(Err(e))),
+        }
+    }
+    let outcome: Vec<Result<Applied>> = match transaction!(engine, |c| apply_batch_in(
+        c,
+        E::LOCK,
+        &valid,
+        now
+    )) {
+        Ok(applied) => applied.into_iter().map(Ok).collect(),
+        // Nothing was written, and one by one would only wait for the database again.
+        Err(e) if e.is_unavailable() => return Err(e),
+        Err(e) => {
+            tracing::debug!(orders = valid.len(), error = %e, "a batch of statuses failed; applying them one by one");
+            let mut one_by_one = Vec::with_capacity(valid.len());
+            for (id, reported) in &valid {
+                let id = *id;
+                one_by_one.push(transaction!(engine, |c| apply_status_in(
+                    c,
+                    E::LOCK,
+                    id,
+                    reported,
+                    now
+                )));
+            }
+            one_by_one
+        }
+    };
+    for (slot, result) in slots.into_iter().zip(outcome) {
+        results[slot] = Some(result);
+    }
+    Ok(results.into_iter().flatten().collect())
+}
+
 async fn resolve_placed_in<C: Conn>(
     c: &mut C,
     id: i64,
@@ -1256,6 +1343,14 @@ impl<E: Engine> Store for E {
     async fn apply_status(&self, id: i64, update: &StatusUpdate, now: Millis) -> Result<Applied> {
         let reported = Reported::new(update)?;
         transaction!(self, |c| apply_status_in(c, E::LOCK, id, &reported, now))
+    }
+
+    async fn apply_statuses(
+        &self,
+        batch: &[(i64, StatusUpdate)],
+        now: Millis,
+    ) -> Result<Vec<Result<Applied>>> {
+        apply_statuses_in(self, batch, now).await
     }
 
     async fn resolve_placed(&self, id: i64, upstream_order: &str, now: Millis) -> Result<()> {

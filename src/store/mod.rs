@@ -552,6 +552,18 @@ pub trait Store: admin::AdminStore + Send + Sync + 'static {
     /// order's sync lease: it is fresh now, and due again after the next interval.
     async fn apply_status(&self, id: i64, update: &StatusUpdate, now: Millis) -> Result<Applied>;
 
+    /// Applies each `(id, status)` of `batch` exactly as [`Store::apply_status`] would, all
+    /// in one transaction (one commit for a polled batch, not one per order). An entry that
+    /// cannot be applied (its order gone, its figures unstorable, its books broken) does not
+    /// stop the others: the batch is then applied entry by entry, each in its own
+    /// transaction. Returns each entry's result in `batch`'s order; the outer error only when
+    /// the database is unavailable, and then nothing was written.
+    async fn apply_statuses(
+        &self,
+        batch: &[(i64, StatusUpdate)],
+        now: Millis,
+    ) -> Result<Vec<Result<Applied>>>;
+
     /// Operator: an `Unknown` order was placed after all, as `upstream_order`. Refused (a
     /// conflict naming it) when another local order already holds that upstream order.
     async fn resolve_placed(&self, id: i64, upstream_order: &str, now: Millis) -> Result<()>;

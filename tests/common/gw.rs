@@ -448,6 +448,21 @@ impl Env {
         sample(&self.metrics().await, series)
     }
 
+    /// Runs one SQL statement on the gateway's database directly, around the store (to plant
+    /// a row the store itself would never write).
+    pub async fn sql(&self, sql: &str) {
+        let url = self.gw().gateway().cfg.database.clone();
+        if url.starts_with("sqlite:") {
+            let pool = sqlx::SqlitePool::connect(&url).await.unwrap();
+            sqlx::query(sql).execute(&pool).await.unwrap();
+            pool.close().await;
+        } else {
+            let pool = sqlx::PgPool::connect(&url).await.unwrap();
+            sqlx::query(sql).execute(&pool).await.unwrap();
+            pool.close().await;
+        }
+    }
+
     /// Runs the operator CLI against this gateway's config and database; returns its stdout.
     /// Awaited, not blocked on: the gateway under test shares this runtime and must keep
     /// running (it may be inside a write transaction the CLI waits for).

@@ -1,0 +1,263 @@
+# The scale curves: how a path's cost grows with the size of what it works on. Sourced by
+# benches/load.sh (`bash benches/load.sh curve ledger|sync`), whose helpers it uses.
+#
+# curve ledger: N finished orders seeded (orders, their charge and refund entries, a balance
+#   that is their sum), then: `add` throughput (wrk, closed loop), `status` p50/p99 of orders
+#   drawn from the whole ledger (loadkit latency, fixed rate), `panelgate order list --state
+#   unknown` and `panelgate client list` (wall time of the command, best of 3), the admin API's
+#   `GET /admin/api/v1/orders?limit=50` and `/customers?limit=50` (best of 5), and the bytes on
+#   disk per order (the database's growth over the seeding, divided by N).
+# curve sync: N placed orders in progress at the simulator and in the ledger; the gateway starts
+#   and its first sync pass is timed (first status call to last order written) with the
+#   gateway's CPU time, against the bound the upstream's rate limit sets: N / 100 / R seconds.
+#   R is the upstream's `rate_limit` in the gateway's config (the requests per second the
+#   upstream allows); each call asks about 100 orders.
+#
+# Knobs: SIZES (ledger: "10000 100000 1000000"; sync: "1000 10000 100000"), BACKENDS ("sqlite
+# postgres"), PG (the PostgreSQL server, postgres://postgres@127.0.0.1:5432/postgres; databases
+# named pgcurve_* are created and dropped), RATE (sync: R, 20), BEFORE_BIN (sync: another
+# panelgate binary, e.g. one built from an older commit, measured beside this one in the same
+# run), DURATION (seconds of wrk, 8), LAT_RATE (status requests/s, 500), LAT_SECONDS (10),
+# OUT (where the table, the data and the plots go: benches/plots, or under the work dir with
+# QUICK=1), QUICK=1 (tiny sizes, short runs, dev build: what CI runs so the scripts cannot rot).
+
+PG="${PG:-postgres://postgres@127.0.0.1:5432/postgres}"
+BACKENDS="${BACKENDS:-sqlite postgres}"
+if [ "${QUICK:-0}" = 1 ]; then
+  case "$curve" in
+    ledger) SIZES="${SIZES:-300 3000}" ;;
+    sync) SIZES="${SIZES:-300 1000}" ;;
+  esac
+  RATE="${RATE:-100}"
+  DURATION=2 LAT_RATE=100 LAT_SECONDS=2 WARMUP=0
+  OUT="${OUT:-$dir/curves}"
+else
+  case "$curve" in
+    ledger) SIZES="${SIZES:-10000 100000 1000000}" ;;
+    sync) SIZES="${SIZES:-1000 10000 100000}" ;;
+  esac
+  RATE="${RATE:-20}"
+  LAT_RATE="${LAT_RATE:-500}"
+  OUT="${OUT:-$repo/benches/plots}"
+fi
+mkdir -p "$OUT"
+data="$OUT/$curve.tsv"
+: >"$data"
+pg_dbs=()
+curve_cleanup() {
+  # KEEP=1 keeps the PostgreSQL databases too, for EXPLAIN and friends.
+  [ "${KEEP:-0}" = 1 ] && return
+  for db in "${pg_dbs[@]}"; do psql "$PG" -qc "DROP DATABASE IF EXISTS $db WITH (FORCE)" >/dev/null 2>&1; done
+}
+trap 'st=$?; curve_cleanup; (exit "$st"); cleanup' EXIT
+
+# figure METRIC SERIES SIZE VALUE: one measured point.
+figure() { printf '%s\t%s\t%s\t%s\n' "$1" "$2" "$3" "$4" >>"$data"; }
+
+# database BACKEND NAME: a fresh, empty database's URL (SQLite: a file in the work dir).
+database() {
+  if [ "$1" = sqlite ]; then
+    rm -f "$dir/$2.db" "$dir/$2.db-wal" "$dir/$2.db-shm"
+    echo "$dir/$2.db"
+    return
+  fi
+  local name="pgcurve_$2"
+  PGOPTIONS="-c client_min_messages=warning" psql "$PG" -qc "DROP DATABASE IF EXISTS $name WITH (FORCE)" >/dev/null
+  psql "$PG" -qc "CREATE DATABASE $name" >/dev/null
+  pg_dbs+=("$name")
+  echo "${PG%/*}/$name"
+}
+url_of() { case "$1" in postgres*) echo "$1" ;; *) echo "sqlite://$1" ;; esac; }
+
+# curve_config FILE DB [EXTRA]: a gateway on the simulator with one client; EXTRA is appended.
+curve_config() {
+  cat >"$1" <<EOF
+listen: "127.0.0.1:0"
+database: "$(url_of "$2")"
+log_level: warn
+status_max_age: 1h
+config_poll: 0s
+upstreams:
+  - name: sim
+    url: "$SIM_URL"
+    key: "$SIM_KEY"
+    max_concurrency: 256
+${4:-}
+services:
+  - import: sim
+    id_offset: $OFFSET
+    markup: { percent: 40 }
+clients:
+  - name: bench
+    key: "$KEY"
+    balance: "1000000000"
+limits:
+  per_client: { per_second: 1000000, burst: 1000000 }
+  failed_keys_per_minute: 1000000
+${3:-}
+EOF
+}
+
+# best_ms N CMD...: the fastest of N runs of CMD, in milliseconds of wall time.
+best_ms() {
+  local n=$1 best=""
+  shift
+  for _ in $(seq 1 "$n"); do
+    local t0 t1
+    t0=$(date +%s%N)
+    "$@" >/dev/null || die "failed: $*"
+    t1=$(date +%s%N)
+    local ms=$(((t1 - t0) / 1000))
+    if [ -z "$best" ] || [ "$ms" -lt "$best" ]; then best=$ms; fi
+  done
+  awk -v us="$best" 'BEGIN { printf "%.1f", us / 1000 }'
+}
+
+admin_get() { curl -sf --max-time 30 -H "Authorization: Bearer $ADMIN_TOKEN" "$1"; }
+
+SIM_KEY=sim-key
+KEY=load-bench-customer-key-0000000001
+OFFSET=1000
+start simulator "${ON_CLIENT[@]}" "$PANELGATE" --config "$dir/no-simulator.yaml" simulate \
+  --listen 127.0.0.1:0 --key "$SIM_KEY" --services 100 --speed 1 --balance 1000000000000
+SIM_URL=$(listening_on simulator "$started")
+SIM_BASE=${SIM_URL%/api/v2}
+
+# The service every order is for: the first Default one, at its minimum quantity.
+post "$SIM_URL" -d "key=$SIM_KEY&action=services" -o "$dir/sim-services.json"
+read -r UP_SERVICE QTY < <(jq -r '[.[] | select(.type == "Default")][0] | "\(.service) \(.min)"' "$dir/sim-services.json")
+SERVICE=$((UP_SERVICE + OFFSET))
+
+# ---- curve ledger ----
+
+ledger_point() {
+  local backend=$1 n=$2
+  local db cfg admin_port
+  db=$(database "$backend" "ledger_$n")
+  cfg="$dir/ledger-$backend-$n.yaml"
+  admin_port=$(free_port)
+  curve_config "$cfg" "$db" "sync: { interval: 10m }
+admin:
+  listen: \"127.0.0.1:$admin_port\""
+  say "ledger, $backend, $n orders: seeding"
+  start_gateway "gateway-$backend-$n" "$cfg"
+  post "$GW_URL" -d "key=$KEY&action=services" -o "$dir/services-$n.json"
+  local rate_units
+  rate_units=$(jq -r --argjson s "$SERVICE" '.[] | select(.service == $s) | .rate' "$dir/services-$n.json" |
+    awk '{ printf "%.0f", $1 * 100000 }')
+  stop "$gw_pid"
+  local empty seeded
+  empty=$("$LOADKIT" db-size --db "$db" | jq .bytes)
+  local t0 t1
+  t0=$(date +%s%N)
+  "$LOADKIT" seed --db "$db" --client bench --orders "$n" --upstream sim --service "$SERVICE" \
+    --upstream-service "$UP_SERVICE" --rate-units "$rate_units" >"$dir/seed-$backend-$n.json" || die "seeding failed"
+  t1=$(date +%s%N)
+  seeded=$("$LOADKIT" db-size --db "$db" | jq .bytes)
+  figure bytes_per_order "$backend" "$n" "$(awk -v a="$seeded" -v b="$empty" -v n="$n" 'BEGIN { printf "%.0f", (a - b) / n }')"
+  say "ledger, $backend, $n orders: seeded in $(((t1 - t0) / 1000000)) ms; measuring"
+  ADMIN_TOKEN=$("$PANELGATE" --config "$cfg" admin token add "curve$n" --role read | tail -n 1)
+
+  start_gateway "gateway-$backend-$n" "$cfg"
+  local first last
+  first=$(jq -r '.orders_in_db - .seeded + 1' "$dir/seed-$backend-$n.json")
+  last=$(jq -r '.orders_in_db' "$dir/seed-$backend-$n.json")
+  "${ON_CLIENT[@]}" "$LOADKIT" latency --url "$GW_URL" --body "key=$KEY&action=status&order={id}" \
+    --ids "$first:$last" --rate "$LAT_RATE" --seconds "$LAT_SECONDS" --connections 8 \
+    >"$dir/status-$backend-$n.json" || die "the status run failed"
+  [ "$(jq .errors "$dir/status-$backend-$n.json")" = 0 ] || notes+=("ledger $backend $n: status errors $(jq .errors "$dir/status-$backend-$n.json")")
+  figure status_p50_us "$backend" "$n" "$(jq .p50_us "$dir/status-$backend-$n.json")"
+  figure status_p99_us "$backend" "$n" "$(jq .p99_us "$dir/status-$backend-$n.json")"
+
+  WARMUP=0 wrk_run "add-$backend-$n" "$GW_URL" -s "$dir/add.lua"
+  figure add_per_s "$backend" "$n" "$(fmt0 "$(rps "add-$backend-$n")")"
+
+  figure order_list_unknown_ms "$backend" "$n" \
+    "$(best_ms 3 "$PANELGATE" --config "$cfg" order list --state unknown)"
+  figure client_list_ms "$backend" "$n" "$(best_ms 3 "$PANELGATE" --config "$cfg" client list)"
+  local admin="http://127.0.0.1:$admin_port/admin/api/v1"
+  admin_get "$admin/orders?limit=50" | jq -e . >/dev/null || die "the admin API does not list orders"
+  figure admin_orders_ms "$backend" "$n" "$(best_ms 5 admin_get "$admin/orders?limit=50")"
+  figure admin_customers_ms "$backend" "$n" "$(best_ms 5 admin_get "$admin/customers?limit=50")"
+  stop "$gw_pid"
+}
+
+# ---- curve sync ----
+
+sync_point() {
+  local backend=$1 n=$2 first=$3 variant=$4 bin=$5
+  local db cfg
+  db=$(database "$backend" "sync_$n")
+  cfg="$dir/sync-$backend-$n.yaml"
+  # Once, at start, then not for an hour: the pass measured is the first. Stuck marking is
+  # off: the orders are new, and it is not what is measured.
+  curve_config "$cfg" "$db" "sync: { interval: 1h, stuck_after: 0s }" "    rate_limit: $RATE"
+  start_gateway "sync-$backend-$n" "$cfg"
+  stop "$gw_pid"
+  "$LOADKIT" seed --db "$db" --client bench --orders "$n" --upstream sim --service "$SERVICE" \
+    --upstream-service "$UP_SERVICE" --open --first-upstream-order "$first" >/dev/null || die "seeding failed"
+  say "sync, $backend, $n open orders, $variant: one pass at $RATE requests/s"
+  "$LOADKIT" pass --sim "$SIM_BASE" --key "$SIM_KEY" --db "$db" --orders "$n" --rate "$RATE" \
+    --log "$dir/pass-$backend-$n-$variant.log" -- "${ON_SERVER[@]}" "$bin" --config "$cfg" serve \
+    >"$dir/pass-$backend-$n-$variant.json" || die "the pass run failed"
+  local j="$dir/pass-$backend-$n-$variant.json"
+  figure pass_s "$backend $variant" "$n" "$(jq .pass_s "$j")"
+  figure pass_over_bound "$backend $variant" "$n" "$(jq .pass_over_bound "$j")"
+  figure orders_per_s "$backend $variant" "$n" "$(jq .orders_per_s "$j")"
+  figure cpu_us_per_order "$backend $variant" "$n" "$(jq .cpu_us_per_order "$j")"
+}
+
+case "$curve" in
+  ledger)
+    cat >"$dir/add.lua" <<EOF
+wrk.method = "POST"
+wrk.body = "key=$KEY&action=add&service=$SERVICE&link=https://example.com/p&quantity=$QTY"
+wrk.headers["Content-Type"] = "application/x-www-form-urlencoded"
+EOF
+    for backend in $BACKENDS; do
+      for n in $SIZES; do ledger_point "$backend" "$n"; done
+    done
+    ;;
+  sync)
+    variants=("after:$PANELGATE")
+    [ -n "${BEFORE_BIN:-}" ] && variants+=("before:$BEFORE_BIN")
+    for n in $SIZES; do
+      figure pass_s bound "$n" "$(awk -v n="$n" -v r="$RATE" 'BEGIN { printf "%.3f", int((n + 99) / 100) / r }')"
+      figure orders_per_s bound "$n" "$(awk -v r="$RATE" 'BEGIN { print r * 100 }')"
+      say "sync: $n orders in progress at the simulator"
+      "$LOADKIT" sim-orders --url "$SIM_URL" --key "$SIM_KEY" --service "$UP_SERVICE" --quantity "$QTY" \
+        --count "$n" >"$dir/sim-orders-$n.json" || die "placing orders at the simulator failed"
+      first=$(jq .first "$dir/sim-orders-$n.json")
+      for backend in $BACKENDS; do
+        for v in "${variants[@]}"; do sync_point "$backend" "$n" "$first" "${v%%:*}" "${v#*:}"; done
+      done
+    done
+    ;;
+esac
+
+# ---- the table and the plots ----
+
+# The table: one row per series and size, one column per figure, in the order measured.
+metrics=$(cut -f1 "$data" | awk '!seen[$0]++')
+{
+  echo "| series | size | $(echo "$metrics" | paste -sd'|' | sed 's/|/ | /g') |"
+  echo "|---|---|$(echo "$metrics" | sed 's/.*/---/' | paste -sd'|')|"
+  cut -f2,3 "$data" | awk '!seen[$0]++' | while IFS=$'\t' read -r series size; do
+    line="| $series | $size |"
+    for m in $metrics; do
+      v=$(awk -F'\t' -v m="$m" -v s="$series" -v n="$size" '$1 == m && $2 == s && $3 == n { print $4 }' "$data")
+      line+=" ${v:--} |"
+    done
+    echo "$line"
+  done
+} >"$OUT/$curve.md"
+for m in $metrics; do
+  "$LOADKIT" plot --data "$data" --metric "$m" --title "$curve: $m" --x-label "size (orders)" \
+    --y-label "$m" --out "$OUT/$curve-$m.png" || die "plotting $m failed"
+done
+{
+  echo "date: $(date -u '+%Y-%m-%d %H:%M:%S UTC'); load: $(cut -d' ' -f1-3 /proc/loadavg); $(nproc) cores ($pinning); $profile build"
+  echo
+  cat "$OUT/$curve.md"
+  for n in "${notes[@]}"; do echo "note: $n"; done
+} | tee "$OUT/$curve.txt"
