@@ -394,6 +394,9 @@ http {
     listen 127.0.0.1:$NGINX_PORT;
     root $dir/www;
     location = /services.json { gzip_static on; }
+    # Row 3 POSTs the status request here: a static file answers a POST with 405, which this
+    # turns into the file itself.
+    location = /status.json { error_page 405 =200 \$uri; }
   }
 }
 EOF
@@ -431,7 +434,6 @@ done
 a=$(median_of rps panelgate-services-gzip) b=$(median_of rps nginx-services-gzip)
 row "services, gzip$gz_note" "nginx gzip_static: $(fmt0 "$b") req/s" \
   "$(fmt0 "$a") req/s" "$(ratio "$a" "$b")x" ">= 1.0x" "$(verdict at_least "$(ratio "$a" "$b")" 1.0)"
-stop "$nginx_pid"
 
 # ---- row 3: multi-status of 100 fresh orders ----
 
@@ -454,22 +456,28 @@ sim_status_before=$(curl -sS --max-time 5 "$SIM_BASE/_sim/state?key=$SIM_KEY" | 
 post "$MAIN_URL" -d "$STATUS_BODY" -o "$dir/status.json"
 jq -e 'length == 100 and ([.[] | select(has("error"))] | length == 0)' "$dir/status.json" >/dev/null ||
   die "the multi-status reply is wrong: $(head -c 300 "$dir/status.json")"
-start hello "${ON_SERVER[@]}" "$LOADKIT" hello --listen 127.0.0.1:0
-hello_pid=$started
-HELLO_URL="http://$(listening_on hello "$hello_pid")/api/v2"
+# The baseline does the same work on the wire: nginx serves these very reply bytes as a static
+# file, to the same POST (its 405 for a POST to a file turned into the file), so the kernel's
+# send of the 8-9 KB reply weighs the same on both sides.
+cp "$dir/status.json" "$dir/www/status.json"
+chmod 644 "$dir/www/status.json"
+NGINX_STATUS_URL="http://127.0.0.1:$NGINX_PORT/status.json"
+post "$NGINX_STATUS_URL" -d "$STATUS_BODY" -o "$dir/nginx-status" || die "nginx does not answer the status POST"
+cmp -s "$dir/nginx-status" "$dir/status.json" || die "nginx does not serve the same status bytes"
+status_bytes=$(stat -c %s "$dir/status.json")
 post_script "$dir/status.lua" "$STATUS_BODY"
 for r in $(seq 1 "$ROUNDS"); do
-  wrk_run "hello-$r" "$HELLO_URL" -s "$dir/status.lua"
+  wrk_run "nginx-status-$r" "$NGINX_STATUS_URL" -s "$dir/status.lua"
   wrk_run "panelgate-status-$r" "$MAIN_URL" -s "$dir/status.lua"
 done
 sim_status_after=$(curl -sS --max-time 5 "$SIM_BASE/_sim/state?key=$SIM_KEY" | jq '.requests.status // 0')
 if [ "$sim_status_after" != "$sim_status_before" ]; then
   notes+=("status row: $((sim_status_after - sim_status_before)) status calls reached the upstream during it")
 fi
-stop "$hello_pid"
-a=$(median_of rps panelgate-status) b=$(median_of rps hello)
-row "status, 100 fresh orders" "hyper hello: $(fmt0 "$b") req/s" \
-  "$(fmt0 "$a") req/s" "$(ratio "$a" "$b")x" ">= 0.5x" "$(verdict at_least "$(ratio "$a" "$b")" 0.5)"
+stop "$nginx_pid"
+a=$(median_of rps panelgate-status) b=$(median_of rps nginx-status)
+row "status, 100 fresh orders, $(fmt0 "$status_bytes") B" "nginx static, same bytes: $(fmt0 "$b") req/s" \
+  "$(fmt0 "$a") req/s" "$(ratio "$a" "$b")x" ">= 0.8x" "$(verdict at_least "$(ratio "$a" "$b")" 0.8)"
 
 # ---- row 4: add through to the upstream ----
 
