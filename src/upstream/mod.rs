@@ -304,11 +304,7 @@ impl Upstream {
     /// Whether its currency lets it take orders, from what its last `balance` stated (no
     /// call is made: see [`Upstream::learn_currency`]).
     pub fn currency_check(&self) -> Result<(), CurrencyError> {
-        let stated = self
-            .stated_currency
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .clone();
+        let stated = lock(&self.stated_currency).clone();
         match stated {
             None => Err(CurrencyError::Unknown("not asked yet".into())),
             Some(s) => self.judge(&s),
@@ -350,10 +346,7 @@ impl Upstream {
     /// when that stops (or starts) letting it take orders.
     fn record_currency(&self, stated: &str) {
         let before = self.currency_check();
-        *self
-            .stated_currency
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(stated.trim().to_owned());
+        *lock(&self.stated_currency) = Some(stated.trim().to_owned());
         let now = self.currency_check();
         self.metrics
             .upstream_currency_mismatch
