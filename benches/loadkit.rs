@@ -697,6 +697,16 @@ fn check(db: &Path) -> Result<()> {
         "ledger invariant broken: {}",
         broken.join("; ")
     );
+    let miscounted: i64 = conn.query_row(
+        "SELECT COUNT(*) FROM customers c \
+         WHERE c.order_count <> (SELECT COUNT(*) FROM orders o WHERE o.customer_id = c.id)",
+        [],
+        |r| r.get(0),
+    )?;
+    ensure!(
+        miscounted == 0,
+        "{miscounted} customers' order_count differs from their orders"
+    );
     println!(
         "{}",
         json!({"orders": orders, "ledger_entries": entries, "balances_match_ledger": true})

@@ -171,7 +171,9 @@ fn fill<D: Sql>(db: &mut D, s: &Seed) -> Result<serde_json::Value> {
         ))?;
     }
     db.exec(&format!(
-        "UPDATE customers SET balance = balance + {credit} - {net} WHERE id = {customer}"
+        "UPDATE customers SET balance = balance + {credit} - {net}, \
+         order_count = order_count + {} WHERE id = {customer}",
+        s.orders
     ))?;
     let balance = db.scalar(&format!(
         "SELECT balance FROM customers WHERE id = {customer}"

@@ -550,6 +550,9 @@ mod tests {
         let unknown = store.order(8).await.unwrap().unwrap();
         assert_eq!(unknown.attention, Some(Attention::UnknownOutcome));
         assert_eq!(store.ledger(1).await.unwrap().len(), 3);
+        // The kept order count starts from the orders already there.
+        let listed = store.list_customers(&CustomerSearch::default()).await;
+        assert_eq!(listed.unwrap()[0].1, 2);
         // Foreign keys are on again: an entry for an order that does not exist is refused.
         let orphan = sqlx::query(
             "INSERT INTO ledger (customer_id, amount, kind, order_id, created_at) \
