@@ -314,6 +314,8 @@ clients:
     balance: "1000000000"
 limits:
   per_client: { per_second: 1000000, burst: 1000000 }
+  # Reads have their own allowance: the rows measure answers, not the over-limit path.
+  per_client_reads: { per_second: 1000000, burst: 1000000 }
   failed_keys_per_minute: 1000000
 # The rows measure request paths; background sync stays out of them.
 sync:

@@ -77,9 +77,14 @@ impl Entry {
         self.customer_id == customer_id && self.state != OrderState::Rejected
     }
 
-    /// Placed, and not confirmed by its upstream within `max_age`.
+    /// Placed, and not confirmed by its upstream within `max_age`. A `max_age` of zero means
+    /// every status asks the upstream: a confirmation from earlier in the same millisecond
+    /// does not count as fresh.
     pub fn is_stale(&self, now: Millis, max_age: Millis) -> bool {
-        self.state == OrderState::Placed && self.synced_at.is_none_or(|t| now - t > max_age)
+        self.state == OrderState::Placed
+            && self
+                .synced_at
+                .is_none_or(|t| max_age == 0 || now - t > max_age)
     }
 
     /// Whether applying `update` would change nothing a customer sees.
@@ -433,6 +438,10 @@ mod tests {
         let confirmed = cache.confirm(&e, 99_000);
         assert!(!confirmed.is_stale(100_000, 30_000));
         assert!(!cache.put(&o).is_stale(100_000, 30_000));
+        // Zero: always asked, even within the millisecond of the last confirmation.
+        let just_now = cache.confirm(&e, 100_000);
+        assert!(just_now.is_stale(100_000, 0));
+        assert!(!just_now.is_stale(100_000, 1));
 
         let same = StatusUpdate {
             status: Status::InProgress,
