@@ -13,7 +13,8 @@
 #   R is the upstream's `rate_limit` in the gateway's config (the requests per second the
 #   upstream allows); each call asks about 100 orders.
 #
-# Knobs: SIZES (ledger: "10000 100000 1000000"; sync: "1000 10000 100000"), BACKENDS ("sqlite
+# Knobs: SIZES (ledger: "10000 100000 1000000", and 10000000 on SQLite unless SIZES is given;
+# sync: "1000 10000 100000"), SIZES_SQLITE / SIZES_POSTGRES (one backend's sizes), BACKENDS ("sqlite
 # postgres"), PG (the PostgreSQL server, postgres://postgres@127.0.0.1:5432/postgres; databases
 # named pgcurve_* are created and dropped), RATE (sync: R, 20), BEFORE_BIN (sync: another
 # panelgate binary, e.g. one built from an older commit, measured beside this one in the same
@@ -33,7 +34,13 @@ if [ "${QUICK:-0}" = 1 ]; then
   OUT="${OUT:-$dir/curves}"
 else
   case "$curve" in
-    ledger) SIZES="${SIZES:-10000 100000 1000000}" ;;
+    ledger)
+      if [ -z "${SIZES:-}" ]; then
+        SIZES="10000 100000 1000000"
+        # SQLite one step further: 10 M orders (about 6 GB on disk, some minutes of seeding).
+        SIZES_SQLITE="${SIZES_SQLITE:-$SIZES 10000000}"
+      fi
+      ;;
     sync) SIZES="${SIZES:-1000 10000 100000}" ;;
   esac
   RATE="${RATE:-20}"
@@ -234,7 +241,8 @@ wrk.body = "key=$KEY&action=add&service=$SERVICE&link=https://example.com/p&quan
 wrk.headers["Content-Type"] = "application/x-www-form-urlencoded"
 EOF
     for backend in $BACKENDS; do
-      for n in $SIZES; do ledger_point "$backend" "$n"; done
+      sizes="SIZES_${backend^^}"
+      for n in ${!sizes:-$SIZES}; do ledger_point "$backend" "$n"; done
     done
     ;;
   sync)

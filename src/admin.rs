@@ -252,11 +252,13 @@ pub fn attention_filter(reason: &str) -> Result<AttentionFilter> {
         })
 }
 
+/// A page of orders, newest first: at most `page.limit`, below `page.before` when given.
 pub async fn list_orders(
     store: &dyn Store,
     client: Option<String>,
     state: Option<&str>,
     attention: Option<&str>,
+    page: Page,
 ) -> Result<Vec<Order>> {
     let attention = attention.map(attention_filter).transpose()?;
     let state = match state {
@@ -271,9 +273,20 @@ pub async fn list_orders(
             customer: client,
             state,
             attention,
+            before: page.before,
+            limit: page.limit,
             ..OrderFilter::default()
         })
         .await?)
+}
+
+/// Where an operator's order listing starts and how much of it to read.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Page {
+    /// Only orders with a lower id (the last id of the page before).
+    pub before: Option<i64>,
+    /// At most this many; all when `None`.
+    pub limit: Option<u32>,
 }
 
 pub async fn show_order(store: &dyn Store, id: i64) -> Result<Order> {

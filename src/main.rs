@@ -82,8 +82,14 @@ enum ClientCommand {
         #[arg(long)]
         note: Option<String>,
     },
-    /// Every client: name, group, balance, orders.
-    List,
+    /// Clients by name: name, group, balance, orders. A page at a time: the next one starts
+    /// `--after` the last name shown (said on stderr when there is more).
+    List {
+        #[arg(long, default_value_t = 100)]
+        limit: u32,
+        #[arg(long)]
+        after: Option<String>,
+    },
     /// Refuse the client's key from now on.
     Disable { name: String },
     /// Accept the client's key again.
@@ -133,6 +139,12 @@ enum OrderCommand {
         /// A JSON array instead of a table.
         #[arg(long)]
         json: bool,
+        /// At most this many (a page); the next page starts `--before` the last id shown (said
+        /// on stderr when there is more).
+        #[arg(long, default_value_t = 100)]
+        limit: u32,
+        #[arg(long)]
+        before: Option<i64>,
     },
     /// One order in full, as JSON.
     Show { id: i64 },
@@ -388,7 +400,7 @@ async fn client(path: &Path, cmd: ClientCommand) -> anyhow::Result<()> {
             let done = op.adjust(&name, -amount, note.as_deref(), None).await?;
             println!("{}", show(&done.name, done.balance));
         }
-        ClientCommand::List => print_clients(store).await?,
+        ClientCommand::List { limit, after } => print_clients(store, limit, after).await?,
         ClientCommand::Disable { name } => {
             op.set_enabled(&name, false).await?;
             println!("{name}: disabled");
@@ -407,12 +419,27 @@ async fn client(path: &Path, cmd: ClientCommand) -> anyhow::Result<()> {
 }
 
 /// `client list`: every client, one a line.
-async fn print_clients(store: &dyn panelgate::store::Store) -> anyhow::Result<()> {
+async fn print_clients(
+    store: &dyn panelgate::store::Store,
+    limit: u32,
+    after: Option<String>,
+) -> anyhow::Result<()> {
+    let search = panelgate::store::CustomerSearch {
+        contains: None,
+        after,
+        limit: Some(limit.saturating_add(1)),
+    };
+    let mut clients = store.list_customers(&search).await?;
+    let more = clients.len() > limit as usize;
+    clients.truncate(limit as usize);
     println!(
         "{:<24} {:<12} {:>16} {:>8}",
         "NAME", "GROUP", "BALANCE", "ORDERS"
     );
-    for (c, orders) in store.list_customers(&Default::default()).await? {
+    if more && let Some((last, _)) = clients.last() {
+        eprintln!("more clients: add --after {:?}", last.name);
+    }
+    for (c, orders) in clients {
         let state = if c.enabled { "" } else { "disabled" };
         println!(
             "{:<24} {:<12} {:>16} {:>8} {state}",
@@ -441,6 +468,8 @@ async fn order(path: &Path, cmd: OrderCommand) -> anyhow::Result<()> {
             attention,
             stuck,
             json,
+            limit,
+            before,
         } => {
             // `--stuck` is short for `--attention stuck`.
             let attention = if stuck {
@@ -448,8 +477,19 @@ async fn order(path: &Path, cmd: OrderCommand) -> anyhow::Result<()> {
             } else {
                 attention
             };
-            let orders =
-                admin::list_orders(store, client, state.as_deref(), attention.as_deref()).await?;
+            let page = admin::Page {
+                before,
+                limit: Some(limit.saturating_add(1)),
+            };
+            let mut orders =
+                admin::list_orders(store, client, state.as_deref(), attention.as_deref(), page)
+                    .await?;
+            if orders.len() > limit as usize {
+                orders.truncate(limit as usize);
+                if let Some(last) = orders.last() {
+                    eprintln!("more orders: add --before {}", last.id);
+                }
+            }
             if json {
                 let list: Vec<_> = orders.iter().map(admin::order_json).collect();
                 println!("{}", serde_json::to_string_pretty(&list)?);

@@ -223,6 +223,51 @@ async fn an_operator_runs_the_gateway_from_the_command_line() {
     server.terminate();
 }
 
+/// Listings come a page at a time however large the ledger grows: at most `--limit` rows, and
+/// stderr names the flag that continues.
+#[tokio::test]
+async fn listings_come_a_page_at_a_time() {
+    let dir = Scratch::new("cli-pages");
+    let config = write_config(&dir);
+    let server = serve(&config);
+    let key = client_key(&config, "ann", "10");
+    client_key(&config, "bob", "1");
+    client_key(&config, "cid", "1");
+    let http = Http::default();
+    for i in 0..3 {
+        let placed = add(&http, &server.url, &key, &format!("https://i.com/p{i}")).await;
+        assert!(placed["order"].is_u64(), "{placed}");
+    }
+
+    let first = panelgate(&config, &["client", "list", "--limit", "2"]);
+    let names: Vec<String> = stdout(&first)
+        .lines()
+        .skip(1)
+        .map(|l| l.split_whitespace().next().unwrap().to_owned())
+        .collect();
+    assert_eq!(names, ["ann", "bob"]);
+    let hint = String::from_utf8_lossy(&first.stderr);
+    assert!(hint.contains(r#"--after "bob""#), "{hint}");
+    let rest = stdout(&panelgate(&config, &["client", "list", "--after", "bob"]));
+    assert_eq!(rest.lines().skip(1).count(), 1, "{rest}");
+    assert!(rest.lines().nth(1).unwrap().starts_with("cid"), "{rest}");
+
+    let ids = |listed: Vec<Value>| {
+        listed
+            .iter()
+            .map(|o| o["id"].as_i64().unwrap())
+            .collect::<Vec<_>>()
+    };
+    let page = panelgate(&config, &["order", "list", "--json", "--limit", "2"]);
+    let listed: Vec<Value> = serde_json::from_str(&stdout(&page)).unwrap();
+    assert_eq!(ids(listed), [3, 2]);
+    let hint = String::from_utf8_lossy(&page.stderr);
+    assert!(hint.contains("--before 2"), "{hint}");
+    let next = json_list(&config, &["order", "list", "--json", "--before", "2"]);
+    assert_eq!(ids(next), [1]);
+    server.terminate();
+}
+
 #[test]
 fn a_missing_environment_variable_is_named() {
     let dir = Scratch::new("cli-env");

@@ -101,7 +101,7 @@ async fn a_package_partial_without_a_usable_charge_refunds_nothing_until_settled
     // Counted, and shown to the operator.
     let withheld = r#"panelgate_refunds_withheld_total{reason="refund_unknown",upstream="alpha"}"#;
     assert_eq!(metric(&env, withheld, 1.0).await, Some(1.0));
-    let listed = admin::list_orders(env.store(), None, None, None)
+    let listed = admin::list_orders(env.store(), None, None, None, Default::default())
         .await
         .unwrap();
     assert_eq!(admin::order_json(&listed[0])["attention"], "refund_unknown");
