@@ -148,17 +148,17 @@ start() {
   pids+=("$started")
 }
 
-# listening_on NAME PID: waits (10 s at most) for the first stdout line `listening on X`, and
+# listening_on NAME PID: waits (30 s at most: a start can be slow on a busy shared machine) for the first stdout line `listening on X`, and
 # prints X.
 listening_on() {
   local name=$1 pid=$2 line=""
-  for _ in $(seq 1 100); do
+  for _ in $(seq 1 300); do
     line=$(head -n 1 "$dir/$name.out" 2>/dev/null || true)
     case "$line" in "listening on "*) break ;; esac
     kill -0 "$pid" 2>/dev/null || { cat "$dir/$name.err" >&2; die "$name exited at start"; }
     sleep 0.1
   done
-  case "$line" in "listening on "*) ;; *) die "$name did not say where it listens within 10 s" ;; esac
+  case "$line" in "listening on "*) ;; *) die "$name did not say where it listens within 30 s" ;; esac
   echo "${line#listening on }"
 }
 
