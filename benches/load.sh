@@ -148,8 +148,8 @@ start() {
   pids+=("$started")
 }
 
-# listening_on NAME PID: waits (30 s at most: a start can be slow on a busy shared machine) for the first stdout line `listening on X`, and
-# prints X.
+# listening_on NAME PID: waits (30 s at most: a start can be slow on a busy shared machine)
+# for the first stdout line `listening on X`, and prints X.
 listening_on() {
   local name=$1 pid=$2 line=""
   for _ in $(seq 1 300); do
