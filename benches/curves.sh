@@ -270,9 +270,10 @@ instances_run() {
     wrk -t1 -c"$per" -d"${DURATION}s" -s "$script" "${inst_urls[$i]}" >"$dir/wrk-$what-$n-$i.txt" 2>&1 &
     wrk_pids+=($!)
   done
-  # The window leaves out wrk's first and last second (QUICK's short runs: all but the edges).
-  local lead=1 win=$((DURATION - 2)) a b t0 t1
-  [ "$DURATION" -ge 4 ] || lead=0.2 win=1
+  # The window leaves out wrk's first second and its last two, so that every wrk is still
+  # there to be read at its end (QUICK's short runs: all but the edges).
+  local lead=1 win=$((DURATION - 3)) a b t0 t1
+  [ "$DURATION" -ge 5 ] || lead=0.2 win=1
   sleep "$lead"
   a=$(cpu_ticks)
   t0=$(date +%s%N)
