@@ -12,6 +12,13 @@
 #   gateway's CPU time, against the bound the upstream's rate limit sets: N / 100 / R seconds.
 #   R is the upstream's `rate_limit` in the gateway's config (the requests per second the
 #   upstream allows); each call asks about 100 orders.
+# curve instances: 1 and then 2 gateways on one PostgreSQL database, instance i pinned to core
+#   i-1 (each with its own journal file), the load split evenly between them: `add` throughput
+#   (orders/s, wrk closed loop, CONNECTIONS split across the instances) and `status` throughput
+#   (req/s, ids drawn at random over SEED finished orders, answered from the ledger), each as
+#   a scaling factor against the one-instance run of the same command, with the CPU share
+#   (percent of the machine) of postgres, the gateways, wrk and the simulator during each run.
+#   The machine has two cores: wrk, the simulator and postgres share them with the gateways.
 #
 # Knobs: SIZES (ledger: "10000 100000 1000000", and 10000000 on SQLite unless SIZES is given;
 # sync: "1000 10000 100000"), SIZES_SQLITE / SIZES_POSTGRES (one backend's sizes), BACKENDS ("sqlite
@@ -28,6 +35,7 @@ if [ "${QUICK:-0}" = 1 ]; then
   case "$curve" in
     ledger) SIZES="${SIZES:-300 3000}" ;;
     sync) SIZES="${SIZES:-300 1000}" ;;
+    instances) SIZES="${SIZES:-1 2}" SEED=${SEED:-1000} ;;
   esac
   RATE="${RATE:-100}"
   DURATION=2 LAT_RATE=100 LAT_SECONDS=2 WARMUP=0
@@ -42,6 +50,7 @@ else
       fi
       ;;
     sync) SIZES="${SIZES:-1000 10000 100000}" ;;
+    instances) SIZES="${SIZES:-1 2}" SEED=${SEED:-100000} ;;
   esac
   RATE="${RATE:-20}"
   LAT_RATE="${LAT_RATE:-500}"
@@ -50,6 +59,9 @@ fi
 mkdir -p "$OUT"
 data="$OUT/$curve.tsv"
 : >"$data"
+# RUNTIME (instances: multi_thread or thread_per_core) sets the gateways' runtime model.
+RUNTIME_YAML=""
+[ -n "${RUNTIME:-}" ] && RUNTIME_YAML="runtime: { model: $RUNTIME }"
 pg_dbs=()
 curve_cleanup() {
   # KEEP=1 keeps the PostgreSQL databases too, for EXPLAIN and friends.
@@ -143,6 +155,7 @@ KEY=load-bench-customer-key-0000000001
 OFFSET=1000
 start simulator "${ON_CLIENT[@]}" "$PANELGATE" --config "$dir/no-simulator.yaml" simulate \
   --listen 127.0.0.1:0 --key "$SIM_KEY" --services 100 --speed 1 --balance 1000000000000
+SIM_PID=$started
 SIM_URL=$(listening_on simulator "$started")
 SIM_BASE=${SIM_URL%/api/v2}
 
@@ -233,6 +246,109 @@ sync_point() {
   figure cpu_us_per_order "$backend $variant" "$n" "$(jq .cpu_us_per_order "$j")"
 }
 
+# ---- curve instances ----
+
+# cpu_ticks: clock ticks (user + system) spent so far by each kind of process, as
+# "postgres gateways wrk simulator"; the gateways are $inst_pids, the simulator $SIM_PID.
+cpu_ticks() {
+  local pg=0 gw=0 wk=0 sim=0 f pid comm t g
+  for f in /proc/[0-9]*/stat; do
+    pid=${f#/proc/}
+    pid=${pid%/stat}
+    read -r comm t < <(awk '{ c = $2; sub(/^.*\) /, ""); print c, $12 + $13 }' "$f" 2>/dev/null) || continue
+    case "$comm" in
+      "(postgres)") pg=$((pg + t)) ;;
+      "(wrk)") wk=$((wk + t)) ;;
+    esac
+    [ "$pid" = "$SIM_PID" ] && sim=$((sim + t))
+    for g in "${inst_pids[@]}"; do [ "$pid" = "$g" ] && gw=$((gw + t)); done
+  done
+  echo "$pg $gw $wk $sim"
+}
+
+# instances_run WHAT N SCRIPT: wrk on each of the N instances at once (CONNECTIONS split among
+# them, each wrk unpinned), their requests/s summed as the figure WHAT_per_s; the CPU shares
+# over the middle of the run (second 1 to DURATION-1) as the cpu_WHAT_* figures.
+instances_run() {
+  local what=$1 n=$2 script=$3 i p
+  local per=$((CONNECTIONS / n))
+  local wrk_pids=()
+  for i in $(seq 1 "$n"); do
+    wrk -t1 -c"$per" -d"${DURATION}s" -s "$script" "${inst_urls[$i]}" >"$dir/wrk-$what-$n-$i.txt" 2>&1 &
+    wrk_pids+=($!)
+  done
+  # The window leaves out wrk's first second and its last two, so that every wrk is still
+  # there to be read at its end (QUICK's short runs: all but the edges).
+  local lead=1 win=$((DURATION - 3)) a b t0 t1
+  [ "$DURATION" -ge 5 ] || lead=0.2 win=1
+  sleep "$lead"
+  a=$(cpu_ticks)
+  t0=$(date +%s%N)
+  sleep "$win"
+  b=$(cpu_ticks)
+  t1=$(date +%s%N)
+  for p in "${wrk_pids[@]}"; do wait "$p" || die "wrk failed ($what, $n instances)"; done
+  local total=0
+  for i in $(seq 1 "$n"); do
+    total=$(awk -v t="$total" -v r="$(rps "$what-$n-$i")" 'BEGIN { print t + r }')
+    if grep -q 'Non-2xx or 3xx' "$dir/wrk-$what-$n-$i.txt"; then
+      notes+=("$what, $n instances, instance $i: $(grep 'Non-2xx' "$dir/wrk-$what-$n-$i.txt" | sed 's/^ *//')")
+    fi
+  done
+  figure "${what}_per_s" panelgate "$n" "$(fmt0 "$total")"
+  # Percent of the whole machine (all its cores) over the window.
+  local hz ncpu x y k names=(postgres gateways wrk simulator)
+  hz=$(getconf CLK_TCK)
+  ncpu=$(nproc)
+  read -r -a x <<<"$a"
+  read -r -a y <<<"$b"
+  for k in 0 1 2 3; do
+    figure "cpu_${what}_${names[$k]}_pct" panelgate "$n" "$(awk -v d=$((y[k] - x[k])) -v hz="$hz" -v c="$ncpu" \
+      -v ns=$((t1 - t0)) 'BEGIN { printf "%.0f", 100 * d / hz / (ns / 1e9) / c }')"
+  done
+}
+
+instances_point() {
+  local n=$1 i db cfg first last
+  database postgres "instances_$n"
+  inst_pids=()
+  inst_urls=()
+  for i in $(seq 1 "$n"); do
+    cfg="$dir/instances-$n-$i.yaml"
+    # Two instances on one host must not share a journal file.
+    curve_config "$cfg" "$db" "sync: { interval: 10m }
+journal: \"$dir/journal-$n-$i.jsonl\"
+$RUNTIME_YAML"
+    if [ "$i" = 1 ]; then
+      # The first start makes the schema and the client; the seed goes in before the rest.
+      start_gateway "instances-$n-1" "$cfg"
+      stop "$gw_pid"
+      "$LOADKIT" seed --db "$db" --client bench --orders "$SEED" --upstream sim --service "$SERVICE" \
+        --upstream-service "$UP_SERVICE" >"$dir/seed-instances-$n.json" || die "seeding failed"
+    fi
+    local on=()
+    [ "$(nproc)" -ge "$n" ] && on=(taskset -c $((i - 1)))
+    start "instances-$n-$i" "${on[@]}" "$PANELGATE" --config "$cfg" serve
+    inst_pids[i]=$started
+    inst_urls[i]=$(listening_on "instances-$n-$i" "$started")
+    wait_ready "${inst_urls[$i]%/api/v2}" "$started"
+  done
+  first=$(jq -r '.orders_in_db - .seeded + 1' "$dir/seed-instances-$n.json")
+  last=$(jq -r '.orders_in_db' "$dir/seed-instances-$n.json")
+  cat >"$dir/status-random.lua" <<EOF
+wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/x-www-form-urlencoded"
+request = function()
+  return wrk.format(nil, nil, nil, "key=$KEY&action=status&order=" .. math.random($first, $last))
+end
+EOF
+  say "instances: $n, status"
+  instances_run status "$n" "$dir/status-random.lua"
+  say "instances: $n, add"
+  instances_run add "$n" "$dir/add.lua"
+  for i in $(seq 1 "$n"); do stop "${inst_pids[$i]}"; done
+}
+
 case "$curve" in
   ledger)
     cat >"$dir/add.lua" <<EOF
@@ -243,6 +359,24 @@ EOF
     for backend in $BACKENDS; do
       sizes="SIZES_${backend^^}"
       for n in ${!sizes:-$SIZES}; do ledger_point "$backend" "$n"; done
+    done
+    ;;
+  instances)
+    cat >"$dir/add.lua" <<EOF
+wrk.method = "POST"
+wrk.body = "key=$KEY&action=add&service=$SERVICE&link=https://example.com/p&quantity=$QTY"
+wrk.headers["Content-Type"] = "application/x-www-form-urlencoded"
+EOF
+    for n in $SIZES; do instances_point "$n"; done
+    # The scaling factors: each size against the first (one instance), same command, same run.
+    one=$(echo "$SIZES" | awk '{ print $1 }')
+    for what in add status; do
+      base=$(awk -F'\t' -v m="${what}_per_s" -v n="$one" '$1 == m && $3 == n { print $4 }' "$data")
+      for n in $SIZES; do
+        v=$(awk -F'\t' -v m="${what}_per_s" -v n="$n" '$1 == m && $3 == n { print $4 }' "$data")
+        figure "${what}_scaling" panelgate "$n" "$(ratio "$v" "$base")"
+        figure "${what}_scaling" ideal "$n" "$(awk -v n="$n" -v o="$one" 'BEGIN { printf "%.2f", n / o }')"
+      done
     done
     ;;
   sync)
@@ -278,8 +412,10 @@ metrics=$(cut -f1 "$data" | awk '!seen[$0]++')
     echo "$line"
   done
 } >"$OUT/$curve.md"
+x_label="size (orders)"
+[ "$curve" = instances ] && x_label="instances (gateways, one core each)"
 for m in $metrics; do
-  "$LOADKIT" plot --data "$data" --metric "$m" --title "$curve: $m" --x-label "size (orders)" \
+  "$LOADKIT" plot --data "$data" --metric "$m" --title "$curve: $m" --x-label "$x_label" \
     --y-label "$m" --out "$OUT/$curve-$m.png" || die "plotting $m failed"
 done
 {

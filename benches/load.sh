@@ -14,9 +14,12 @@
 # LAT_CONNECTIONS (8), SEED_ORDERS (100000), ROUNDS (1: each row's baseline and panelgate runs
 # alternate this many times and the table shows medians; 3 on a noisy machine, about 5 minutes),
 # KEEP=1 (keep the work dir), RESULTS=FILE (also write the table there as markdown),
-# CARGO_TARGET_DIR.
+# RUNTIMES (the gateway's runtime models measured side by side, each its own gateway on a copy
+# of the same ledger, against the same baselines: "multi_thread thread_per_core"),
+# RUNTIME_THREADS (their `runtime.threads`; unset: the cores the gateway may run on, one when
+# pinned), CARGO_TARGET_DIR.
 #
-#   bash benches/load.sh curve ledger|sync
+#   bash benches/load.sh curve ledger|sync|instances
 #
 # One scale curve instead (benches/curves.sh says what each measures, and its knobs: SIZES,
 # BACKENDS, QUICK=1 for tiny sizes on a dev build, as CI runs them).
@@ -26,9 +29,9 @@ mode="${1:-rows}"
 curve="${2:-}"
 case "$mode:$curve" in
   rows:) ;;
-  curve:ledger | curve:sync) ;;
+  curve:ledger | curve:sync | curve:instances) ;;
   *)
-    echo "usage: bash benches/load.sh [curve ledger|curve sync]" >&2
+    echo "usage: bash benches/load.sh [curve ledger|curve sync|curve instances]" >&2
     exit 2
     ;;
 esac
@@ -41,6 +44,9 @@ LAT_SECONDS="${LAT_SECONDS:-10}"
 LAT_CONNECTIONS="${LAT_CONNECTIONS:-8}"
 SEED_ORDERS="${SEED_ORDERS:-100000}"
 ROUNDS="${ROUNDS:-1}"
+RUNTIMES="${RUNTIMES:-multi_thread thread_per_core}"
+read -r -a models <<<"$RUNTIMES"
+[ "${#models[@]}" -gt 0 ] || { echo "load.sh: RUNTIMES is empty" >&2; exit 2; }
 
 repo="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$repo"
@@ -142,17 +148,17 @@ start() {
   pids+=("$started")
 }
 
-# listening_on NAME PID: waits (10 s at most) for the first stdout line `listening on X`, and
-# prints X.
+# listening_on NAME PID: waits (30 s at most: a start can be slow on a busy shared machine)
+# for the first stdout line `listening on X`, and prints X.
 listening_on() {
   local name=$1 pid=$2 line=""
-  for _ in $(seq 1 100); do
+  for _ in $(seq 1 300); do
     line=$(head -n 1 "$dir/$name.out" 2>/dev/null || true)
     case "$line" in "listening on "*) break ;; esac
     kill -0 "$pid" 2>/dev/null || { cat "$dir/$name.err" >&2; die "$name exited at start"; }
     sleep 0.1
   done
-  case "$line" in "listening on "*) ;; *) die "$name did not say where it listens within 10 s" ;; esac
+  case "$line" in "listening on "*) ;; *) die "$name did not say where it listens within 30 s" ;; esac
   echo "${line#listening on }"
 }
 
@@ -268,6 +274,8 @@ post() { curl -sS --max-time 30 "$@"; }
 rows=()
 notes=()
 row() { rows+=("$1|$2|$3|$4|$5|$6"); }
+# The runtime model a row measured, when more than one is.
+tag() { if [ "${#models[@]}" -gt 1 ]; then echo " [$1]"; fi; }
 
 if [ "$mode" = curve ]; then
   # shellcheck source=benches/curves.sh
@@ -292,7 +300,7 @@ post "$SIM_URL" -d "key=$SIM_KEY&action=balance" | grep -q '"balance"' || die "t
 KEY=load-bench-customer-key-0000000001
 OFFSET=1000
 write_config() {
-  local file=$1 db=$2 max_age=$3
+  local file=$1 db=$2 max_age=$3 model=$4
   cat >"$file" <<EOF
 listen: "127.0.0.1:0"
 database: "sqlite://$db"
@@ -320,9 +328,12 @@ limits:
 # The rows measure request paths; background sync stays out of them.
 sync:
   interval: 10m
+runtime:
+  model: $model
+${RUNTIME_THREADS:+  threads: $RUNTIME_THREADS}
 EOF
 }
-write_config "$dir/config.yaml" "$dir/panelgate.db" 1h
+write_config "$dir/config.yaml" "$dir/panelgate.db" 1h "${models[0]}"
 
 
 say "starting the gateway (creates the database and the client)"
@@ -342,9 +353,18 @@ stop "$gw_pid"
 "$LOADKIT" seed --db "$dir/panelgate.db" --client bench --orders "$SEED_ORDERS" --upstream sim \
   --service "$SERVICE" --upstream-service "$UP_SERVICE" --rate-units "$RATE_UNITS" >"$dir/seed.json" ||
   die "seeding failed"
-start_gateway gateway "$dir/config.yaml"
-main_pid=$gw_pid
-MAIN_URL=$GW_URL
+# One gateway per runtime model, each on its own copy of the seeded ledger.
+declare -A main_pids main_urls
+for m in "${models[@]}"; do
+  for suffix in "" -wal -shm; do
+    [ -f "$dir/panelgate.db$suffix" ] && cp "$dir/panelgate.db$suffix" "$dir/panelgate-$m.db$suffix"
+  done
+  write_config "$dir/config-$m.yaml" "$dir/panelgate-$m.db" 1h "$m"
+  start_gateway "gateway-$m" "$dir/config-$m.yaml"
+  main_pids[$m]=$gw_pid
+  main_urls[$m]=$GW_URL
+done
+MAIN_URL=${main_urls[${models[0]}]}
 
 # ---- row 1: services, plain ----
 
@@ -419,11 +439,14 @@ cmp -s "$dir/nginx-gzip" "$dir/www/services.json.gz" || die "nginx does not serv
 post_script "$dir/services.lua" "key=$KEY&action=services"
 for r in $(seq 1 "$ROUNDS"); do
   wrk_run "nginx-services-$r" "$NGINX_URL"
-  wrk_run "panelgate-services-$r" "$MAIN_URL" -s "$dir/services.lua"
+  for m in "${models[@]}"; do wrk_run "panelgate-services-$m-$r" "${main_urls[$m]}" -s "$dir/services.lua"; done
 done
-a=$(median_of rps panelgate-services) b=$(median_of rps nginx-services)
-row "services, $(fmt0 "$plain_bytes") B, keep-alive" "nginx static: $(fmt0 "$b") req/s" \
-  "$(fmt0 "$a") req/s" "$(ratio "$a" "$b")x" ">= 1.0x" "$(verdict at_least "$(ratio "$a" "$b")" 1.0)"
+b=$(median_of rps nginx-services)
+for m in "${models[@]}"; do
+  a=$(median_of rps "panelgate-services-$m")
+  row "services, $(fmt0 "$plain_bytes") B, keep-alive$(tag "$m")" "nginx static: $(fmt0 "$b") req/s" \
+    "$(fmt0 "$a") req/s" "$(ratio "$a" "$b")x" ">= 1.0x" "$(verdict at_least "$(ratio "$a" "$b")" 1.0)"
+done
 
 # ---- row 2: services, gzip ----
 
@@ -431,20 +454,29 @@ say "row 2: services with Accept-Encoding: gzip"
 post_script "$dir/services-gzip.lua" "key=$KEY&action=services" "Accept-Encoding: gzip"
 for r in $(seq 1 "$ROUNDS"); do
   wrk_run "nginx-services-gzip-$r" "$NGINX_URL" -H 'Accept-Encoding: gzip'
-  wrk_run "panelgate-services-gzip-$r" "$MAIN_URL" -s "$dir/services-gzip.lua"
+  for m in "${models[@]}"; do wrk_run "panelgate-services-gzip-$m-$r" "${main_urls[$m]}" -s "$dir/services-gzip.lua"; done
 done
-a=$(median_of rps panelgate-services-gzip) b=$(median_of rps nginx-services-gzip)
-row "services, gzip$gz_note" "nginx gzip_static: $(fmt0 "$b") req/s" \
-  "$(fmt0 "$a") req/s" "$(ratio "$a" "$b")x" ">= 1.0x" "$(verdict at_least "$(ratio "$a" "$b")" 1.0)"
+b=$(median_of rps nginx-services-gzip)
+for m in "${models[@]}"; do
+  a=$(median_of rps "panelgate-services-gzip-$m")
+  row "services, gzip$gz_note$(tag "$m")" "nginx gzip_static: $(fmt0 "$b") req/s" \
+    "$(fmt0 "$a") req/s" "$(ratio "$a" "$b")x" ">= 1.0x" "$(verdict at_least "$(ratio "$a" "$b")" 1.0)"
+done
 
 # ---- row 3: multi-status of 100 fresh orders ----
 
 say "row 3: status of 100 orders, answered from the ledger"
 ids=()
 for i in $(seq 1 100); do
-  reply=$(post "$MAIN_URL" -d "key=$KEY&action=add&service=$SERVICE&link=https://example.com/s$i&quantity=$QTY")
-  id=$(jq -r '.order // empty' <<<"$reply")
-  [ -n "$id" ] || die "add through the gateway failed: $reply"
+  first_id=""
+  for m in "${models[@]}"; do
+    reply=$(post "${main_urls[$m]}" -d "key=$KEY&action=add&service=$SERVICE&link=https://example.com/s$i&quantity=$QTY")
+    id=$(jq -r '.order // empty' <<<"$reply")
+    [ -n "$id" ] || die "add through the gateway ($m) failed: $reply"
+    # Copies of one ledger hand out the same ids: one status body serves every gateway.
+    [ -z "$first_id" ] || [ "$id" = "$first_id" ] || die "the gateways' order ids differ ($first_id, $id)"
+    first_id=$id
+  done
   ids+=("$id")
 done
 ORDERS=$(
@@ -453,7 +485,7 @@ ORDERS=$(
 )
 STATUS_BODY="key=$KEY&action=status&orders=$ORDERS"
 # The first status may still refresh from upstream; the measured ones must not need to.
-post "$MAIN_URL" -d "$STATUS_BODY" >/dev/null
+for m in "${models[@]}"; do post "${main_urls[$m]}" -d "$STATUS_BODY" >/dev/null; done
 sim_status_before=$(curl -sS --max-time 5 "$SIM_BASE/_sim/state?key=$SIM_KEY" | jq '.requests.status // 0')
 post "$MAIN_URL" -d "$STATUS_BODY" -o "$dir/status.json"
 jq -e 'length == 100 and ([.[] | select(has("error"))] | length == 0)' "$dir/status.json" >/dev/null ||
@@ -468,18 +500,26 @@ post "$NGINX_STATUS_URL" -d "$STATUS_BODY" -o "$dir/nginx-status" || die "nginx 
 cmp -s "$dir/nginx-status" "$dir/status.json" || die "nginx does not serve the same status bytes"
 status_bytes=$(stat -c %s "$dir/status.json")
 post_script "$dir/status.lua" "$STATUS_BODY"
+for m in "${models[@]}"; do
+  post "${main_urls[$m]}" -d "$STATUS_BODY" -o "$dir/status-$m.json"
+  [ "$(stat -c %s "$dir/status-$m.json")" = "$status_bytes" ] ||
+    notes+=("status row: the $m gateway's reply is $(stat -c %s "$dir/status-$m.json") B, not $status_bytes B")
+done
 for r in $(seq 1 "$ROUNDS"); do
   wrk_run "nginx-status-$r" "$NGINX_STATUS_URL" -s "$dir/status.lua"
-  wrk_run "panelgate-status-$r" "$MAIN_URL" -s "$dir/status.lua"
+  for m in "${models[@]}"; do wrk_run "panelgate-status-$m-$r" "${main_urls[$m]}" -s "$dir/status.lua"; done
 done
 sim_status_after=$(curl -sS --max-time 5 "$SIM_BASE/_sim/state?key=$SIM_KEY" | jq '.requests.status // 0')
 if [ "$sim_status_after" != "$sim_status_before" ]; then
   notes+=("status row: $((sim_status_after - sim_status_before)) status calls reached the upstream during it")
 fi
 stop "$nginx_pid"
-a=$(median_of rps panelgate-status) b=$(median_of rps nginx-status)
-row "status, 100 fresh orders, $(fmt0 "$status_bytes") B" "nginx static, same bytes: $(fmt0 "$b") req/s" \
-  "$(fmt0 "$a") req/s" "$(ratio "$a" "$b")x" ">= 0.8x" "$(verdict at_least "$(ratio "$a" "$b")" 0.8)"
+b=$(median_of rps nginx-status)
+for m in "${models[@]}"; do
+  a=$(median_of rps "panelgate-status-$m")
+  row "status, 100 fresh orders, $(fmt0 "$status_bytes") B$(tag "$m")" "nginx static, same bytes: $(fmt0 "$b") req/s" \
+    "$(fmt0 "$a") req/s" "$(ratio "$a" "$b")x" ">= 0.8x" "$(verdict at_least "$(ratio "$a" "$b")" 0.8)"
+done
 
 # ---- row 4: add through to the upstream ----
 
@@ -504,32 +544,39 @@ for r in $(seq 1 "$ROUNDS"); do
   # Pinned like the server side it stands for.
   "${ON_SERVER[@]}" "$LOADKIT" sqlite-baseline --db "$dir/bare.db" --seconds "$DURATION" \
     >"$dir/sqlite-baseline-$r.json" || die "sqlite-baseline failed"
-  # No warm-up here: every request is an order.
-  WARMUP=0 wrk_run "panelgate-add-$r" "$MAIN_URL" -s "$dir/add.lua"
-  placed=$(awk '/^ADD_PLACED/ {print $2}' "$dir/wrk-panelgate-add-$r.txt")
-  refused=$(awk '/^ADD_REFUSED/ {print $2}' "$dir/wrk-panelgate-add-$r.txt")
-  [ -n "$placed" ] || die "wrk did not report the add counts"
-  [ "$placed" -gt 0 ] || die "no add succeeded under load"
-  if [ "$refused" -gt 0 ]; then notes+=("add row: $refused requests were not placed (not 200 with an order id)"); fi
-  # Orders per second: wrk's rate of the replies that placed an order.
-  awk -v r="$(rps "panelgate-add-$r")" -v p="$placed" -v f="$refused" 'BEGIN { print r * p / (p + f) }' \
-    >"$dir/orders-per-sec-$r.txt"
+  for m in "${models[@]}"; do
+    # No warm-up here: every request is an order.
+    WARMUP=0 wrk_run "panelgate-add-$m-$r" "${main_urls[$m]}" -s "$dir/add.lua"
+    placed=$(awk '/^ADD_PLACED/ {print $2}' "$dir/wrk-panelgate-add-$m-$r.txt")
+    refused=$(awk '/^ADD_REFUSED/ {print $2}' "$dir/wrk-panelgate-add-$m-$r.txt")
+    [ -n "$placed" ] || die "wrk did not report the add counts"
+    [ "$placed" -gt 0 ] || die "no add succeeded under load ($m)"
+    if [ "$refused" -gt 0 ]; then notes+=("add row ($m): $refused requests were not placed (not 200 with an order id)"); fi
+    # Orders per second: wrk's rate of the replies that placed an order.
+    awk -v r="$(rps "panelgate-add-$m-$r")" -v p="$placed" -v f="$refused" 'BEGIN { print r * p / (p + f) }' \
+      >"$dir/orders-per-sec-$m-$r.txt"
+  done
 done
 bare=$(median_of json_field per_sec sqlite-baseline)
 bare_p99=$(median_of json_field p99_us sqlite-baseline)
-orders_per_sec=$(median_of plain orders-per-sec)
-add_p99=$(median_of p99_us panelgate-add)
-row "add, to upstream, durable" "bare SQLite: $(fmt0 "$bare") orders/s (p99 $(fmt0 "$bare_p99") us)" \
-  "$(fmt0 "$orders_per_sec") orders/s (p99 $(fmt0 "$add_p99") us)" "$(ratio "$orders_per_sec" "$bare")x" \
-  ">= 0.5x" "$(verdict at_least "$(ratio "$orders_per_sec" "$bare")" 0.5)"
+for m in "${models[@]}"; do
+  orders_per_sec=$(median_of plain "orders-per-sec-$m")
+  add_p99=$(median_of p99_us "panelgate-add-$m")
+  row "add, to upstream, durable$(tag "$m")" "bare SQLite: $(fmt0 "$bare") orders/s (p99 $(fmt0 "$bare_p99") us)" \
+    "$(fmt0 "$orders_per_sec") orders/s (p99 $(fmt0 "$add_p99") us)" "$(ratio "$orders_per_sec" "$bare")x" \
+    ">= 0.5x" "$(verdict at_least "$(ratio "$orders_per_sec" "$bare")" 0.5)"
+done
 
 # ---- row 6 (measured now, after rows 1-4): memory ----
 
-hwm_kib=$(awk '/^VmHWM:/ {print $2}' "/proc/$main_pid/status")
-rss_kib=$(awk '/^VmRSS:/ {print $2}' "/proc/$main_pid/status")
-"$LOADKIT" check --db "$dir/panelgate.db" >"$dir/check.json" || die "the ledger check failed"
-orders_in_ledger=$(jq -r .orders "$dir/check.json")
-stop "$main_pid"
+declare -A hwm_kib rss_kib
+for m in "${models[@]}"; do
+  hwm_kib[$m]=$(awk '/^VmHWM:/ {print $2}' "/proc/${main_pids[$m]}/status")
+  rss_kib[$m]=$(awk '/^VmRSS:/ {print $2}' "/proc/${main_pids[$m]}/status")
+  stop "${main_pids[$m]}"
+  "$LOADKIT" check --db "$dir/panelgate-$m.db" >"$dir/check-$m.json" || die "the ledger check failed ($m)"
+done
+orders_in_ledger=$(jq -r .orders "$dir/check-${models[0]}.json")
 
 # ---- row 5: forwarded status ----
 
@@ -543,50 +590,61 @@ start simulator-forward "${ON_SERVER[@]}" "$PANELGATE" --config "$dir/no-simulat
   --listen 127.0.0.1:0 --key "$SIM_KEY" --services 3000 --speed 1 --balance 1000000000000
 SIM_URL=$(listening_on simulator-forward "$started")
 SIM_BASE=${SIM_URL%/api/v2}
-write_config "$dir/config-forward.yaml" "$dir/forward.db" 0ms
-start_gateway gateway-forward "$dir/config-forward.yaml"
-# sim-fate=hold: the simulator never finishes it, so the gateway has to ask upstream every time.
-reply=$(post "$GW_URL" -d "key=$KEY&action=add&service=$SERVICE&quantity=$QTY" \
-  --data-urlencode "link=https://example.com/f?sim-fate=hold")
-fwd_id=$(jq -r '.order // empty' <<<"$reply")
-[ -n "$fwd_id" ] || die "add through the second gateway failed: $reply"
-up_id=$("$PANELGATE" order show "$fwd_id" --config "$dir/config-forward.yaml" | jq -r '.upstream_order // empty')
-[ -n "$up_id" ] || die "order $fwd_id has no upstream order id"
+declare -A fwd_ids fwd_urls fwd_pids forwarded asked
+for m in "${models[@]}"; do
+  write_config "$dir/config-forward-$m.yaml" "$dir/forward-$m.db" 0ms "$m"
+  start_gateway "gateway-forward-$m" "$dir/config-forward-$m.yaml"
+  fwd_pids[$m]=$gw_pid
+  fwd_urls[$m]=$GW_URL
+  # sim-fate=hold: the simulator never finishes it, so the gateway has to ask upstream every time.
+  reply=$(post "$GW_URL" -d "key=$KEY&action=add&service=$SERVICE&quantity=$QTY" \
+    --data-urlencode "link=https://example.com/f?sim-fate=hold")
+  fwd_ids[$m]=$(jq -r '.order // empty' <<<"$reply")
+  [ -n "${fwd_ids[$m]}" ] || die "add through the second gateway ($m) failed: $reply"
+  up_id=$("$PANELGATE" order show "${fwd_ids[$m]}" --config "$dir/config-forward-$m.yaml" | jq -r '.upstream_order // empty')
+  [ -n "$up_id" ] || die "order ${fwd_ids[$m]} has no upstream order id"
+  forwarded[$m]=0
+  asked[$m]=0
+done
 sim_statuses() { curl -sS --max-time 5 "$SIM_BASE/_sim/state?key=$SIM_KEY" | jq '.requests.status // 0'; }
-forwarded=0
-asked=0
 for r in $(seq 1 "$ROUNDS"); do
-  before=$(sim_statuses)
-  "${ON_CLIENT[@]}" "$LOADKIT" latency --url "$GW_URL" --body "key=$KEY&action=status&order=$fwd_id" \
-    --rate "$LAT_RATE" --seconds "$LAT_SECONDS" --connections "$LAT_CONNECTIONS" >"$dir/latency-gateway-$r.json" ||
-    die "latency run against the gateway failed"
-  forwarded=$((forwarded + $(sim_statuses) - before))
-  asked=$((asked + $(jq -r .sent "$dir/latency-gateway-$r.json") + LAT_CONNECTIONS))
+  for m in "${models[@]}"; do
+    before=$(sim_statuses)
+    "${ON_CLIENT[@]}" "$LOADKIT" latency --url "${fwd_urls[$m]}" --body "key=$KEY&action=status&order=${fwd_ids[$m]}" \
+      --rate "$LAT_RATE" --seconds "$LAT_SECONDS" --connections "$LAT_CONNECTIONS" >"$dir/latency-gateway-$m-$r.json" ||
+      die "latency run against the gateway ($m) failed"
+    forwarded[$m]=$((forwarded[$m] + $(sim_statuses) - before))
+    asked[$m]=$((asked[$m] + $(jq -r .sent "$dir/latency-gateway-$m-$r.json") + LAT_CONNECTIONS))
+  done
   "${ON_CLIENT[@]}" "$LOADKIT" latency --url "$SIM_URL" --body "key=$SIM_KEY&action=status&order=$up_id" \
     --rate "$LAT_RATE" --seconds "$LAT_SECONDS" --connections "$LAT_CONNECTIONS" >"$dir/latency-direct-$r.json" ||
     die "latency run against the simulator failed"
-  for side in gateway direct; do
+  for side in "${models[@]/#/gateway-}" direct; do
     errs=$(jq -r .errors "$dir/latency-$side-$r.json")
     if [ "$errs" != 0 ]; then notes+=("forwarded row, $side: $errs errors"); fi
   done
 done
-stop "$gw_pid"
-g50=$(median_of json_field p50_us latency-gateway) g99=$(median_of json_field p99_us latency-gateway)
+for m in "${models[@]}"; do stop "${fwd_pids[$m]}"; done
 d50=$(median_of json_field p50_us latency-direct) d99=$(median_of json_field p99_us latency-direct)
-add50=$(fmt0 "$(awk -v a="$g50" -v b="$d50" 'BEGIN { print a - b }')")
-add99=$(fmt0 "$(awk -v a="$g99" -v b="$d99" 'BEGIN { print a - b }')")
-row "forwarded status, $LAT_RATE req/s" "direct: p50 $(fmt0 "$d50") us, p99 $(fmt0 "$d99") us" \
-  "p50 $(fmt0 "$g50") us, p99 $(fmt0 "$g99") us" "$(signed "$add50") us / $(signed "$add99") us" \
-  "<= +100 us / +1000 us" "$(verdict test "$add50" -le 100 -a "$add99" -le 1000)"
-notes+=("forwarded row: $forwarded of $asked gateway statuses (warm-ups included) were refreshed upstream")
-# A status in the same millisecond as the last refresh is still fresh at 0ms; most must not be.
-if [ $((forwarded * 2)) -lt "$asked" ]; then
-  notes+=("forwarded row: WARNING, under half of the statuses were forwarded: the row mostly measures the ledger path")
-fi
+for m in "${models[@]}"; do
+  g50=$(median_of json_field p50_us "latency-gateway-$m") g99=$(median_of json_field p99_us "latency-gateway-$m")
+  add50=$(fmt0 "$(awk -v a="$g50" -v b="$d50" 'BEGIN { print a - b }')")
+  add99=$(fmt0 "$(awk -v a="$g99" -v b="$d99" 'BEGIN { print a - b }')")
+  row "forwarded status, $LAT_RATE req/s$(tag "$m")" "direct: p50 $(fmt0 "$d50") us, p99 $(fmt0 "$d99") us" \
+    "p50 $(fmt0 "$g50") us, p99 $(fmt0 "$g99") us" "$(signed "$add50") us / $(signed "$add99") us" \
+    "<= +100 us / +1000 us" "$(verdict test "$add50" -le 100 -a "$add99" -le 1000)"
+  notes+=("forwarded row ($m): ${forwarded[$m]} of ${asked[$m]} gateway statuses (warm-ups included) were refreshed upstream")
+  # A status in the same millisecond as the last refresh is still fresh at 0ms; most must not be.
+  if [ $((forwarded[$m] * 2)) -lt "${asked[$m]}" ]; then
+    notes+=("forwarded row ($m): WARNING, under half of the statuses were forwarded: the row mostly measures the ledger path")
+  fi
+done
 
-hwm_mib=$(awk -v k="$hwm_kib" 'BEGIN { printf "%.1f", k / 1024 }')
-row "memory (peak RSS after rows 1-4)" "-" "VmHWM $hwm_mib MiB (VmRSS $(awk -v k="$rss_kib" 'BEGIN { printf "%.1f", k / 1024 }') MiB)" \
-  "-" "<= 64 MiB" "$(verdict test "$hwm_kib" -le $((64 * 1024)))"
+for m in "${models[@]}"; do
+  hwm_mib=$(awk -v k="${hwm_kib[$m]}" 'BEGIN { printf "%.1f", k / 1024 }')
+  row "memory (peak RSS after rows 1-4)$(tag "$m")" "-" "VmHWM $hwm_mib MiB (VmRSS $(awk -v k="${rss_kib[$m]}" 'BEGIN { printf "%.1f", k / 1024 }') MiB)" \
+    "-" "<= 64 MiB" "$(verdict test "${hwm_kib[$m]}" -le $((64 * 1024)))"
+done
 
 # ---- the table ----
 
@@ -598,6 +656,7 @@ header=(
   "catalog: $(jq length "$dir/services.json") services, $plain_bytes bytes plain, $gzip_bytes bytes gzip"
   "orders in the ledger: $orders_in_ledger (seeded $SEED_ORDERS; balance = sum of entries for every client)"
   "wrk: -t1 -c$CONNECTIONS -d${DURATION}s, median of $ROUNDS round(s); latency: $LAT_RATE req/s for ${LAT_SECONDS}s on $LAT_CONNECTIONS connections, from the scheduled instant"
+  "runtime models: ${models[*]}${RUNTIME_THREADS:+, $RUNTIME_THREADS threads}"
   "time: ${elapsed}s after the build"
 )
 table_rows=("path|baseline|panelgate|ratio|target|result" "${rows[@]}")

@@ -455,7 +455,7 @@ pub struct Summary {
 /// Fetches every upstream's services list and balance, builds the catalog the config
 /// describes, and reports prices, margins per target, currencies and the worst-case `add`.
 pub async fn check_config(cfg: &Config) -> Summary {
-    let upstreams = Upstreams::new(&cfg.upstreams, Arc::new(crate::metrics::Metrics::new()));
+    let upstreams = Upstreams::new(&cfg.upstreams, Arc::new(crate::metrics::Metrics::new()), 1);
     let mut s = Summary {
         lines: Vec::new(),
         problems: Vec::new(),

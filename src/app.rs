@@ -10,7 +10,7 @@ use arc_swap::ArcSwap;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
-use crate::config::{Config, SimulatorSection, UpstreamConfig};
+use crate::config::{Config, RuntimeModel, SimulatorSection, UpstreamConfig};
 use crate::gateway::Gateway;
 use crate::journal::Journal;
 use crate::metrics::Metrics;
@@ -41,6 +41,11 @@ pub enum StartError {
     Stranded(#[from] Stranded),
     #[error(transparent)]
     Journal(#[from] crate::journal::JournalError),
+    #[error("starting the runtime of core {index}: {source}")]
+    Runtime {
+        index: usize,
+        source: std::io::Error,
+    },
 }
 
 /// A config that leaves out upstreams whose orders are not settled yet (upstream, how many):
@@ -157,6 +162,7 @@ impl Live {
             ("database", cfg.database != old.cfg.database),
             ("tls", cfg.tls != old.cfg.tls),
             ("admin", cfg.admin != old.cfg.admin),
+            ("runtime", cfg.runtime != old.cfg.runtime),
             (
                 "limits",
                 format!("{:?}", cfg.limits) != format!("{:?}", old.cfg.limits),
@@ -273,7 +279,7 @@ pub async fn start(cfg: Config) -> Result<Running, StartError> {
     let (store, journal) = prepare_store(&cfg).await?;
     bootstrap_clients(&cfg, store.as_ref()).await?;
     let simulators = start_simulators(&cfg).await?;
-    let (listener, addr) = bind(cfg.listen).await?;
+    let (listener, addr, other_cores) = bind_api(&cfg).await?;
     let live = Arc::new(Live {
         current: ArcSwap::new(first_gateway(&cfg, &store, journal).await),
         reloading: tokio::sync::Mutex::new(()),
@@ -295,6 +301,17 @@ pub async fn start(cfg: Config) -> Result<Running, StartError> {
         // The metrics listener stays plain HTTP: it is scraped from inside.
         let tls = if api { tls.clone() } else { None };
         tasks.push(serve(listener, api, &live, &cfg, tls, &stopped));
+    }
+    for (i, listener) in other_cores.into_iter().enumerate() {
+        let routes = routes(&live, &cfg, true);
+        tasks.push(serve_on_core(
+            i + 1,
+            listener,
+            routes,
+            &cfg,
+            tls.clone(),
+            &stopped,
+        )?);
     }
     // ---- the admin API (docs/admin-api.md): its own listener, off without `admin:` ----
     let mut admin_addr = None;
@@ -327,7 +344,12 @@ pub async fn start(cfg: Config) -> Result<Running, StartError> {
 /// mid-dispatch are marked `unknown`, after the upstream order ids a previous run journaled
 /// while the database was away are recorded.
 async fn prepare_store(cfg: &Config) -> Result<(Arc<dyn Store>, Arc<Journal>), StartError> {
-    let store = open_store(&cfg.database).await?;
+    let store = store::open_per_core(&cfg.database, cfg.runtime.cores())
+        .await
+        .map_err(|source| StartError::Store {
+            url: redact_url(&cfg.database),
+            source,
+        })?;
     let failed = |source| StartError::Store {
         url: redact_url(&cfg.database),
         source,
@@ -376,7 +398,11 @@ async fn first_gateway(
     journal: Arc<Journal>,
 ) -> Arc<Gateway> {
     let metrics = Arc::new(Metrics::new());
-    let upstreams = Arc::new(Upstreams::new(&cfg.upstreams, metrics.clone()));
+    let upstreams = Arc::new(Upstreams::new(
+        &cfg.upstreams,
+        metrics.clone(),
+        cfg.runtime.cores(),
+    ));
     let mut gateway = Gateway::new(cfg.clone(), store.clone(), upstreams, metrics);
     gateway.journal = journal;
     let gateway = Arc::new(gateway);
@@ -398,6 +424,88 @@ async fn bind(addr: SocketAddr) -> Result<(TcpListener, SocketAddr), StartError>
     Ok((listener, bound))
 }
 
+/// The API's listener on `cfg.listen`, the address it got, and in the thread-per-core model
+/// one more listener on that same address for each other core: with `SO_REUSEPORT` the
+/// kernel spreads new connections over them, so no core hands a connection to another.
+async fn bind_api(
+    cfg: &Config,
+) -> Result<(TcpListener, SocketAddr, Vec<std::net::TcpListener>), StartError> {
+    let failed = |addr, source| StartError::Listen { addr, source };
+    if cfg.runtime.model == RuntimeModel::MultiThread {
+        let (listener, addr) = bind(cfg.listen).await?;
+        return Ok((listener, addr, Vec::new()));
+    }
+    let first = reuse_port(cfg.listen).map_err(|e| failed(cfg.listen, e))?;
+    // Port 0 picks a port for the first; the others join that one.
+    let addr = first.local_addr().map_err(|e| failed(cfg.listen, e))?;
+    let others = (1..cfg.runtime.threads)
+        .map(|_| reuse_port(addr).map_err(|e| failed(addr, e)))
+        .collect::<Result<Vec<_>, _>>()?;
+    let first = TcpListener::from_std(first).map_err(|e| failed(addr, e))?;
+    Ok((first, addr, others))
+}
+
+/// A non-blocking listener on `addr` that other sockets of this user may share.
+fn reuse_port(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    socket.set_reuse_address(true)?;
+    socket.set_reuse_port(true)?;
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    // The backlog tokio's own `bind` asks for.
+    socket.listen(1024)?;
+    Ok(socket.into())
+}
+
+/// Serves the API on `listener` from a runtime of its own, on a thread of its own marked as
+/// core `index`, until `stop` changes; the handle ends when that core has drained.
+fn serve_on_core(
+    index: usize,
+    listener: std::net::TcpListener,
+    routes: Arc<Routes>,
+    cfg: &Config,
+    tls: Option<Arc<rustls::ServerConfig>>,
+    stop: &watch::Receiver<bool>,
+) -> Result<tokio::task::JoinHandle<()>, StartError> {
+    let failed = |source| StartError::Runtime { index, source };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(failed)?;
+    // Registered with its own core's driver, not the caller's.
+    let listener = {
+        let _on = runtime.enter();
+        TcpListener::from_std(listener).map_err(failed)?
+    };
+    let limits = cfg.limits.clone();
+    let mut shutdown = stop.clone();
+    let (drained, done) = tokio::sync::oneshot::channel::<()>();
+    std::thread::Builder::new()
+        .name(format!("panelgate-core-{index}"))
+        .spawn(move || {
+            crate::cores::enter(index);
+            let stop = async move {
+                let _ = shutdown.changed().await;
+            };
+            runtime.block_on(server::serve(listener, routes, limits, tls, stop));
+            drop(runtime);
+            let _ = drained.send(());
+        })
+        .map_err(failed)?;
+    Ok(tokio::spawn(async move {
+        let _ = done.await;
+    }))
+}
+
+fn routes(live: &Arc<Live>, cfg: &Config, api: bool) -> Arc<Routes> {
+    Arc::new(Routes {
+        live: live.clone(),
+        limits: cfg.limits.clone(),
+        api,
+    })
+}
+
 /// Serves the gateway's routes on `listener` (the API too when `api`) until `stop` changes.
 fn serve(
     listener: TcpListener,
@@ -407,11 +515,7 @@ fn serve(
     tls: Option<Arc<rustls::ServerConfig>>,
     stop: &watch::Receiver<bool>,
 ) -> tokio::task::JoinHandle<()> {
-    let routes = Arc::new(Routes {
-        live: live.clone(),
-        limits: cfg.limits.clone(),
-        api,
-    });
+    let routes = routes(live, cfg, api);
     let mut shutdown = stop.clone();
     tokio::spawn(server::serve(
         listener,

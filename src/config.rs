@@ -127,6 +127,15 @@ struct RawConfig {
     tls: Option<TlsFiles>,
     journal: Option<PathBuf>,
     admin: Option<RawAdmin>,
+    #[serde(default)]
+    runtime: RawRuntime,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRuntime {
+    model: Option<RuntimeModel>,
+    threads: Option<usize>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -365,6 +374,45 @@ pub struct Config {
     pub journal: Option<PathBuf>,
     /// The admin API's listener (docs/admin-api.md); off when the section is absent.
     pub admin: Option<AdminConfig>,
+    pub runtime: RuntimeConfig,
+}
+
+/// How requests are spread over the machine's cores (`runtime:`; at start only).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RuntimeModel {
+    /// One work-stealing runtime: any thread takes any request.
+    MultiThread,
+    /// One single-threaded runtime per thread, each with its own `SO_REUSEPORT` listener,
+    /// upstream connections and database pool, as nginx's workers do.
+    ThreadPerCore,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RuntimeConfig {
+    pub model: RuntimeModel,
+    /// Worker threads (multi_thread) or runtimes (thread_per_core).
+    pub threads: usize,
+}
+
+impl RuntimeConfig {
+    /// How many copies of per-core state (upstream clients, database pools) to keep: one per
+    /// runtime in thread_per_core, one shared otherwise.
+    pub fn cores(&self) -> usize {
+        match self.model {
+            RuntimeModel::MultiThread => 1,
+            RuntimeModel::ThreadPerCore => self.threads,
+        }
+    }
+}
+
+impl Default for RuntimeConfig {
+    fn default() -> Self {
+        RuntimeConfig {
+            model: RuntimeModel::MultiThread,
+            threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -805,6 +853,24 @@ fn validate(raw: RawConfig, path: &Path, base: &Path) -> Result<Config, String> 
             j
         }),
         admin: raw.admin.map(|a| build_admin(a, base)).transpose()?,
+        runtime: build_runtime(raw.runtime)?,
+    })
+}
+
+/// Far more threads than any machine has cores would only be a typo costing memory.
+const MAX_THREADS: usize = 1024;
+
+fn build_runtime(raw: RawRuntime) -> Result<RuntimeConfig, String> {
+    let d = RuntimeConfig::default();
+    let threads = raw.threads.unwrap_or(d.threads);
+    if threads == 0 || threads > MAX_THREADS {
+        return Err(format!(
+            "runtime.threads: must be between 1 and {MAX_THREADS}, not {threads}"
+        ));
+    }
+    Ok(RuntimeConfig {
+        model: raw.model.unwrap_or(d.model),
+        threads,
     })
 }
 
@@ -1358,6 +1424,34 @@ mod tests {
 
     const BASE: &str =
         "upstreams:\n  - name: alpha\n    url: \"http://127.0.0.1:9001/api/v2\"\n    key: k\n";
+
+    #[test]
+    fn runtime_defaults_to_multi_thread_on_every_core() {
+        let r = parse_ok(BASE).runtime;
+        assert_eq!(r, RuntimeConfig::default());
+        assert_eq!(r.model, RuntimeModel::MultiThread);
+        assert_eq!(r.cores(), 1);
+    }
+
+    #[test]
+    fn runtime_thread_per_core_keeps_one_of_everything_per_thread() {
+        let r = parse_ok(&format!(
+            "{BASE}runtime:\n  model: thread_per_core\n  threads: 3\n"
+        ))
+        .runtime;
+        assert_eq!(r.model, RuntimeModel::ThreadPerCore);
+        assert_eq!((r.threads, r.cores()), (3, 3));
+    }
+
+    #[test]
+    fn runtime_keys_are_checked() {
+        let err = parse_err(&format!("{BASE}runtime:\n  threads: 0\n"));
+        assert!(err.contains("runtime.threads"), "{err}");
+        let err = parse_err(&format!("{BASE}runtime:\n  model: green_threads\n"));
+        assert!(err.contains("green_threads"), "{err}");
+        let err = parse_err(&format!("{BASE}runtime:\n  workers: 2\n"));
+        assert!(err.contains("workers"), "{err}");
+    }
 
     #[test]
     fn env_vars_are_expanded_and_missing_ones_named() {

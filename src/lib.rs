@@ -13,6 +13,7 @@ pub mod catalog;
 pub mod clock;
 pub mod config;
 pub mod console;
+pub mod cores;
 pub mod gateway;
 pub mod guard;
 pub mod journal;

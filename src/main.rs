@@ -295,15 +295,20 @@ fn init_logs(format: LogFormat, level: &str) -> anyhow::Result<panelgate::logs::
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("starting the async runtime")?;
+    let runtime = || {
+        tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+            .context("starting the async runtime")
+    };
     match cli.command {
-        Command::Simulate(args) => runtime.block_on(simulate(&cli.config, *args)),
-        Command::Serve { log_format } => runtime.block_on(serve(&cli.config, log_format)),
-        Command::CheckConfig => runtime.block_on(check_config(&cli.config)),
-        Command::Migrate => runtime.block_on(async {
+        Command::Simulate(args) => runtime()?.block_on(simulate(&cli.config, *args)),
+        Command::Serve { log_format } => {
+            let cfg = config::load(&cli.config)?;
+            serving_runtime(&cfg.runtime)?.block_on(serve(cfg, log_format))
+        }
+        Command::CheckConfig => runtime()?.block_on(check_config(&cli.config)),
+        Command::Migrate => runtime()?.block_on(async {
             let cfg = config::load(&cli.config)?;
             let store = app::open_store(&cfg.database).await?;
             println!("{}: migrations applied", app::redact_url(&cfg.database));
@@ -311,14 +316,30 @@ fn main() -> anyhow::Result<()> {
             store.unique_upstream_orders().await?;
             Ok(())
         }),
-        Command::Client(cmd) => runtime.block_on(client(&cli.config, cmd)),
-        Command::Order(cmd) => runtime.block_on(order(&cli.config, cmd)),
-        Command::Admin(AdminCommand::Token(cmd)) => runtime.block_on(token(&cli.config, cmd)),
+        Command::Client(cmd) => runtime()?.block_on(client(&cli.config, cmd)),
+        Command::Order(cmd) => runtime()?.block_on(order(&cli.config, cmd)),
+        Command::Admin(AdminCommand::Token(cmd)) => runtime()?.block_on(token(&cli.config, cmd)),
     }
 }
 
-async fn serve(path: &Path, log_format: LogFormat) -> anyhow::Result<()> {
-    let cfg = config::load(path)?;
+/// The runtime `serve` starts on. In the thread-per-core model it is the first core's:
+/// [`app::start`] gives every other core a runtime of its own.
+fn serving_runtime(r: &config::RuntimeConfig) -> anyhow::Result<tokio::runtime::Runtime> {
+    let mut builder = match r.model {
+        config::RuntimeModel::MultiThread => {
+            let mut b = tokio::runtime::Builder::new_multi_thread();
+            b.worker_threads(r.threads);
+            b
+        }
+        config::RuntimeModel::ThreadPerCore => tokio::runtime::Builder::new_current_thread(),
+    };
+    builder
+        .enable_all()
+        .build()
+        .context("starting the async runtime")
+}
+
+async fn serve(cfg: config::Config, log_format: LogFormat) -> anyhow::Result<()> {
     let _logs = init_logs(log_format, &cfg.log_level)?;
     let running = app::start(cfg).await?;
     // Handlers first: a SIGHUP sent as soon as the line below is read (by a test, or a

@@ -129,7 +129,11 @@ impl Gateway {
                 .map(
                     |u| match (self.cfg.upstream(&u.name), self.upstreams.get(&u.name)) {
                         (Some(old), Some(client)) if old == u => client.clone(),
-                        _ => Arc::new(crate::upstream::Upstream::new(u, self.metrics.clone())),
+                        _ => Arc::new(crate::upstream::Upstream::new(
+                            u,
+                            self.metrics.clone(),
+                            cfg.runtime.cores(),
+                        )),
                     },
                 )
                 .collect(),

@@ -655,12 +655,18 @@ pub use rules::INTERRUPTED_NOTE;
 /// Opens the store a database URL names (`sqlite://file.db`, `postgres://…` or
 /// `postgresql://…`), applying migrations.
 pub async fn open(url: &str) -> Result<std::sync::Arc<dyn Store>> {
+    open_per_core(url, 1).await
+}
+
+/// [`open`] for `cores` runtimes of the thread-per-core model: a PostgreSQL pool per runtime.
+/// SQLite's connections run on threads of their own, so one pool serves every runtime.
+pub async fn open_per_core(url: &str, cores: usize) -> Result<std::sync::Arc<dyn Store>> {
     if url.starts_with("sqlite:") {
         return Ok(std::sync::Arc::new(sqlite::SqliteStore::open(url).await?));
     }
     if url.starts_with("postgres://") || url.starts_with("postgresql://") {
         return Ok(std::sync::Arc::new(
-            postgres::PostgresStore::open(url).await?,
+            postgres::PostgresStore::open_per_core(url, cores).await?,
         ));
     }
     Err(StoreError::Invalid(format!(

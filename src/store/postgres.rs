@@ -69,7 +69,13 @@ const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(10);
 const APPLICATION_NAME: &str = "panelgate";
 
 pub struct PostgresStore {
+    /// The first runtime's pool: migrations, background work, and every request in the
+    /// multi-thread model.
     pool: PgPool,
+    /// The other runtimes' pools in the thread-per-core model ([`crate::cores`]), each opening
+    /// its connections on the runtime that first asks, so that no request waits on another
+    /// core's driver for its database reply.
+    others: Vec<PgPool>,
 }
 
 impl PostgresStore {
@@ -93,13 +99,44 @@ impl PostgresStore {
             .connect_with(options)
             .await?;
         MIGRATOR.run(&pool).await?;
-        let store = PostgresStore { pool };
+        let store = PostgresStore {
+            pool,
+            others: Vec::new(),
+        };
         super::index_unless_shared(&store).await?;
         Ok(store)
     }
 
+    /// [`PostgresStore::open`] with a pool for each of `cores` runtimes; the extra ones connect
+    /// lazily, from the runtime that uses them. Each has [`POOL_SIZE`] connections.
+    pub async fn open_per_core(url: &str, cores: usize) -> Result<PostgresStore> {
+        let options = PgConnectOptions::from_str(url)?;
+        let mut store = PostgresStore::open_with(options, POOL_SIZE).await?;
+        let options = store.pool.connect_options().as_ref().clone();
+        store.others = (1..cores)
+            .map(|_| {
+                PgPoolOptions::new()
+                    .max_connections(POOL_SIZE)
+                    .acquire_timeout(ACQUIRE_TIMEOUT)
+                    .connect_lazy_with(options.clone())
+            })
+            .collect();
+        Ok(store)
+    }
+
+    /// The calling runtime's pool.
+    fn pool(&self) -> &PgPool {
+        match crate::cores::current() {
+            0 => &self.pool,
+            n => self.others.get(n - 1).unwrap_or(&self.pool),
+        }
+    }
+
     /// Closes every connection.
     pub async fn close(&self) {
+        for pool in &self.others {
+            pool.close().await;
+        }
         self.pool.close().await;
     }
 }
@@ -133,11 +170,11 @@ impl Engine for PostgresStore {
     }
 
     async fn read(&self) -> Result<PoolConnection<Postgres>> {
-        Ok(self.pool.acquire().await?)
+        Ok(self.pool().acquire().await?)
     }
 
     async fn begin(&self) -> Result<Transaction<'static, Postgres>> {
-        Ok(self.pool.begin().await?)
+        Ok(self.pool().begin().await?)
     }
 
     fn conn(tx: &mut Self::Tx) -> &mut PgConnection {

@@ -210,6 +210,26 @@ fn answer(status: StatusCode, body: Bytes) -> Result<Bytes, CallError> {
 
 type HttpClient = Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
 
+/// A connection pool towards the upstream; its pooled connections stay on the runtime that
+/// opened them.
+fn http_client(cfg: &UpstreamConfig) -> HttpClient {
+    let mut http = HttpConnector::new();
+    http.enforce_http(false);
+    http.set_connect_timeout(Some(cfg.connect_timeout));
+    http.set_nodelay(true);
+    let https = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_webpki_roots()
+        .https_or_http()
+        .enable_http1()
+        .wrap_connector(http);
+    Client::builder(TokioExecutor::new())
+        .timer(TokioTimer::new())
+        .pool_timer(TokioTimer::new())
+        .pool_idle_timeout(Duration::from_secs(60))
+        .pool_max_idle_per_host(cfg.max_concurrency)
+        .build(https)
+}
+
 /// Why a call was not sent while the circuit is open, in logs and order notes.
 const CIRCUIT_OPEN: &str = "circuit open: the upstream has been failing";
 
@@ -220,7 +240,8 @@ pub struct Upstream {
     key: Secret,
     timeout: Duration,
     permits: Semaphore,
-    client: HttpClient,
+    /// One connection pool per runtime ([`crate::cores`]).
+    clients: Vec<HttpClient>,
     metrics: Arc<Metrics>,
     breaker: Breaker,
     /// Our own pace towards it, if the config sets one.
@@ -263,22 +284,9 @@ impl std::fmt::Debug for Upstream {
 }
 
 impl Upstream {
-    pub fn new(cfg: &UpstreamConfig, metrics: Arc<Metrics>) -> Upstream {
-        let mut http = HttpConnector::new();
-        http.enforce_http(false);
-        http.set_connect_timeout(Some(cfg.connect_timeout));
-        http.set_nodelay(true);
-        let https = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_webpki_roots()
-            .https_or_http()
-            .enable_http1()
-            .wrap_connector(http);
-        let client = Client::builder(TokioExecutor::new())
-            .timer(TokioTimer::new())
-            .pool_timer(TokioTimer::new())
-            .pool_idle_timeout(Duration::from_secs(60))
-            .pool_max_idle_per_host(cfg.max_concurrency)
-            .build(https);
+    /// With a connection pool for each of `cores` runtimes (1: one shared pool).
+    pub fn new(cfg: &UpstreamConfig, metrics: Arc<Metrics>, cores: usize) -> Upstream {
+        let clients = (0..cores.max(1)).map(|_| http_client(cfg)).collect();
         let per_second = |n: u32| Quota::per_second(NonZeroU32::new(n).unwrap_or(NonZeroU32::MIN));
         Upstream {
             name: cfg.name.clone(),
@@ -286,7 +294,7 @@ impl Upstream {
             key: cfg.key.clone(),
             timeout: cfg.timeout,
             permits: Semaphore::new(cfg.max_concurrency),
-            client,
+            clients,
             metrics,
             breaker: Breaker::new(cfg.breaker_failures, cfg.breaker_cooldown),
             pace: cfg.rate_limit.map(|n| clock::limiter(per_second(n))),
@@ -497,13 +505,16 @@ impl Upstream {
                 })?;
         }
         let exchange = async {
-            let response = self.client.request(request).await.map_err(|e| {
-                if e.is_connect() {
-                    CallError::NotSent(format!("connect: {}", error_chain(&e)))
-                } else {
-                    CallError::Unknown(format!("transport: {}", error_chain(&e)))
-                }
-            })?;
+            let response = crate::cores::pick(&self.clients)
+                .request(request)
+                .await
+                .map_err(|e| {
+                    if e.is_connect() {
+                        CallError::NotSent(format!("connect: {}", error_chain(&e)))
+                    } else {
+                        CallError::Unknown(format!("transport: {}", error_chain(&e)))
+                    }
+                })?;
             let status = response.status();
             let bytes = Limited::new(response.into_body(), MAX_REPLY_BYTES)
                 .collect()
@@ -610,10 +621,10 @@ impl Upstream {
 pub struct Upstreams(pub Vec<Arc<Upstream>>);
 
 impl Upstreams {
-    pub fn new(cfgs: &[UpstreamConfig], metrics: Arc<Metrics>) -> Upstreams {
+    pub fn new(cfgs: &[UpstreamConfig], metrics: Arc<Metrics>, cores: usize) -> Upstreams {
         Upstreams(
             cfgs.iter()
-                .map(|c| Arc::new(Upstream::new(c, metrics.clone())))
+                .map(|c| Arc::new(Upstream::new(c, metrics.clone(), cores)))
                 .collect(),
         )
     }
