@@ -14,7 +14,7 @@
 # LAT_CONNECTIONS (8), SEED_ORDERS (100000), ROUNDS (1: each row's baseline and panelgate runs
 # alternate this many times and the table shows medians; 3 on a noisy machine, about 5 minutes),
 # KEEP=1 (keep the work dir), RESULTS=FILE (also write the table there as markdown),
-# CARGO_TARGET_DIR.
+# CARGO_TARGET_DIR, SKIP_BUILD=1 (use the binaries already built).
 #
 #   bash benches/load.sh curve ledger|sync|catalog|customers|soak
 #
@@ -81,8 +81,14 @@ if [ "$mode" = curve ] && [ "${QUICK:-0}" = 1 ]; then
 else
   profile=release profile_dir=release
 fi
-say "building $profile (panelgate, loadkit)"
-cargo build --profile "$profile" --locked --bin panelgate --example loadkit >&2
+# SKIP_BUILD=1 measures the binaries already built (a rebuild of the release loadkit takes
+# minutes on the shared machine, and a run right after an edit of a comment need not wait).
+if [ "${SKIP_BUILD:-0}" = 1 ]; then
+  say "not building: using the $profile binaries there are"
+else
+  say "building $profile (panelgate, loadkit)"
+  cargo build --profile "$profile" --locked --bin panelgate --example loadkit >&2
+fi
 target_dir="${CARGO_TARGET_DIR:-$repo/target}"
 PANELGATE="$target_dir/$profile_dir/panelgate"
 LOADKIT="$target_dir/$profile_dir/examples/loadkit"
