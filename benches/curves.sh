@@ -20,24 +20,51 @@
 #   (percent of the machine) of postgres, the gateways, wrk and the simulator during each run.
 #   The machine has two cores: wrk, the simulator and postgres share them with the gateways.
 #
+# curve catalog: a simulator listing N services; the gateway's catalog build time (its own
+#   metric panelgate_catalog_build_seconds, read from /metrics after the first build), its RSS,
+#   and the `services` reply's throughput (wrk, closed loop) against nginx serving the same
+#   bytes saved from the gateway (checked byte for byte), plain and with Accept-Encoding: gzip.
+# curve customers: N customers with API keys seeded into the database (hashed by the gateway's
+#   own keys::hash); the gateway's RSS, and `services` (gzip, 100 services: after the key, an
+#   answer from memory) latency at LAT_RATE: "cold", each key's first request (keys in order,
+#   each used once); "hot", one key over and over; "spread", keys drawn at
+#   random from all N. The baseline is the hot key at the smallest N, in the same run.
+# curve soak: REQUESTS requests at RATE per second, open loop, on a ledger of SOAK_ORDERS
+#   finished orders: `status` of one order (92 %) or of 100 (5 %), `add` (3 %), `services`
+#   every 5 s; per WINDOW seconds: p50/p99, errors, the gateway's VmRSS. The table has RSS at
+#   start and end, the worst window's p99 and every error; the plots are over time (linear x).
+#
 # Knobs: SIZES (ledger: "10000 100000 1000000", and 10000000 on SQLite unless SIZES is given;
-# sync: "1000 10000 100000"), SIZES_SQLITE / SIZES_POSTGRES (one backend's sizes), BACKENDS ("sqlite
-# postgres"), PG (the PostgreSQL server, postgres://postgres@127.0.0.1:5432/postgres; databases
+# sync: "1000 10000 100000"; instances: "1 2"; catalog: "100 3000 30000"; customers: "10 10000
+# 100000"), SIZES_SQLITE / SIZES_POSTGRES (one backend's sizes), BACKENDS ("sqlite postgres";
+# catalog and soak: "sqlite"), SEED (instances: finished orders seeded, 100000), REQUESTS (soak,
+# 1000000), WINDOW (soak, 10 s), SOAK_ORDERS (100000), PG (the PostgreSQL server,
+# postgres://postgres@127.0.0.1:5432/postgres; databases
 # named pgcurve_* are created and dropped), RATE (sync: R, 20), BEFORE_BIN (sync: another
 # panelgate binary, e.g. one built from an older commit, measured beside this one in the same
-# run), DURATION (seconds of wrk, 8), LAT_RATE (status requests/s, 500), LAT_SECONDS (10),
+# run), RATE (soak: requests/s, 1000), DURATION (seconds of wrk, 8), LAT_RATE (requests/s of
+# the latency runs, 500), LAT_SECONDS (10),
 # OUT (where the table, the data and the plots go: benches/plots, or under the work dir with
 # QUICK=1), QUICK=1 (tiny sizes, short runs, dev build: what CI runs so the scripts cannot rot).
 
 PG="${PG:-postgres://postgres@127.0.0.1:5432/postgres}"
-BACKENDS="${BACKENDS:-sqlite postgres}"
+case "$curve" in
+  catalog | soak) BACKENDS="${BACKENDS:-sqlite}" ;;
+  *) BACKENDS="${BACKENDS:-sqlite postgres}" ;;
+esac
 if [ "${QUICK:-0}" = 1 ]; then
   case "$curve" in
     ledger) SIZES="${SIZES:-300 3000}" ;;
     sync) SIZES="${SIZES:-300 1000}" ;;
     instances) SIZES="${SIZES:-1 2}" SEED=${SEED:-1000} ;;
+    catalog) SIZES="${SIZES:-100 1000}" ;;
+    customers) SIZES="${SIZES:-10 1000}" ;;
+    soak) SIZES="${REQUESTS:-3000}" ;;
   esac
-  RATE="${RATE:-100}"
+  case "$curve" in
+    soak) RATE="${RATE:-1000}" WINDOW="${WINDOW:-1}" SOAK_ORDERS="${SOAK_ORDERS:-1000}" ;;
+    *) RATE="${RATE:-100}" ;;
+  esac
   DURATION=2 LAT_RATE=100 LAT_SECONDS=2 WARMUP=0
   OUT="${OUT:-$dir/curves}"
 else
@@ -51,11 +78,19 @@ else
       ;;
     sync) SIZES="${SIZES:-1000 10000 100000}" ;;
     instances) SIZES="${SIZES:-1 2}" SEED=${SEED:-100000} ;;
+    catalog) SIZES="${SIZES:-100 3000 30000}" ;;
+    customers) SIZES="${SIZES:-10 10000 100000}" ;;
+    soak) SIZES="${REQUESTS:-1000000}" ;;
   esac
-  RATE="${RATE:-20}"
+  case "$curve" in
+    soak) RATE="${RATE:-1000}" ;;
+    *) RATE="${RATE:-20}" ;;
+  esac
   LAT_RATE="${LAT_RATE:-500}"
   OUT="${OUT:-$repo/benches/plots}"
 fi
+WINDOW="${WINDOW:-10}"
+SOAK_ORDERS="${SOAK_ORDERS:-100000}"
 mkdir -p "$OUT"
 data="$OUT/$curve.tsv"
 : >"$data"
@@ -349,6 +384,164 @@ EOF
   for i in $(seq 1 "$n"); do stop "${inst_pids[$i]}"; done
 }
 
+# ---- curve catalog ----
+
+# services_of URL FILE [HEADER]: the gateway's services reply into FILE (with its headers in
+# FILE.headers).
+services_of() {
+  post "$1" -d "key=$KEY&action=services" -D "$2.headers" -o "$2" ${3:+-H "$3"}
+}
+
+catalog_point() {
+  local n=$1 db cfg sim_pid
+  start "simulator-$n" "${ON_CLIENT[@]}" "$PANELGATE" --config "$dir/no-simulator.yaml" simulate \
+    --listen 127.0.0.1:0 --key "$SIM_KEY" --services "$n" --speed 1 --balance 1000000000000
+  sim_pid=$started
+  SIM_URL=$(listening_on "simulator-$n" "$sim_pid")
+  database sqlite "catalog_$n"
+  cfg="$dir/catalog-$n.yaml"
+  curve_config "$cfg" "$db" "sync: { interval: 10m }"
+  say "catalog, $n services: building"
+  start_gateway "gateway-catalog-$n" "$cfg"
+  local www="$dir/www"
+  mkdir -p "$www"
+  services_of "$GW_URL" "$www/services.json"
+  services_of "$GW_URL" "$dir/services-again.json"
+  cmp -s "$www/services.json" "$dir/services-again.json" || die "two services replies differ ($n)"
+  services_of "$GW_URL" "$www/services.json.gz" "Accept-Encoding: gzip"
+  grep -qi '^content-encoding: *gzip' "$www/services.json.gz.headers" || die "the gateway does not gzip ($n)"
+  gzip -dc "$www/services.json.gz" | cmp -s - "$www/services.json" || die "the gzip reply is not the JSON ($n)"
+  rm -f "$www"/*.headers
+  chmod 644 "$www"/*
+  local listed
+  listed=$(jq length "$www/services.json")
+  figure services_listed panelgate "$n" "$listed"
+  figure bytes_plain panelgate "$n" "$(stat -c %s "$www/services.json")"
+  figure bytes_gzip panelgate "$n" "$(stat -c %s "$www/services.json.gz")"
+  local build
+  build=$(curl -sf --max-time 5 "$GW_BASE/metrics" | awk '$1 == "panelgate_catalog_build_seconds" { print $2 }')
+  [ -n "$build" ] || die "no panelgate_catalog_build_seconds in /metrics"
+  figure build_ms panelgate "$n" "$(awk -v s="$build" 'BEGIN { printf "%.2f", s * 1000 }')"
+  figure rss_after_build_mib panelgate "$n" "$(awk '/^VmRSS:/ { printf "%.1f", $2 / 1024 }' "/proc/$gw_pid/status")"
+
+  local port
+  port=$(free_port)
+  nginx_conf "$dir/nginx.conf" "$port"
+  start_nginx "$port"
+  local url="http://127.0.0.1:$port/services.json"
+  post "$url" -o "$dir/nginx-plain" && cmp -s "$dir/nginx-plain" "$www/services.json" ||
+    die "nginx does not serve the same JSON bytes ($n)"
+  curl -sS --max-time 30 -H 'Accept-Encoding: gzip' -o "$dir/nginx-gzip" "$url" &&
+    cmp -s "$dir/nginx-gzip" "$www/services.json.gz" || die "nginx does not serve the same gzip bytes ($n)"
+  post_script "$dir/services.lua" "key=$KEY&action=services"
+  post_script "$dir/services-gzip.lua" "key=$KEY&action=services" "Accept-Encoding: gzip"
+  say "catalog, $n services: services replies, panelgate and nginx taking turns"
+  wrk_run "nginx-plain-$n" "$url"
+  wrk_run "panelgate-plain-$n" "$GW_URL" -s "$dir/services.lua"
+  wrk_run "nginx-gzip-$n" "$url" -H 'Accept-Encoding: gzip'
+  wrk_run "panelgate-gzip-$n" "$GW_URL" -s "$dir/services-gzip.lua"
+  stop "$nginx_pid"
+  local v
+  for v in plain gzip; do
+    figure "${v}_req_s" nginx "$n" "$(fmt0 "$(rps "nginx-$v-$n")")"
+    figure "${v}_req_s" panelgate "$n" "$(fmt0 "$(rps "panelgate-$v-$n")")"
+    figure ratio "$v" "$n" "$(ratio "$(rps "panelgate-$v-$n")" "$(rps "nginx-$v-$n")")"
+  done
+  figure rss_peak_mib panelgate "$n" "$(awk '/^VmHWM:/ { printf "%.1f", $2 / 1024 }' "/proc/$gw_pid/status")"
+  stop "$gw_pid"
+  stop "$sim_pid"
+}
+
+# ---- curve customers ----
+
+# key_latency NAME COUNT CONNECTIONS [latency args...]: COUNT `services` requests (gzip) at
+# LAT_RATE; the reply's JSON in $dir/NAME.json; an error is a note.
+key_latency() {
+  local name=$1 count=$2 conns=$3
+  shift 3
+  local seconds
+  seconds=$(awk -v c="$count" -v r="$LAT_RATE" 'BEGIN { printf "%.3f", c / r }')
+  "${ON_CLIENT[@]}" "$LOADKIT" latency --url "$GW_URL" --header "Accept-Encoding: gzip" \
+    --rate "$LAT_RATE" --seconds "$seconds" --connections "$conns" "$@" >"$dir/$name.json" ||
+    die "the $name run failed"
+  local errors
+  errors=$(jq .errors "$dir/$name.json")
+  [ "$errors" = 0 ] || notes+=("$name: $errors errors")
+}
+
+customers_point() {
+  local backend=$1 n=$2 db cfg
+  database "$backend" "customers_$n"
+  cfg="$dir/customers-$backend-$n.yaml"
+  curve_config "$cfg" "$db" "sync: { interval: 10m }"
+  start_gateway "customers-$backend-$n" "$cfg"
+  stop "$gw_pid"
+  say "customers, $backend, $n customers: seeding"
+  "$LOADKIT" seed-customers --db "$db" --prefix curve-customer- --count "$n" >/dev/null ||
+    die "seeding customers failed"
+  start_gateway "customers-$backend-$n" "$cfg"
+  figure rss_start_mib "$backend" "$n" "$(awk '/^VmRSS:/ { printf "%.1f", $2 / 1024 }' "/proc/$gw_pid/status")"
+  local total=$((LAT_RATE * LAT_SECONDS)) cold conns=8
+  # Each key once, the connections' warm-ups taking the first ones. A single connection
+  # would have no slack at LAT_RATE: a lookup over 1 ms (PostgreSQL on a busy machine) queues
+  # every later request behind it, and the figure would be the queue, not the lookup. A
+  # handful of keys cannot feed eight warm-ups: one connection there.
+  [ "$n" -ge 1000 ] || conns=1
+  cold=$((n - conns < total ? n - conns : total))
+  key_latency "cold-$backend-$n" "$cold" "$conns" --body "key=curve-customer-{id}&action=services" \
+    --ids "1:$n" --in-order
+  key_latency "hot-$backend-$n" "$total" 8 --body "key=curve-customer-1&action=services"
+  key_latency "spread-$backend-$n" "$total" 8 --body "key=curve-customer-{id}&action=services" \
+    --ids "1:$n"
+  local run
+  for run in cold hot spread; do
+    figure "${run}_p50_us" "$backend" "$n" "$(jq .p50_us "$dir/$run-$backend-$n.json")"
+    figure "${run}_p99_us" "$backend" "$n" "$(jq .p99_us "$dir/$run-$backend-$n.json")"
+  done
+  figure cold_requests "$backend" "$n" "$cold"
+  figure rss_end_mib "$backend" "$n" "$(awk '/^VmRSS:/ { printf "%.1f", $2 / 1024 }' "/proc/$gw_pid/status")"
+  figure rss_peak_mib "$backend" "$n" "$(awk '/^VmHWM:/ { printf "%.1f", $2 / 1024 }' "/proc/$gw_pid/status")"
+  stop "$gw_pid"
+}
+
+# ---- curve soak ----
+
+soak_run() {
+  local backend=$1 requests=$2 db cfg
+  database "$backend" soak
+  cfg="$dir/soak-$backend.yaml"
+  curve_config "$cfg" "$db"
+  start_gateway "soak-$backend" "$cfg"
+  post "$GW_URL" -d "key=$KEY&action=services" -o "$dir/soak-services.json"
+  local rate_units
+  rate_units=$(jq -r --argjson s "$SERVICE" '.[] | select(.service == $s) | .rate' "$dir/soak-services.json" |
+    awk '{ printf "%.0f", $1 * 100000 }')
+  stop "$gw_pid"
+  say "soak, $backend: seeding $SOAK_ORDERS finished orders"
+  "$LOADKIT" seed --db "$db" --client bench --orders "$SOAK_ORDERS" --upstream sim --service "$SERVICE" \
+    --upstream-service "$UP_SERVICE" --rate-units "$rate_units" >"$dir/soak-seed.json" || die "seeding failed"
+  local first last
+  first=$(jq -r '.orders_in_db - .seeded + 1' "$dir/soak-seed.json")
+  last=$(jq -r '.orders_in_db' "$dir/soak-seed.json")
+  start_gateway "soak-$backend" "$cfg"
+  say "soak, $backend: $requests requests at $RATE/s"
+  local j="$dir/soak-$backend.json" w="$OUT/soak-$backend-windows.tsv"
+  "${ON_CLIENT[@]}" "$LOADKIT" soak --url "$GW_URL" --key "$KEY" --ids "$first:$last" \
+    --service "$SERVICE" --quantity "$QTY" --requests "$requests" --rate "$RATE" --batches-per-10k 500 \
+    --window-s "$WINDOW" --pid "$gw_pid" --windows "$w" >"$j" || die "the soak run failed"
+  "$LOADKIT" check --db "$db" >/dev/null || die "the ledger check failed after the soak"
+  stop "$gw_pid"
+  # The plots: one point per window, over time.
+  tail -n +2 "$w" | while IFS=$'\t' read -r t _ errors p50 p99 rss; do
+    figure p99_us "$backend" "$t" "$p99"
+    figure p50_us "$backend" "$t" "$p50"
+    figure rss_mib "$backend" "$t" "$rss"
+    figure errors "$backend" "$t" "$errors"
+  done
+  soak_rows+=("| $backend | $(jq .scheduled "$j") | $RATE | $(jq .errors "$j") | $(jq .p50_us "$j") | $(jq .p99_us "$j") | $(jq .worst_window_p99_us "$j") (at $(jq .worst_window_s "$j") s) | $(jq .rss_start_mib "$j") | $(jq .rss_end_mib "$j") | $(jq .rss_max_mib "$j") |")
+  [ "$(jq .errors "$j")" = 0 ] || notes+=("soak $backend: errors $(jq -c .by_kind "$j")")
+}
+
 case "$curve" in
   ledger)
     cat >"$dir/add.lua" <<EOF
@@ -394,13 +587,36 @@ EOF
       done
     done
     ;;
+  catalog)
+    for n in $SIZES; do catalog_point "$n"; done
+    ;;
+  customers)
+    for backend in $BACKENDS; do
+      for n in $SIZES; do customers_point "$backend" "$n"; done
+    done
+    ;;
+  soak)
+    soak_rows=()
+    for backend in $BACKENDS; do soak_run "$backend" "$SIZES"; done
+    ;;
 esac
 
 # ---- the table and the plots ----
 
-# The table: one row per series and size, one column per figure, in the order measured.
+# The table: one row per series and size, one column per figure, in the order measured (the
+# soak: one row per backend, its windows being in the plots and in soak-*-windows.tsv).
 metrics=$(cut -f1 "$data" | awk '!seen[$0]++')
-{
+x_label="size ($(case "$curve" in catalog) echo services ;; customers) echo customers ;; *) echo orders ;; esac))"
+linear=()
+if [ "$curve" = soak ]; then
+  x_label="time (s), ${WINDOW} s windows"
+  linear=(--linear-x)
+  {
+    echo "| backend | requests | rate/s | errors | p50_us | p99_us | worst window p99_us | rss_start_mib | rss_end_mib | rss_max_mib |"
+    echo "|---|---|---|---|---|---|---|---|---|---|"
+    for r in "${soak_rows[@]}"; do echo "$r"; done
+  } >"$OUT/$curve.md"
+else {
   echo "| series | size | $(echo "$metrics" | paste -sd'|' | sed 's/|/ | /g') |"
   echo "|---|---|$(echo "$metrics" | sed 's/.*/---/' | paste -sd'|')|"
   cut -f2,3 "$data" | awk '!seen[$0]++' | while IFS=$'\t' read -r series size; do
@@ -412,11 +628,11 @@ metrics=$(cut -f1 "$data" | awk '!seen[$0]++')
     echo "$line"
   done
 } >"$OUT/$curve.md"
-x_label="size (orders)"
+fi
 [ "$curve" = instances ] && x_label="instances (gateways, one core each)"
 for m in $metrics; do
   "$LOADKIT" plot --data "$data" --metric "$m" --title "$curve: $m" --x-label "$x_label" \
-    --y-label "$m" --out "$OUT/$curve-$m.png" || die "plotting $m failed"
+    --y-label "$m" --out "$OUT/$curve-$m.png" "${linear[@]}" || die "plotting $m failed"
 done
 {
   echo "date: $(date -u '+%Y-%m-%d %H:%M:%S UTC'); load: $(cut -d' ' -f1-3 /proc/loadavg); $(nproc) cores ($pinning); $profile build"

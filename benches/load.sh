@@ -17,21 +17,21 @@
 # RUNTIMES (the gateway's runtime models measured side by side, each its own gateway on a copy
 # of the same ledger, against the same baselines: "multi_thread thread_per_core"),
 # RUNTIME_THREADS (their `runtime.threads`; unset: the cores the gateway may run on, one when
-# pinned), CARGO_TARGET_DIR.
+# pinned), CARGO_TARGET_DIR, SKIP_BUILD=1 (use the binaries already built).
 #
-#   bash benches/load.sh curve ledger|sync|instances
+#   bash benches/load.sh curve ledger|sync|instances|catalog|customers|soak
 #
 # One scale curve instead (benches/curves.sh says what each measures, and its knobs: SIZES,
-# BACKENDS, QUICK=1 for tiny sizes on a dev build, as CI runs them).
+# BACKENDS, REQUESTS, QUICK=1 for tiny sizes on a dev build, as CI runs them).
 set -euo pipefail
 
 mode="${1:-rows}"
 curve="${2:-}"
 case "$mode:$curve" in
   rows:) ;;
-  curve:ledger | curve:sync | curve:instances) ;;
+  curve:ledger | curve:sync | curve:instances | curve:catalog | curve:customers | curve:soak) ;;
   *)
-    echo "usage: bash benches/load.sh [curve ledger|curve sync|curve instances]" >&2
+    echo "usage: bash benches/load.sh [curve ledger|sync|instances|catalog|customers|soak]" >&2
     exit 2
     ;;
 esac
@@ -66,6 +66,9 @@ if [ "$mode" = curve ]; then
   # The plots' text is drawn from this font file (no fontconfig needed).
   [ -f /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf ] || missing+=(fonts-dejavu-core)
   command -v psql >/dev/null 2>&1 || missing+=(postgresql-client)
+  if [ "$curve" = catalog ]; then
+    command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || missing+=(nginx-light)
+  fi
 else
   command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || missing+=(nginx-light)
 fi
@@ -84,8 +87,14 @@ if [ "$mode" = curve ] && [ "${QUICK:-0}" = 1 ]; then
 else
   profile=release profile_dir=release
 fi
-say "building $profile (panelgate, loadkit)"
-cargo build --profile "$profile" --locked --bin panelgate --example loadkit >&2
+# SKIP_BUILD=1 measures the binaries already built (a rebuild of the release loadkit takes
+# minutes on the shared machine, and a run right after an edit of a comment need not wait).
+if [ "${SKIP_BUILD:-0}" = 1 ]; then
+  say "not building: using the $profile binaries there are"
+else
+  say "building $profile (panelgate, loadkit)"
+  cargo build --profile "$profile" --locked --bin panelgate --example loadkit >&2
+fi
 target_dir="${CARGO_TARGET_DIR:-$repo/target}"
 PANELGATE="$target_dir/$profile_dir/panelgate"
 LOADKIT="$target_dir/$profile_dir/examples/loadkit"
@@ -271,6 +280,55 @@ fmt0() { awk -v a="$1" 'BEGIN { printf "%.0f", a }'; }
 
 post() { curl -sS --max-time 30 "$@"; }
 
+# nginx_conf FILE PORT: Debian's defaults, one worker, no access log, keep-alive without a
+# request cap, serving $dir/www (services.json with its .gz beside it, and status.json).
+nginx_conf() {
+  local file=$1 port=$2
+  mkdir -p "$dir/www" "$dir/nginx-temp"
+  chmod 755 "$dir/www"
+  cat >"$file" <<EOF
+worker_processes 1;
+pid $dir/nginx.pid;
+error_log $dir/nginx-error.log;
+events { worker_connections 1024; }
+http {
+  sendfile on;
+  tcp_nopush on;
+  types_hash_max_size 2048;
+  include /etc/nginx/mime.types;
+  default_type application/octet-stream;
+  access_log off;
+  keepalive_requests 1000000;
+  client_body_temp_path $dir/nginx-temp/body;
+  proxy_temp_path $dir/nginx-temp/proxy;
+  fastcgi_temp_path $dir/nginx-temp/fastcgi;
+  uwsgi_temp_path $dir/nginx-temp/uwsgi;
+  scgi_temp_path $dir/nginx-temp/scgi;
+  server {
+    listen 127.0.0.1:$port;
+    root $dir/www;
+    location = /services.json { gzip_static on; }
+    # The status row POSTs its request here: a static file answers a POST with 405, which
+    # this turns into the file itself.
+    location = /status.json { error_page 405 =200 \$uri; }
+  }
+}
+EOF
+}
+
+# start_nginx PORT: nginx on $dir/nginx.conf, answering on PORT; its pid in $nginx_pid.
+start_nginx() {
+  local port=$1
+  start nginx "${ON_SERVER[@]}" "$NGINX" -p "$dir" -c "$dir/nginx.conf" -g 'daemon off;'
+  nginx_pid=$started
+  for _ in $(seq 1 100); do
+    curl -sf -o /dev/null --max-time 1 "http://127.0.0.1:$port/services.json" && return 0
+    kill -0 "$nginx_pid" 2>/dev/null || { cat "$dir/nginx.err" "$dir/nginx-error.log" >&2 2>/dev/null; die "nginx exited at start"; }
+    sleep 0.1
+  done
+  die "nginx did not answer within 10 s"
+}
+
 rows=()
 notes=()
 row() { rows+=("$1|$2|$3|$4|$5|$6"); }
@@ -393,43 +451,9 @@ gzip_bytes=$(stat -c %s "$dir/www/services.json.gz")
 chmod 644 "$dir/www/"*
 
 NGINX_PORT=$(free_port)
-cat >"$dir/nginx.conf" <<EOF
-# Debian's defaults, one worker, no access log, keep-alive without a request cap.
-worker_processes 1;
-pid $dir/nginx.pid;
-error_log $dir/nginx-error.log;
-events { worker_connections 1024; }
-http {
-  sendfile on;
-  tcp_nopush on;
-  types_hash_max_size 2048;
-  include /etc/nginx/mime.types;
-  default_type application/octet-stream;
-  access_log off;
-  keepalive_requests 1000000;
-  client_body_temp_path $dir/nginx-temp/body;
-  proxy_temp_path $dir/nginx-temp/proxy;
-  fastcgi_temp_path $dir/nginx-temp/fastcgi;
-  uwsgi_temp_path $dir/nginx-temp/uwsgi;
-  scgi_temp_path $dir/nginx-temp/scgi;
-  server {
-    listen 127.0.0.1:$NGINX_PORT;
-    root $dir/www;
-    location = /services.json { gzip_static on; }
-    # Row 3 POSTs the status request here: a static file answers a POST with 405, which this
-    # turns into the file itself.
-    location = /status.json { error_page 405 =200 \$uri; }
-  }
-}
-EOF
-start nginx "${ON_SERVER[@]}" "$NGINX" -p "$dir" -c "$dir/nginx.conf" -g 'daemon off;'
-nginx_pid=$started
+nginx_conf "$dir/nginx.conf" "$NGINX_PORT"
+start_nginx "$NGINX_PORT"
 NGINX_URL="http://127.0.0.1:$NGINX_PORT/services.json"
-for _ in $(seq 1 100); do
-  curl -sf -o /dev/null --max-time 1 "$NGINX_URL" && break
-  kill -0 "$nginx_pid" 2>/dev/null || { cat "$dir/nginx.err" "$dir/nginx-error.log" >&2 2>/dev/null; die "nginx exited at start"; }
-  sleep 0.1
-done
 curl -sS --max-time 5 -o "$dir/nginx-plain" "$NGINX_URL" || die "nginx does not answer"
 cmp -s "$dir/nginx-plain" "$dir/www/services.json" || die "nginx does not serve the same JSON bytes"
 curl -sS --max-time 5 -D "$dir/nginx-gzip-headers.txt" -o "$dir/nginx-gzip" -H 'Accept-Encoding: gzip' "$NGINX_URL"

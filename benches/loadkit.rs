@@ -39,6 +39,8 @@ use tokio::sync::mpsc::{UnboundedReceiver, unbounded_channel};
 mod curves;
 #[path = "loadkit/seed.rs"]
 mod seed;
+#[path = "loadkit/soak.rs"]
+mod soak;
 
 /// panelgate's own schema, so the baseline writes into exactly the tables, indexes, checks
 /// and triggers the gateway writes into.
@@ -89,6 +91,10 @@ enum Command {
         /// that the requests spread over a whole ledger instead of one cached order.
         #[arg(long)]
         ids: Option<String>,
+        /// Draw the ids of `--ids` in order, LO first, instead of at random: each is used
+        /// once while the run has fewer requests than ids (first requests, with cold caches).
+        #[arg(long)]
+        in_order: bool,
     },
     /// Adds orders (and their charge and refund entries) to a panelgate database: finished
     /// history, or with `--open` placed orders for sync to follow.
@@ -121,6 +127,55 @@ enum Command {
         #[arg(long, default_value_t = 50_000_000)]
         first_upstream_order: i64,
     },
+    /// Adds `count` customers named `{prefix}{i}`, each with that name as its API key (stored
+    /// hashed as the gateway stores keys), i = 1 … count.
+    SeedCustomers {
+        /// A SQLite file, or a `postgres://` URL.
+        #[arg(long)]
+        db: String,
+        #[arg(long)]
+        prefix: String,
+        #[arg(long)]
+        count: u64,
+    },
+    /// A fixed-rate open-loop mix (status, status of 100, a few adds, services now and then)
+    /// with latency, errors and the gateway's RSS per time window.
+    Soak {
+        #[arg(long)]
+        url: String,
+        #[arg(long)]
+        key: String,
+        /// `LO:HI`: the existing orders asked about.
+        #[arg(long)]
+        ids: String,
+        #[arg(long)]
+        service: u64,
+        #[arg(long)]
+        quantity: u64,
+        #[arg(long)]
+        requests: u64,
+        /// Requests per second.
+        #[arg(long)]
+        rate: f64,
+        /// Per 10,000 requests.
+        #[arg(long, default_value_t = 300)]
+        adds_per_10k: u64,
+        /// Per 10,000 requests: status of 100 orders (the rest ask about one).
+        #[arg(long, default_value_t = 2_000)]
+        batches_per_10k: u64,
+        #[arg(long, default_value_t = 5.0)]
+        services_every_s: f64,
+        #[arg(long, default_value_t = 10.0)]
+        window_s: f64,
+        #[arg(long, default_value_t = 16)]
+        connections: usize,
+        /// The gateway's pid, for its VmRSS.
+        #[arg(long)]
+        pid: u32,
+        /// Where the per-window table (TSV) goes.
+        #[arg(long)]
+        windows: PathBuf,
+    },
     #[command(flatten)]
     Curve(curves::Command),
     /// Counts orders and ledger entries, and checks that every client's balance is the sum
@@ -146,13 +201,14 @@ fn main() -> Result<()> {
             seconds,
             connections,
             ids,
+            in_order,
         } => {
             ensure!(
                 rate > 0.0 && seconds > 0.0,
                 "rate and seconds must be above 0"
             );
             ensure!(connections > 0, "at least one connection");
-            let target = Target::new(&url, body, &headers)?.spread(ids.as_deref())?;
+            let target = Target::new(&url, body, &headers)?.spread(ids.as_deref(), in_order)?;
             // One thread is plenty for the rates measured here, and keeps the generator on
             // the single core it is pinned to without work-stealing hand-offs.
             tokio::runtime::Builder::new_current_thread()
@@ -183,6 +239,42 @@ fn main() -> Result<()> {
                 first_upstream_order,
             },
         ),
+        Command::SeedCustomers { db, prefix, count } => seed::seed_customers(&db, &prefix, count),
+        Command::Soak {
+            url,
+            key,
+            ids,
+            service,
+            quantity,
+            requests,
+            rate,
+            adds_per_10k,
+            batches_per_10k,
+            services_every_s,
+            window_s,
+            connections,
+            pid,
+            windows,
+        } => {
+            let (lo, hi) = ids.split_once(':').context("--ids is LO:HI")?;
+            ensure!(window_s > 0.0 && services_every_s > 0.0, "times above 0");
+            soak::run(soak::Mix {
+                url,
+                key,
+                ids: (lo.parse()?, hi.parse()?),
+                service,
+                quantity,
+                requests,
+                rate,
+                adds_per_10k,
+                batches_per_10k,
+                services_every: Duration::from_secs_f64(services_every_s),
+                window: Duration::from_secs_f64(window_s),
+                connections,
+                pid,
+                windows,
+            })
+        }
         Command::Curve(command) => curves::run(command),
         Command::Check { db } => check(&db),
     }
@@ -426,6 +518,8 @@ struct Target {
     headers: Vec<(HeaderName, HeaderValue)>,
     /// Ids to put in place of `{id}` in the body, and how many were drawn.
     ids: Option<(u64, u64, std::sync::atomic::AtomicU64)>,
+    /// Draw the ids in order instead of at random.
+    in_order: bool,
 }
 
 impl Target {
@@ -465,11 +559,13 @@ impl Target {
             body: Bytes::from(body),
             headers,
             ids: None,
+            in_order: false,
         })
     }
 
     /// Draws each request's `{id}` from `LO:HI` (none given: the body as it is).
-    fn spread(mut self, ids: Option<&str>) -> Result<Target> {
+    fn spread(mut self, ids: Option<&str>, in_order: bool) -> Result<Target> {
+        self.in_order = in_order;
         if let Some(range) = ids {
             let (lo, hi) = range.split_once(':').context("--ids is LO:HI")?;
             let (lo, hi): (u64, u64) = (lo.parse()?, hi.parse()?);
@@ -484,12 +580,18 @@ impl Target {
             return self.body.clone();
         };
         let n = drawn.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let id = lo + splitmix(n) % (hi - lo + 1);
+        let draw = if self.in_order { n } else { splitmix(n) };
+        let id = lo + draw % (hi - lo + 1);
         let text = String::from_utf8_lossy(&self.body).replace("{id}", &id.to_string());
         Bytes::from(text)
     }
 
     fn request(&self) -> Request<Full<Bytes>> {
+        self.request_with(self.body())
+    }
+
+    /// A request with this body instead of the target's own.
+    fn request_with(&self, body: Bytes) -> Request<Full<Bytes>> {
         let mut builder = Request::post(self.path.as_str())
             .header(HOST, self.authority.as_str())
             .header(CONTENT_TYPE, "application/x-www-form-urlencoded");
@@ -497,7 +599,7 @@ impl Target {
             builder = builder.header(name, value);
         }
         builder
-            .body(Full::new(self.body()))
+            .body(Full::new(body))
             .expect("the parts were validated")
     }
 }

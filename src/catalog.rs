@@ -668,7 +668,13 @@ impl Catalog {
         if same_sources(&current.sources, &lists) {
             return current;
         }
+        // What a refresh costs the request that waits on it; it grows with the lists, and
+        // an operator with a big catalog sizes catalog.ttl by it.
+        let started = clock::now();
         let built = Arc::new(LocalCatalog::build(&self.cfg, &lists));
+        self.metrics
+            .catalog_build_seconds
+            .set(started.elapsed().as_secs_f64());
         self.report(&built);
         self.current.store(built.clone());
         built

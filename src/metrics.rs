@@ -7,7 +7,7 @@
 
 use prometheus::core::Collector;
 use prometheus::{
-    CounterVec, Encoder, GaugeVec, HistogramOpts, HistogramVec, IntCounter, IntCounterVec,
+    CounterVec, Encoder, Gauge, GaugeVec, HistogramOpts, HistogramVec, IntCounter, IntCounterVec,
     IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
 };
 use rust_decimal::Decimal;
@@ -33,6 +33,7 @@ pub struct Metrics {
     pub catalog_refreshes: IntCounterVec,
     pub catalog_services: IntGaugeVec,
     pub catalog_age_seconds: GaugeVec,
+    pub catalog_build_seconds: Gauge,
     pub upstream_services_listed: IntGaugeVec,
     pub upstream_currency_mismatch: IntGaugeVec,
     pub targets_skipped: IntCounterVec,
@@ -152,6 +153,12 @@ const CATALOG_AGE_SECONDS: Spec = Spec {
     labels: &["upstream"],
 };
 
+const CATALOG_BUILD_SECONDS: Spec = Spec {
+    name: "panelgate_catalog_build_seconds",
+    help: "Time the last catalog build took: prices, listings and their gzip, for every group.",
+    labels: &[],
+};
+
 // Orders and money.
 const TARGETS_SKIPPED: Spec = Spec {
     name: "panelgate_order_targets_skipped_total",
@@ -246,6 +253,10 @@ fn single_gauge(r: &Registry, spec: &Spec) -> IntGauge {
     register(r, IntGauge::with_opts(opts(spec)).expect("valid metric"))
 }
 
+fn single_float_gauge(r: &Registry, spec: &Spec) -> Gauge {
+    register(r, Gauge::with_opts(opts(spec)).expect("valid metric"))
+}
+
 fn amount(r: &Registry, spec: &Spec) -> CounterVec {
     register(
         r,
@@ -303,6 +314,7 @@ impl Metrics {
             catalog_refreshes: counter(&r, &CATALOG_REFRESHES),
             catalog_services: gauge(&r, &CATALOG_SERVICES),
             catalog_age_seconds: float_gauge(&r, &CATALOG_AGE_SECONDS),
+            catalog_build_seconds: single_float_gauge(&r, &CATALOG_BUILD_SECONDS),
             // Orders and money.
             targets_skipped: counter(&r, &TARGETS_SKIPPED),
             orders_placed: counter(&r, &ORDERS_PLACED),

@@ -253,6 +253,8 @@ async fn metrics_move_with_the_workload_and_pass_promtool() {
         r#"panelgate_catalog_list_age_seconds{upstream="alpha"}"#,
     );
     assert!((0.0..300.0).contains(&age), "{age}");
+    // Exported from the first build on, for the operator to size catalog.ttl by.
+    assert!(get(&s, "panelgate_catalog_build_seconds") >= 0.0);
     assert_eq!(
         get(&s, r#"panelgate_upstream_healthy{upstream="alpha"}"#),
         1.0

@@ -79,6 +79,9 @@ pub enum Command {
         y_label: String,
         #[arg(long)]
         out: PathBuf,
+        /// x on a linear scale (a time axis) instead of a log one (sizes).
+        #[arg(long)]
+        linear_x: bool,
         /// A TrueType font for the text (Debian's fonts-dejavu-core).
         #[arg(
             long,
@@ -135,6 +138,7 @@ pub fn run(command: Command) -> Result<()> {
             x_label,
             y_label,
             out,
+            linear_x,
             font,
         } => plot(
             &data,
@@ -143,6 +147,7 @@ pub fn run(command: Command) -> Result<()> {
                 title,
                 x_label,
                 y_label,
+                linear_x,
             },
             &out,
             &font,
@@ -373,6 +378,7 @@ struct Labels {
     title: String,
     x_label: String,
     y_label: String,
+    linear_x: bool,
 }
 
 /// One line of a plot: its name and its (size, value) points.
@@ -420,15 +426,41 @@ fn plot(data: &PathBuf, metric: &str, l: &Labels, out: &PathBuf, font: &PathBuf)
     });
     let root = BitMapBackend::new(out, (800, 480)).into_drawing_area();
     root.fill(&WHITE)?;
-    let mut chart = ChartBuilder::on(&root)
+    let y = 0_f64..(y_max * 1.15).max(f64::MIN_POSITIVE);
+    if l.linear_x {
+        draw(&root, &series, l, 0_f64..x_max * 1.02, y)?;
+    } else {
+        draw(
+            &root,
+            &series,
+            l,
+            (x_min * 0.8..x_max * 1.25).log_scale(),
+            y,
+        )?;
+    }
+    root.present()?;
+    Ok(())
+}
+
+/// The chart on `root`, x over `x` (a log or a linear range).
+fn draw<X>(
+    root: &plotters::drawing::DrawingArea<plotters::prelude::BitMapBackend, plotters::coord::Shift>,
+    series: &[Series],
+    l: &Labels,
+    x: X,
+    y: std::ops::Range<f64>,
+) -> Result<()>
+where
+    X: plotters::coord::ranged1d::AsRangedCoord<Value = f64>,
+    X::CoordDescType: plotters::coord::ranged1d::ValueFormatter<f64>,
+{
+    use plotters::prelude::*;
+    let mut chart = ChartBuilder::on(root)
         .caption(&l.title, ("sans-serif", 20))
         .margin(14)
         .x_label_area_size(44)
         .y_label_area_size(80)
-        .build_cartesian_2d(
-            (x_min * 0.8..x_max * 1.25).log_scale(),
-            0_f64..(y_max * 1.15).max(f64::MIN_POSITIVE),
-        )?;
+        .build_cartesian_2d(x, y)?;
     chart
         .configure_mesh()
         .x_desc(&l.x_label)
@@ -456,7 +488,6 @@ fn plot(data: &PathBuf, metric: &str, l: &Labels, out: &PathBuf, font: &PathBuf)
         .background_style(WHITE.mix(0.85))
         .border_style(BLACK)
         .draw()?;
-    root.present()?;
     Ok(())
 }
 

@@ -257,3 +257,72 @@ fn insert_orders<D: Sql>(s: &Seed, customer: i64, now: i64) -> String {
         start = now - span,
     )
 }
+
+/// `seed-customers`: `count` customers named `{prefix}{i}` whose API key is that same text
+/// (i = 1 … count), stored hashed the way the gateway hashes keys (`panelgate::keys::hash`),
+/// in the default price group with no balance (so the ledger check holds without entries).
+pub fn seed_customers(db: &str, prefix: &str, count: u64) -> Result<()> {
+    ensure!(
+        prefix
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-'),
+        "the prefix is part of API keys sent in form bodies: letters, digits and - only"
+    );
+    let now = panelgate::sync::now_ms();
+    let rows = (1..=count).map(|i| {
+        let key = format!("{prefix}{i}");
+        let hash = panelgate::keys::hash(&key).to_vec();
+        (key, hash)
+    });
+    if db.starts_with("postgres://") || db.starts_with("postgresql://") {
+        seed_customers_pg(db, rows.collect(), now)?;
+    } else {
+        let mut conn =
+            super::open_like_panelgate(Path::new(db), rusqlite::OpenFlags::SQLITE_OPEN_READ_WRITE)?;
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        {
+            let mut insert = tx.prepare(
+                "INSERT INTO customers (name, key_hash, grp, created_at) \
+                 VALUES (?, ?, 'default', ?)",
+            )?;
+            for (name, hash) in rows {
+                insert.execute(rusqlite::params![name, hash, now])?;
+            }
+        }
+        tx.commit()?;
+        conn.execute_batch("ANALYZE")?;
+    }
+    println!("{}", json!({ "customers": count, "prefix": prefix }));
+    Ok(())
+}
+
+fn seed_customers_pg(db: &str, rows: Vec<(String, Vec<u8>)>, now: i64) -> Result<()> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(async {
+        let mut conn: sqlx::PgConnection = sqlx::Connection::connect(db)
+            .await
+            .with_context(|| format!("connecting to {db}"))?;
+        // Ten thousand a statement: one round trip each, well within a statement's limits.
+        for chunk in rows.chunks(10_000) {
+            let (names, hashes): (Vec<&str>, Vec<&[u8]>) = chunk
+                .iter()
+                .map(|(n, h)| (n.as_str(), h.as_slice()))
+                .unzip();
+            sqlx::query(
+                "INSERT INTO customers (name, key_hash, grp, created_at) \
+                 SELECT n, h, 'default', $3 FROM UNNEST($1::text[], $2::bytea[]) AS t(n, h)",
+            )
+            .bind(&names)
+            .bind(&hashes)
+            .bind(now)
+            .execute(&mut conn)
+            .await?;
+        }
+        sqlx::raw_sql("VACUUM ANALYZE customers")
+            .execute(&mut conn)
+            .await?;
+        Ok(())
+    })
+}
