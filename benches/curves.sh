@@ -377,6 +377,12 @@ request = function()
   return wrk.format(nil, nil, nil, "key=$KEY&action=status&order=" .. math.random($first, $last))
 end
 EOF
+  # The API answers errors with HTTP 200, which wrk counts as answers: every instance must
+  # answer a status of the seeded orders with a status before its req/s mean anything.
+  for i in $(seq 1 "$n"); do
+    post "${inst_urls[$i]}" -d "key=$KEY&action=status&order=$last" | jq -e 'has("status")' >/dev/null ||
+      die "instance $i of $n does not answer the status of order $last"
+  done
   say "instances: $n, status"
   instances_run status "$n" "$dir/status-random.lua"
   say "instances: $n, add"
