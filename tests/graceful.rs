@@ -160,14 +160,8 @@ async fn a_changed_config_file_is_picked_up() {
 async fn sighup_reloads_and_sigterm_finishes_in_flight_requests() {
     let dir = Scratch::new("signals");
     let config = dir.path("config.yaml");
-    let upstream = format!("127.0.0.1:{}", common::free_port());
-    std::fs::write(
-        &config,
-        format!(
-            "listen: \"127.0.0.1:0\"\ndatabase: \"sqlite://gw.db\"\nconfig_poll: 0s\nupstreams:\n  - name: up\n    url: \"http://{upstream}/api/v2\"\n    key: up-key-123\n    simulate: {{ speed: 100000, faults: {{ slow: 1, slow_ms: 700, actions: [add] }} }}\nservices:\n  - id: 1\n    upstream: up\n    service: 101\n    markup: {{ percent: 25 }}\nclients:\n  - name: ann\n    key: ann-key-0123456789\n    balance: \"10\"\n",
-        ),
-    )
-    .unwrap();
+    let (text, upstream) = common::slow_add_config("");
+    std::fs::write(&config, text).unwrap();
     let mut command = Command::new(env!("CARGO_BIN_EXE_panelgate"));
     command.args(["serve", "--config"]).arg(&config);
     let server = common::Spawned::start(command);

@@ -55,14 +55,8 @@ async fn every_core_serves_the_api_and_the_gateway_drains_on_stop() {
 async fn sigterm_lets_an_order_in_flight_on_a_core_finish() {
     let dir = Scratch::new("cores");
     let config = dir.path("config.yaml");
-    let upstream = format!("127.0.0.1:{}", common::free_port());
-    std::fs::write(
-        &config,
-        format!(
-            "listen: \"127.0.0.1:0\"\ndatabase: \"sqlite://gw.db\"\nconfig_poll: 0s\n{THREE_CORES}upstreams:\n  - name: up\n    url: \"http://{upstream}/api/v2\"\n    key: up-key-123\n    simulate: {{ speed: 100000, faults: {{ slow: 1, slow_ms: 700, actions: [add] }} }}\nservices:\n  - id: 1\n    upstream: up\n    service: 101\n    markup: {{ percent: 25 }}\nclients:\n  - name: ann\n    key: ann-key-0123456789\n    balance: \"10\"\n",
-        ),
-    )
-    .unwrap();
+    let (text, upstream) = common::slow_add_config(THREE_CORES);
+    std::fs::write(&config, text).unwrap();
     let mut command = Command::new(env!("CARGO_BIN_EXE_panelgate"));
     command.args(["serve", "--config"]).arg(&config);
     let server = common::Spawned::start(command);

@@ -125,6 +125,17 @@ impl SelfSigned {
     }
 }
 
+/// A config for `panelgate serve` whose one upstream, simulated by `serve` itself on a free
+/// port, takes 700 ms over every `add`: for stopping the gateway with an order in flight.
+/// `extra` goes in before `upstreams:`. Returns the config and the upstream's address.
+pub fn slow_add_config(extra: &str) -> (String, String) {
+    let upstream = format!("127.0.0.1:{}", free_port());
+    let config = format!(
+        "listen: \"127.0.0.1:0\"\ndatabase: \"sqlite://gw.db\"\nconfig_poll: 0s\n{extra}upstreams:\n  - name: up\n    url: \"http://{upstream}/api/v2\"\n    key: up-key-123\n    simulate: {{ speed: 100000, faults: {{ slow: 1, slow_ms: 700, actions: [add] }} }}\nservices:\n  - id: 1\n    upstream: up\n    service: 101\n    markup: {{ percent: 25 }}\nclients:\n  - name: ann\n    key: ann-key-0123456789\n    balance: \"10\"\n",
+    );
+    (config, upstream)
+}
+
 /// A loopback port free a moment ago, for a config that must name its upstream's port before
 /// the upstream is started (`simulate:` upstreams are started by `serve` itself).
 pub fn free_port() -> u16 {
