@@ -208,9 +208,14 @@ start_gateway() {
 
 # A free loopback port for nginx and the admin API (the servers here that cannot pick their own).
 free_port() {
-  local port
+  local port low
+  # Below the kernel's range of ephemeral ports: a client connection (this run's own wrk, curl
+  # and database connections among them) can hold any port in that range as its local end,
+  # and nothing here would see it before the server's bind failed.
+  low=$(awk '{ print $1 }' /proc/sys/net/ipv4/ip_local_port_range 2>/dev/null || echo 32768)
+  [ "$low" -gt 12000 ] || low=32768
   for _ in $(seq 1 50); do
-    port=$((20000 + RANDOM % 40000))
+    port=$((10000 + RANDOM % (low - 10000)))
     # Nothing accepts a connection there (bash's /dev/tcp, so no other tool is needed).
     if ! (: >"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
       echo "$port"
