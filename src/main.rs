@@ -439,7 +439,7 @@ async fn client(path: &Path, cmd: ClientCommand) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// `client list`: every client, one a line.
+/// `client list`: a page of clients by name, one a line.
 async fn print_clients(
     store: &dyn panelgate::store::Store,
     limit: u32,
