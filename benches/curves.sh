@@ -3,7 +3,9 @@
 #
 # curve ledger: N finished orders seeded (orders, their charge and refund entries, a balance
 #   that is their sum), then: `add` throughput (wrk, closed loop), `status` p50/p99 of orders
-#   drawn from the whole ledger (loadkit latency, fixed rate), `panelgate order list --state
+#   drawn from the whole ledger (loadkit latency, fixed rate), each after WARMUP seconds
+#   unmeasured and with the share of CPU time the hypervisor stole meanwhile (`*_steal_pct`,
+#   from /proc/stat: a take with much of it measured the host), `panelgate order list --state
 #   unknown` and `panelgate client list` (wall time of the command, best of 3), the admin API's
 #   `GET /admin/api/v1/orders?limit=50` and `/customers?limit=50` (best of 5), and the bytes on
 #   disk per order (the database's growth over the seeding, divided by N).
@@ -43,7 +45,7 @@
 # named pgcurve_* are created and dropped), RATE (sync: R, 20), BEFORE_BIN (sync: another
 # panelgate binary, e.g. one built from an older commit, measured beside this one in the same
 # run), RATE (soak: requests/s, 1000), DURATION (seconds of wrk, 8), LAT_RATE (requests/s of
-# the latency runs, 500), LAT_SECONDS (10),
+# the latency runs, 500), LAT_SECONDS (10), WARMUP (ledger: unmeasured seconds before each run, 2),
 # OUT (where the table, the data and the plots go: benches/plots, or under the work dir with
 # QUICK=1), QUICK=1 (tiny sizes, short runs, dev build: what CI runs so the scripts cannot rot).
 
@@ -173,6 +175,19 @@ best_ms() {
 
 # timed METRIC SERIES SIZE RUNS CMD...: best_ms as a figure; a failed run (an admin request
 # past curl's 30 s, say) is a note instead.
+# steal_ticks: the CPU time so far (all cores) that the hypervisor gave to other machines, and
+# the total, as "STEAL TOTAL" (clock ticks, from /proc/stat).
+steal_ticks() { awk '$1 == "cpu" { t = 0; for (i = 2; i <= 9; i++) t += $i; print $9, t }' /proc/stat; }
+
+# steal_pct "STEAL TOTAL" (from steal_ticks before a run): the share, in %, of the CPU time
+# since that went to other machines: a take with much of it measured the host, not panelgate.
+steal_pct() {
+  local s0 t0 s1 t1
+  read -r s0 t0 <<<"$1"
+  read -r s1 t1 < <(steal_ticks)
+  awk -v s="$((s1 - s0))" -v t="$((t1 - t0))" 'BEGIN { printf "%.1f", t > 0 ? 100 * s / t : 0 }'
+}
+
 timed() {
   local metric=$1 series=$2 size=$3 runs=$4 ms
   shift 4
@@ -235,18 +250,28 @@ admin:
   ADMIN_TOKEN=$("$PANELGATE" --config "$cfg" admin token add "curve$n" --role read | tail -n 1)
 
   start_gateway "gateway-$backend-$n" "$cfg"
-  local first last
+  local first last status=(latency --url "$GW_URL" --body "key=$KEY&action=status&order={id}")
   first=$(jq -r '.orders_in_db - .seeded + 1' "$dir/seed-$backend-$n.json")
   last=$(jq -r '.orders_in_db' "$dir/seed-$backend-$n.json")
-  "${ON_CLIENT[@]}" "$LOADKIT" latency --url "$GW_URL" --body "key=$KEY&action=status&order={id}" \
-    --ids "$first:$last" --rate "$LAT_RATE" --seconds "$LAT_SECONDS" --connections 8 \
+  status+=(--ids "$first:$last" --rate "$LAT_RATE" --connections 8)
+  # Unmeasured first: a gateway's first seconds (its pool's new connections, each a server
+  # process with cold caches) cost as much at 10k orders as at 1M, and are not the ledger's.
+  if [ "$WARMUP" -gt 0 ]; then
+    "${ON_CLIENT[@]}" "$LOADKIT" "${status[@]}" --seconds "$WARMUP" >/dev/null || die "the status warm-up failed"
+  fi
+  local before
+  before=$(steal_ticks)
+  "${ON_CLIENT[@]}" "$LOADKIT" "${status[@]}" --seconds "$LAT_SECONDS" \
     >"$dir/status-$backend-$n.json" || die "the status run failed"
+  figure status_steal_pct "$backend" "$n" "$(steal_pct "$before")"
   [ "$(jq .errors "$dir/status-$backend-$n.json")" = 0 ] || notes+=("ledger $backend $n: status errors $(jq .errors "$dir/status-$backend-$n.json")")
   figure status_p50_us "$backend" "$n" "$(jq .p50_us "$dir/status-$backend-$n.json")"
   figure status_p99_us "$backend" "$n" "$(jq .p99_us "$dir/status-$backend-$n.json")"
 
-  WARMUP=0 wrk_run "add-$backend-$n" "$GW_URL" -s "$dir/add.lua"
+  before=$(steal_ticks)
+  wrk_run "add-$backend-$n" "$GW_URL" -s "$dir/add.lua"
   figure add_per_s "$backend" "$n" "$(fmt0 "$(rps "add-$backend-$n")")"
+  figure add_steal_pct "$backend" "$n" "$(steal_pct "$before")"
 
   timed order_list_unknown_ms "$backend" "$n" 3 "$PANELGATE" --config "$cfg" order list --state unknown
   timed client_list_ms "$backend" "$n" 3 "$PANELGATE" --config "$cfg" client list

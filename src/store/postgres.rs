@@ -760,6 +760,28 @@ mod tests {
         }
     }
 
+    /// An index that another already is (same table, columns, operator classes, expressions
+    /// and predicate) costs every write and buys no read.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn no_index_is_another_twice() {
+        let Some(db) = PgDb::create().await else {
+            return;
+        };
+        let mut conn = PgConnection::connect_with(&db.options).await.unwrap();
+        let twice: Vec<(String,)> = sqlx::query_as(
+            "SELECT string_agg(c.relname, ' = ' ORDER BY c.relname) FROM pg_index i \
+             JOIN pg_class c ON c.oid = i.indexrelid \
+             JOIN pg_namespace n ON n.oid = c.relnamespace AND n.nspname = current_schema() \
+             GROUP BY i.indrelid, i.indkey::text, i.indclass::text, i.indisunique, \
+             pg_get_expr(i.indexprs, i.indrelid), pg_get_expr(i.indpred, i.indrelid) \
+             HAVING COUNT(*) > 1",
+        )
+        .fetch_all(&mut conn)
+        .await
+        .unwrap();
+        assert!(twice.is_empty(), "the same index twice: {twice:?}");
+    }
+
     /// What the SQLite schema refuses through STRICT tables and triggers, this one refuses
     /// too; and the ledger cannot be emptied with TRUNCATE either.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
