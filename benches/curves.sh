@@ -185,7 +185,7 @@ steal_pct() {
   local s0 t0 s1 t1
   read -r s0 t0 <<<"$1"
   read -r s1 t1 < <(steal_ticks)
-  awk -v s="$((s1 - s0))" -v t="$((t1 - t0))" 'BEGIN { printf "%.1f", t > 0 ? 100 * s / t : 0 }'
+  awk -v s="$((s1 - s0))" -v t="$((t1 - t0))" 'BEGIN { printf "%.1f", (t > 0 ? 100 * s / t : 0) }'
 }
 
 timed() {
