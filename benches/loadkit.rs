@@ -95,6 +95,10 @@ enum Command {
         /// once while the run has fewer requests than ids (first requests, with cold caches).
         #[arg(long)]
         in_order: bool,
+        /// Draw each id of `--ids` once, scattered over the range, before any is drawn again:
+        /// while the run has fewer requests than ids, no answer can come from a cache.
+        #[arg(long, conflicts_with = "in_order")]
+        once: bool,
     },
     /// Adds orders (and their charge and refund entries) to a panelgate database: finished
     /// history, or with `--open` placed orders for sync to follow.
@@ -202,13 +206,19 @@ fn main() -> Result<()> {
             connections,
             ids,
             in_order,
+            once,
         } => {
             ensure!(
                 rate > 0.0 && seconds > 0.0,
                 "rate and seconds must be above 0"
             );
             ensure!(connections > 0, "at least one connection");
-            let target = Target::new(&url, body, &headers)?.spread(ids.as_deref(), in_order)?;
+            let draw = match (in_order, once) {
+                (true, _) => Draw::InOrder,
+                (_, true) => Draw::Once,
+                _ => Draw::Random,
+            };
+            let target = Target::new(&url, body, &headers)?.spread(ids.as_deref(), draw)?;
             // One thread is plenty for the rates measured here, and keeps the generator on
             // the single core it is pinned to without work-stealing hand-offs.
             tokio::runtime::Builder::new_current_thread()
@@ -518,8 +528,18 @@ struct Target {
     headers: Vec<(HeaderName, HeaderValue)>,
     /// Ids to put in place of `{id}` in the body, and how many were drawn.
     ids: Option<(u64, u64, std::sync::atomic::AtomicU64)>,
-    /// Draw the ids in order instead of at random.
-    in_order: bool,
+    draw: Draw,
+}
+
+/// How the ids of `--ids` are drawn.
+#[derive(Clone, Copy)]
+enum Draw {
+    /// At random, with repeats (a ledger's hot and cold orders alike).
+    Random,
+    /// In order, LO first.
+    InOrder,
+    /// Each once, scattered: a stride through the range that is coprime to its length.
+    Once,
 }
 
 impl Target {
@@ -559,13 +579,13 @@ impl Target {
             body: Bytes::from(body),
             headers,
             ids: None,
-            in_order: false,
+            draw: Draw::Random,
         })
     }
 
     /// Draws each request's `{id}` from `LO:HI` (none given: the body as it is).
-    fn spread(mut self, ids: Option<&str>, in_order: bool) -> Result<Target> {
-        self.in_order = in_order;
+    fn spread(mut self, ids: Option<&str>, draw: Draw) -> Result<Target> {
+        self.draw = draw;
         if let Some(range) = ids {
             let (lo, hi) = range.split_once(':').context("--ids is LO:HI")?;
             let (lo, hi): (u64, u64) = (lo.parse()?, hi.parse()?);
@@ -580,8 +600,15 @@ impl Target {
             return self.body.clone();
         };
         let n = drawn.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let draw = if self.in_order { n } else { splitmix(n) };
-        let id = lo + draw % (hi - lo + 1);
+        let len = hi - lo + 1;
+        let id = lo
+            + match self.draw {
+                Draw::InOrder => n % len,
+                Draw::Random => splitmix(n) % len,
+                // A prime above any range here (so coprime to its length): n ↦ n·P mod len
+                // visits every id once per len draws, consecutive ones far apart.
+                Draw::Once => ((n % len) as u128 * 2_654_435_761 % len as u128) as u64,
+            };
         let text = String::from_utf8_lossy(&self.body).replace("{id}", &id.to_string());
         Bytes::from(text)
     }

@@ -232,13 +232,15 @@ pub async fn replay(journal: &Journal, store: &dyn Store) -> Result<usize, Journ
 
 /// Records `p` as placed, once: an order already placed with that upstream order is fine,
 /// and one the start-up recovery already made `unknown` is resolved to placed. An error is
-/// the store's (worth retrying); an order in any other state is left for the operator.
+/// the store's (worth retrying); an order in any other state is left for the operator, and
+/// so is an upstream order id that another order already holds.
 pub async fn record(store: &dyn Store, p: &Placed) -> Result<(), StoreError> {
     match store
         .mark_placed(p.order, &p.upstream_order, now_ms())
         .await
     {
         Err(StoreError::Conflict(_) | StoreError::NotFound) => {}
+        Err(StoreError::Duplicate(_)) => return held_by_another(store, p).await,
         other => return other,
     }
     let order = store.order(p.order).await?;
@@ -256,6 +258,24 @@ pub async fn record(store: &dyn Store, p: &Placed) -> Result<(), StoreError> {
             tracing::error!(order = p.order, upstream = %p.upstream, upstream_order = %p.upstream_order, state = order.map(|o| o.state.as_str()), %why, "upstream order could not be recorded on its order; resolve it with `panelgate order resolve`");
             Ok(())
         }
+        other => other,
+    }
+}
+
+/// The upstream answered with an order id another local order holds: it reused its ids (a
+/// panel restored from a backup, or started anew). No write will ever take the id as it is,
+/// so it is not retried (nor kept, nor replayed at every start): the order becomes `unknown`
+/// for the operator, its funds held, with the upstream's answer in its note.
+async fn held_by_another(store: &dyn Store, p: &Placed) -> Result<(), StoreError> {
+    let note = format!(
+        "{} answered upstream order {}, which another order already holds (the upstream may \
+         have reused its order ids): look this order up there by its link, then resolve it",
+        p.upstream, p.upstream_order
+    );
+    tracing::error!(order = p.order, upstream = %p.upstream, upstream_order = %p.upstream_order, "the upstream answered an order id another order holds; the order is left unknown for the operator");
+    match store.mark_unknown(p.order, &note, now_ms()).await {
+        // No longer dispatching: whatever moved it is the operator's to see.
+        Err(StoreError::Conflict(_) | StoreError::NotFound) => Ok(()),
         other => other,
     }
 }

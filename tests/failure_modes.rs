@@ -182,15 +182,7 @@ async fn an_order_the_upstream_loses_stays_charged_and_is_shown_to_the_operator(
         .await;
     env.wait_status(&key, id, &["In progress"]).await;
     // alpha comes back from a restore without the order: "Incorrect order ID" for it.
-    let addr = env.alpha.addr;
-    let old = std::mem::replace(
-        &mut env.alpha,
-        common::simulator(common::fast_config()).await,
-    );
-    old.stop().await;
-    env.alpha = panelgate::sim::start(alpha_config(&env.dir.0, 100_000.0), addr)
-        .await
-        .unwrap();
+    let addr = restore_alpha(&mut env).await;
     // Two status calls: the answer to the first has been read.
     upstream_saw(&env.http, addr, ALPHA_KEY, "status", 2).await;
     let o = env
@@ -257,6 +249,49 @@ async fn an_upstream_without_a_list_at_start_sells_nothing_until_it_answers() {
     )
     .await;
     assert_eq!(env.requests(&env.beta, BETA_KEY, "add").await, 1);
+}
+
+/// alpha replaced by a fresh simulator on the same address, as a panel restored from a backup
+/// that has none of its orders and numbers new ones from 1 again; returns the address.
+async fn restore_alpha(env: &mut Env) -> std::net::SocketAddr {
+    let addr = env.alpha.addr;
+    let old = std::mem::replace(
+        &mut env.alpha,
+        common::simulator(common::fast_config()).await,
+    );
+    old.stop().await;
+    env.alpha = panelgate::sim::start(alpha_config(&env.dir.0, 100_000.0), addr)
+        .await
+        .unwrap();
+    addr
+}
+
+#[tokio::test]
+async fn an_upstream_that_reuses_an_order_id_leaves_the_new_order_to_the_operator() {
+    let mut env = Env::start(Options::default()).await;
+    let key = env.client("ann", "10", "default").await;
+    let fields = [("link", "https://i.com/p"), ("quantity", "1000")];
+    let first = env.add(&key, "1", &fields).await;
+    let held = env.order(first).await.upstream_order.unwrap();
+    // alpha is restored from a backup older than that order: it numbers its orders from 1 again.
+    restore_alpha(&mut env).await;
+    let second = env.add(&key, "1", &fields).await;
+    let o = env
+        .wait_order(second, |o| o.state != OrderState::Dispatching)
+        .await;
+    // Not retried forever as if the database were away: the operator's, funds held, with the
+    // upstream's answer in the note.
+    assert_eq!(o.state, OrderState::Unknown);
+    assert_eq!(o.attention, Some(Attention::UnknownOutcome));
+    let note = o.note.unwrap_or_default();
+    assert!(
+        note.contains(&format!("answered upstream order {held}")),
+        "{note}"
+    );
+    assert_eq!(env.order(first).await.upstream_order, Some(held));
+    assert_eq!(env.status(&key, second).await["status"], "Pending");
+    assert_eq!(env.balance(&key).await, dec("7.75"));
+    env.assert_ledgers_balance().await;
 }
 
 /// The suite's gateway with alpha answering every `add` with `faults`, and a customer with 10.
