@@ -16,7 +16,9 @@
 //!
 //! Inside one process, writers first queue on an async mutex, so they wait their turn in
 //! order instead of polling SQLite's busy handler (which sleeps in steps of up to 100 ms);
-//! the busy timeout then only matters against another process.
+//! the busy timeout then only matters against another process. They all write on the same
+//! connection, whose page cache therefore stays valid from one write to the next (see
+//! [`SqliteStore`]'s `writes`).
 //!
 //! The store's reads, writes and rules are the same for both backends (`store::engine`); this
 //! module supplies the connections, the transactions and the durability.
