@@ -10,11 +10,12 @@
 //! never change (unless they wait for an operator's settlement), so their entries stay until
 //! the cache is full.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::Duration;
 
 use bytes::Bytes;
-use dashmap::DashMap;
+use rustc_hash::FxBuildHasher;
 
 use crate::clock::{self, Instant};
 use crate::money;
@@ -50,7 +51,8 @@ pub struct Entry {
     pub attention: Option<Attention>,
     /// The single-order `status` reply, serialized.
     pub json: Bytes,
-    read_at: Instant,
+    /// Until when, unless settled, it stands for the store's row: [`TRUST`] after reading it.
+    trusted_until: Instant,
 }
 
 impl Entry {
@@ -68,8 +70,13 @@ impl Entry {
             synced_at: o.synced_at,
             attention: o.attention,
             json: reply::to_bytes(&order_status(o, currency)),
-            read_at,
+            trusted_until: read_at + TRUST,
         }
+    }
+
+    /// Whether it may be answered at `now` without reading the store again.
+    fn trusted(&self, now: Instant) -> bool {
+        self.settled() || now < self.trusted_until
     }
 
     /// Whether the customer may see this order's status.
@@ -162,28 +169,38 @@ fn partial_remains(o: &Order) -> Remains {
 pub struct StatusCache {
     currency: String,
     // Keys are our own order ids (only orders read from the store get in), so a fast
-    // non-keyed hash is safe here; SipHash was a tenth of a 100-id poll.
-    entries: DashMap<i64, Arc<Entry>, rustc_hash::FxBuildHasher>,
+    // non-keyed hash is safe here; SipHash was a tenth of a 100-id poll. One lock, taken once
+    // per poll: a lock per entry (a sharded map's) was half the cost of answering 100.
+    entries: RwLock<HashMap<i64, Arc<Entry>, FxBuildHasher>>,
 }
 
 impl StatusCache {
     pub fn new(currency: &str) -> StatusCache {
         StatusCache {
             currency: currency.to_owned(),
-            entries: DashMap::default(),
+            entries: RwLock::default(),
         }
+    }
+
+    // No write leaves the map half-changed (each is one call on it), so a panic elsewhere
+    // while a guard was held leaves nothing to distrust.
+    fn read(&self) -> RwLockReadGuard<'_, HashMap<i64, Arc<Entry>, FxBuildHasher>> {
+        self.entries.read().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn write(&self) -> RwLockWriteGuard<'_, HashMap<i64, Arc<Entry>, FxBuildHasher>> {
+        self.entries.write().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// The entry for order `id`, if one is held and still trusted at `now`.
     pub fn get(&self, id: i64, now: Instant) -> Option<Arc<Entry>> {
-        let e = self.entries.get(&id)?;
-        (e.settled() || now.duration_since(e.read_at) < TRUST).then(|| e.clone())
+        self.read().get(&id).filter(|e| e.trusted(now)).cloned()
     }
 
     /// The entry for order `id` as last read, however long ago: for answers that must not
     /// wait for a fresher one (a customer over their read limit).
     pub fn held(&self, id: i64) -> Option<Arc<Entry>> {
-        self.entries.get(&id).map(|e| e.clone())
+        self.read().get(&id).cloned()
     }
 
     /// The reply for `ids`, written straight from the held entries, when every one of them is
@@ -198,10 +215,11 @@ impl StatusCache {
         now_ms: Millis,
         max_age: Millis,
     ) -> Option<Bytes> {
+        let entries = self.read();
         let usable = |id: u64| {
-            let e = self.entries.get(&i64::try_from(id).ok()?)?;
-            let trusted = e.settled() || now.duration_since(e.read_at) < TRUST;
-            (trusted && e.visible_to(customer_id) && !e.is_stale(now_ms, max_age)).then_some(e)
+            let e = entries.get(&i64::try_from(id).ok()?)?;
+            (e.trusted(now) && e.visible_to(customer_id) && !e.is_stale(now_ms, max_age))
+                .then_some(e)
         };
         if !many {
             return Some(usable(*ids.first()?)?.json.clone());
@@ -219,15 +237,17 @@ impl StatusCache {
     /// Holds a row just read from the store.
     pub fn put(&self, o: &Order) -> Arc<Entry> {
         let mut entry = Entry::new(o, &self.currency, clock::now());
+        let mut entries = self.write();
         // A confirmation held only in memory outlives the re-read of its row.
-        if let Some(old) = self.entries.get(&o.id) {
+        if let Some(old) = entries.get(&o.id) {
             entry.synced_at = entry.synced_at.max(old.synced_at);
         }
         let entry = Arc::new(entry);
-        if self.entries.len() >= CAPACITY {
-            self.entries.clear();
-        }
-        self.entries.insert(o.id, entry.clone());
+        // Starting over, the old entries are freed after the lock is let go, not under it.
+        let full = (entries.len() >= CAPACITY).then(|| std::mem::take(&mut *entries));
+        entries.insert(o.id, entry.clone());
+        drop(entries);
+        drop(full);
         entry
     }
 
@@ -240,13 +260,13 @@ impl StatusCache {
             synced_at: Some(now),
             ..*e
         });
-        self.entries.insert(e.id, confirmed.clone());
+        self.write().insert(e.id, confirmed.clone());
         confirmed
     }
 
     /// This process changed order `id`: the next read goes to the store.
     pub fn forget(&self, id: i64) {
-        self.entries.remove(&id);
+        self.write().remove(&id);
     }
 }
 
@@ -345,6 +365,24 @@ mod tests {
         assert_eq!(one, reply::to_bytes(&order_status(&b, "USD")));
         // Stale (confirmed more than max_age ago): the long way asks the upstream.
         assert_eq!(cache.answer(7, &[1], false, now, 100_000, 60_000), None);
+    }
+
+    #[test]
+    fn a_full_cache_starts_over() {
+        let cache = StatusCache::new("USD");
+        let now = Instant::now();
+        for id in 1..=CAPACITY as i64 {
+            cache.put(&order(id, OrderState::Placed, Status::InProgress));
+        }
+        assert!(cache.get(1, now).is_some());
+        let next = CAPACITY as i64 + 1;
+        cache.put(&order(next, OrderState::Placed, Status::InProgress));
+        assert!(
+            cache.get(1, now).is_none(),
+            "the first entry outlived a full cache"
+        );
+        assert!(cache.get(next, now).is_some());
+        assert_eq!(cache.read().len(), 1);
     }
 
     #[test]

@@ -483,6 +483,36 @@ proptest! {
         exercise(None, content_type, &json);
     }
 
+    /// Plain digits and commas are read by a shorter way than a list with spaces in it: both
+    /// ways give the same ids, or the same refusal (zero, overflow, too many, none).
+    #[test]
+    fn an_id_list_reads_the_same_with_spaces_around_its_pieces(
+        pieces in proptest::collection::vec(
+            prop_oneof![
+                4 => (1u64..200).prop_map(|n| n.to_string()),
+                1 => Just(String::new()),
+                1 => Just("0".to_owned()),
+                1 => Just("007".to_owned()),
+                1 => Just("18446744073709551616".to_owned()),
+                1 => any::<u64>().prop_map(|n| n.to_string()),
+            ],
+            0..130,
+        ),
+    ) {
+        let read = |list: String| {
+            let mut p = Params::default();
+            p.insert("action", "status");
+            p.insert("orders", list);
+            Action::parse(&p)
+        };
+        let plain = read(pieces.join(","));
+        let spaced = read(pieces.iter().map(|p| format!(" {p} ")).collect::<Vec<_>>().join(","));
+        prop_assert_eq!(&plain, &spaced);
+        if let Ok(Action::Status(ids)) = &plain {
+            check_ids(ids.as_slice());
+        }
+    }
+
     #[test]
     fn multipart_is_always_refused(body in proptest::collection::vec(any::<u8>(), 1..128)) {
         prop_assert_eq!(
